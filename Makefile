@@ -1,0 +1,28 @@
+# Every target works on a fresh clone with Rust installed; `make test` also needs
+# PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`), as on every machine here.
+
+CARGO ?= cargo
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+.PHONY: run test fmt lint unit check-pg build release
+
+## run: the importer alone, on SQLite (./importer.db), serving 127.0.0.1:8080
+run:
+	$(CARGO) run --release -p importer
+
+## test: formatting, lints, and every test on SQLite and PostgreSQL
+test: fmt lint check-pg
+	$(CARGO) test --workspace --all-targets
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## check-pg: fail early, and clearly, when PostgreSQL is not reachable
+check-pg:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432; the tests need it (they never skip)." >&2; exit 1; }
+
+release:
+	$(CARGO) build --release --workspace

@@ -1,0 +1,7 @@
+//! The memory-budget harness: mock upstreams, the importer as a child
+//! process, load, memory sampling, verification and reports.
+//!
+//! The harness never links the importer: it drives the real binary over HTTP,
+//! exactly as a deploy would.
+
+pub mod mock;

@@ -1,0 +1,131 @@
+//! chess.com published-data API: archive list, month as JSON, month as PGN.
+
+use serde_json::json;
+use wiremock::{Request, Respond, ResponseTemplate};
+
+use super::games::{self, SyntheticGame};
+use super::{MockUser, Users};
+
+pub(super) struct Responder {
+    pub users: Users,
+    pub seed: u64,
+    /// This server's own URL, for the archive list's absolute URLs.
+    pub base: String,
+}
+
+fn not_found(name: &str) -> ResponseTemplate {
+    ResponseTemplate::new(404).set_body_raw(
+        json!({"code": 0, "message": format!("User \"{name}\" not found.")}).to_string(),
+        "application/json",
+    )
+}
+
+/// Months that have games, as months-back numbers, oldest first.
+fn months_with_games(user: &MockUser) -> Vec<u32> {
+    (0..user.months.max(1))
+        .rev()
+        .filter(|&m| !games::indices_of_month(user, m).is_empty())
+        .collect()
+}
+
+fn months_back_of(year: i32, month: u32) -> Option<u32> {
+    let newest = 2025 * 12 + 11;
+    let this = i64::from(year) * 12 + i64::from(month) - 1;
+    u32::try_from(newest - this).ok()
+}
+
+fn game_json(g: &SyntheticGame, base_tc: String) -> serde_json::Value {
+    let result = |white: bool| match (g.result, white) {
+        ("1-0", true) | ("0-1", false) => "win",
+        ("1/2-1/2", _) => "agreed",
+        _ => "resigned",
+    };
+    let player = |name: &str, rating: u32, white: bool| {
+        json!({
+            "rating": rating, "result": result(white),
+            "@id": format!("https://api.chess.com/pub/player/{}", name.to_ascii_lowercase()),
+            "username": name, "uuid": format!("{:032x}", name.len() as u64 * 7919 + rating as u64),
+        })
+    };
+    json!({
+        "url": format!("https://www.chess.com/game/live/{}", g.id),
+        "pgn": g.pgn,
+        "time_control": base_tc,
+        "end_time": g.ended_at,
+        "rated": true,
+        "tcn": "",
+        "uuid": format!("{:032x}", g.id.parse::<u128>().unwrap_or(0)),
+        "initial_setup": "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
+        "fen": "",
+        "time_class": games::speed(g.clock).replace("ultraBullet", "bullet").replace("classical", "rapid"),
+        "rules": "chess",
+        "white": player(&g.white, g.white_elo, true),
+        "black": player(&g.black, g.black_elo, false),
+    })
+}
+
+impl Respond for Responder {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let segs: Vec<&str> = req.url.path().trim_matches('/').split('/').collect();
+        let (name, rest) = match segs.as_slice() {
+            ["pub", "player", name, "games", rest @ ..] => (*name, rest),
+            _ => return ResponseTemplate::new(404),
+        };
+        let Some(state) = self.users.get(&name.to_ascii_lowercase()) else {
+            return not_found(name);
+        };
+        if let Some(fault) = state.fault() {
+            return fault;
+        }
+        let user = &state.user;
+        let lower = user.key();
+        match rest {
+            ["archives"] => {
+                let archives: Vec<String> = months_with_games(user)
+                    .into_iter()
+                    .map(|m| {
+                        let (y, mo) = games::year_month(m);
+                        format!("{}/pub/player/{lower}/games/{y:04}/{mo:02}", self.base)
+                    })
+                    .collect();
+                ResponseTemplate::new(200)
+                    .set_body_raw(json!({ "archives": archives }).to_string(), "application/json")
+            }
+            [year, month] | [year, month, "pgn"] => {
+                let (Ok(y), Ok(m)) = (year.parse::<i32>(), month.parse::<u32>()) else {
+                    return not_found(name);
+                };
+                let range = months_back_of(y, m)
+                    .filter(|&back| back < user.months.max(1))
+                    .map(|back| games::indices_of_month(user, back))
+                    .unwrap_or(0..0);
+                if rest.len() == 3 {
+                    // The PGN file is newest first.
+                    let mut body = String::new();
+                    for i in range {
+                        body.push_str(&games::generate(user, self.seed, i).pgn);
+                        body.push_str("\n\n");
+                    }
+                    ResponseTemplate::new(200).set_body_raw(body, "application/x-chess-pgn")
+                } else {
+                    // The JSON month is sorted by ascending end_time.
+                    let list: Vec<_> = range
+                        .rev()
+                        .map(|i| {
+                            let g = games::generate(user, self.seed, i);
+                            let tc = if g.clock.1 == 0 {
+                                g.clock.0.to_string()
+                            } else {
+                                format!("{}+{}", g.clock.0, g.clock.1)
+                            };
+                            game_json(&g, tc)
+                        })
+                        .collect();
+                    ResponseTemplate::new(200)
+                        .set_body_raw(json!({ "games": list }).to_string(), "application/json")
+                }
+            }
+            _ => not_found(name),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Mock lichess and chess.com, faithful to `shared/UPSTREAM.md`, on wiremock.
+//!
+//! Each provider is one wiremock server whose single responder routes by
+//! path, so that query parameters (`max`, `since`, `until`, `sort`), the
+//! `Accept` header and per-user faults behave as the real API does. Request
+//! recording is off: wiremock would otherwise keep every request for the
+//! life of the server. wiremock sends each response whole; the paced stream
+//! (lichess's ~20 games a second) is the job of `stream.rs`.
+
+mod chess_com;
+pub mod games;
+mod lichess;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// A game provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Platform {
+    /// lichess.org
+    #[serde(rename = "lichess")]
+    Lichess,
+    /// chess.com
+    #[serde(rename = "chess.com")]
+    ChessCom,
+}
+
+impl Platform {
+    /// The name the importer's API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Lichess => "lichess",
+            Platform::ChessCom => "chess.com",
+        }
+    }
+}
+
+/// One user the mocks know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockUser {
+    /// Username as displayed (the URLs use it lowercased).
+    pub name: String,
+    /// The provider.
+    pub platform: Platform,
+    /// How many games the user has.
+    pub games: u64,
+    /// Over how many monthly archives the games spread (chess.com; lichess ignores it).
+    pub months: u32,
+    /// Indices (0 = newest) of games served broken.
+    pub malformed: Vec<u64>,
+    /// Statuses answered to this user's first requests, in order (e.g. 429, 503), before serving normally.
+    pub faults: Vec<u16>,
+}
+
+impl MockUser {
+    /// A user with `games` games, one month, no faults.
+    pub fn new(name: &str, platform: Platform, games: u64) -> MockUser {
+        MockUser {
+            name: name.to_string(),
+            platform,
+            games,
+            months: 1,
+            malformed: Vec::new(),
+            faults: Vec::new(),
+        }
+    }
+
+    /// The name as shown in PGN.
+    pub fn display_name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// The id the importer stores the user under.
+    pub fn key(&self) -> String {
+        self.name.to_ascii_lowercase()
+    }
+
+    /// Ids of the games that are well formed, newest first.
+    pub fn valid_ids(&self) -> impl Iterator<Item = (u64, String)> + '_ {
+        (0..self.games)
+            .filter(|i| !self.malformed.contains(i))
+            .map(|i| (i, games::game_id(self, i)))
+    }
+}
+
+/// Per-user state of a responder: the faults still to serve.
+struct UserState {
+    user: MockUser,
+    requests: AtomicUsize,
+}
+
+impl UserState {
+    /// A fault to answer with now, if any remain.
+    fn fault(&self) -> Option<ResponseTemplate> {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        let status = *self.user.faults.get(n)?;
+        let mut resp = ResponseTemplate::new(status);
+        if status == 429 && self.user.platform == Platform::Lichess {
+            // lichess sends no Retry-After; this body is what it says.
+            resp = resp.set_body_raw(
+                r#"{"error":"Please only run 1 request(s) at a time"}"#,
+                "application/json",
+            );
+        }
+        Some(resp)
+    }
+}
+
+type Users = Arc<HashMap<String, UserState>>;
+
+fn users_of(users: &[MockUser], platform: Platform) -> Users {
+    Arc::new(
+        users
+            .iter()
+            .filter(|u| u.platform == platform)
+            .map(|u| {
+                (
+                    u.key(),
+                    UserState {
+                        user: u.clone(),
+                        requests: AtomicUsize::new(0),
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Both mock providers, running.
+pub struct Upstreams {
+    /// The lichess mock.
+    pub lichess: MockServer,
+    /// The chess.com mock.
+    pub chess_com: MockServer,
+}
+
+impl Upstreams {
+    /// Starts both mocks on free loopback ports.
+    pub async fn start(users: &[MockUser], seed: u64) -> Upstreams {
+        Self::start_on(users, seed, None, None).await
+    }
+
+    /// Starts both mocks, on the given ports where given.
+    pub async fn start_on(
+        users: &[MockUser],
+        seed: u64,
+        lichess_port: Option<std::net::TcpListener>,
+        chess_com_port: Option<std::net::TcpListener>,
+    ) -> Upstreams {
+        let server = |listener: Option<std::net::TcpListener>| async move {
+            let mut builder = MockServer::builder().disable_request_recording();
+            if let Some(l) = listener {
+                builder = builder.listener(l);
+            }
+            builder.start().await
+        };
+        let lichess = server(lichess_port).await;
+        Mock::given(any())
+            .respond_with(lichess::Responder {
+                users: users_of(users, Platform::Lichess),
+                seed,
+            })
+            .mount(&lichess)
+            .await;
+        let chess_com = server(chess_com_port).await;
+        Mock::given(any())
+            .respond_with(chess_com::Responder {
+                users: users_of(users, Platform::ChessCom),
+                seed,
+                base: chess_com.uri(),
+            })
+            .mount(&chess_com)
+            .await;
+        Upstreams { lichess, chess_com }
+    }
+
+    /// Base URL to give the importer as LICHESS_BASE_URL.
+    pub fn lichess_url(&self) -> String {
+        self.lichess.uri()
+    }
+
+    /// Base URL to give the importer as CHESSCOM_BASE_URL.
+    pub fn chess_com_url(&self) -> String {
+        self.chess_com.uri()
+    }
+}
+
+/// Whether `value` of query parameter `name` is `true`.
+fn flag(url: &reqwest::Url, name: &str) -> Option<bool> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v == "true")
+}

@@ -1,0 +1,322 @@
+//! Configuration: raw flags and environment first, then one validated `Config`.
+//!
+//! Every setting is an environment variable (and the same name as a flag).
+//! Validation happens once, at start, so that a bad deploy fails loudly with
+//! a message naming the variable, the value and what is accepted, instead of
+//! misbehaving under load.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A setting that could not be accepted; the message names variable, value and range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}={value:?}: expected {accepted}")]
+pub struct ConfigError {
+    /// The environment variable (or flag) at fault.
+    pub var: &'static str,
+    /// The value as given.
+    pub value: String,
+    /// What would have been accepted.
+    pub accepted: String,
+}
+
+/// Raw settings as given on the command line or in the environment, not yet checked.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "importer",
+    version,
+    about = "Imports chess games from lichess and chess.com into SQLite or PostgreSQL, \
+             with at most MAX_CONCURRENT_IMPORTS imports at a time.",
+    long_about = None,
+    after_help = "Every option can be given as the environment variable shown beside it; \
+                  a flag wins over the environment. A bad value stops the program with exit code 2."
+)]
+pub struct RawConfig {
+    /// Imports running at once (1..=256); the rest wait in the queue.
+    #[arg(long, env = "MAX_CONCURRENT_IMPORTS", default_value = "3")]
+    pub max_concurrent_imports: String,
+    /// Games written per transaction; also the most games an import holds in memory (1..=10000).
+    #[arg(long, env = "IMPORT_BATCH_SIZE", default_value = "50")]
+    pub import_batch_size: String,
+    /// Stored ids read per query when checking which games exist (1..=100000).
+    #[arg(long, env = "EXISTING_GAMES_PAGE_SIZE", default_value = "2000")]
+    pub existing_games_page_size: String,
+    /// How stored games are recognised: `batch` (ask the database per batch) or `preload` (read all stored ids first).
+    #[arg(long, env = "DEDUP_STRATEGY", default_value = "batch")]
+    pub dedup_strategy: String,
+    /// Imports that may wait for a free slot (0..=100000); beyond it, 429.
+    #[arg(long, env = "IMPORT_QUEUE_CAPACITY", default_value = "100")]
+    pub import_queue_capacity: String,
+    /// Upstream requests in flight, all imports together (1..=1024).
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value = "15")]
+    pub http_max_connections: String,
+    /// Idle connections kept per upstream host (0..=1024).
+    #[arg(long, env = "HTTP_POOL_MAX_IDLE_PER_HOST", default_value = "6")]
+    pub http_pool_max_idle_per_host: String,
+    /// Database connections (1..=100).
+    #[arg(long, env = "DB_POOL_SIZE", default_value = "5")]
+    pub db_pool_size: String,
+    /// `sqlite://FILE` (created if missing) or `postgres://...`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://importer.db")]
+    pub database_url: String,
+    /// Base URL of lichess.
+    #[arg(long, env = "LICHESS_BASE_URL", default_value = "https://lichess.org")]
+    pub lichess_base_url: String,
+    /// Base URL of the chess.com published-data API.
+    #[arg(long, env = "CHESSCOM_BASE_URL", default_value = "https://api.chess.com")]
+    pub chesscom_base_url: String,
+    /// Address to listen on; default 127.0.0.1:8080, or 0.0.0.0:$PORT when PORT is set.
+    #[arg(long, env = "BIND_ADDR")]
+    pub bind_addr: Option<String>,
+    /// Port set by hosting platforms; used when BIND_ADDR is not set.
+    #[arg(long, env = "PORT", hide = true)]
+    pub port: Option<String>,
+    /// Optional bearer token for lichess (raises its rate limit).
+    #[arg(long, env = "LICHESS_TOKEN", hide_env_values = true)]
+    pub lichess_token: Option<String>,
+    /// Seconds to wait after a 429 that carries no Retry-After (0..=3600).
+    #[arg(long, env = "UPSTREAM_RATE_LIMIT_WAIT_SECS", default_value = "60")]
+    pub upstream_rate_limit_wait_secs: String,
+    /// Runtime worker threads (1..=64); fewer threads, less memory.
+    #[arg(long, env = "WORKER_THREADS", default_value = "2")]
+    pub worker_threads: String,
+}
+
+/// How an import recognises games that are already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupStrategy {
+    /// Ask the database about each batch's ids: memory bounded by the batch.
+    Batch,
+    /// Read every stored id (page by page) into a set first: memory grows with history.
+    Preload,
+}
+
+/// Which database the importer writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// Validated, ready-to-use configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Imports running at once.
+    pub max_concurrent_imports: usize,
+    /// Games per batch (and per transaction).
+    pub import_batch_size: usize,
+    /// Ids per query when reading stored ids.
+    pub existing_games_page_size: usize,
+    /// How stored games are recognised.
+    pub dedup_strategy: DedupStrategy,
+    /// Imports that may wait.
+    pub import_queue_capacity: usize,
+    /// Upstream requests in flight.
+    pub http_max_connections: usize,
+    /// Idle upstream connections per host.
+    pub http_pool_max_idle_per_host: usize,
+    /// Database pool size.
+    pub db_pool_size: u32,
+    /// Database URL as given.
+    pub database_url: String,
+    /// Which database the URL names.
+    pub database_kind: DatabaseKind,
+    /// lichess base URL, without trailing slash.
+    pub lichess_base_url: String,
+    /// chess.com base URL, without trailing slash.
+    pub chesscom_base_url: String,
+    /// Listen address.
+    pub bind_addr: SocketAddr,
+    /// lichess bearer token.
+    pub lichess_token: Option<String>,
+    /// Wait after a 429 without Retry-After.
+    pub rate_limit_wait: Duration,
+    /// Runtime worker threads.
+    pub worker_threads: usize,
+}
+
+fn int_in<T>(var: &'static str, value: &str, lo: T, hi: T) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let bad = || ConfigError {
+        var,
+        value: value.to_string(),
+        accepted: format!("an integer in {lo}..={hi}"),
+    };
+    let n: T = value.trim().parse().map_err(|_| bad())?;
+    if n < lo || n > hi {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+fn base_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    let ok = reqwest::Url::parse(value)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    match ok {
+        Some(_) => Ok(value.trim_end_matches('/').to_string()),
+        None => Err(ConfigError {
+            var,
+            value: value.to_string(),
+            accepted: "an http:// or https:// URL with a host".into(),
+        }),
+    }
+}
+
+fn database_kind(value: &str) -> Result<DatabaseKind, ConfigError> {
+    let bad = |why: &str| ConfigError {
+        var: "DATABASE_URL",
+        value: value.to_string(),
+        accepted: format!("sqlite://FILE or postgres://USER@HOST/DB ({why})"),
+    };
+    if let Some(rest) = value.strip_prefix("sqlite:") {
+        if rest.trim_start_matches('/').is_empty() {
+            return Err(bad("no file named"));
+        }
+        Ok(DatabaseKind::Sqlite)
+    } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        reqwest::Url::parse(value).map_err(|e| bad(&e.to_string()))?;
+        Ok(DatabaseKind::Postgres)
+    } else {
+        Err(bad("unknown scheme"))
+    }
+}
+
+impl Config {
+    /// Checks every raw value and builds the configuration, naming the first bad one.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let bind_addr = match (&raw.bind_addr, &raw.port) {
+            (Some(addr), _) => addr.parse().map_err(|_| ConfigError {
+                var: "BIND_ADDR",
+                value: addr.clone(),
+                accepted: "a socket address such as 127.0.0.1:8080".into(),
+            })?,
+            (None, Some(port)) => {
+                let port: u16 = int_in("PORT", port, 1, u16::MAX)?;
+                SocketAddr::from(([0, 0, 0, 0], port))
+            }
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let dedup_strategy = match raw.dedup_strategy.trim() {
+            "batch" => DedupStrategy::Batch,
+            "preload" => DedupStrategy::Preload,
+            other => {
+                return Err(ConfigError {
+                    var: "DEDUP_STRATEGY",
+                    value: other.to_string(),
+                    accepted: "`batch` or `preload`".into(),
+                });
+            }
+        };
+        let lichess_token = raw.lichess_token.filter(|t| !t.trim().is_empty());
+        Ok(Config {
+            max_concurrent_imports: int_in("MAX_CONCURRENT_IMPORTS", &raw.max_concurrent_imports, 1, 256)?,
+            import_batch_size: int_in("IMPORT_BATCH_SIZE", &raw.import_batch_size, 1, 10_000)?,
+            existing_games_page_size: int_in(
+                "EXISTING_GAMES_PAGE_SIZE",
+                &raw.existing_games_page_size,
+                1,
+                100_000,
+            )?,
+            dedup_strategy,
+            import_queue_capacity: int_in("IMPORT_QUEUE_CAPACITY", &raw.import_queue_capacity, 0, 100_000)?,
+            http_max_connections: int_in("HTTP_MAX_CONNECTIONS", &raw.http_max_connections, 1, 1024)?,
+            http_pool_max_idle_per_host: int_in(
+                "HTTP_POOL_MAX_IDLE_PER_HOST",
+                &raw.http_pool_max_idle_per_host,
+                0,
+                1024,
+            )?,
+            db_pool_size: int_in("DB_POOL_SIZE", &raw.db_pool_size, 1, 100)?,
+            database_kind: database_kind(&raw.database_url)?,
+            database_url: raw.database_url,
+            lichess_base_url: base_url("LICHESS_BASE_URL", &raw.lichess_base_url)?,
+            chesscom_base_url: base_url("CHESSCOM_BASE_URL", &raw.chesscom_base_url)?,
+            bind_addr,
+            lichess_token,
+            rate_limit_wait: Duration::from_secs(int_in(
+                "UPSTREAM_RATE_LIMIT_WAIT_SECS",
+                &raw.upstream_rate_limit_wait_secs,
+                0,
+                3600,
+            )?),
+            worker_threads: int_in("WORKER_THREADS", &raw.worker_threads, 1, 64)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["importer"];
+        argv.extend_from_slice(args);
+        Config::from_raw(RawConfig::parse_from(argv))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        // The defaults must not depend on the test process's environment.
+        let cfg = Config::from_raw(RawConfig::parse_from([
+            "importer",
+            "--database-url",
+            "sqlite://x.db",
+        ]))
+        .unwrap();
+        assert!(cfg.max_concurrent_imports >= 1);
+        assert_eq!(cfg.database_kind, DatabaseKind::Sqlite);
+    }
+
+    #[test]
+    fn out_of_range_names_variable_value_and_range() {
+        let err = parse(&["--max-concurrent-imports", "0"]).unwrap_err();
+        assert_eq!(err.var, "MAX_CONCURRENT_IMPORTS");
+        assert_eq!(
+            err.to_string(),
+            "invalid MAX_CONCURRENT_IMPORTS=\"0\": expected an integer in 1..=256"
+        );
+        let err = parse(&["--import-batch-size", "10001"]).unwrap_err();
+        assert_eq!(err.var, "IMPORT_BATCH_SIZE");
+        let err = parse(&["--existing-games-page-size", "lots"]).unwrap_err();
+        assert_eq!(err.var, "EXISTING_GAMES_PAGE_SIZE");
+        assert_eq!(err.value, "lots");
+    }
+
+    #[test]
+    fn urls_and_addresses_are_checked() {
+        assert_eq!(
+            parse(&["--database-url", "mysql://x"]).unwrap_err().var,
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            parse(&["--database-url", "sqlite://"]).unwrap_err().var,
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            parse(&["--lichess-base-url", "ftp://x"]).unwrap_err().var,
+            "LICHESS_BASE_URL"
+        );
+        assert_eq!(parse(&["--bind-addr", "localhost"]).unwrap_err().var, "BIND_ADDR");
+        assert_eq!(
+            parse(&["--dedup-strategy", "magic"]).unwrap_err().var,
+            "DEDUP_STRATEGY"
+        );
+    }
+
+    #[test]
+    fn port_sets_public_bind_address_unless_bind_addr_given() {
+        let cfg = parse(&["--port", "9000"]).unwrap();
+        assert_eq!(cfg.bind_addr.to_string(), "0.0.0.0:9000");
+        let cfg = parse(&["--port", "9000", "--bind-addr", "127.0.0.1:7000"]).unwrap();
+        assert_eq!(cfg.bind_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(parse(&["--port", "0"]).unwrap_err().var, "PORT");
+    }
+}

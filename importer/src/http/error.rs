@@ -1,0 +1,61 @@
+//! The one error type of the HTTP API: every failure is JSON `{"error": "..."}`.
+//!
+//! 4xx messages say what was wrong with the request; 5xx causes are logged
+//! and never sent to the client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+/// A request that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is wrong; the message names the field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The body is over the size limit.
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The queue is full; retry after the given seconds.
+    #[error("import queue is full ({capacity} waiting); retry later")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+        /// Seconds to suggest.
+        retry_after_secs: u64,
+    },
+    /// The database failed.
+    #[error("internal error")]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "request failed on the database");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut resp = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if let ApiError::QueueFull { retry_after_secs, .. } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        resp
+    }
+}

@@ -1,0 +1,242 @@
+//! `POST /api/v1/import-more-games` and `GET /api/v1/imports/{id}`.
+//!
+//! The request body is checked field by field from a JSON value rather than
+//! through serde derive, so that every rejection names the field at fault.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{ApiError, AppState, MAX_BODY_BYTES};
+use crate::job::{Job, JobStatus, Platform};
+use crate::scheduler::Admission;
+
+/// Games imported when the request gives no limit.
+pub const DEFAULT_LIMIT: i64 = 500;
+/// Largest limit accepted.
+pub const MAX_LIMIT: i64 = 10_000;
+
+/// A checked import request.
+#[derive(Debug, PartialEq)]
+pub struct ImportRequest {
+    /// Lowercased username.
+    pub user_id: String,
+    /// The platform.
+    pub platform: Platform,
+    /// Most games to import.
+    pub limit: i64,
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(msg.into())
+}
+
+/// Checks a request body; every error names the field.
+pub fn parse_request(body: &[u8]) -> Result<ImportRequest, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("body is not valid JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(bad("body must be a JSON object with user_id, platform and limit"));
+    };
+    let platform = match obj.remove("platform") {
+        Some(Value::String(p)) => Platform::parse(&p).ok_or_else(|| {
+            bad(format!(
+                "platform: unknown platform {p:?}; expected \"lichess\" or \"chess.com\""
+            ))
+        })?,
+        Some(_) => return Err(bad("platform: must be a string, \"lichess\" or \"chess.com\"")),
+        None => return Err(bad("platform: missing; expected \"lichess\" or \"chess.com\"")),
+    };
+    let user_id = match obj.remove("user_id") {
+        Some(Value::String(u)) => u,
+        Some(_) => return Err(bad("user_id: must be a string")),
+        None => return Err(bad("user_id: missing")),
+    };
+    if !platform.is_valid_username(&user_id) {
+        return Err(bad(format!(
+            "user_id: not a valid {} username; expected {}",
+            platform.as_str(),
+            platform.username_rule()
+        )));
+    }
+    let limit = match obj.remove("limit") {
+        None | Some(Value::Null) => DEFAULT_LIMIT,
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(l) if (1..=MAX_LIMIT).contains(&l) => l,
+            _ => {
+                return Err(bad(format!(
+                    "limit: {n} is out of range; expected an integer in 1..={MAX_LIMIT}"
+                )));
+            }
+        },
+        Some(_) => return Err(bad(format!("limit: must be an integer in 1..={MAX_LIMIT}"))),
+    };
+    reject_unknown(&obj)?;
+    Ok(ImportRequest {
+        user_id: user_id.to_ascii_lowercase(),
+        platform,
+        limit,
+    })
+}
+
+fn reject_unknown(rest: &Map<String, Value>) -> Result<(), ApiError> {
+    match rest.keys().next() {
+        Some(k) => Err(bad(format!(
+            "{}: unknown field; expected user_id, platform, limit",
+            k.escape_default()
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[derive(Serialize)]
+/// Answer to an accepted import request.
+pub struct Admitted {
+    import_id: String,
+    status: JobStatus,
+    queue_position: usize,
+}
+
+/// Starts or queues an import; the same user and platform already active answers 200 with that import.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Admitted>), ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(ApiError::UnsupportedMediaType(
+            "content-type: expected application/json".into(),
+        ));
+    }
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
+        _ => bad(format!("body: {e}")),
+    })?;
+    let req = parse_request(&body)?;
+    match state
+        .scheduler
+        .submit(req.user_id, req.platform, req.limit)
+        .await?
+    {
+        Admission::Accepted { job, position } => Ok((
+            StatusCode::ACCEPTED,
+            Json(Admitted {
+                import_id: job.import_id,
+                status: job.status,
+                queue_position: position,
+            }),
+        )),
+        Admission::Existing { import_id } => {
+            let position = state.scheduler.queue_position(&import_id).await;
+            let status = if position.is_some() {
+                JobStatus::Queued
+            } else {
+                JobStatus::Running
+            };
+            Ok((
+                StatusCode::OK,
+                Json(Admitted {
+                    import_id,
+                    status,
+                    queue_position: position.unwrap_or(0),
+                }),
+            ))
+        }
+        Admission::QueueFull => Err(ApiError::QueueFull {
+            capacity: state.queue_capacity,
+            retry_after_secs: 30,
+        }),
+    }
+}
+
+#[derive(Serialize)]
+/// An import as `GET /api/v1/imports/{id}` shows it.
+pub struct JobView {
+    #[serde(flatten)]
+    job: Job,
+    queue_position: usize,
+}
+
+/// One import's status and counters.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(import_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "import_id: no import with id {:?}",
+            import_id.escape_default().to_string()
+        ))
+    };
+    if import_id.len() > 64 {
+        return Err(not_found());
+    }
+    let job = state.store.job(&import_id).await?.ok_or_else(not_found)?;
+    let queue_position = state.scheduler.queue_position(&import_id).await.unwrap_or(0);
+    Ok(Json(JobView { job, queue_position }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> String {
+        parse_request(body.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_request_is_lowercased_with_default_limit() {
+        let r = parse_request(br#"{"user_id":"Thibault","platform":"lichess"}"#).unwrap();
+        assert_eq!(
+            r,
+            ImportRequest {
+                user_id: "thibault".into(),
+                platform: Platform::Lichess,
+                limit: DEFAULT_LIMIT
+            }
+        );
+    }
+
+    #[test]
+    fn each_rejection_names_its_field() {
+        assert!(err("{").starts_with("body is not valid JSON"));
+        assert!(err("[]").starts_with("body must be"));
+        assert!(err(r#"{"user_id":"ab","platform":"chess.org"}"#).starts_with("platform:"));
+        assert!(err(r#"{"platform":"lichess"}"#).starts_with("user_id: missing"));
+        assert!(err(r#"{"user_id":5,"platform":"lichess"}"#).starts_with("user_id:"));
+        for name in [
+            "a",
+            "../etc",
+            "a/b",
+            "a%2Fb",
+            "a?b",
+            "a#b",
+            "a b",
+            "a\u{1}b",
+            "josé",
+            &"x".repeat(200),
+        ] {
+            let body = serde_json::json!({"user_id": name, "platform": "lichess"}).to_string();
+            assert!(err(&body).starts_with("user_id: not a valid"), "{name:?}");
+        }
+        for limit in ["0", "-1", "1.5", "\"10\"", "10001"] {
+            let body = format!(r#"{{"user_id":"abc","platform":"lichess","limit":{limit}}}"#);
+            assert!(err(&body).starts_with("limit:"), "{limit}");
+        }
+        assert!(
+            err(r#"{"user_id":"abc","platform":"lichess","admin":true}"#).starts_with("admin: unknown field")
+        );
+    }
+}

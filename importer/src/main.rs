@@ -1,0 +1,132 @@
+//! `importer`: configuration, database, client, scheduler, HTTP server. Nothing else lives here.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use importer::config::{Config, RawConfig};
+use importer::http::{AppState, app};
+use importer::metrics::Metrics;
+use importer::pipeline::ImportContext;
+use importer::scheduler::Scheduler;
+use importer::store::Store;
+use importer::upstream::{Client, ClientConfig};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = match Config::from_raw(RawConfig::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let store = Store::connect(&config.database_url, config.db_pool_size)
+        .await
+        .with_context(|| format!("opening {}", redact(&config.database_url)))?;
+    let client = Client::new(ClientConfig {
+        max_connections: config.http_max_connections,
+        pool_max_idle_per_host: config.http_pool_max_idle_per_host,
+        rate_limit_wait: config.rate_limit_wait,
+        backoff_base: Duration::from_millis(500),
+        lichess_token: config.lichess_token.clone(),
+    })?;
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(ImportContext {
+        store: store.clone(),
+        client,
+        config: Arc::clone(&config),
+        metrics: Arc::clone(&metrics),
+    });
+    let scheduler = Scheduler::new(ctx);
+    scheduler
+        .resume(
+            store
+                .unfinished_jobs()
+                .await
+                .context("listing unfinished imports")?,
+        )
+        .await;
+    let listener = tokio::net::TcpListener::bind(config.bind_addr)
+        .await
+        .with_context(|| format!("binding {}", config.bind_addr))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        database = %redact(&config.database_url),
+        max_concurrent_imports = config.max_concurrent_imports,
+        import_batch_size = config.import_batch_size,
+        existing_games_page_size = config.existing_games_page_size,
+        "listening"
+    );
+    let state = AppState {
+        store: store.clone(),
+        scheduler,
+        metrics,
+        queue_capacity: config.import_queue_capacity,
+    };
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("stopped; unfinished imports resume at the next start");
+    store.close().await;
+    Ok(())
+}
+
+/// Hides a password in a database URL before it is logged.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,237 @@
+//! One import, start to end: source -> parse -> batch -> store.
+//!
+//! Memory is bounded by the batch: games are parsed as they arrive, at most
+//! `IMPORT_BATCH_SIZE` rows are held, and the batch is emptied once written.
+//! Nothing here grows with the user's history, except under the `preload`
+//! deduplication strategy, which exists to be measured against `batch`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::config::{Config, DedupStrategy};
+use crate::job::{Counters, Job, Platform};
+use crate::metrics::Metrics;
+use crate::pgn::{Framed, GameRow, parse_game};
+use crate::store::{Store, StoreError};
+use crate::upstream::{Client, GameSource, UpstreamError};
+
+/// Why an import failed; the message is what the job's `error` says.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The account does not exist.
+    #[error("user {user} not found on {platform}")]
+    UserNotFound {
+        /// The username.
+        user: String,
+        /// The platform name.
+        platform: &'static str,
+    },
+    /// Any other upstream failure.
+    #[error("{platform} upstream: {source}")]
+    Upstream {
+        /// The platform name.
+        platform: &'static str,
+        /// The cause.
+        #[source]
+        source: UpstreamError,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What every import needs, shared.
+pub struct ImportContext {
+    /// The database.
+    pub store: Store,
+    /// The upstream client.
+    pub client: Client,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Process-wide counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl ImportContext {
+    fn base_url(&self, platform: Platform) -> &str {
+        match platform {
+            Platform::Lichess => &self.config.lichess_base_url,
+            Platform::ChessCom => &self.config.chesscom_base_url,
+        }
+    }
+}
+
+/// Stored ids known before the stream starts (`preload` strategy only).
+async fn preload_ids(ctx: &ImportContext, job: &Job) -> Result<HashSet<String>, StoreError> {
+    let mut known = HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = ctx
+            .store
+            .stored_ids_page(
+                &job.user_id,
+                job.platform,
+                after.as_deref(),
+                ctx.config.existing_games_page_size,
+            )
+            .await?;
+        let full = page.len() == ctx.config.existing_games_page_size;
+        after = page.last().cloned();
+        known.extend(page);
+        if !full {
+            return Ok(known);
+        }
+    }
+}
+
+struct Batcher<'a> {
+    ctx: &'a ImportContext,
+    job: &'a Job,
+    rows: Vec<GameRow>,
+    preloaded: Option<HashSet<String>>,
+    counters: Counters,
+}
+
+impl Batcher<'_> {
+    fn remaining(&self) -> i64 {
+        self.job.limit - self.counters.games_imported
+    }
+
+    /// Writes the batch's new games (at most the remaining limit), then empties it.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        // The same game twice in one batch (a resumed stream) counts once.
+        let mut seen = HashSet::with_capacity(self.rows.len());
+        let before = self.rows.len();
+        self.rows.retain(|r| seen.insert(r.provider_game_id.clone()));
+        drop(seen);
+        self.counters.games_skipped_existing += (before - self.rows.len()) as i64;
+
+        let stored: HashSet<String> = match &self.preloaded {
+            Some(known) => self
+                .rows
+                .iter()
+                .filter(|r| known.contains(&r.provider_game_id))
+                .map(|r| r.provider_game_id.clone())
+                .collect(),
+            None => {
+                let mut stored = HashSet::new();
+                let ids: Vec<&str> = self.rows.iter().map(|r| r.provider_game_id.as_str()).collect();
+                for page in ids.chunks(self.ctx.config.existing_games_page_size) {
+                    stored.extend(
+                        self.ctx
+                            .store
+                            .stored_among(&self.job.user_id, self.job.platform, page)
+                            .await?,
+                    );
+                }
+                stored
+            }
+        };
+        let before = self.rows.len();
+        self.rows.retain(|r| !stored.contains(&r.provider_game_id));
+        self.counters.games_skipped_existing += (before - self.rows.len()) as i64;
+        let room = usize::try_from(self.remaining().max(0)).unwrap_or(usize::MAX);
+        self.rows.truncate(room);
+
+        if self.rows.is_empty() {
+            self.ctx
+                .store
+                .update_counters(&self.job.import_id, &self.counters)
+                .await?;
+        } else {
+            let inserted = self
+                .ctx
+                .store
+                .insert_batch(
+                    &self.job.import_id,
+                    &self.job.user_id,
+                    self.job.platform,
+                    &self.rows,
+                    &self.counters,
+                    Utc::now(),
+                )
+                .await?;
+            let raced = self.rows.len() as i64 - inserted as i64;
+            self.counters.games_imported += inserted as i64;
+            self.counters.games_skipped_existing += raced;
+            self.ctx.metrics.games_imported(self.job.platform, inserted);
+            tracing::debug!(import_id = %self.job.import_id, inserted, raced, "batch written");
+        }
+        self.rows.clear();
+        Ok(())
+    }
+}
+
+/// Runs one import to its end and returns its final counters.
+pub async fn run_import(ctx: &ImportContext, job: &Job) -> Result<Counters, (ImportError, Counters)> {
+    let mut batcher = Batcher {
+        ctx,
+        job,
+        rows: Vec::with_capacity(ctx.config.import_batch_size.min(1024)),
+        preloaded: None,
+        counters: job.counters,
+    };
+    match import_into(&mut batcher).await {
+        Ok(()) => Ok(batcher.counters),
+        Err(e) => Err((e, batcher.counters)),
+    }
+}
+
+async fn import_into(b: &mut Batcher<'_>) -> Result<(), ImportError> {
+    let (ctx, job) = (b.ctx, b.job);
+    if b.remaining() <= 0 {
+        return Ok(());
+    }
+    if ctx.config.dedup_strategy == DedupStrategy::Preload {
+        b.preloaded = Some(preload_ids(ctx, job).await?);
+    }
+    let platform = job.platform.as_str();
+    let upstream = |source| match source {
+        UpstreamError::NotFound => ImportError::UserNotFound {
+            user: job.user_id.clone(),
+            platform,
+        },
+        source => ImportError::Upstream { platform, source },
+    };
+    let mut source = GameSource::open(
+        &ctx.client,
+        ctx.base_url(job.platform),
+        job.platform,
+        &job.user_id,
+    )
+    .await
+    .map_err(upstream)?;
+    while let Some(framed) = source.next().await.map_err(upstream)? {
+        b.counters.games_fetched += 1;
+        let parsed = match framed {
+            Framed::Game(bytes) => parse_game(job.platform, &bytes),
+            Framed::Oversized => Err(crate::pgn::ParseFailure::Oversized),
+        };
+        match parsed {
+            Ok(row) => {
+                if let Some(at) = row.played_at {
+                    source.note_played_at(at);
+                }
+                b.rows.push(row);
+            }
+            Err(reason) => {
+                b.counters.games_failed_parse += 1;
+                ctx.metrics.game_failed_parse();
+                tracing::warn!(import_id = %job.import_id, user = %job.user_id, platform, %reason, "game skipped: does not parse");
+            }
+        }
+        if b.rows.len() >= ctx.config.import_batch_size {
+            b.flush().await?;
+            if b.remaining() <= 0 {
+                return Ok(());
+            }
+        }
+    }
+    b.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,414 @@
+//! Storage of games and import jobs, on SQLite or PostgreSQL.
+//!
+//! One `Store` type serves both backends. The SQL text is shared where both
+//! accept it (`$N` placeholders, `ON CONFLICT DO NOTHING`); each statement
+//! is still compiled against each backend's own types through `on_pool!`, so
+//! no `Any` driver or dynamic typing is involved. Invariants kept here: a
+//! batch of games and its job's counters are written in one transaction, and
+//! the unique key (user_id, platform, provider_game_id) is the last guard
+//! against a game stored twice.
+
+mod schema;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+
+use crate::job::{Counters, Job, JobStatus, Platform};
+use crate::pgn::GameRow;
+
+/// A database failure, with the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or opened.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// The schema could not be created.
+    #[error("database migration {version} failed: {source}")]
+    Migrate {
+        /// The migration at fault.
+        version: i64,
+        /// The cause.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A query failed.
+    #[error("database error while {op}: {source}")]
+    Query {
+        /// What we were doing.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored row holds a value this version does not know.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Result of storage operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { op, source }
+}
+
+/// Statements per insert are capped so that SQLite's and PostgreSQL's bound-parameter limits hold.
+const ROWS_PER_INSERT: usize = 500;
+
+/// A pool on one of the two supported databases.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// Embedded SQLite file.
+    Sqlite(SqlitePool),
+    /// PostgreSQL server.
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool, once per backend.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+const JOB_COLUMNS: &str = "id, user_id, platform, game_limit, status, games_fetched, games_imported, \
+     games_skipped_existing, games_failed_parse, error, created_at, started_at, finished_at";
+
+fn job_from_row<R>(row: &R) -> Result<Job>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let get_err = |e| StoreError::Query {
+        op: "reading an import job",
+        source: e,
+    };
+    let platform: String = row.try_get("platform").map_err(get_err)?;
+    let status: String = row.try_get("status").map_err(get_err)?;
+    Ok(Job {
+        import_id: row.try_get("id").map_err(get_err)?,
+        user_id: row.try_get("user_id").map_err(get_err)?,
+        platform: Platform::parse(&platform).ok_or_else(|| StoreError::Corrupt {
+            table: "import_jobs",
+            detail: format!("unknown platform {platform:?}"),
+        })?,
+        limit: row.try_get("game_limit").map_err(get_err)?,
+        status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+            table: "import_jobs",
+            detail: format!("unknown status {status:?}"),
+        })?,
+        counters: Counters {
+            games_fetched: row.try_get("games_fetched").map_err(get_err)?,
+            games_imported: row.try_get("games_imported").map_err(get_err)?,
+            games_skipped_existing: row.try_get("games_skipped_existing").map_err(get_err)?,
+            games_failed_parse: row.try_get("games_failed_parse").map_err(get_err)?,
+        },
+        error: row.try_get("error").map_err(get_err)?,
+        created_at: row.try_get("created_at").map_err(get_err)?,
+        started_at: row.try_get("started_at").map_err(get_err)?,
+        finished_at: row.try_get("finished_at").map_err(get_err)?,
+    })
+}
+
+impl Store {
+    /// Opens the pool for `url` (creating a SQLite file if missing) and brings the schema up to date.
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Store> {
+        let store = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(StoreError::Connect)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(pool_size)
+                .min_connections(0)
+                .connect_with(opts)
+                .await
+                .map_err(StoreError::Connect)?;
+            Store::Sqlite(pool)
+        } else {
+            let opts = PgConnectOptions::from_str(url).map_err(StoreError::Connect)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(pool_size)
+                .min_connections(0)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .map_err(StoreError::Connect)?;
+            Store::Postgres(pool)
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let fail = |version| move |source| StoreError::Migrate { version, source };
+        on_pool!(self, pool => {
+            sqlx::raw_sql(schema::SCHEMA_TABLE).execute(pool).await.map_err(fail(0))?;
+            for &(version, sql) in self.migrations() {
+                let done: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM importer_schema WHERE version = $1")
+                        .bind(version)
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(fail(version))?;
+                if done.is_some() {
+                    continue;
+                }
+                sqlx::raw_sql(sql).execute(pool).await.map_err(fail(version))?;
+                sqlx::query("INSERT INTO importer_schema (version) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind(version)
+                    .execute(pool)
+                    .await
+                    .map_err(fail(version))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn migrations(&self) -> &'static [(i64, &'static str)] {
+        match self {
+            Store::Sqlite(_) => schema::SQLITE,
+            Store::Postgres(_) => schema::POSTGRES,
+        }
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+            .map_err(query_err("checking the database"))
+    }
+
+    /// Records a new job.
+    pub async fn insert_job(&self, job: &Job) -> Result<()> {
+        let sql = "INSERT INTO import_jobs (id, user_id, platform, game_limit, status, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6)";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(&job.import_id)
+            .bind(&job.user_id)
+            .bind(job.platform.as_str())
+            .bind(job.limit)
+            .bind(job.status.as_str())
+            .bind(job.created_at)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(query_err("recording an import job"))
+    }
+
+    /// One job by id.
+    pub async fn job(&self, id: &str) -> Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM import_jobs WHERE id = $1");
+        on_pool!(self, pool => {
+            let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await
+                .map_err(query_err("reading an import job"))?;
+            row.as_ref().map(job_from_row).transpose()
+        })
+    }
+
+    /// Jobs left queued or running (by a previous run of the process), oldest first.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM import_jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id"
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(&sql).fetch_all(pool).await
+                .map_err(query_err("listing unfinished jobs"))?;
+            rows.iter().map(job_from_row).collect()
+        })
+    }
+
+    /// Marks a job running.
+    pub async fn start_job(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        let sql =
+            "UPDATE import_jobs SET status = 'running', started_at = COALESCE(started_at, $2) WHERE id = $1";
+        on_pool!(self, pool => sqlx::query(sql).bind(id).bind(at).execute(pool).await.map(|_| ()))
+            .map_err(query_err("starting an import job"))
+    }
+
+    /// Ends a job with its final counters and, when it failed, the reason.
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        status: JobStatus,
+        counters: &Counters,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let sql = "UPDATE import_jobs SET status = $2, games_fetched = $3, games_imported = $4, \
+                   games_skipped_existing = $5, games_failed_parse = $6, error = $7, finished_at = $8 \
+                   WHERE id = $1";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .bind(status.as_str())
+            .bind(counters.games_fetched)
+            .bind(counters.games_imported)
+            .bind(counters.games_skipped_existing)
+            .bind(counters.games_failed_parse)
+            .bind(error)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(query_err("finishing an import job"))
+    }
+
+    /// Which of `ids` are already stored for this user and platform.
+    pub async fn stored_among(&self, user: &str, platform: Platform, ids: &[&str]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let op = query_err("checking which games are stored");
+        match self {
+            Store::Sqlite(pool) => {
+                let mut qb = QueryBuilder::new("SELECT provider_game_id FROM games WHERE user_id = ");
+                qb.push_bind(user)
+                    .push(" AND platform = ")
+                    .push_bind(platform.as_str());
+                qb.push(" AND provider_game_id IN (");
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(*id);
+                }
+                sep.push_unseparated(")");
+                qb.build_query_scalar().fetch_all(pool).await.map_err(op)
+            }
+            Store::Postgres(pool) => sqlx::query_scalar(
+                "SELECT provider_game_id FROM games \
+                 WHERE user_id = $1 AND platform = $2 AND provider_game_id = ANY($3)",
+            )
+            .bind(user)
+            .bind(platform.as_str())
+            .bind(ids)
+            .fetch_all(pool)
+            .await
+            .map_err(op),
+        }
+    }
+
+    /// One page of stored ids in id order, strictly after `after` (keyset pagination, never OFFSET).
+    pub async fn stored_ids_page(
+        &self,
+        user: &str,
+        platform: Platform,
+        after: Option<&str>,
+        page_size: usize,
+    ) -> Result<Vec<String>> {
+        let sql = "SELECT provider_game_id FROM games WHERE user_id = $1 AND platform = $2 \
+                   AND provider_game_id > $3 ORDER BY provider_game_id LIMIT $4";
+        let limit = i64::try_from(page_size).unwrap_or(i64::MAX);
+        on_pool!(self, pool => sqlx::query_scalar(sql)
+            .bind(user)
+            .bind(platform.as_str())
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(pool)
+            .await)
+        .map_err(query_err("reading a page of stored ids"))
+    }
+
+    /// Inserts `rows` (insert-or-ignore) and writes the job's counters, in one transaction.
+    ///
+    /// Returns how many rows were really inserted; a row another import stored
+    /// meanwhile is ignored, not doubled.
+    pub async fn insert_batch(
+        &self,
+        job_id: &str,
+        user: &str,
+        platform: Platform,
+        rows: &[GameRow],
+        counters: &Counters,
+        imported_at: DateTime<Utc>,
+    ) -> Result<u64> {
+        let op = "writing a batch of games";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_err(op))?;
+            let mut inserted = 0;
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO games (user_id, platform, provider_game_id, played_at, white, black, \
+                     white_elo, black_elo, result, time_control, eco, opening, termination, variant, \
+                     ply_count, pgn, imported_at) ",
+                );
+                qb.push_values(chunk, |mut b, row| {
+                    b.push_bind(user)
+                        .push_bind(platform.as_str())
+                        .push_bind(&row.provider_game_id)
+                        .push_bind(row.played_at)
+                        .push_bind(&row.white)
+                        .push_bind(&row.black)
+                        .push_bind(row.white_elo)
+                        .push_bind(row.black_elo)
+                        .push_bind(&row.result)
+                        .push_bind(&row.time_control)
+                        .push_bind(&row.eco)
+                        .push_bind(&row.opening)
+                        .push_bind(&row.termination)
+                        .push_bind(&row.variant)
+                        .push_bind(row.ply_count)
+                        .push_bind(&row.pgn)
+                        .push_bind(imported_at);
+                });
+                qb.push(" ON CONFLICT (user_id, platform, provider_game_id) DO NOTHING");
+                inserted += qb.build().execute(&mut *tx).await.map_err(query_err(op))?.rows_affected();
+            }
+            let imported = counters.games_imported + i64::try_from(inserted).unwrap_or(i64::MAX);
+            let skipped = counters.games_skipped_existing
+                + i64::try_from(rows.len() as u64 - inserted).unwrap_or(0);
+            sqlx::query(
+                "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
+                 games_skipped_existing = $4, games_failed_parse = $5 WHERE id = $1",
+            )
+            .bind(job_id)
+            .bind(counters.games_fetched)
+            .bind(imported)
+            .bind(skipped)
+            .bind(counters.games_failed_parse)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err(op))?;
+            tx.commit().await.map_err(query_err(op))?;
+            Ok(inserted)
+        })
+    }
+
+    /// Writes a job's counters alone (progress while no game is new).
+    pub async fn update_counters(&self, job_id: &str, counters: &Counters) -> Result<()> {
+        let sql = "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
+                   games_skipped_existing = $4, games_failed_parse = $5 WHERE id = $1";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(job_id)
+            .bind(counters.games_fetched)
+            .bind(counters.games_imported)
+            .bind(counters.games_skipped_existing)
+            .bind(counters.games_failed_parse)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(query_err("writing import progress"))
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}

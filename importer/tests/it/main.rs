@@ -1,0 +1,444 @@
+//! Integration tests: the real `importer` binary against the wiremock
+//! upstreams of the harness library, on SQLite and on PostgreSQL.
+
+mod support;
+
+use std::process::Command;
+
+use harness::mock::{MockUser, Platform, Upstreams};
+use serde_json::json;
+use support::{Importer, TestDb, importer_bin};
+
+const SEED: u64 = 42;
+
+fn lichess(name: &str, games: u64) -> MockUser {
+    MockUser::new(name, Platform::Lichess, games)
+}
+
+fn chess_com(name: &str, games: u64, months: u32) -> MockUser {
+    MockUser {
+        months,
+        ..MockUser::new(name, Platform::ChessCom, games)
+    }
+}
+
+async fn full_import_then_repeat_stores_nothing_new(db: TestDb) {
+    let mocks = Upstreams::start(&[lichess("Magnus_1500", 1500)], SEED).await;
+    let imp = Importer::start(&db, &mocks, &[]).await;
+    let job = imp.import("Magnus_1500", "lichess", 2000).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["games_imported"], 1500, "{job}");
+    assert_eq!(job["games_fetched"], 1500, "{job}");
+    assert_eq!(job["user_id"], "magnus_1500");
+    assert_eq!(db.games_of("magnus_1500").await, 1500);
+    assert_eq!(db.distinct_games_of("magnus_1500").await, 1500);
+
+    let again = imp.import("Magnus_1500", "lichess", 2000).await;
+    assert_eq!(again["status"], "completed", "{again}");
+    assert_eq!(again["games_imported"], 0, "{again}");
+    assert_eq!(again["games_skipped_existing"], 1500, "{again}");
+    assert_eq!(db.games_of("magnus_1500").await, 1500);
+    assert_eq!(imp.stop().await, Some(0), "SIGTERM exits 0");
+}
+on_both_databases!(
+    full_import_then_repeat,
+    full_import_then_repeat_stores_nothing_new
+);
+
+async fn chess_com_over_fifteen_months(db: TestDb) {
+    let mocks = Upstreams::start(&[chess_com("Hikaru", 1500, 15)], SEED).await;
+    let imp = Importer::start(&db, &mocks, &[]).await;
+    let job = imp.import("Hikaru", "chess.com", 2000).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["games_imported"], 1500, "{job}");
+    assert_eq!(db.games_of("hikaru").await, 1500);
+    let months = db
+        .count(
+            "SELECT COUNT(DISTINCT substr(CAST(played_at AS TEXT), 1, 7)) FROM games WHERE user_id = $1",
+            "hikaru",
+        )
+        .await;
+    assert_eq!(months, 15, "games span 15 monthly archives");
+    let again = imp.import("hikaru", "chess.com", 2000).await;
+    assert_eq!(again["games_imported"], 0, "{again}");
+    assert_eq!(db.games_of("hikaru").await, 1500);
+}
+on_both_databases!(chess_com_months, chess_com_over_fifteen_months);
+
+async fn limit_is_respected_on_both_platforms(db: TestDb) {
+    let mocks = Upstreams::start(&[lichess("limited", 300), chess_com("limitedcc", 300, 4)], SEED).await;
+    let imp = Importer::start(&db, &mocks, &[("IMPORT_BATCH_SIZE", "30")]).await;
+    for (user, platform) in [("limited", "lichess"), ("limitedcc", "chess.com")] {
+        let first = imp.import(user, platform, 100).await;
+        assert_eq!(first["games_imported"], 100, "{first}");
+        assert_eq!(db.games_of(user).await, 100);
+        // The next import takes the 100 most recent games not stored yet.
+        let second = imp.import(user, platform, 100).await;
+        assert_eq!(second["games_imported"], 100, "{second}");
+        assert_eq!(second["games_skipped_existing"], 100, "{second}");
+        assert_eq!(db.games_of(user).await, 200);
+        assert_eq!(db.distinct_games_of(user).await, 200);
+    }
+    // The newest 200 games are the ones stored.
+    let newest: Vec<String> = lichess("limited", 300)
+        .valid_ids()
+        .take(200)
+        .map(|(_, id)| id)
+        .collect();
+    let placeholders = newest
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql =
+        format!("SELECT COUNT(*) FROM games WHERE user_id = $1 AND provider_game_id IN ({placeholders})");
+    assert_eq!(db.count(&sql, "limited").await, 200);
+}
+on_both_databases!(limit, limit_is_respected_on_both_platforms);
+
+async fn three_imports_with_two_slots(db: TestDb) {
+    let users = [
+        lichess("slot_a", 400),
+        lichess("slot_b", 400),
+        lichess("slot_c", 400),
+    ];
+    let mocks = Upstreams::start(&users, SEED).await;
+    let imp = Importer::start(
+        &db,
+        &mocks,
+        &[("MAX_CONCURRENT_IMPORTS", "2"), ("IMPORT_BATCH_SIZE", "10")],
+    )
+    .await;
+    let mut ids = Vec::new();
+    let mut positions = Vec::new();
+    for u in &users {
+        let (status, body) = imp
+            .post(json!({"user_id": u.name, "platform": "lichess", "limit": 1000}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["import_id"].as_str().unwrap_or_default().to_string());
+        positions.push((
+            body["status"].as_str().unwrap_or_default().to_string(),
+            body["queue_position"].clone(),
+        ));
+    }
+    assert_eq!(positions[0], ("running".into(), json!(0)));
+    assert_eq!(positions[1], ("running".into(), json!(0)));
+    assert_eq!(
+        positions[2],
+        ("queued".into(), json!(1)),
+        "the third waits first in line"
+    );
+    // The same user again while active gets the same import.
+    let (status, body) = imp
+        .post(json!({"user_id": "SLOT_C", "platform": "lichess", "limit": 10}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["import_id"], ids[2].as_str());
+    for (id, u) in ids.iter().zip(&users) {
+        let job = imp.wait(id).await;
+        assert_eq!(job["status"], "completed", "{job}");
+        assert_eq!(job["games_imported"], 400, "{job}");
+        assert_eq!(db.games_of(&u.key()).await, 400);
+    }
+    let log = imp.log_text();
+    assert!(log.contains("available slots: 0/2"), "slots logged:\n{log}");
+    let metrics = imp.get_text("/metrics").await;
+    assert!(
+        metrics.contains("importer_games_imported_total{platform=\"lichess\"} 1200"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("process_resident_memory_bytes "), "{metrics}");
+}
+on_both_databases!(queueing, three_imports_with_two_slots);
+
+async fn unknown_user_fails_with_reason(db: TestDb) {
+    let mocks = Upstreams::start(&[], SEED).await;
+    let imp = Importer::start(&db, &mocks, &[]).await;
+    let job = imp.import("nobody_here", "lichess", 10).await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"], "user nobody_here not found on lichess");
+    let job = imp.import("nobody_here", "chess.com", 10).await;
+    assert_eq!(job["error"], "user nobody_here not found on chess.com");
+}
+on_both_databases!(unknown_user, unknown_user_fails_with_reason);
+
+async fn malformed_games_are_skipped_and_counted(db: TestDb) {
+    let users = [
+        MockUser {
+            malformed: vec![3, 50],
+            ..lichess("broken", 120)
+        },
+        MockUser {
+            malformed: vec![0, 7],
+            ..chess_com("brokencc", 60, 2)
+        },
+    ];
+    let mocks = Upstreams::start(&users, SEED).await;
+    let imp = Importer::start(&db, &mocks, &[]).await;
+    let job = imp.import("broken", "lichess", 1000).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(
+        (job["games_failed_parse"].as_i64(), job["games_imported"].as_i64()),
+        (Some(2), Some(118)),
+        "{job}"
+    );
+    assert_eq!(db.games_of("broken").await, 118);
+    let job = imp.import("brokencc", "chess.com", 1000).await;
+    assert_eq!(
+        (job["games_failed_parse"].as_i64(), job["games_imported"].as_i64()),
+        (Some(2), Some(58)),
+        "{job}"
+    );
+    assert!(imp.log_text().contains("game skipped: does not parse"));
+}
+on_both_databases!(malformed, malformed_games_are_skipped_and_counted);
+
+async fn rate_limits_and_server_errors_are_waited_out(db: TestDb) {
+    let users = [
+        MockUser {
+            faults: vec![429, 503],
+            ..lichess("flaky", 80)
+        },
+        MockUser {
+            faults: vec![502],
+            ..chess_com("flakycc", 40, 2)
+        },
+    ];
+    let mocks = Upstreams::start(&users, SEED).await;
+    let imp = Importer::start(&db, &mocks, &[("UPSTREAM_RATE_LIMIT_WAIT_SECS", "1")]).await;
+    let job = imp.import("flaky", "lichess", 500).await;
+    assert_eq!(
+        (job["status"].as_str(), job["games_imported"].as_i64()),
+        (Some("completed"), Some(80)),
+        "{job}"
+    );
+    let job = imp.import("flakycc", "chess.com", 500).await;
+    assert_eq!(
+        (job["status"].as_str(), job["games_imported"].as_i64()),
+        (Some("completed"), Some(40)),
+        "{job}"
+    );
+    assert!(imp.log_text().contains("upstream rate limit, waiting"));
+}
+on_both_databases!(upstream_faults, rate_limits_and_server_errors_are_waited_out);
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_naming_the_field() {
+    let db = TestDb::sqlite();
+    let mocks = Upstreams::start(&[], SEED).await;
+    let imp = Importer::start(&db, &mocks, &[]).await;
+    let cases = [
+        (json!({"user_id": "ab/cd", "platform": "lichess"}), "user_id"),
+        (json!({"user_id": "abc", "platform": "chess.org"}), "platform"),
+        (
+            json!({"user_id": "abc", "platform": "lichess", "limit": 0}),
+            "limit",
+        ),
+        (
+            json!({"user_id": "abc", "platform": "lichess", "extra": 1}),
+            "extra",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, resp) = imp.post(body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {resp}");
+        assert!(
+            resp["error"].as_str().unwrap_or_default().starts_with(field),
+            "{body} -> {resp}"
+        );
+    }
+    let (status, resp) = imp.get("/api/v1/imports/does-not-exist").await;
+    assert_eq!(status, 404);
+    assert!(
+        resp["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does-not-exist")
+    );
+    let (status, _) = imp.get("/healthz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn full_queue_answers_429_with_retry_after() {
+    let db = TestDb::sqlite();
+    let users = [
+        lichess("q_one", 3000),
+        lichess("q_two", 10),
+        lichess("q_three", 10),
+    ];
+    let mocks = Upstreams::start(&users, SEED).await;
+    let env = [
+        ("MAX_CONCURRENT_IMPORTS", "1"),
+        ("IMPORT_QUEUE_CAPACITY", "1"),
+        ("IMPORT_BATCH_SIZE", "1"),
+    ];
+    let imp = Importer::start(&db, &mocks, &env).await;
+    let (s1, _) = imp
+        .post(json!({"user_id": "q_one", "platform": "lichess", "limit": 3000}))
+        .await;
+    let (s2, b2) = imp.post(json!({"user_id": "q_two", "platform": "lichess"})).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/import-more-games", imp.base))
+        .json(&json!({"user_id": "q_three", "platform": "lichess"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!((s1, s2), (202, 202), "{b2}");
+    assert_eq!(b2["queue_position"], 1);
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+fn run_with_env(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(importer_bin())
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run importer");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn each_bad_setting_stops_the_program_with_exit_code_2_naming_it() {
+    let cases = [
+        ("MAX_CONCURRENT_IMPORTS", "0"),
+        ("MAX_CONCURRENT_IMPORTS", "257"),
+        ("IMPORT_BATCH_SIZE", "0"),
+        ("IMPORT_BATCH_SIZE", "many"),
+        ("EXISTING_GAMES_PAGE_SIZE", "100001"),
+        ("IMPORT_QUEUE_CAPACITY", "-1"),
+        ("HTTP_MAX_CONNECTIONS", "0"),
+        ("HTTP_POOL_MAX_IDLE_PER_HOST", "x"),
+        ("DB_POOL_SIZE", "101"),
+        ("DATABASE_URL", "mysql://localhost/db"),
+        ("LICHESS_BASE_URL", "not a url"),
+        ("CHESSCOM_BASE_URL", "ftp://api.chess.com"),
+        ("BIND_ADDR", "nowhere"),
+        ("PORT", "99999"),
+        ("UPSTREAM_RATE_LIMIT_WAIT_SECS", "-5"),
+        ("DEDUP_STRATEGY", "guess"),
+    ];
+    for (var, value) in cases {
+        let (code, stderr) = run_with_env(&[(var, value)]);
+        assert_eq!(code, Some(2), "{var}={value}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains(var) && first.contains(value) && first.contains("expected"),
+            "{var}={value}: {first}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let out = Command::new(importer_bin()).arg("--help").output().expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "MAX_CONCURRENT_IMPORTS",
+        "IMPORT_BATCH_SIZE",
+        "EXISTING_GAMES_PAGE_SIZE",
+        "IMPORT_QUEUE_CAPACITY",
+        "HTTP_MAX_CONNECTIONS",
+        "HTTP_POOL_MAX_IDLE_PER_HOST",
+        "DB_POOL_SIZE",
+        "DATABASE_URL",
+        "LICHESS_BASE_URL",
+        "CHESSCOM_BASE_URL",
+        "BIND_ADDR",
+        "LICHESS_TOKEN",
+        "UPSTREAM_RATE_LIMIT_WAIT_SECS",
+    ] {
+        assert!(help.contains(var), "--help names {var}");
+    }
+}
+
+/// How many games pgn-reader itself finds reading the whole file at once: the oracle for the splitter.
+fn pgn_reader_game_count(bytes: &[u8]) -> usize {
+    use std::ops::ControlFlow;
+    struct Count;
+    impl pgn_reader::Visitor for Count {
+        type Tags = ();
+        type Movetext = ();
+        type Output = ();
+        fn begin_tags(&mut self) -> ControlFlow<(), ()> {
+            ControlFlow::Continue(())
+        }
+        fn begin_movetext(&mut self, _: ()) -> ControlFlow<(), ()> {
+            ControlFlow::Continue(())
+        }
+        fn end_game(&mut self, _: ()) {}
+    }
+    let mut reader = pgn_reader::Reader::new(bytes);
+    let mut n = 0;
+    while let Ok(Some(())) = reader.read_game(&mut Count) {
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn every_real_pgn_file_goes_through_the_parsing_path() {
+    use importer::pgn::{Framed, Splitter, parse_game};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/real-pgn");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpus") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "pgn") {
+            continue;
+        }
+        files += 1;
+        let bytes = std::fs::read(&path).expect("read");
+        let mut splitter = Splitter::new();
+        // Small chunks, as a network would deliver them.
+        for chunk in bytes.chunks(97) {
+            splitter.push(chunk);
+        }
+        splitter.finish();
+        let (mut rows, mut failed) = (0, 0);
+        while let Some(framed) = splitter.next_game() {
+            let Framed::Game(game) = framed else {
+                failed += 1;
+                continue;
+            };
+            // Every game is a row or a counted failure with a reason, under either platform's rules.
+            match parse_game(importer::Platform::Lichess, &game) {
+                Ok(row) => {
+                    rows += 1;
+                    assert!(!row.pgn.is_empty());
+                }
+                Err(reason) => {
+                    failed += 1;
+                    assert!(!reason.to_string().is_empty());
+                }
+            }
+        }
+        let reference = pgn_reader_game_count(&bytes);
+        assert_eq!(
+            rows + failed,
+            reference,
+            "{}: every game accounted for",
+            path.display()
+        );
+    }
+    assert!(files >= 10, "corpus present");
+}
+
+#[test]
+fn lichess_variant_games_from_the_corpus_become_rows() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/real-pgn");
+    for (file, variant) in [
+        ("knightvuillaume-jannlee-zh-lichess.pgn", "Crazyhouse"),
+        ("saturs-jannlee-zh-lichess.pgn", "Crazyhouse"),
+    ] {
+        let bytes = std::fs::read(dir.join(file)).expect("read");
+        let row = importer::pgn::parse_game(importer::Platform::Lichess, &bytes).expect(file);
+        assert_eq!(row.variant, variant);
+        assert!(row.ply_count > 10, "{file}: {} plies", row.ply_count);
+    }
+}

@@ -1,0 +1,255 @@
+//! Helpers: a fresh database per test, the real importer binary as a child
+//! process, and an HTTP client to drive it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use harness::mock::Upstreams;
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::process::{Child, Command};
+
+/// The PostgreSQL every machine of this project has; tests fail, never skip, when it is down.
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database of its own for one test.
+pub enum TestDb {
+    /// A SQLite file in a temporary folder.
+    Sqlite(PathBuf),
+    /// A PostgreSQL schema of its own.
+    Postgres(String),
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+impl TestDb {
+    /// A fresh SQLite file.
+    pub fn sqlite() -> TestDb {
+        let dir = std::env::temp_dir().join(unique("importer_it"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TestDb::Sqlite(dir.join("games.db"))
+    }
+
+    /// A fresh PostgreSQL schema.
+    pub async fn postgres() -> TestDb {
+        let schema = unique("it");
+        let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {PG_ADMIN_URL}: {e}"));
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .expect("create schema");
+        TestDb::Postgres(schema)
+    }
+
+    /// The importer's DATABASE_URL.
+    pub fn url(&self) -> String {
+        match self {
+            TestDb::Sqlite(path) => format!("sqlite://{}", path.display()),
+            TestDb::Postgres(schema) => format!("{PG_ADMIN_URL}?options=-c%20search_path%3D{schema}"),
+        }
+    }
+
+    /// Runs a scalar count query against this database.
+    pub async fn count(&self, sql: &str, user: &str) -> i64 {
+        match self {
+            TestDb::Sqlite(_) => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url())
+                    .await
+                    .expect("sqlite");
+                sqlx::query_scalar(sql)
+                    .bind(user)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("count")
+            }
+            TestDb::Postgres(_) => {
+                let mut c = sqlx::PgConnection::connect(&self.url()).await.expect("postgres");
+                sqlx::query_scalar(sql)
+                    .bind(user)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("count")
+            }
+        }
+    }
+
+    /// Games stored for `user`.
+    pub async fn games_of(&self, user: &str) -> i64 {
+        self.count("SELECT COUNT(*) FROM games WHERE user_id = $1", user)
+            .await
+    }
+
+    /// Distinct provider ids stored for `user` (equal to `games_of` when nothing is doubled).
+    pub async fn distinct_games_of(&self, user: &str) -> i64 {
+        self.count(
+            "SELECT COUNT(DISTINCT provider_game_id) FROM games WHERE user_id = $1",
+            user,
+        )
+        .await
+    }
+}
+
+/// The importer binary, running.
+pub struct Importer {
+    child: Child,
+    /// Its base URL.
+    pub base: String,
+    http: reqwest::Client,
+    /// Where its output goes.
+    pub log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The built importer binary.
+pub fn importer_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_importer")
+}
+
+impl Importer {
+    /// Starts the importer on `db` against `mocks` with extra environment, and waits for /healthz.
+    pub async fn start(db: &TestDb, mocks: &Upstreams, env: &[(&str, &str)]) -> Importer {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("{}.log", unique("importer")));
+        let out = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(importer_bin());
+        cmd.env_clear()
+            .env("RUST_LOG", "info")
+            .env("DATABASE_URL", db.url())
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("LICHESS_BASE_URL", mocks.lichess_url())
+            .env("CHESSCOM_BASE_URL", mocks.chess_com_url())
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(out.try_clone().expect("log")))
+            .stderr(Stdio::from(out))
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("spawn importer");
+        let imp = Importer {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = imp.http.get(format!("{}/healthz", imp.base)).send().await
+                && r.status().is_success()
+            {
+                return imp;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "importer not healthy in 30 s; log:\n{}",
+                imp.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything it printed.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs an import request; returns status and JSON body.
+    pub async fn post(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/import-more-games", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs a path; returns status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs a path as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET");
+        r.text().await.expect("text")
+    }
+
+    /// Polls an import until it is completed or failed; returns its last view.
+    pub async fn wait(&self, import_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, job) = self.get(&format!("/api/v1/imports/{import_id}")).await;
+            assert_eq!(status, 200, "{job}");
+            if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "import {import_id} not done in 120 s: {job}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts an import and waits for its end.
+    pub async fn import(&self, user: &str, platform: &str, limit: u64) -> Value {
+        let (status, body) = self
+            .post(serde_json::json!({"user_id": user, "platform": platform, "limit": limit}))
+            .await;
+        assert!(status == 202 || status == 200, "POST answered {status}: {body}");
+        let id = body["import_id"].as_str().expect("import_id").to_string();
+        self.wait(&id).await
+    }
+
+    /// Stops it with SIGTERM and waits for its exit code.
+    pub async fn stop(mut self) -> Option<i32> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
+        status.ok().and_then(|s| s.ok()).and_then(|s| s.code())
+    }
+}
+
+/// Defines a test twice: on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::support::TestDb::sqlite()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body($crate::support::TestDb::postgres().await).await;
+            }
+        }
+    };
+}
