@@ -2,9 +2,14 @@
 # PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`), as on every machine here.
 
 CARGO ?= cargo
-PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test fmt lint unit check-pg build release
+.PHONY: harness run test fmt lint check-pg release
+
+SCENARIO ?= scenarios/railway-hobby.yaml
+
+## harness: the main job: builds both binaries in release and runs $(SCENARIO) on SQLite and the built-in mocks
+harness: release
+	./target/release/harness run $(SCENARIO)
 
 ## run: the importer alone, on SQLite (./importer.db), serving 127.0.0.1:8080
 run:
@@ -13,6 +18,7 @@ run:
 ## test: formatting, lints, and every test on SQLite and PostgreSQL
 test: fmt lint check-pg
 	$(CARGO) test --workspace --all-targets
+	$(CARGO) run -q -p harness -- check scenarios/*.yaml
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -4,4 +4,13 @@
 //! The harness never links the importer: it drives the real binary over HTTP,
 //! exactly as a deploy would.
 
+pub mod db;
+pub mod load;
 pub mod mock;
+pub mod observer;
+pub mod report;
+pub mod results;
+pub mod run;
+pub mod scenario;
+pub mod target;
+pub mod verify;

@@ -75,7 +75,7 @@ impl Respond for Responder {
             return not_found(name);
         };
         if let Some(fault) = state.fault() {
-            return fault;
+            return fault.template();
         }
         let user = &state.user;
         let lower = user.key();

@@ -4,7 +4,7 @@ use serde_json::json;
 use wiremock::{Request, Respond, ResponseTemplate};
 
 use super::games::{self, SyntheticGame};
-use super::{Users, flag};
+use super::{Plain, Users, flag};
 
 pub(super) struct Responder {
     pub users: Users,
@@ -61,7 +61,7 @@ fn strip_comments(pgn: &str) -> String {
     out.replace("  ", " ")
 }
 
-fn ndjson(g: &SyntheticGame, user: &str, with_pgn: Option<&str>) -> String {
+fn ndjson(g: &SyntheticGame, with_pgn: Option<&str>) -> String {
     let winner = match g.result {
         "1-0" => Some("white"),
         "0-1" => Some("black"),
@@ -83,71 +83,107 @@ fn ndjson(g: &SyntheticGame, user: &str, with_pgn: Option<&str>) -> String {
     if let Some(pgn) = with_pgn {
         obj["pgn"] = json!(pgn);
     }
-    let _ = user;
     let mut line = obj.to_string();
     line.push('\n');
     line
 }
 
-impl Respond for Responder {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let path = req.url.path();
-        let Some(name) = path
-            .strip_prefix("/api/games/user/")
-            .filter(|n| !n.is_empty() && !n.contains('/'))
-        else {
-            return ResponseTemplate::new(404);
-        };
-        if req.method.as_str() != "GET" {
-            return ResponseTemplate::new(405);
-        }
-        let Some(state) = self.users.get(&name.to_ascii_lowercase()) else {
-            // Unknown or closed account: a bare 404.
-            return ResponseTemplate::new(404);
-        };
-        if let Some(fault) = state.fault() {
-            return fault;
-        }
-        let user = &state.user;
-        let url = &req.url;
-        let comments = flag(url, "clocks").unwrap_or(false) || flag(url, "evals").unwrap_or(false);
-        let opening = flag(url, "opening").unwrap_or(false);
-        let json = req
-            .headers
-            .get("accept")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("application/x-ndjson"));
-        let with_pgn = flag(url, "pgnInJson").unwrap_or(false);
-        let mut body = String::new();
-        for i in select(user, url) {
-            let g = games::generate(user, self.seed, i);
-            let mut pgn = if comments {
-                g.pgn.clone()
-            } else {
-                strip_comments(&g.pgn)
-            };
-            if !opening {
-                pgn = pgn
-                    .lines()
-                    .filter(|l| !l.starts_with("[Opening "))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                pgn.push('\n');
-            }
-            if json {
-                body.push_str(&ndjson(&g, &user.name, with_pgn.then_some(pgn.as_str())));
-            } else {
-                // Each game ends with a blank line, and a blank line separates games.
-                body.push_str(&pgn);
-                body.push_str("\n\n");
-            }
-        }
-        let mime = if json {
+/// What the lichess API answers to a request, before it is delivered.
+pub(super) enum Answer {
+    /// A bare status (404, 405, or an injected fault).
+    Status(Plain),
+    /// Games to send, in this order, in this format.
+    Games(Selection),
+}
+
+/// Selected games of one user and how to write them.
+pub(super) struct Selection {
+    pub user: super::MockUser,
+    pub indices: Vec<u64>,
+    pub json: bool,
+    pub with_pgn: bool,
+    pub comments: bool,
+    pub opening: bool,
+}
+
+impl Selection {
+    /// The content type.
+    pub fn mime(&self) -> &'static str {
+        if self.json {
             "application/x-ndjson"
         } else {
             "application/x-chess-pgn"
+        }
+    }
+
+    /// The bytes of one selected game, as lichess writes it in the stream.
+    pub fn render(&self, seed: u64, index: u64) -> String {
+        let g = games::generate(&self.user, seed, index);
+        let mut pgn = if self.comments {
+            g.pgn.clone()
+        } else {
+            strip_comments(&g.pgn)
         };
-        ResponseTemplate::new(200).set_body_raw(body, mime)
+        if !self.opening {
+            pgn = pgn
+                .lines()
+                .filter(|l| !l.starts_with("[Opening "))
+                .collect::<Vec<_>>()
+                .join("\n");
+            pgn.push('\n');
+        }
+        if self.json {
+            ndjson(&g, self.with_pgn.then_some(pgn.as_str()))
+        } else {
+            // Each game ends with a blank line, and a blank line separates games.
+            pgn.push_str("\n\n");
+            pgn
+        }
+    }
+}
+
+/// Routes and filters a request as lichess does.
+pub(super) fn answer(users: &Users, method: &str, url: &reqwest::Url, accept: Option<&str>) -> Answer {
+    let path = url.path();
+    let Some(name) = path
+        .strip_prefix("/api/games/user/")
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+    else {
+        return Answer::Status(Plain::status(404));
+    };
+    if method != "GET" {
+        return Answer::Status(Plain::status(405));
+    }
+    let Some(state) = users.get(&name.to_ascii_lowercase()) else {
+        // Unknown or closed account: a bare 404.
+        return Answer::Status(Plain::status(404));
+    };
+    if let Some(fault) = state.fault() {
+        return Answer::Status(fault);
+    }
+    Answer::Games(Selection {
+        indices: select(&state.user, url),
+        user: state.user.clone(),
+        json: accept.is_some_and(|a| a.contains("application/x-ndjson")),
+        with_pgn: flag(url, "pgnInJson").unwrap_or(false),
+        comments: flag(url, "clocks").unwrap_or(false) || flag(url, "evals").unwrap_or(false),
+        opening: flag(url, "opening").unwrap_or(false),
+    })
+}
+
+impl Respond for Responder {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let accept = req.headers.get("accept").and_then(|v| v.to_str().ok());
+        match answer(&self.users, req.method.as_str(), &req.url, accept) {
+            Answer::Status(plain) => plain.template(),
+            Answer::Games(sel) => {
+                let mut body = String::new();
+                for &i in &sel.indices {
+                    body.push_str(&sel.render(self.seed, i));
+                }
+                ResponseTemplate::new(200).set_body_raw(body, sel.mime())
+            }
+        }
     }
 }
 

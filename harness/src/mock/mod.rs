@@ -5,11 +5,13 @@
 //! `Accept` header and per-user faults behave as the real API does. Request
 //! recording is off: wiremock would otherwise keep every request for the
 //! life of the server. wiremock sends each response whole; the paced stream
-//! (lichess's ~20 games a second) is the job of `stream.rs`.
+//! (lichess's ~20 games a second) is the job of `stream.rs`, which gives the
+//! same answers through `lichess::answer`.
 
 mod chess_com;
 pub mod games;
 mod lichess;
+mod stream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,18 +96,40 @@ struct UserState {
     requests: AtomicUsize,
 }
 
+/// A response with no games: a status and maybe a small body.
+#[derive(Debug, Clone)]
+pub(crate) struct Plain {
+    pub status: u16,
+    pub body: Option<(&'static str, &'static str)>,
+}
+
+impl Plain {
+    fn status(status: u16) -> Plain {
+        Plain { status, body: None }
+    }
+
+    /// As a wiremock response.
+    fn template(&self) -> ResponseTemplate {
+        let t = ResponseTemplate::new(self.status);
+        match self.body {
+            Some((body, mime)) => t.set_body_raw(body, mime),
+            None => t,
+        }
+    }
+}
+
 impl UserState {
     /// A fault to answer with now, if any remain.
-    fn fault(&self) -> Option<ResponseTemplate> {
+    fn fault(&self) -> Option<Plain> {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
         let status = *self.user.faults.get(n)?;
-        let mut resp = ResponseTemplate::new(status);
+        let mut resp = Plain::status(status);
         if status == 429 && self.user.platform == Platform::Lichess {
             // lichess sends no Retry-After; this body is what it says.
-            resp = resp.set_body_raw(
+            resp.body = Some((
                 r#"{"error":"Please only run 1 request(s) at a time"}"#,
                 "application/json",
-            );
+            ));
         }
         Some(resp)
     }
@@ -131,62 +155,107 @@ fn users_of(users: &[MockUser], platform: Platform) -> Users {
     )
 }
 
-/// Both mock providers, running.
+/// How the mocks are started.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Seed of the synthetic games.
+    pub seed: u64,
+    /// lichess games per second per stream; 0 serves through wiremock, whole and unpaced.
+    pub lichess_games_per_sec: u32,
+    /// Serve lichess on this listener instead of a free port.
+    pub lichess_listener: Option<std::net::TcpListener>,
+    /// Serve chess.com on this listener instead of a free port.
+    pub chess_com_listener: Option<std::net::TcpListener>,
+}
+
+enum Lichess {
+    Wiremock(MockServer),
+    Streaming {
+        base: String,
+        task: tokio::task::JoinHandle<()>,
+    },
+}
+
+/// Both mock providers, running; they stop when this is dropped.
 pub struct Upstreams {
-    /// The lichess mock.
-    pub lichess: MockServer,
-    /// The chess.com mock.
-    pub chess_com: MockServer,
+    lichess: Lichess,
+    chess_com: MockServer,
+}
+
+async fn wiremock_on(listener: Option<std::net::TcpListener>) -> MockServer {
+    let mut builder = MockServer::builder().disable_request_recording();
+    if let Some(l) = listener {
+        builder = builder.listener(l);
+    }
+    builder.start().await
 }
 
 impl Upstreams {
-    /// Starts both mocks on free loopback ports.
-    pub async fn start(users: &[MockUser], seed: u64) -> Upstreams {
-        Self::start_on(users, seed, None, None).await
+    /// Starts both mocks on free loopback ports, unpaced.
+    pub async fn start(users: &[MockUser], seed: u64) -> std::io::Result<Upstreams> {
+        Self::start_with(
+            users,
+            Options {
+                seed,
+                ..Options::default()
+            },
+        )
+        .await
     }
 
-    /// Starts both mocks, on the given ports where given.
-    pub async fn start_on(
-        users: &[MockUser],
-        seed: u64,
-        lichess_port: Option<std::net::TcpListener>,
-        chess_com_port: Option<std::net::TcpListener>,
-    ) -> Upstreams {
-        let server = |listener: Option<std::net::TcpListener>| async move {
-            let mut builder = MockServer::builder().disable_request_recording();
-            if let Some(l) = listener {
-                builder = builder.listener(l);
-            }
-            builder.start().await
+    /// Starts both mocks as `opts` says.
+    pub async fn start_with(users: &[MockUser], opts: Options) -> std::io::Result<Upstreams> {
+        let lichess_users = users_of(users, Platform::Lichess);
+        let lichess = if opts.lichess_games_per_sec > 0 {
+            let listener = match opts.lichess_listener {
+                Some(l) => l,
+                None => std::net::TcpListener::bind("127.0.0.1:0")?,
+            };
+            let (base, task) =
+                stream::serve(listener, lichess_users, opts.seed, opts.lichess_games_per_sec).await?;
+            Lichess::Streaming { base, task }
+        } else {
+            let server = wiremock_on(opts.lichess_listener).await;
+            Mock::given(any())
+                .respond_with(lichess::Responder {
+                    users: lichess_users,
+                    seed: opts.seed,
+                })
+                .mount(&server)
+                .await;
+            Lichess::Wiremock(server)
         };
-        let lichess = server(lichess_port).await;
-        Mock::given(any())
-            .respond_with(lichess::Responder {
-                users: users_of(users, Platform::Lichess),
-                seed,
-            })
-            .mount(&lichess)
-            .await;
-        let chess_com = server(chess_com_port).await;
+        let chess_com = wiremock_on(opts.chess_com_listener).await;
         Mock::given(any())
             .respond_with(chess_com::Responder {
                 users: users_of(users, Platform::ChessCom),
-                seed,
+                seed: opts.seed,
                 base: chess_com.uri(),
             })
             .mount(&chess_com)
             .await;
-        Upstreams { lichess, chess_com }
+        Ok(Upstreams { lichess, chess_com })
     }
 
     /// Base URL to give the importer as LICHESS_BASE_URL.
     pub fn lichess_url(&self) -> String {
-        self.lichess.uri()
+        match &self.lichess {
+            Lichess::Wiremock(s) => s.uri(),
+            Lichess::Streaming { base, .. } => base.clone(),
+        }
     }
 
     /// Base URL to give the importer as CHESSCOM_BASE_URL.
     pub fn chess_com_url(&self) -> String {
         self.chess_com.uri()
+    }
+}
+
+impl Drop for Upstreams {
+    fn drop(&mut self) {
+        if let Lichess::Streaming { task, .. } = &self.lichess {
+            task.abort();
+        }
     }
 }
 

@@ -23,7 +23,9 @@ fn chess_com(name: &str, games: u64, months: u32) -> MockUser {
 }
 
 async fn full_import_then_repeat_stores_nothing_new(db: TestDb) {
-    let mocks = Upstreams::start(&[lichess("Magnus_1500", 1500)], SEED).await;
+    let mocks = Upstreams::start(&[lichess("Magnus_1500", 1500)], SEED)
+        .await
+        .expect("mocks");
     let imp = Importer::start(&db, &mocks, &[]).await;
     let job = imp.import("Magnus_1500", "lichess", 2000).await;
     assert_eq!(job["status"], "completed", "{job}");
@@ -46,7 +48,9 @@ on_both_databases!(
 );
 
 async fn chess_com_over_fifteen_months(db: TestDb) {
-    let mocks = Upstreams::start(&[chess_com("Hikaru", 1500, 15)], SEED).await;
+    let mocks = Upstreams::start(&[chess_com("Hikaru", 1500, 15)], SEED)
+        .await
+        .expect("mocks");
     let imp = Importer::start(&db, &mocks, &[]).await;
     let job = imp.import("Hikaru", "chess.com", 2000).await;
     assert_eq!(job["status"], "completed", "{job}");
@@ -66,7 +70,9 @@ async fn chess_com_over_fifteen_months(db: TestDb) {
 on_both_databases!(chess_com_months, chess_com_over_fifteen_months);
 
 async fn limit_is_respected_on_both_platforms(db: TestDb) {
-    let mocks = Upstreams::start(&[lichess("limited", 300), chess_com("limitedcc", 300, 4)], SEED).await;
+    let mocks = Upstreams::start(&[lichess("limited", 300), chess_com("limitedcc", 300, 4)], SEED)
+        .await
+        .expect("mocks");
     let imp = Importer::start(&db, &mocks, &[("IMPORT_BATCH_SIZE", "30")]).await;
     for (user, platform) in [("limited", "lichess"), ("limitedcc", "chess.com")] {
         let first = imp.import(user, platform, 100).await;
@@ -102,7 +108,7 @@ async fn three_imports_with_two_slots(db: TestDb) {
         lichess("slot_b", 400),
         lichess("slot_c", 400),
     ];
-    let mocks = Upstreams::start(&users, SEED).await;
+    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
     let imp = Importer::start(
         &db,
         &mocks,
@@ -153,7 +159,7 @@ async fn three_imports_with_two_slots(db: TestDb) {
 on_both_databases!(queueing, three_imports_with_two_slots);
 
 async fn unknown_user_fails_with_reason(db: TestDb) {
-    let mocks = Upstreams::start(&[], SEED).await;
+    let mocks = Upstreams::start(&[], SEED).await.expect("mocks");
     let imp = Importer::start(&db, &mocks, &[]).await;
     let job = imp.import("nobody_here", "lichess", 10).await;
     assert_eq!(job["status"], "failed");
@@ -174,7 +180,7 @@ async fn malformed_games_are_skipped_and_counted(db: TestDb) {
             ..chess_com("brokencc", 60, 2)
         },
     ];
-    let mocks = Upstreams::start(&users, SEED).await;
+    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
     let imp = Importer::start(&db, &mocks, &[]).await;
     let job = imp.import("broken", "lichess", 1000).await;
     assert_eq!(job["status"], "completed", "{job}");
@@ -205,7 +211,7 @@ async fn rate_limits_and_server_errors_are_waited_out(db: TestDb) {
             ..chess_com("flakycc", 40, 2)
         },
     ];
-    let mocks = Upstreams::start(&users, SEED).await;
+    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
     let imp = Importer::start(&db, &mocks, &[("UPSTREAM_RATE_LIMIT_WAIT_SECS", "1")]).await;
     let job = imp.import("flaky", "lichess", 500).await;
     assert_eq!(
@@ -226,7 +232,7 @@ on_both_databases!(upstream_faults, rate_limits_and_server_errors_are_waited_out
 #[tokio::test]
 async fn bad_requests_get_json_errors_naming_the_field() {
     let db = TestDb::sqlite();
-    let mocks = Upstreams::start(&[], SEED).await;
+    let mocks = Upstreams::start(&[], SEED).await.expect("mocks");
     let imp = Importer::start(&db, &mocks, &[]).await;
     let cases = [
         (json!({"user_id": "ab/cd", "platform": "lichess"}), "user_id"),
@@ -268,7 +274,7 @@ async fn full_queue_answers_429_with_retry_after() {
         lichess("q_two", 10),
         lichess("q_three", 10),
     ];
-    let mocks = Upstreams::start(&users, SEED).await;
+    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
     let env = [
         ("MAX_CONCURRENT_IMPORTS", "1"),
         ("IMPORT_QUEUE_CAPACITY", "1"),

@@ -1,0 +1,246 @@
+//! Load: goose drives the imports, one goose user per import.
+//!
+//! Each goose user POSTs one import and polls it until it is completed or
+//! failed. Goose transactions are plain functions, so the plan of the attack
+//! under way is kept in a process-wide slot; attacks run one after another,
+//! never two at once (`run` holds a lock for the whole attack).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use goose::config::GooseConfiguration;
+use goose::goose::GooseResponse;
+use goose::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// One import to request.
+#[derive(Debug, Clone)]
+pub struct ImportSpec {
+    /// Username.
+    pub user: String,
+    /// `lichess` or `chess.com`.
+    pub platform: &'static str,
+    /// The limit.
+    pub limit: u64,
+}
+
+/// What happened to one import.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImportRecord {
+    /// Username.
+    pub user: String,
+    /// Platform.
+    pub platform: String,
+    /// Its id, when the POST was accepted.
+    pub import_id: Option<String>,
+    /// Status code of the POST.
+    pub post_status: u16,
+    /// `queued` or `running` as the POST answered.
+    pub admitted_as: String,
+    /// Queue position the POST gave.
+    pub queue_position: u64,
+    /// Final status (`completed`, `failed`, or `timeout` when the harness gave up).
+    pub status: String,
+    /// Error the import reported.
+    pub error: Option<String>,
+    /// Counters from the final poll.
+    pub games_fetched: i64,
+    /// Games stored.
+    pub games_imported: i64,
+    /// Games already stored.
+    pub games_skipped_existing: i64,
+    /// Games that did not parse.
+    pub games_failed_parse: i64,
+    /// Seconds from POST (harness clock, from the cell's origin).
+    pub posted_at: f64,
+    /// Seconds at the final poll.
+    pub ended_at: f64,
+    /// Time in the queue (server clock: created -> started).
+    pub wait_secs: Option<f64>,
+    /// Time running (server clock: started -> finished).
+    pub run_secs: Option<f64>,
+}
+
+/// A summary of goose's request metrics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RequestSummary {
+    /// Request name (path pattern).
+    pub name: String,
+    /// Successful requests.
+    pub ok: usize,
+    /// Failed requests.
+    pub failed: usize,
+    /// Slowest, ms.
+    pub max_ms: f64,
+    /// Mean, ms.
+    pub mean_ms: f64,
+}
+
+/// What an attack returns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoadResult {
+    /// One record per import.
+    pub imports: Vec<ImportRecord>,
+    /// Goose's view of the requests.
+    pub requests: Vec<RequestSummary>,
+}
+
+/// Why the load could not be run.
+#[derive(Debug, thiserror::Error)]
+#[error("goose: {0}")]
+pub struct Error(String);
+
+struct Plan {
+    specs: Vec<ImportSpec>,
+    origin: Instant,
+    deadline: Instant,
+    poll_every: Duration,
+    records: Mutex<Vec<ImportRecord>>,
+}
+
+static PLAN: Mutex<Option<Arc<Plan>>> = Mutex::new(None);
+static ATTACK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn current_plan() -> Option<Arc<Plan>> {
+    PLAN.lock().ok().and_then(|p| p.clone())
+}
+
+fn secs_between(a: &Value, b: &Value) -> Option<f64> {
+    let a: DateTime<Utc> = a.as_str()?.parse().ok()?;
+    let b: DateTime<Utc> = b.as_str()?.parse().ok()?;
+    Some((b - a).num_milliseconds() as f64 / 1000.0)
+}
+
+async fn json_of(resp: GooseResponse) -> (u16, Value) {
+    match resp.response {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+async fn import_one(user: &mut GooseUser) -> TransactionResult {
+    let Some(plan) = current_plan() else {
+        return Ok(());
+    };
+    let Some(spec) = plan
+        .specs
+        .get(user.weighted_users_index % plan.specs.len().max(1))
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let mut rec = ImportRecord {
+        user: spec.user.clone(),
+        platform: spec.platform.to_string(),
+        posted_at: plan.origin.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    let body = json!({"user_id": spec.user, "platform": spec.platform, "limit": spec.limit});
+    let (status, admitted) = json_of(user.post_json("/api/v1/import-more-games", &body).await?).await;
+    rec.post_status = status;
+    rec.admitted_as = admitted["status"].as_str().unwrap_or_default().to_string();
+    rec.queue_position = admitted["queue_position"].as_u64().unwrap_or(0);
+    let Some(id) = admitted["import_id"].as_str().map(str::to_string) else {
+        rec.status = format!("rejected ({status})");
+        rec.error = admitted["error"].as_str().map(str::to_string);
+        rec.ended_at = plan.origin.elapsed().as_secs_f64();
+        if let Ok(mut r) = plan.records.lock() {
+            r.push(rec);
+        }
+        return Ok(());
+    };
+    rec.import_id = Some(id.clone());
+    let path = format!("/api/v1/imports/{id}");
+    loop {
+        tokio::time::sleep(plan.poll_every).await;
+        let req = GooseRequest::builder()
+            .path(path.as_str())
+            .name("/api/v1/imports/{id}")
+            .build();
+        let (_, job) = json_of(user.request(req).await?).await;
+        let state = job["status"].as_str().unwrap_or_default();
+        if matches!(state, "completed" | "failed") || Instant::now() > plan.deadline {
+            rec.status = if matches!(state, "completed" | "failed") {
+                state.to_string()
+            } else {
+                "timeout".into()
+            };
+            rec.error = job["error"].as_str().map(str::to_string);
+            rec.games_fetched = job["games_fetched"].as_i64().unwrap_or(0);
+            rec.games_imported = job["games_imported"].as_i64().unwrap_or(0);
+            rec.games_skipped_existing = job["games_skipped_existing"].as_i64().unwrap_or(0);
+            rec.games_failed_parse = job["games_failed_parse"].as_i64().unwrap_or(0);
+            rec.wait_secs = secs_between(&job["created_at"], &job["started_at"]);
+            rec.run_secs = secs_between(&job["started_at"], &job["finished_at"]);
+            rec.ended_at = plan.origin.elapsed().as_secs_f64();
+            break;
+        }
+    }
+    if let Ok(mut r) = plan.records.lock() {
+        r.push(rec);
+    }
+    Ok(())
+}
+
+/// Runs one attack: all imports requested at once against `base`, each polled to its end.
+pub async fn run(
+    base: &str,
+    specs: Vec<ImportSpec>,
+    origin: Instant,
+    timeout: Duration,
+) -> Result<LoadResult, Error> {
+    let _one_at_a_time = ATTACK.lock().await;
+    let users = specs.len();
+    let plan = Arc::new(Plan {
+        specs,
+        origin,
+        deadline: Instant::now() + timeout,
+        poll_every: Duration::from_millis(100),
+        records: Mutex::new(Vec::new()),
+    });
+    *PLAN.lock().map_err(|_| Error("plan lock poisoned".into()))? = Some(Arc::clone(&plan));
+    // Goose keeps some fields private, so the configuration is filled in place.
+    let mut config = GooseConfiguration::default();
+    config.host = Some(base.to_string());
+    config.users = Some(users);
+    // Every user at once: the imports must overlap for memory per import to mean anything.
+    config.increase_rate = Some(format!("{}", users.max(1) * 100));
+    config.iterations = Some(1);
+    config.quiet = 1;
+    config.no_print_metrics = true;
+    config.no_error_summary = true;
+    config.no_telnet = true;
+    config.timeout = Some("30".into());
+    let metrics = GooseAttack::initialize_with_config(config)
+        .map_err(|e| Error(e.to_string()))?
+        .register_scenario(scenario!("import").register_transaction(transaction!(import_one)))
+        .execute()
+        .await
+        .map_err(|e| Error(format!("{e:?}")));
+    *PLAN.lock().map_err(|_| Error("plan lock poisoned".into()))? = None;
+    let metrics = metrics?;
+    let mut requests: Vec<RequestSummary> = metrics
+        .requests
+        .iter()
+        .map(|(name, agg)| RequestSummary {
+            name: name.clone(),
+            ok: agg.success_count,
+            failed: agg.fail_count,
+            max_ms: agg.raw_data.maximum_time_us as f64 / 1000.0,
+            mean_ms: if agg.raw_data.counter > 0 {
+                agg.raw_data.total_time_us as f64 / 1000.0 / agg.raw_data.counter as f64
+            } else {
+                0.0
+            },
+        })
+        .collect();
+    requests.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut imports = plan.records.lock().map(|r| r.clone()).unwrap_or_default();
+    imports.sort_by(|a, b| a.user.cmp(&b.user));
+    Ok(LoadResult { imports, requests })
+}

@@ -1,0 +1,252 @@
+//! `harness`: the command line. Definitions and glue; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use harness::mock::{self, MockUser, Platform, Upstreams};
+use harness::results::mib;
+use harness::run::{self, Options};
+use harness::scenario::Checked;
+
+/// Exit codes: 0 pass, 1 a cell over budget or not verified, 2 bad usage or set-up.
+const FAILED: u8 = 1;
+const USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Memory-budget load test for the chess games importer: mocks lichess and chess.com, \
+             runs the real importer binary, drives concurrent imports with goose, samples its RSS, \
+             verifies exact delivery and reports memory against configuration.",
+    after_help = "Exit codes: 0 every cell verified and within budget; 1 a cell failed; 2 bad usage or set-up."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario: every cell of its matrix, each repeat; write reports.
+    Run {
+        /// The scenario file (YAML), e.g. scenarios/railway-hobby.yaml.
+        scenario: PathBuf,
+        /// The importer binary to measure (default: the scenario's, else target/release/importer).
+        #[arg(long)]
+        importer: Option<PathBuf>,
+        /// Folder for reports; a run writes to OUT/<scenario>/<UTC time>/ and links OUT/<scenario>/latest.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+        /// No progress bar (for logs and CI).
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Check scenario files without running anything; every error names file, line and key.
+    Check {
+        /// Scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Serve the lichess and chess.com mocks on fixed ports, for trying the importer by hand.
+    Mock {
+        /// lichess mock port.
+        #[arg(long, default_value = "9001")]
+        lichess_port: u16,
+        /// chess.com mock port.
+        #[arg(long, default_value = "9002")]
+        chesscom_port: u16,
+        /// A user: NAME:PLATFORM:GAMES[:MONTHS], platform `lichess` or `chess.com`. Repeatable.
+        #[arg(long = "user", value_parser = parse_user, default_values = ["alice:lichess:1500", "bob:chess.com:1500:15"])]
+        users: Vec<MockUser>,
+        /// Seed of the synthetic games.
+        #[arg(long, default_value = "42")]
+        seed: u64,
+        /// lichess games per second per stream (0: as fast as possible).
+        #[arg(long, default_value = "0")]
+        pace: u32,
+    },
+}
+
+fn parse_user(s: &str) -> Result<MockUser, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let usage = || format!("{s:?}: expected NAME:PLATFORM:GAMES[:MONTHS], e.g. alice:lichess:1500");
+    if !(3..=4).contains(&parts.len()) {
+        return Err(usage());
+    }
+    let platform = match parts[1] {
+        "lichess" => Platform::Lichess,
+        "chess.com" => Platform::ChessCom,
+        _ => return Err(format!("{s:?}: platform must be `lichess` or `chess.com`")),
+    };
+    let games = parts[2].parse().map_err(|_| usage())?;
+    let months = match parts.get(3) {
+        Some(m) => m.parse().map_err(|_| usage())?,
+        None => 1,
+    };
+    if parts[0].is_empty()
+        || !parts[0]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!("{s:?}: a name of letters, digits, _ and -"));
+    }
+    Ok(MockUser {
+        months,
+        ..MockUser::new(parts[0], platform, games)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Tracing first: goose and the mocks log through it.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Check { scenarios } => check(&scenarios),
+            Command::Run {
+                scenario,
+                importer,
+                out,
+                no_progress,
+            } => run_scenario(scenario, importer, out, !no_progress).await,
+            Command::Mock {
+                lichess_port,
+                chesscom_port,
+                users,
+                seed,
+                pace,
+            } => match serve_mocks(lichess_port, chesscom_port, users, seed, pace).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(USAGE)
+                }
+            },
+        }
+    })
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut bad = false;
+    for f in files {
+        match Checked::load(f) {
+            Ok(s) => println!(
+                "ok  {}: {} cells × {} repeats, budget {:.0} MiB",
+                f.display(),
+                s.cells.len(),
+                s.raw.repeats,
+                mib(s.budget_bytes)
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        ExitCode::from(USAGE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn run_scenario(file: PathBuf, importer: Option<PathBuf>, out: PathBuf, progress: bool) -> ExitCode {
+    let scenario = match Checked::load(&file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let opts = Options {
+        importer,
+        out_root: out,
+        progress,
+    };
+    eprintln!(
+        "running {} ({} cells × {} repeats) with {}",
+        scenario.name,
+        scenario.cells.len(),
+        scenario.raw.repeats,
+        run::importer_path(&scenario, &opts).display()
+    );
+    match run::run(&scenario, &opts).await {
+        Ok(outcome) => {
+            println!("{}", harness::report::summary_markdown(&outcome.results));
+            println!("reports: {}", outcome.dir.display());
+            if outcome.results.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(FAILED)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+async fn serve_mocks(
+    lichess_port: u16,
+    chesscom_port: u16,
+    users: Vec<MockUser>,
+    seed: u64,
+    pace: u32,
+) -> anyhow::Result<()> {
+    let bind = |port: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", port)).with_context(|| format!("binding 127.0.0.1:{port}"))
+    };
+    let mocks = Upstreams::start_with(
+        &users,
+        mock::Options {
+            seed,
+            lichess_games_per_sec: pace,
+            lichess_listener: Some(bind(lichess_port)?),
+            chess_com_listener: Some(bind(chesscom_port)?),
+        },
+    )
+    .await
+    .context("starting the mocks")?;
+    println!("lichess mock:   {}", mocks.lichess_url());
+    println!("chess.com mock: {}", mocks.chess_com_url());
+    for u in &users {
+        println!(
+            "  user {} on {}: {} games over {} month(s)",
+            u.name,
+            u.platform.as_str(),
+            u.games,
+            u.months
+        );
+    }
+    println!(
+        "\ntry:\n  LICHESS_BASE_URL={} CHESSCOM_BASE_URL={} cargo run --release -p importer",
+        mocks.lichess_url(),
+        mocks.chess_com_url()
+    );
+    if let Some(u) = users.first() {
+        println!(
+            "  curl -s -X POST localhost:8080/api/v1/import-more-games -H 'content-type: application/json' -d '{{\"user_id\":\"{}\",\"platform\":\"{}\",\"limit\":500}}'",
+            u.name,
+            u.platform.as_str()
+        );
+    }
+    println!("\nCtrl-C stops.");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    Ok(())
+}

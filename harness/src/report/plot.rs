@@ -1,0 +1,236 @@
+//! Plots, as PNG and SVG, drawn with plotters and a bundled font (no system font libraries).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::{Error, Timeline};
+use crate::results::{RunResults, median, mib};
+
+static FONT: Once = Once::new();
+
+fn ensure_font() {
+    FONT.call_once(|| {
+        // DejaVu Sans, bundled: text renders the same on every machine.
+        let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_err() {
+            tracing::warn!("bundled font rejected; plots will have no text");
+        }
+    });
+}
+
+fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |message| Error::Plot {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// A generic drawing routine, instantiated for both backends.
+trait Draw {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// Draws `what` with the backend the file's extension names.
+fn render_with<D: Draw>(path: &Path, size: (u32, u32), what: &D) -> Result<(), Error> {
+    ensure_font();
+    let err = plot_err(path);
+    if path.extension().is_some_and(|e| e == "svg") {
+        let root = SVGBackend::new(path, size).into_drawing_area();
+        what.draw(&root).map_err(&err)?;
+        root.present().map_err(|e| err(e.to_string()))
+    } else {
+        let root = BitMapBackend::new(path, size).into_drawing_area();
+        what.draw(&root).map_err(&err)?;
+        root.present().map_err(|e| err(e.to_string()))
+    }
+}
+
+struct TimelinePlot<'a> {
+    timelines: &'a [Timeline],
+    budget: u64,
+}
+
+impl Draw for TimelinePlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        // The first repeat of each cell: later repeats would hide it.
+        let shown: Vec<&Timeline> = self.timelines.iter().filter(|t| t.repeat == 0).collect();
+        let max_t = shown
+            .iter()
+            .flat_map(|t| t.samples.last().map(|s| s.t))
+            .fold(1.0_f64, f64::max);
+        let max_rss = shown
+            .iter()
+            .flat_map(|t| t.samples.iter().map(|s| s.rss))
+            .max()
+            .unwrap_or(1);
+        let max_y = mib(max_rss) * 1.15;
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!(
+                    "Importer RSS over time (budget {:.0} MiB, off scale when far above)",
+                    mib(self.budget)
+                ),
+                ("sans-serif", 22),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..max_t, 0f64..max_y)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the importer was healthy")
+            .y_desc("RSS (MiB)")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e)?;
+        if mib(self.budget) <= max_y {
+            chart
+                .draw_series(LineSeries::new(
+                    [(0.0, mib(self.budget)), (max_t, mib(self.budget))],
+                    RED.stroke_width(2),
+                ))
+                .map_err(e)?
+                .label("budget")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
+        }
+        for (i, t) in shown.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(
+                    t.samples.iter().map(|s| (s.t, mib(s.rss))),
+                    color.stroke_width(1),
+                ))
+                .map_err(e)?
+                .label(t.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+            // Ticks at the bottom where this cell's imports started and ended.
+            chart
+                .draw_series(
+                    t.marks
+                        .iter()
+                        .map(|&m| PathElement::new(vec![(m, 0.0), (m, max_y * 0.04)], color.stroke_width(2))),
+                )
+                .map_err(e)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", 11))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// `memory-timeline.{png,svg}`: RSS over time, a line per cell, ticks where imports start and end.
+pub fn timeline(path: &Path, timelines: &[Timeline], budget: u64) -> Result<(), Error> {
+    render_with(path, (1400, 800), &TimelinePlot { timelines, budget })
+}
+
+struct PeakPlot<'a> {
+    results: &'a RunResults,
+}
+
+impl Draw for PeakPlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        // One line per configuration other than concurrency; points are medians over repeats.
+        let mut lines: BTreeMap<String, BTreeMap<u32, Vec<u64>>> = BTreeMap::new();
+        for c in &self.results.cells {
+            if c.error.is_some() {
+                continue;
+            }
+            let key = c.cell.label.split('-').skip(1).collect::<Vec<_>>().join("-");
+            lines
+                .entry(key)
+                .or_default()
+                .entry(c.cell.max_concurrent_imports)
+                .or_default()
+                .push(c.peak);
+        }
+        let budget = mib(self.results.budget_bytes);
+        let xs: Vec<u32> = lines.values().flat_map(|m| m.keys().copied()).collect();
+        let (min_x, max_x) = (
+            xs.iter().copied().min().unwrap_or(1) as f64 - 0.5,
+            xs.iter().copied().max().unwrap_or(1) as f64 + 0.5,
+        );
+        let min_peak = self
+            .results
+            .cells
+            .iter()
+            .map(|c| c.peak)
+            .filter(|&p| p > 0)
+            .min()
+            .unwrap_or(1 << 20);
+        let min_y = (mib(min_peak) * 0.7).max(0.5);
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!(
+                    "Peak RSS against MAX_CONCURRENT_IMPORTS ({})",
+                    self.results.scenario
+                ),
+                ("sans-serif", 22),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(min_x..max_x, (min_y..budget * 1.3).log_scale())
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("MAX_CONCURRENT_IMPORTS (imports at once)")
+            .y_desc("peak RSS, VmHWM (MiB, log scale)")
+            .x_labels(xs.len().max(2))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e)?;
+        chart
+            .draw_series(LineSeries::new(
+                [(min_x, budget), (max_x, budget)],
+                RED.stroke_width(2),
+            ))
+            .map_err(e)?
+            .label(format!("budget {budget:.0} MiB"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
+        for (i, (key, points)) in lines.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = points
+                .iter()
+                .map(|(&n, peaks)| (f64::from(n), mib(median(peaks.iter().copied()))))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(e)?
+                .label(key.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(e)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 12))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// `peak-vs-config.{png,svg}`: peak RSS against concurrency, a line per batch/page, the budget as a line.
+pub fn peak_vs_config(path: &Path, results: &RunResults) -> Result<(), Error> {
+    render_with(path, (1200, 800), &PeakPlot { results })
+}

@@ -1,0 +1,199 @@
+//! `summary.md`: a ✓/✗ table against the budget, and which setting moved memory.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::results::{CellRun, RunResults, median, mib};
+
+/// Runs of the same cell, in the order cells first appear.
+pub fn by_cell(results: &RunResults) -> Vec<(String, Vec<&CellRun>)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: BTreeMap<String, Vec<&CellRun>> = BTreeMap::new();
+    for c in &results.cells {
+        if !groups.contains_key(&c.cell.label) {
+            order.push(c.cell.label.clone());
+        }
+        groups.entry(c.cell.label.clone()).or_default().push(c);
+    }
+    order
+        .into_iter()
+        .map(|l| {
+            let runs = groups.remove(&l).unwrap_or_default();
+            (l, runs)
+        })
+        .collect()
+}
+
+/// (max - min) / median of the peaks, in percent.
+pub fn spread_pct(runs: &[&CellRun]) -> f64 {
+    let peaks: Vec<u64> = runs
+        .iter()
+        .filter(|r| r.error.is_none())
+        .map(|r| r.peak)
+        .collect();
+    let (Some(&lo), Some(&hi)) = (peaks.iter().min(), peaks.iter().max()) else {
+        return 0.0;
+    };
+    let mid = median(peaks.iter().copied());
+    if mid == 0 {
+        0.0
+    } else {
+        (hi - lo) as f64 * 100.0 / mid as f64
+    }
+}
+
+/// Peaks and per-import figures of the cells that share one value of a setting.
+type PeaksAndPerImport = (Vec<u64>, Vec<u64>);
+
+fn effects(results: &RunResults, out: &mut String) {
+    let axes = [
+        "MAX_CONCURRENT_IMPORTS",
+        "IMPORT_BATCH_SIZE",
+        "EXISTING_GAMES_PAGE_SIZE",
+        "DEDUP_STRATEGY",
+        "DB_POOL_SIZE",
+        "HTTP_MAX_CONNECTIONS",
+        "HTTP_POOL_MAX_IDLE_PER_HOST",
+        "WORKER_THREADS",
+        "MALLOC_ARENA_MAX",
+    ];
+    let ok: Vec<&CellRun> = results.cells.iter().filter(|c| c.error.is_none()).collect();
+    let mut any = false;
+    for axis in axes {
+        let mut by_value: BTreeMap<String, PeaksAndPerImport> = BTreeMap::new();
+        for c in &ok {
+            if let Some(v) = c.cell.env.get(axis) {
+                let e = by_value.entry(v.clone()).or_default();
+                e.0.push(c.peak);
+                e.1.push(c.per_import);
+            }
+        }
+        if by_value.len() < 2 {
+            continue;
+        }
+        if !any {
+            let _ = writeln!(out, "\n## What moved memory\n");
+            let _ = writeln!(
+                out,
+                "Median over every other setting, per value of one setting.\n"
+            );
+            let _ = writeln!(
+                out,
+                "| setting | value | median peak (MiB) | median per import (MiB) |"
+            );
+            let _ = writeln!(out, "|---|---|---|---|");
+            any = true;
+        }
+        let mut values: Vec<(&String, &PeaksAndPerImport)> = by_value.iter().collect();
+        values.sort_by_key(|(v, _)| v.parse::<u64>().unwrap_or(u64::MAX));
+        let peaks: Vec<f64> = values
+            .iter()
+            .map(|(_, (p, _))| mib(median(p.iter().copied())))
+            .collect();
+        for (v, (p, per)) in &values {
+            let _ = writeln!(
+                out,
+                "| {axis} | {v} | {:.1} | {:.2} |",
+                mib(median(p.iter().copied())),
+                mib(median(per.iter().copied()))
+            );
+        }
+        let lo = peaks.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = peaks.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "| {axis} | range | {:.1} ({:+.0} %) | |",
+            hi - lo,
+            (hi - lo) * 100.0 / lo.max(0.001)
+        );
+    }
+}
+
+/// The summary of a run, in Markdown.
+pub fn summary_markdown(results: &RunResults) -> String {
+    let mut out = String::new();
+    let verdict = if results.passed() {
+        "✓ every cell verified and within budget"
+    } else {
+        "✗ some cells failed"
+    };
+    let _ = writeln!(out, "# {} — {}\n", results.scenario, verdict);
+    if let Some(d) = &results.description {
+        let _ = writeln!(out, "{}\n", d.trim());
+    }
+    let _ = writeln!(
+        out,
+        "Budget {:.0} MiB · database {} · {} cell runs in {:.0} s · machine: {} cores, {:.1} GiB, kernel {}, allocator {}\n",
+        mib(results.budget_bytes),
+        results.database,
+        results.cells.len(),
+        results.wall_secs,
+        results.machine.cores,
+        mib(results.machine.memory_bytes) / 1024.0,
+        results.machine.kernel,
+        results.machine.allocator,
+    );
+    let _ = writeln!(
+        out,
+        "Peak = the kernel's VmHWM of the importer (sampled every 5 ms for the timeline); per import = (peak − idle) / imports; medians over repeats.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| cell | imports | idle MiB | peak MiB | sampled peak MiB | per import MiB | spread % | games/s | queue wait max s | verified | budget |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for (label, runs) in by_cell(results) {
+        let good: Vec<&CellRun> = runs.iter().copied().filter(|r| r.error.is_none()).collect();
+        let med = |f: fn(&CellRun) -> u64| median(good.iter().map(|r| f(r)));
+        let gps = {
+            let mut v: Vec<f64> = good.iter().map(|r| r.games_per_sec).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
+        };
+        let wait = runs
+            .iter()
+            .flat_map(|r| r.load.imports.iter().filter_map(|i| i.wait_secs))
+            .fold(0.0, f64::max);
+        let verified = runs.iter().all(|r| r.verification.ok);
+        let fits = runs.iter().all(|r| r.fits_budget);
+        let errors: Vec<&str> = runs.iter().filter_map(|r| r.error.as_deref()).collect();
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} | {:.1} | {} | {}{} |",
+            runs.first().map_or(0, |r| r.cell.imports),
+            mib(med(|r| r.idle_rss)),
+            mib(med(|r| r.peak_hwm)),
+            mib(med(|r| r.peak_sampled)),
+            mib(med(|r| r.per_import)),
+            spread_pct(&runs),
+            gps,
+            wait,
+            if verified { "✓" } else { "✗" },
+            if fits { "✓" } else { "✗" },
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", errors.join("; "))
+            },
+        );
+    }
+    effects(results, &mut out);
+    let problems: Vec<String> = results
+        .cells
+        .iter()
+        .flat_map(|c| {
+            c.verification
+                .problems
+                .iter()
+                .map(move |p| format!("- {} r{}: {p}", c.cell.label, c.repeat + 1))
+        })
+        .collect();
+    if !problems.is_empty() {
+        let _ = writeln!(out, "\n## Problems\n\n{}", problems.join("\n"));
+    }
+    let _ = writeln!(
+        out,
+        "\nFiles: `results.json`, `samples.csv`, `memory-timeline.png`/`.svg`, `peak-vs-config.png`/`.svg`, one folder per cell run with the importer's log."
+    );
+    out
+}

@@ -1,0 +1,128 @@
+//! What a run measured, as written to `results.json` and read back by later commands.
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::LoadResult;
+use crate::scenario::Cell;
+use crate::verify::Verification;
+
+/// The machine a run was measured on: figures from different machines are not comparable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// Logical cores.
+    pub cores: usize,
+    /// Total memory, bytes.
+    pub memory_bytes: u64,
+    /// Kernel version.
+    pub kernel: String,
+    /// The importer's allocator as configured (`system`, or `system, MALLOC_ARENA_MAX=N`).
+    pub allocator: String,
+}
+
+impl Machine {
+    /// This machine.
+    pub fn current(allocator: String) -> Machine {
+        let sys = sysinfo::System::new_with_specifics(
+            sysinfo::RefreshKind::nothing().with_memory(sysinfo::MemoryRefreshKind::nothing().with_ram()),
+        );
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_bytes: sys.total_memory(),
+            kernel: sysinfo::System::kernel_version().unwrap_or_else(|| "unknown".into()),
+            allocator,
+        }
+    }
+}
+
+/// One run of one cell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellRun {
+    /// The cell.
+    pub cell: Cell,
+    /// 0-based repeat.
+    pub repeat: u32,
+    /// Median RSS over the idle second before the load, bytes.
+    pub idle_rss: u64,
+    /// Highest sampled RSS, bytes.
+    pub peak_sampled: u64,
+    /// The kernel's peak (`VmHWM`), bytes.
+    pub peak_hwm: u64,
+    /// The peak used for verdicts: the larger of the two.
+    pub peak: u64,
+    /// (peak - idle) / imports, bytes.
+    pub per_import: u64,
+    /// Samples taken.
+    pub samples: usize,
+    /// Seconds from the first POST to the last import's end.
+    pub load_secs: f64,
+    /// Seconds during which every import requested was running at once (server clock).
+    pub overlap_secs: f64,
+    /// Games stored by all imports.
+    pub games_imported: i64,
+    /// games_imported / load_secs.
+    pub games_per_sec: f64,
+    /// peak <= budget.
+    pub fits_budget: bool,
+    /// Exact delivery.
+    pub verification: Verification,
+    /// The imports and goose's request metrics.
+    pub load: LoadResult,
+    /// Set when the cell could not be measured (importer died, timeout...).
+    pub error: Option<String>,
+}
+
+impl CellRun {
+    /// Verified, fits, no error.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.verification.ok && self.fits_budget
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResults {
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file.
+    pub file: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// sqlite or postgres.
+    pub database: String,
+    /// The importer binary.
+    pub importer: String,
+    /// Budget, bytes.
+    pub budget_bytes: u64,
+    /// Headroom fraction.
+    pub headroom: f64,
+    /// Start, RFC 3339.
+    pub started_at: String,
+    /// Wall time, seconds.
+    pub wall_secs: f64,
+    /// Where it ran.
+    pub machine: Machine,
+    /// Every cell run, in order.
+    pub cells: Vec<CellRun>,
+}
+
+impl RunResults {
+    /// Every cell verified and within budget.
+    pub fn passed(&self) -> bool {
+        self.cells.iter().all(CellRun::passed)
+    }
+}
+
+/// Median of some values (the lower middle for an even count); 0 for none.
+pub fn median(values: impl IntoIterator<Item = u64>) -> u64 {
+    let mut v: Vec<u64> = values.into_iter().collect();
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[(v.len() - 1) / 2]
+}
+
+/// Bytes as MiB, for people.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}

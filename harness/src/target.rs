@@ -1,0 +1,143 @@
+//! The measured program: the real `importer` binary as a child process.
+//!
+//! It starts with a clean environment (only what the cell sets), so nothing
+//! from the harness's own shell changes what is measured; it is stopped with
+//! SIGTERM then waited for, and killed if it does not stop.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why the importer could not be started or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The binary is missing.
+    #[error(
+        "importer binary {0} not found; build it with `cargo build --release -p importer` or pass --importer"
+    )]
+    Missing(PathBuf),
+    /// Spawning failed.
+    #[error("cannot start {bin}: {source}")]
+    Spawn {
+        /// The binary.
+        bin: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It exited or never answered /healthz.
+    #[error("importer not healthy after {secs} s ({why}); its log: {log}")]
+    Unhealthy {
+        /// Seconds waited.
+        secs: u64,
+        /// What was seen.
+        why: String,
+        /// Its log file.
+        log: PathBuf,
+    },
+}
+
+/// A running importer.
+pub struct Server {
+    child: Child,
+    /// Its base URL.
+    pub base: String,
+    /// Where its output goes.
+    pub log: PathBuf,
+}
+
+/// A free loopback port (the importer binds it right after).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Server {
+    /// Starts `bin` with exactly `env` (plus BIND_ADDR), output to `log`.
+    pub fn spawn(bin: &Path, env: &BTreeMap<String, String>, log: &Path) -> Result<Server, Error> {
+        if !bin.is_file() {
+            return Err(Error::Missing(bin.to_path_buf()));
+        }
+        let spawn_err = |source| Error::Spawn {
+            bin: bin.to_path_buf(),
+            source,
+        };
+        let port = free_port().map_err(spawn_err)?;
+        let out = std::fs::File::create(log).map_err(spawn_err)?;
+        let err = out.try_clone().map_err(spawn_err)?;
+        let child = Command::new(bin)
+            .env_clear()
+            .envs(env)
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(spawn_err)?;
+        Ok(Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until /healthz answers 200.
+    pub async fn wait_healthy(&mut self, http: &reqwest::Client, timeout: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(self.unhealthy(started, format!("exited with {status}")));
+            }
+            if let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                return Err(self.unhealthy(started, "no answer".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn unhealthy(&self, started: Instant, why: String) -> Error {
+        Error::Unhealthy {
+            secs: started.elapsed().as_secs(),
+            why,
+            log: self.log.clone(),
+        }
+    }
+
+    /// SIGTERM, then wait up to `grace`; SIGKILL after. Returns the exit code, if it exited by itself.
+    pub fn stop(mut self, grace: Duration) -> Option<i32> {
+        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let started = Instant::now();
+        while started.elapsed() < grace {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A harness that fails half way must not leave importers running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

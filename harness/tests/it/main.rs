@@ -1,0 +1,220 @@
+//! Harness integration tests: the verifier on crafted databases, and one short
+//! real run of the importer binary that checks the reports.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use harness::db::{CellDb, JobRow};
+use harness::mock::{MockUser, Platform};
+use harness::run::{self, Options};
+use harness::scenario::Checked;
+use harness::verify::{self, Expectation};
+use sqlx::Connection;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("harness_it_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The importer binary built beside this test (cargo test --workspace builds it).
+fn importer_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("importer");
+    assert!(
+        bin.is_file(),
+        "{} missing: run `cargo test --workspace` (or `cargo build -p importer`) first",
+        bin.display()
+    );
+    bin
+}
+
+const SCHEMA: &str = "CREATE TABLE games (user_id TEXT, platform TEXT, provider_game_id TEXT, played_at TEXT, \
+     variant TEXT, ply_count INTEGER, pgn TEXT, imported_at TEXT); \
+     CREATE TABLE import_jobs (user_id TEXT, platform TEXT, status TEXT, games_imported INTEGER, \
+     games_skipped_existing INTEGER, games_failed_parse INTEGER, error TEXT, created_at TEXT);";
+
+/// A SQLite database with the tables but without the unique key, so a doubled game can be crafted.
+async fn crafted(name: &str, user: &MockUser, ids: &[String], job_imported: i64) -> CellDb {
+    let dir = temp_dir(name);
+    let url = format!("sqlite://{}?mode=rwc", dir.join("games.db").display());
+    let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+    sqlx::raw_sql(SCHEMA).execute(&mut c).await.expect("schema");
+    for id in ids {
+        sqlx::query("INSERT INTO games (user_id, platform, provider_game_id) VALUES ($1, $2, $3)")
+            .bind(user.key())
+            .bind(user.platform.as_str())
+            .bind(id)
+            .execute(&mut c)
+            .await
+            .expect("insert");
+    }
+    sqlx::query("INSERT INTO import_jobs VALUES ($1, $2, 'completed', $3, 0, 0, NULL, '2026-01-01')")
+        .bind(user.key())
+        .bind(user.platform.as_str())
+        .bind(job_imported)
+        .execute(&mut c)
+        .await
+        .expect("job");
+    CellDb::Sqlite { url }
+}
+
+async fn verify_db(db: &CellDb, e: &Expectation) -> verify::Verification {
+    let stored = db.stored_ids().await.expect("stored");
+    let jobs: Vec<JobRow> = db.jobs().await.expect("jobs");
+    verify::check(std::slice::from_ref(e), &stored, &jobs)
+}
+
+#[tokio::test]
+async fn verifier_catches_a_lost_a_doubled_and_a_miscounted_game() {
+    let user = MockUser::new("vera", Platform::Lichess, 20);
+    let e = Expectation {
+        user: user.clone(),
+        seeded: 0,
+        limit: 10,
+    };
+    let expected = e.new_ids();
+    assert_eq!(expected.len(), 10);
+
+    let exact = verify_db(&crafted("exact", &user, &expected, 10).await, &e).await;
+    assert!(exact.ok, "{:?}", exact.problems);
+
+    let lost = verify_db(&crafted("lost", &user, &expected[1..], 9).await, &e).await;
+    assert!(!lost.ok);
+    assert_eq!(lost.users[0].missing, 1);
+    assert!(lost.problems[0].contains("lost"), "{:?}", lost.problems);
+
+    let mut twice = expected.clone();
+    twice.push(expected[3].clone());
+    let doubled = verify_db(&crafted("doubled", &user, &twice, 11).await, &e).await;
+    assert!(!doubled.ok);
+    assert_eq!(doubled.users[0].doubled, 1);
+    assert!(
+        doubled.problems.iter().any(|p| p.contains("more than once")),
+        "{:?}",
+        doubled.problems
+    );
+
+    let miscounted = verify_db(&crafted("miscounted", &user, &expected, 12).await, &e).await;
+    assert!(!miscounted.ok);
+    assert!(
+        miscounted
+            .problems
+            .iter()
+            .any(|p| p.contains("job says 12 imported")),
+        "{:?}",
+        miscounted.problems
+    );
+}
+
+#[test]
+fn verifier_flags_games_of_users_nobody_asked_for() {
+    let user = MockUser::new("vera", Platform::Lichess, 5);
+    let e = Expectation {
+        user: user.clone(),
+        seeded: 0,
+        limit: 5,
+    };
+    let mut stored = HashMap::new();
+    stored.insert((user.key(), "lichess".to_string()), e.new_ids());
+    stored.insert(
+        ("intruder".to_string(), "lichess".to_string()),
+        vec!["x".to_string()],
+    );
+    let jobs = vec![JobRow {
+        user_id: user.key(),
+        platform: "lichess".into(),
+        status: "completed".into(),
+        games_imported: 5,
+        games_skipped_existing: 0,
+        games_failed_parse: 0,
+        error: None,
+    }];
+    let v = verify::check(&[e], &stored, &jobs);
+    assert!(!v.ok);
+    assert!(v.problems[0].contains("intruder"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_real_run_writes_every_report() {
+    let dir = temp_dir("run");
+    let scenario = dir.join("tiny.yaml");
+    std::fs::write(
+        &scenario,
+        "budget: 512MB\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [2]\n  IMPORT_BATCH_SIZE: [20]\n\
+         workload:\n  users:\n    - platform: lichess\n      games: 150\n      stored: 20\n      limit: 100\n\
+         \x20   - platform: chess.com\n      games: 90\n      months: 3\n      limit: 500\n",
+    )
+    .expect("write scenario");
+    let s = Checked::load(&scenario).expect("scenario");
+    let opts = Options {
+        importer: Some(importer_bin()),
+        out_root: dir.join("reports"),
+        progress: false,
+    };
+    let outcome = run::run(&s, &opts).await.expect("run");
+    let cell = &outcome.results.cells[0];
+    assert!(cell.error.is_none(), "{:?}", cell.error);
+    assert!(cell.verification.ok, "{:?}", cell.verification.problems);
+    assert_eq!(cell.games_imported, 100 + 90);
+    assert!(cell.samples > 10, "{} samples", cell.samples);
+    assert!(
+        cell.idle_rss > 0 && cell.peak >= cell.idle_rss,
+        "peak {} idle {}",
+        cell.peak,
+        cell.idle_rss
+    );
+    assert!(
+        cell.peak_hwm >= cell.peak_sampled,
+        "the kernel's peak bounds every sample"
+    );
+    assert!(outcome.results.passed());
+    for f in [
+        "results.json",
+        "samples.csv",
+        "summary.md",
+        "memory-timeline.svg",
+        "peak-vs-config.svg",
+    ] {
+        let len = std::fs::metadata(outcome.dir.join(f))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 100, "{f}: {len} bytes");
+    }
+    for png in ["memory-timeline.png", "peak-vs-config.png"] {
+        let img = image::open(outcome.dir.join(png)).expect(png);
+        assert!(img.width() > 500 && img.height() > 300, "{png} decodes");
+    }
+    let csv = std::fs::read_to_string(outcome.dir.join("samples.csv")).expect("csv");
+    assert!(csv.lines().count() > 10);
+    let back: harness::results::RunResults =
+        serde_json::from_slice(&std::fs::read(outcome.dir.join("results.json")).expect("json"))
+            .expect("parses");
+    assert_eq!(back.cells.len(), 1);
+    assert!(
+        std::fs::read_link(dir.join("reports/tiny/latest")).is_ok(),
+        "latest link"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_importer_is_a_set_up_error_before_anything_starts() {
+    let dir = temp_dir("missing");
+    let scenario = dir.join("s.yaml");
+    std::fs::write(
+        &scenario,
+        "budget: 512MB\nworkload:\n  users:\n    - platform: lichess\n      games: 5\n",
+    )
+    .expect("write");
+    let s = Checked::load(&scenario).expect("scenario");
+    let opts = Options {
+        importer: Some(dir.join("no-such-importer")),
+        out_root: dir.join("reports"),
+        progress: false,
+    };
+    let err = run::run(&s, &opts).await.err().expect("fails");
+    assert!(err.to_string().contains("no-such-importer"), "{err}");
+    assert!(!dir.join("reports").exists(), "nothing written");
+}
