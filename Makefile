@@ -3,13 +3,17 @@
 
 CARGO ?= cargo
 
-.PHONY: harness run test fmt lint check-pg release
+.PHONY: harness gate run test fmt lint check-pg release
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
 ## harness: the main job: builds both binaries in release and runs $(SCENARIO) on SQLite and the built-in mocks
 harness: release
 	./target/release/harness run $(SCENARIO)
+
+## gate: the CI memory regression gate on scenarios/ci-gate.yaml against the committed baseline
+gate: release
+	./target/release/harness gate scenarios/ci-gate.yaml --baseline reports/baselines/ci-gate.json --no-progress
 
 ## run: the importer alone, on SQLite (./importer.db), serving 127.0.0.1:8080
 run:

@@ -4,10 +4,14 @@
 //! The harness never links the importer: it drives the real binary over HTTP,
 //! exactly as a deploy would.
 
+pub mod capacity;
+pub mod cgroup;
 pub mod db;
+pub mod gate;
 pub mod load;
 pub mod mock;
 pub mod observer;
+pub mod recommend;
 pub mod report;
 pub mod results;
 pub mod run;

@@ -156,19 +156,23 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
     };
     rec.import_id = Some(id.clone());
     let path = format!("/api/v1/imports/{id}");
+    let mut unreachable = 0;
     loop {
         tokio::time::sleep(plan.poll_every).await;
         let req = GooseRequest::builder()
             .path(path.as_str())
             .name("/api/v1/imports/{id}")
             .build();
-        let (_, job) = json_of(user.request(req).await?).await;
+        let (code, job) = json_of(user.request(req).await?).await;
+        // An importer that stopped answering (killed, OOM) ends the wait early.
+        unreachable = if code == 0 { unreachable + 1 } else { 0 };
         let state = job["status"].as_str().unwrap_or_default();
-        if matches!(state, "completed" | "failed") || Instant::now() > plan.deadline {
-            rec.status = if matches!(state, "completed" | "failed") {
-                state.to_string()
-            } else {
-                "timeout".into()
+        let gone = unreachable >= 20;
+        if matches!(state, "completed" | "failed") || gone || Instant::now() > plan.deadline {
+            rec.status = match state {
+                "completed" | "failed" => state.to_string(),
+                _ if gone => "importer unreachable".into(),
+                _ => "timeout".into(),
             };
             rec.error = job["error"].as_str().map(str::to_string);
             rec.games_fetched = job["games_fetched"].as_i64().unwrap_or(0);

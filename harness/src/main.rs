@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use harness::mock::{self, MockUser, Platform, Upstreams};
 use harness::results::mib;
-use harness::run::{self, Options};
+use harness::run::{self, Enforce, Options};
 use harness::scenario::Checked;
 
 /// Exit codes: 0 pass, 1 a cell over budget or not verified, 2 bad usage or set-up.
@@ -31,18 +31,31 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a scenario: every cell of its matrix, each repeat; write reports.
-    Run {
-        /// The scenario file (YAML), e.g. scenarios/railway-hobby.yaml.
-        scenario: PathBuf,
-        /// The importer binary to measure (default: the scenario's, else target/release/importer).
+    Run(RunArgs),
+    /// The CI memory regression gate: run with at least 3 repeats, compare medians with the budget and a baseline.
+    Gate {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The baseline to compare with (e.g. reports/baselines/ci-gate.json).
         #[arg(long)]
-        importer: Option<PathBuf>,
-        /// Folder for reports; a run writes to OUT/<scenario>/<UTC time>/ and links OUT/<scenario>/latest.
-        #[arg(long, default_value = "reports")]
-        out: PathBuf,
-        /// No progress bar (for logs and CI).
+        baseline: PathBuf,
+        /// Write the baseline from this run instead of comparing.
         #[arg(long)]
-        no_progress: bool,
+        update_baseline: bool,
+    },
+    /// Which MAX_CONCURRENT_IMPORTS is safe in a budget: measure levels, fit, recommend, validate under a hard limit.
+    Recommend {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The memory budget, e.g. 512MB (default: the scenario's).
+        #[arg(long, value_parser = parse_budget)]
+        budget: Option<u64>,
+        /// Concurrency levels to measure besides 1..=4 and the scenario's, e.g. --levels 8,16.
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=256))]
+        levels: Vec<u32>,
+        /// Skip the validation run under a hard memory limit.
+        #[arg(long)]
+        no_validate: bool,
     },
     /// Check scenario files without running anything; every error names file, line and key.
     Check {
@@ -68,6 +81,69 @@ enum Command {
         #[arg(long, default_value = "0")]
         pace: u32,
     },
+}
+
+/// What every command that runs a scenario takes.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The scenario file (YAML), e.g. scenarios/railway-hobby.yaml.
+    scenario: PathBuf,
+    /// The importer binary to measure (default: the scenario's, else target/release/importer).
+    #[arg(long)]
+    importer: Option<PathBuf>,
+    /// Folder for reports; a run writes to OUT/<scenario>/<UTC time>/ and links OUT/<scenario>/latest.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// No progress bar (for logs and CI).
+    #[arg(long)]
+    no_progress: bool,
+    /// Runs of each cell, overriding the scenario's.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
+    repeats: Option<u32>,
+    /// Importer environment set in every cell on top of the matrix, e.g. --set IMPORT_BATCH_SIZE=5000. Repeatable.
+    #[arg(long = "set", value_name = "VAR=VALUE", value_parser = parse_set)]
+    set: Vec<(String, String)>,
+    /// Run the importer under a hard memory limit equal to the budget (a memory cgroup, swap off).
+    /// `auto` goes on unenforced, and says so in every report, where the machine has no memory cgroup.
+    #[arg(long, value_name = "on|auto|off", num_args = 0..=1, default_missing_value = "on", default_value = "off", value_parser = ["on", "auto", "off"])]
+    enforce_budget: String,
+}
+
+impl RunArgs {
+    fn options(&self) -> Options {
+        Options {
+            importer: self.importer.clone(),
+            out_root: self.out.clone(),
+            progress: !self.no_progress,
+            repeats: self.repeats,
+            set: self.set.iter().cloned().collect(),
+            enforce: match self.enforce_budget.as_str() {
+                "on" => Enforce::On,
+                "auto" => Enforce::Auto,
+                _ => Enforce::Off,
+            },
+        }
+    }
+}
+
+fn parse_budget(s: &str) -> Result<u64, String> {
+    harness::scenario::parse_bytes(s).ok_or_else(|| format!("{s:?}: a size such as 512MB or 1GB"))
+}
+
+fn parse_set(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected VAR=VALUE"))?;
+    if k.is_empty()
+        || !k
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "{k:?}: an environment variable name such as IMPORT_BATCH_SIZE"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 fn parse_user(s: &str) -> Result<MockUser, String> {
@@ -118,12 +194,18 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Check { scenarios } => check(&scenarios),
-            Command::Run {
-                scenario,
-                importer,
-                out,
-                no_progress,
-            } => run_scenario(scenario, importer, out, !no_progress).await,
+            Command::Run(args) => run_scenario(&args).await,
+            Command::Gate {
+                run,
+                baseline,
+                update_baseline,
+            } => gate(&run, &baseline, update_baseline).await,
+            Command::Recommend {
+                run,
+                budget,
+                levels,
+                no_validate,
+            } => recommend(&run, budget, &levels, !no_validate).await,
             Command::Mock {
                 lichess_port,
                 chesscom_port,
@@ -165,24 +247,24 @@ fn check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-async fn run_scenario(file: PathBuf, importer: Option<PathBuf>, out: PathBuf, progress: bool) -> ExitCode {
-    let scenario = match Checked::load(&file) {
+fn load_scenario(file: &std::path::Path) -> Result<Checked, ExitCode> {
+    Checked::load(file).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(USAGE)
+    })
+}
+
+async fn run_scenario(args: &RunArgs) -> ExitCode {
+    let scenario = match load_scenario(&args.scenario) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(USAGE);
-        }
+        Err(code) => return code,
     };
-    let opts = Options {
-        importer,
-        out_root: out,
-        progress,
-    };
+    let opts = args.options();
     eprintln!(
         "running {} ({} cells × {} repeats) with {}",
         scenario.name,
         scenario.cells.len(),
-        scenario.raw.repeats,
+        run::repeats(&scenario, &opts),
         run::importer_path(&scenario, &opts).display()
     );
     match run::run(&scenario, &opts).await {
@@ -194,6 +276,49 @@ async fn run_scenario(file: PathBuf, importer: Option<PathBuf>, out: PathBuf, pr
             } else {
                 ExitCode::from(FAILED)
             }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+async fn gate(args: &RunArgs, baseline: &std::path::Path, update: bool) -> ExitCode {
+    let scenario = match load_scenario(&args.scenario) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let opts = args.options();
+    if !opts.set.is_empty() {
+        eprintln!("overrides on every cell: {:?}", opts.set);
+    }
+    match harness::gate::gate(&scenario, &opts, baseline, update).await {
+        Ok(decision) => {
+            print!("{}", harness::gate::table(&decision));
+            if update && decision.exit_code == 0 {
+                println!("baseline written: {}", baseline.display());
+            }
+            ExitCode::from(decision.exit_code)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+async fn recommend(args: &RunArgs, budget: Option<u64>, levels: &[u32], validate: bool) -> ExitCode {
+    let scenario = match load_scenario(&args.scenario) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let opts = args.options();
+    let budget = budget.unwrap_or(scenario.budget_bytes);
+    match harness::recommend::recommend(&scenario, &opts, budget, levels, validate).await {
+        Ok(rec) => {
+            print!("{}", harness::recommend::markdown(&rec));
+            ExitCode::from(rec.exit_code())
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -219,6 +344,7 @@ async fn serve_mocks(
             lichess_games_per_sec: pace,
             lichess_listener: Some(bind(lichess_port)?),
             chess_com_listener: Some(bind(chesscom_port)?),
+            lichess_stream: false,
         },
     )
     .await

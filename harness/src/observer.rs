@@ -2,7 +2,10 @@
 //!
 //! A thread samples the child's RSS with sysinfo every few milliseconds for
 //! the timeline; at the end the kernel's own peak (`VmHWM`) is read from
-//! `/proc/PID/status`, since sampling can miss a short spike.
+//! `/proc/PID/status`, since sampling can miss a short spike. Neither bounds
+//! the other: the kernel updates its high-water mark lazily (on unmap and
+//! exit), so memory an allocator returns with `madvise` can peak unseen by
+//! VmHWM while a sample catches it. The peak used is the larger of the two.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

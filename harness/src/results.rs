@@ -67,7 +67,13 @@ pub struct CellRun {
     pub verification: Verification,
     /// The imports and goose's request metrics.
     pub load: LoadResult,
-    /// Set when the cell could not be measured (importer died, timeout...).
+    /// The kernel killed the importer for lack of memory under the hard limit.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// The hard limit it ran under, if any.
+    #[serde(default)]
+    pub enforced: Option<String>,
+    /// Set when the cell could not be measured (importer died, oom-killed, timeout...).
     pub error: Option<String>,
 }
 
@@ -101,6 +107,12 @@ pub struct RunResults {
     pub wall_secs: f64,
     /// Where it ran.
     pub machine: Machine,
+    /// Importer environment set on top of every cell (`--set`).
+    #[serde(default)]
+    pub overrides: std::collections::BTreeMap<String, String>,
+    /// The hard memory limit, or why there was none although asked.
+    #[serde(default)]
+    pub enforced: Option<String>,
     /// Every cell run, in order.
     pub cells: Vec<CellRun>,
 }

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cgroup;
 use crate::db::CellDb;
 use crate::load::{self, ImportSpec};
 use crate::mock::{self, MockUser, Platform, Upstreams};
 use crate::observer::{self, Sample};
 use crate::report;
-use crate::results::{CellRun, Machine, RunResults};
+use crate::results::{CellRun, Machine, RunResults, mib};
 use crate::scenario::{Cell, Checked, Database};
 use crate::target;
 use crate::verify::{self, Expectation, Verification};
@@ -27,8 +28,20 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(5);
 /// The idle window before the load.
 pub const IDLE_WINDOW: Duration = Duration::from_secs(1);
 
+/// Whether the importer runs under a hard memory limit equal to the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Enforce {
+    /// No limit.
+    #[default]
+    Off,
+    /// A cgroup limit; stop with an error where none can be set.
+    On,
+    /// A cgroup limit where the machine offers one, else go on unenforced and say so.
+    Auto,
+}
+
 /// What `harness run` needs besides the scenario.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// The importer binary (overrides the scenario's).
     pub importer: Option<PathBuf>,
@@ -36,6 +49,12 @@ pub struct Options {
     pub out_root: PathBuf,
     /// Show a progress bar.
     pub progress: bool,
+    /// Runs of each cell, overriding the scenario's.
+    pub repeats: Option<u32>,
+    /// Importer environment set in every cell, after the matrix (e.g. IMPORT_BATCH_SIZE=5000).
+    pub set: BTreeMap<String, String>,
+    /// Hard memory limit.
+    pub enforce: Enforce,
 }
 
 /// A run that could not start, or whose reports could not be written.
@@ -74,114 +93,216 @@ pub fn importer_path(s: &Checked, opts: &Options) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/release/importer"))
 }
 
-/// Runs the scenario and writes its reports.
-pub async fn run(s: &Checked, opts: &Options) -> Result<Outcome, Error> {
-    let importer = importer_path(s, opts);
-    if !importer.is_file() {
-        return Err(Error::Setup(format!(
-            "importer binary {} not found; build it with `cargo build --release -p importer` or pass --importer",
-            importer.display()
-        )));
+/// A run in progress: the report folder, the progress bar and what was measured so far.
+pub struct Session<'a> {
+    s: &'a Checked,
+    opts: &'a Options,
+    importer: PathBuf,
+    /// The report folder.
+    pub dir: PathBuf,
+    bar: ProgressBar,
+    started: chrono::DateTime<chrono::Utc>,
+    wall: Instant,
+    timelines: Vec<report::Timeline>,
+    enforced: Option<String>,
+    limit_available: bool,
+}
+
+impl<'a> Session<'a> {
+    /// Checks the set-up (binary, database, memory cgroup) and makes the report folder.
+    pub async fn start(s: &'a Checked, opts: &'a Options, cell_runs: u64) -> Result<Session<'a>, Error> {
+        let importer = importer_path(s, opts);
+        if !importer.is_file() {
+            return Err(Error::Setup(format!(
+                "importer binary {} not found; build it with `cargo build --release -p importer` or pass --importer",
+                importer.display()
+            )));
+        }
+        if s.raw.database == Database::Postgres {
+            use sqlx::Connection;
+            sqlx::PgConnection::connect(&s.raw.postgres_url)
+                .await
+                .map_err(|e| {
+                    Error::Setup(format!("PostgreSQL at {} unreachable: {e}", s.raw.postgres_url))
+                })?;
+        }
+        let (enforced, limit_available) = match opts.enforce {
+            Enforce::Off => (None, false),
+            Enforce::On | Enforce::Auto => match cgroup::Limit::create("probe", s.budget_bytes) {
+                Ok(l) => (
+                    Some(format!(
+                        "hard limit {:.0} MiB (cgroup {:?}, swap off)",
+                        mib(l.bytes),
+                        l.version()
+                    )),
+                    true,
+                ),
+                Err(e) if opts.enforce == Enforce::On => return Err(Error::Setup(e.to_string())),
+                Err(e) => {
+                    eprintln!("warning: budget NOT enforced: {e}");
+                    (Some(format!("NOT enforced ({e})")), false)
+                }
+            },
+        };
+        let started = chrono::Utc::now();
+        let dir = opts
+            .out_root
+            .join(&s.name)
+            .join(started.format("%Y%m%dT%H%M%SZ").to_string());
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let bar = if opts.progress {
+            ProgressBar::new(cell_runs)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} cells  {elapsed_precise} elapsed, ~{eta} left  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Ok(Session {
+            s,
+            opts,
+            importer,
+            dir,
+            bar,
+            started,
+            wall: Instant::now(),
+            timelines: Vec::new(),
+            enforced,
+            limit_available,
+        })
     }
-    if s.raw.database == Database::Postgres {
-        use sqlx::Connection;
-        sqlx::PgConnection::connect(&s.raw.postgres_url)
-            .await
-            .map_err(|e| Error::Setup(format!("PostgreSQL at {} unreachable: {e}", s.raw.postgres_url)))?;
-    }
-    let started = chrono::Utc::now();
-    let dir = opts
-        .out_root
-        .join(&s.name)
-        .join(started.format("%Y%m%dT%H%M%SZ").to_string());
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    let total = s.cells.len() as u64 * u64::from(s.raw.repeats);
-    let bar = if opts.progress {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} cells  {elapsed_precise} elapsed, ~{eta} left  {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let wall = Instant::now();
-    let mut cells = Vec::new();
-    let mut timelines = Vec::new();
-    for cell in &s.cells {
-        for repeat in 0..s.raw.repeats {
-            bar.set_message(format!("{} (repeat {})", cell.label, repeat + 1));
-            let cell_dir = dir.join("cells").join(format!("{}-r{}", cell.label, repeat + 1));
-            std::fs::create_dir_all(&cell_dir).map_err(|source| Error::Io {
-                path: cell_dir.clone(),
-                source,
-            })?;
-            let (run, samples) = match measure(s, cell, repeat, &cell_dir, &importer).await {
-                Ok(done) => done,
-                Err(e) => (failed(cell, repeat, e), Vec::new()),
-            };
-            let verdict = if run.passed() { "ok" } else { "FAILED" };
-            let line = format!(
-                "{:<28} r{}  idle {:>6.1} MiB  peak {:>6.1} MiB  per import {:>5.2} MiB  {:>7.0} games/s  {verdict}{}",
-                cell.label,
-                repeat + 1,
-                crate::results::mib(run.idle_rss),
-                crate::results::mib(run.peak),
-                crate::results::mib(run.per_import),
-                run.games_per_sec,
-                run.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
-            );
-            // A hidden bar prints nothing: the per-cell line must still reach the log.
-            if opts.progress {
-                bar.println(line);
-            } else {
-                eprintln!("{line}");
-            }
-            timelines.push(report::Timeline {
-                label: cell.label.clone(),
-                repeat,
-                samples,
-                marks: run
-                    .load
-                    .imports
-                    .iter()
-                    .flat_map(|i| [i.posted_at, i.ended_at])
-                    .collect(),
-            });
-            cells.push(run);
-            bar.inc(1);
+
+    /// Says something without breaking the progress bar.
+    pub fn say(&self, line: String) {
+        // A hidden bar prints nothing: the line must still reach the log.
+        if self.opts.progress {
+            self.bar.println(line);
+        } else {
+            eprintln!("{line}");
         }
     }
-    bar.finish_and_clear();
-    let allocator = match s.raw.env.get("MALLOC_ARENA_MAX") {
-        Some(n) => format!("system, MALLOC_ARENA_MAX={n}"),
-        None => "system".into(),
-    };
-    let results = RunResults {
-        scenario: s.name.clone(),
-        file: s.file.display().to_string(),
-        description: s.raw.description.clone(),
-        database: format!("{:?}", s.raw.database).to_lowercase(),
-        importer: importer.display().to_string(),
-        budget_bytes: s.budget_bytes,
-        headroom: s.headroom,
-        started_at: started.to_rfc3339(),
-        wall_secs: wall.elapsed().as_secs_f64(),
-        machine: Machine::current(allocator),
-        cells,
-    };
-    report::write_all(&dir, &results, &timelines)?;
-    let latest = opts.out_root.join(&s.name).join("latest");
-    let _ = std::fs::remove_file(&latest);
-    if let Some(name) = dir.file_name() {
-        let _ = std::os::unix::fs::symlink(name, &latest);
+
+    /// Measures one run of one cell (a failure is recorded in the result, never lost).
+    pub async fn measure(&mut self, cell: &Cell, repeat: u32) -> CellRun {
+        self.bar
+            .set_message(format!("{} (repeat {})", cell.label, repeat + 1));
+        let cell_dir = self
+            .dir
+            .join("cells")
+            .join(format!("{}-r{}", cell.label, repeat + 1));
+        let run = match std::fs::create_dir_all(&cell_dir) {
+            Err(e) => (
+                failed(cell, repeat, format!("cannot create {}: {e}", cell_dir.display())),
+                Vec::new(),
+            ),
+            Ok(()) => match measure(
+                self.s,
+                self.opts,
+                cell,
+                repeat,
+                &cell_dir,
+                &self.importer,
+                self.limit_available,
+            )
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => (failed(cell, repeat, e), Vec::new()),
+            },
+        };
+        let (mut run, samples) = run;
+        run.enforced.clone_from(&self.enforced);
+        let verdict = if run.passed() { "ok" } else { "FAILED" };
+        self.say(format!(
+            "{:<28} r{}  idle {:>6.1} MiB  peak {:>6.1} MiB  per import {:>5.2} MiB  {:>7.0} games/s  {verdict}{}",
+            cell.label,
+            repeat + 1,
+            mib(run.idle_rss),
+            mib(run.peak),
+            mib(run.per_import),
+            run.games_per_sec,
+            run.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+        ));
+        self.timelines.push(report::Timeline {
+            label: cell.label.clone(),
+            repeat,
+            samples,
+            marks: run
+                .load
+                .imports
+                .iter()
+                .flat_map(|i| [i.posted_at, i.ended_at])
+                .collect(),
+        });
+        self.bar.inc(1);
+        run
     }
-    Ok(Outcome { dir, results })
+
+    /// Adds cell runs to the bar's total (a rerun of a noisy cell).
+    pub fn add_to_total(&self, n: u64) {
+        self.bar.inc_length(n);
+    }
+
+    /// Writes the reports and links `latest`.
+    pub fn finish(self, cells: Vec<CellRun>) -> Result<Outcome, Error> {
+        self.bar.finish_and_clear();
+        let mut allocator = match self.s.raw.env.get("MALLOC_ARENA_MAX") {
+            Some(n) => format!("system, MALLOC_ARENA_MAX={n}"),
+            None => "system".into(),
+        };
+        if let Some(a) = self.opts.set.get("MALLOC_ARENA_MAX") {
+            allocator = format!("system, MALLOC_ARENA_MAX={a}");
+        }
+        let results = RunResults {
+            scenario: self.s.name.clone(),
+            file: self.s.file.display().to_string(),
+            description: self.s.raw.description.clone(),
+            database: format!("{:?}", self.s.raw.database).to_lowercase(),
+            importer: self.importer.display().to_string(),
+            budget_bytes: self.s.budget_bytes,
+            headroom: self.s.headroom,
+            started_at: self.started.to_rfc3339(),
+            wall_secs: self.wall.elapsed().as_secs_f64(),
+            machine: Machine::current(allocator),
+            overrides: self.opts.set.clone(),
+            enforced: self.enforced.clone(),
+            cells,
+        };
+        report::write_all(&self.dir, &results, &self.timelines)?;
+        let latest = self.opts.out_root.join(&self.s.name).join("latest");
+        let _ = std::fs::remove_file(&latest);
+        if let Some(name) = self.dir.file_name() {
+            let _ = std::os::unix::fs::symlink(name, &latest);
+        }
+        Ok(Outcome {
+            dir: self.dir,
+            results,
+        })
+    }
+}
+
+/// Runs of each cell: the options' override, else the scenario's.
+pub fn repeats(s: &Checked, opts: &Options) -> u32 {
+    opts.repeats.unwrap_or(s.raw.repeats)
+}
+
+/// Runs the scenario and writes its reports.
+pub async fn run(s: &Checked, opts: &Options) -> Result<Outcome, Error> {
+    let repeats = repeats(s, opts);
+    let mut session = Session::start(s, opts, s.cells.len() as u64 * u64::from(repeats)).await?;
+    let mut cells = Vec::new();
+    for cell in &s.cells {
+        for repeat in 0..repeats {
+            cells.push(session.measure(cell, repeat).await);
+        }
+    }
+    session.finish(cells)
 }
 
 fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
@@ -205,6 +326,8 @@ fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
             problems: vec![error.clone()],
         },
         load: Default::default(),
+        oom_killed: false,
+        enforced: None,
         error: Some(error),
     }
 }
@@ -231,10 +354,12 @@ pub fn cell_users(s: &Checked, cell: &Cell) -> Vec<(MockUser, u64, u64)> {
 
 async fn measure(
     s: &Checked,
+    opts: &Options,
     cell: &Cell,
     repeat: u32,
     dir: &Path,
     importer: &Path,
+    enforce: bool,
 ) -> Result<(CellRun, Vec<Sample>), String> {
     let users = cell_users(s, cell);
     let mock_users: Vec<MockUser> = users.iter().map(|(u, _, _)| u.clone()).collect();
@@ -243,6 +368,7 @@ async fn measure(
         mock::Options {
             seed: s.raw.upstream.seed,
             lichess_games_per_sec: s.raw.upstream.pace_games_per_sec,
+            lichess_stream: s.raw.upstream.stream,
             ..Default::default()
         },
     )
@@ -264,9 +390,16 @@ async fn measure(
     env.insert("DATABASE_URL".into(), db.url());
     env.insert("LICHESS_BASE_URL".into(), mocks.lichess_url());
     env.insert("CHESSCOM_BASE_URL".into(), mocks.chess_com_url());
+    env.extend(opts.set.clone());
+    let limit = if enforce {
+        let name = format!("{}-r{}", cell.label, repeat + 1);
+        Some(cgroup::Limit::create(&name, s.budget_bytes).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let http = reqwest::Client::new();
-    let mut server =
-        target::Server::spawn(importer, &env, &dir.join("importer.log")).map_err(|e| e.to_string())?;
+    let mut server = target::Server::spawn(importer, &env, &dir.join("importer.log"), limit.as_ref())
+        .map_err(|e| e.to_string())?;
     server
         .wait_healthy(&http, Duration::from_secs(30))
         .await
@@ -293,6 +426,9 @@ async fn measure(
     let samples = sampler.stop();
     let peak_hwm = observer::vm_hwm(pid).unwrap_or(0);
     let exit = server.stop(Duration::from_secs(10));
+    let oom_killed = limit.as_ref().is_some_and(|l| l.oom_kills() > 0)
+        || exit.signal == Some(libc::SIGKILL) && !exit.forced;
+    drop(limit);
     let load = load.map_err(|e| e.to_string())?;
 
     let expectations: Vec<Expectation> = users
@@ -325,10 +461,16 @@ async fn measure(
     let last_end = load.imports.iter().map(|i| i.ended_at).fold(0.0, f64::max);
     let load_secs = (last_end - first_post).max(0.0);
     let games_imported: i64 = load.imports.iter().map(|i| i.games_imported).sum();
-    let error = match exit {
-        Some(0) => None,
-        Some(code) => Some(format!("importer exited with {code} on SIGTERM")),
-        None => Some("importer did not stop within 10 s of SIGTERM".into()),
+    let error = if oom_killed {
+        Some("oom-killed".to_string())
+    } else if exit.clean() {
+        None
+    } else if exit.before_sigterm {
+        Some(format!("importer died during the run ({exit:?})"))
+    } else if exit.forced {
+        Some("importer did not stop within 10 s of SIGTERM".into())
+    } else {
+        Some(format!("importer exited with {exit:?} on SIGTERM"))
     };
     let run = CellRun {
         cell: cell.clone(),
@@ -350,6 +492,8 @@ async fn measure(
         fits_budget: peak <= s.budget_bytes,
         verification,
         load,
+        oom_killed,
+        enforced: None,
         error,
     };
     Ok((run, samples))

@@ -155,7 +155,7 @@ pub struct Workload {
 }
 
 /// How the mocks serve.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// lichess games per second per stream, like the real service (0 = as fast as possible).
@@ -164,10 +164,58 @@ pub struct Upstream {
     /// Seed of the synthetic games.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Serve lichess with the streaming responder instead of wiremock (implied by a pace).
+    #[serde(default)]
+    pub stream: bool,
 }
 
 fn default_seed() -> u64 {
     42
+}
+
+impl Default for Upstream {
+    fn default() -> Upstream {
+        Upstream {
+            pace_games_per_sec: 0,
+            seed: default_seed(),
+            stream: false,
+        }
+    }
+}
+
+/// How the gate judges a scenario's cells against the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    /// Allowed growth over the baseline, percent.
+    #[serde(default = "default_tolerance_pct")]
+    pub tolerance_pct: f64,
+    /// Allowed growth in MiB, whatever the percentage says (the larger of the two wins).
+    #[serde(default = "default_tolerance_floor_mb")]
+    pub tolerance_floor_mb: f64,
+    /// Repeats of a cell whose peaks spread more than this (percent of the median) are rerun once, then `erratic`.
+    #[serde(default = "default_max_spread_pct")]
+    pub max_spread_pct: f64,
+}
+
+fn default_tolerance_pct() -> f64 {
+    10.0
+}
+fn default_tolerance_floor_mb() -> f64 {
+    3.0
+}
+fn default_max_spread_pct() -> f64 {
+    10.0
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate {
+            tolerance_pct: default_tolerance_pct(),
+            tolerance_floor_mb: default_tolerance_floor_mb(),
+            max_spread_pct: default_max_spread_pct(),
+        }
+    }
 }
 
 /// A scenario as written.
@@ -211,6 +259,9 @@ pub struct Scenario {
     /// Longest a cell may run, in seconds, before it fails.
     #[serde(default = "default_cell_timeout")]
     pub cell_timeout_secs: u64,
+    /// Tolerances of the regression gate.
+    #[serde(default)]
+    pub gate: Gate,
 }
 
 fn default_database() -> Database {
@@ -361,6 +412,25 @@ impl Checked {
         }
         if raw.workload.imports == Some(0) {
             return Err(invalid("imports", "0 imports measure nothing".into()));
+        }
+        let g = &raw.gate;
+        if !(0.0..=1000.0).contains(&g.tolerance_pct) {
+            return Err(invalid(
+                "tolerance_pct",
+                format!("{} is not in 0..=1000", g.tolerance_pct),
+            ));
+        }
+        if !(0.0..=100_000.0).contains(&g.tolerance_floor_mb) {
+            return Err(invalid(
+                "tolerance_floor_mb",
+                format!("{} is not in 0..=100000", g.tolerance_floor_mb),
+            ));
+        }
+        if !(0.0..=1000.0).contains(&g.max_spread_pct) {
+            return Err(invalid(
+                "max_spread_pct",
+                format!("{} is not in 0..=1000", g.max_spread_pct),
+            ));
         }
         if raw.cell_timeout_secs == 0 {
             return Err(invalid("cell_timeout_secs", "must be at least 1".into()));

@@ -53,8 +53,13 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 impl Server {
-    /// Starts `bin` with exactly `env` (plus BIND_ADDR), output to `log`.
-    pub fn spawn(bin: &Path, env: &BTreeMap<String, String>, log: &Path) -> Result<Server, Error> {
+    /// Starts `bin` with exactly `env` (plus BIND_ADDR), output to `log`, inside `limit` when given.
+    pub fn spawn(
+        bin: &Path,
+        env: &BTreeMap<String, String>,
+        log: &Path,
+        limit: Option<&crate::cgroup::Limit>,
+    ) -> Result<Server, Error> {
         if !bin.is_file() {
             return Err(Error::Missing(bin.to_path_buf()));
         }
@@ -65,15 +70,17 @@ impl Server {
         let port = free_port().map_err(spawn_err)?;
         let out = std::fs::File::create(log).map_err(spawn_err)?;
         let err = out.try_clone().map_err(spawn_err)?;
-        let child = Command::new(bin)
-            .env_clear()
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
             .envs(env)
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(spawn_err)?;
+            .stderr(err);
+        if let Some(limit) = limit {
+            limit.apply(&mut cmd);
+        }
+        let child = cmd.spawn().map_err(spawn_err)?;
         Ok(Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -113,8 +120,18 @@ impl Server {
         }
     }
 
-    /// SIGTERM, then wait up to `grace`; SIGKILL after. Returns the exit code, if it exited by itself.
-    pub fn stop(mut self, grace: Duration) -> Option<i32> {
+    /// SIGTERM, then wait up to `grace`; SIGKILL after.
+    pub fn stop(mut self, grace: Duration) -> Stopped {
+        use std::os::unix::process::ExitStatusExt;
+        if let Ok(Some(status)) = self.child.try_wait() {
+            // It was already gone before we asked: died on its own (or was OOM-killed).
+            return Stopped {
+                code: status.code(),
+                signal: status.signal(),
+                before_sigterm: true,
+                forced: false,
+            };
+        }
         // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
@@ -122,13 +139,43 @@ impl Server {
         let started = Instant::now();
         while started.elapsed() < grace {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
+                return Stopped {
+                    code: status.code(),
+                    signal: status.signal(),
+                    before_sigterm: false,
+                    forced: false,
+                };
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
+        let status = self.child.wait().ok();
+        Stopped {
+            code: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| s.signal()),
+            before_sigterm: false,
+            forced: true,
+        }
+    }
+}
+
+/// How the importer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal, if one killed it.
+    pub signal: Option<i32>,
+    /// It had already ended before SIGTERM was sent.
+    pub before_sigterm: bool,
+    /// It ignored SIGTERM and was killed.
+    pub forced: bool,
+}
+
+impl Stopped {
+    /// Exited 0 on SIGTERM, as it should.
+    pub fn clean(&self) -> bool {
+        self.code == Some(0) && !self.before_sigterm && !self.forced
     }
 }
 

@@ -63,13 +63,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         lichess_token: config.lichess_token.clone(),
     })?;
     let metrics = Arc::new(Metrics::default());
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(ImportContext {
         store: store.clone(),
         client,
         config: Arc::clone(&config),
         metrics: Arc::clone(&metrics),
+        stopping,
     });
-    let scheduler = Scheduler::new(ctx);
+    let scheduler = Scheduler::new(ctx, stop);
     scheduler
         .resume(
             store
@@ -91,12 +93,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let state = AppState {
         store: store.clone(),
-        scheduler,
+        scheduler: Arc::clone(&scheduler),
         metrics,
         queue_capacity: config.import_queue_capacity,
     };
+    // On SIGTERM the server keeps answering (POST: 503) while running imports
+    // commit their batch; then it stops. The whole must fit in 10 s.
+    let drain = async move {
+        shutdown_signal().await;
+        scheduler.begin_shutdown().await;
+        if !scheduler.wait_idle(Duration::from_secs(8)).await {
+            tracing::warn!(
+                "imports still running after 8 s; their last batch is lost, they resume at the next start"
+            );
+        }
+    };
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(drain)
         .await
         .context("serving HTTP")?;
     tracing::info!("stopped; unfinished imports resume at the next start");

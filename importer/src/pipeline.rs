@@ -40,6 +40,9 @@ pub enum ImportError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The process is stopping; what was read is committed and the job resumes at the next start.
+    #[error("interrupted by shutdown; resumes at the next start")]
+    Interrupted,
 }
 
 /// What every import needs, shared.
@@ -52,6 +55,17 @@ pub struct ImportContext {
     pub config: Arc<Config>,
     /// Process-wide counters.
     pub metrics: Arc<Metrics>,
+    /// Becomes true when the process is asked to stop.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Resolves once `rx` says the process is stopping.
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 impl ImportContext {
@@ -206,7 +220,17 @@ async fn import_into(b: &mut Batcher<'_>) -> Result<(), ImportError> {
     )
     .await
     .map_err(upstream)?;
-    while let Some(framed) = source.next().await.map_err(upstream)? {
+    loop {
+        // A stalled stream must not hold up a shutdown: stop waiting, commit what is read.
+        let next = tokio::select! {
+            biased;
+            () = stopped(ctx.stopping.clone()) => {
+                b.flush().await?;
+                return Err(ImportError::Interrupted);
+            }
+            next = source.next() => next.map_err(upstream)?,
+        };
+        let Some(framed) = next else { break };
         b.counters.games_fetched += 1;
         let parsed = match framed {
             Framed::Game(bytes) => parse_game(job.platform, &bytes),

@@ -12,7 +12,7 @@ use chrono::Utc;
 use tokio::sync::Mutex;
 
 use crate::job::{Counters, Job, JobStatus, Platform};
-use crate::pipeline::{ImportContext, run_import};
+use crate::pipeline::{ImportContext, ImportError, run_import};
 use crate::store::StoreError;
 
 /// What a submission came to.
@@ -32,10 +32,13 @@ pub enum Admission {
     },
     /// No slot and no room in the queue.
     QueueFull,
+    /// The process is stopping and takes no new import.
+    ShuttingDown,
 }
 
 #[derive(Default)]
 struct State {
+    stopping: bool,
     queue: VecDeque<Job>,
     running: usize,
     /// (platform, user) -> job id, for every queued or running job.
@@ -45,20 +48,22 @@ struct State {
 /// The slot keeper.
 pub struct Scheduler {
     ctx: Arc<ImportContext>,
+    stop: tokio::sync::watch::Sender<bool>,
     state: Mutex<State>,
     max: usize,
     capacity: usize,
 }
 
 impl Scheduler {
-    /// A scheduler with the context's limits.
-    pub fn new(ctx: Arc<ImportContext>) -> Arc<Scheduler> {
+    /// A scheduler with the context's limits; `stop` is the sender of the context's `stopping`.
+    pub fn new(ctx: Arc<ImportContext>, stop: tokio::sync::watch::Sender<bool>) -> Arc<Scheduler> {
         let (max, capacity) = (
             ctx.config.max_concurrent_imports,
             ctx.config.import_queue_capacity,
         );
         Arc::new(Scheduler {
             ctx,
+            stop,
             state: Mutex::new(State::default()),
             max,
             capacity,
@@ -73,6 +78,9 @@ impl Scheduler {
         limit: i64,
     ) -> Result<Admission, StoreError> {
         let mut state = self.state.lock().await;
+        if state.stopping {
+            return Ok(Admission::ShuttingDown);
+        }
         if let Some(id) = state.active.get(&(platform, user.clone())) {
             return Ok(Admission::Existing {
                 import_id: id.clone(),
@@ -124,6 +132,38 @@ impl Scheduler {
             state.queue.push_back(job);
             state.queue.len()
         }
+    }
+
+    /// Stops taking imports and tells running ones to commit and stop.
+    pub async fn begin_shutdown(&self) {
+        let mut state = self.state.lock().await;
+        state.stopping = true;
+        // Queued jobs stay queued in the database: the next start takes them.
+        state.queue.clear();
+        let _ = self.stop.send(true);
+        tracing::info!(
+            running = state.running,
+            "shutting down: no new imports, running ones commit and stop"
+        );
+    }
+
+    /// Waits until no import runs, at most `timeout`; says whether they all stopped.
+    pub async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.state.lock().await.running == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process is stopping.
+    pub async fn is_stopping(&self) -> bool {
+        self.state.lock().await.stopping
     }
 
     /// Place of a queued job (1 = next), or `None` when it is not waiting.
@@ -179,6 +219,13 @@ impl Scheduler {
         }
         let (status, counters, error) = match run_import(&self.ctx, &job).await {
             Ok(c) => (JobStatus::Completed, c, None),
+            Err((ImportError::Interrupted, c)) => {
+                tracing::info!(import_id = %job.import_id, imported = c.games_imported, "import interrupted by shutdown; resumable");
+                if let Err(e) = self.ctx.store.requeue_job(&job.import_id, &c).await {
+                    tracing::error!(import_id = %job.import_id, error = %e, "cannot leave the import resumable");
+                }
+                return;
+            }
             Err((e, c)) => (JobStatus::Failed, c, Some(e.to_string())),
         };
         tracing::info!(
@@ -202,6 +249,9 @@ impl Scheduler {
         let mut state = self.state.lock().await;
         state.active.remove(&key);
         state.running -= 1;
+        if state.stopping {
+            return;
+        }
         if let Some(next) = state.queue.pop_front() {
             state.running += 1;
             self.spawn(next, self.max - state.running);

@@ -160,8 +160,11 @@ fn users_of(users: &[MockUser], platform: Platform) -> Users {
 pub struct Options {
     /// Seed of the synthetic games.
     pub seed: u64,
-    /// lichess games per second per stream; 0 serves through wiremock, whole and unpaced.
+    /// lichess games per second per stream; 0 is unpaced.
     pub lichess_games_per_sec: u32,
+    /// Serve lichess with the streaming responder even unpaced (wiremock builds each body whole,
+    /// which for hundreds of imports at once costs the harness gigabytes).
+    pub lichess_stream: bool,
     /// Serve lichess on this listener instead of a free port.
     pub lichess_listener: Option<std::net::TcpListener>,
     /// Serve chess.com on this listener instead of a free port.
@@ -206,7 +209,7 @@ impl Upstreams {
     /// Starts both mocks as `opts` says.
     pub async fn start_with(users: &[MockUser], opts: Options) -> std::io::Result<Upstreams> {
         let lichess_users = users_of(users, Platform::Lichess);
-        let lichess = if opts.lichess_games_per_sec > 0 {
+        let lichess = if opts.lichess_games_per_sec > 0 || opts.lichess_stream {
             let listener = match opts.lichess_listener {
                 Some(l) => l,
                 None => std::net::TcpListener::bind("127.0.0.1:0")?,

@@ -1,7 +1,7 @@
 //! Reports of a run: `results.json`, `samples.csv`, plots and `summary.md`.
 
-mod plot;
-mod summary;
+pub mod plot;
+pub mod summary;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

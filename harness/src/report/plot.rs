@@ -234,3 +234,108 @@ impl Draw for PeakPlot<'_> {
 pub fn peak_vs_config(path: &Path, results: &RunResults) -> Result<(), Error> {
     render_with(path, (1200, 800), &PeakPlot { results })
 }
+
+struct CapacityPlot<'a> {
+    rec: &'a crate::recommend::Recommendation,
+}
+
+impl Draw for CapacityPlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let r = self.rec;
+        let budget = mib(r.budget_bytes);
+        let limit = budget * (1.0 - r.headroom);
+        let max_n = r
+            .models
+            .iter()
+            .flat_map(|m| m.points.iter().map(|p| p.0).chain(m.recommended))
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let max_x = f64::from(max_n) * 1.5;
+        let min_peak = r
+            .models
+            .iter()
+            .flat_map(|m| m.points.iter().map(|p| p.1))
+            .min()
+            .unwrap_or(1 << 20);
+        let min_y = (mib(min_peak) * 0.7).max(0.5);
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!("Capacity model: peak = idle + n × per import ({})", r.scenario),
+                ("sans-serif", 22),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0.8f64..max_x).log_scale(), (min_y..budget * 1.3).log_scale())
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("imports at once (MAX_CONCURRENT_IMPORTS, log scale)")
+            .y_desc("peak RSS (MiB, log scale)")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e)?;
+        for (value, color, name) in [(budget, RED, "budget"), (limit, MAGENTA, "budget less headroom")] {
+            chart
+                .draw_series(LineSeries::new(
+                    [(0.8, value), (max_x, value)],
+                    color.stroke_width(2),
+                ))
+                .map_err(e)?
+                .label(format!("{name} {value:.0} MiB"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+        }
+        for (i, m) in r.models.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(
+                    m.points
+                        .iter()
+                        .map(|&(n, p)| Circle::new((f64::from(n), mib(p)), 4, color.filled())),
+                )
+                .map_err(e)?
+                .label(format!(
+                    "{}{}",
+                    m.config,
+                    m.recommended
+                        .map_or(" (no recommendation)".into(), |n| format!(": safe up to {n}"))
+                ))
+                .legend(move |(x, y)| Circle::new((x + 7, y), 4, color.filled()));
+            if let Some(f) = m.fit {
+                let line: Vec<(f64, f64)> = (0..=60)
+                    .map(|k| 0.8 * (max_x / 0.8).powf(f64::from(k) / 60.0))
+                    .map(|n| (n, (f.predict(n) / 1048576.0).max(min_y)))
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(line, color.stroke_width(1)))
+                    .map_err(e)?;
+            }
+            if let (Some(n), Some(p)) = (m.recommended, m.predicted_peak) {
+                chart
+                    .draw_series([Cross::new(
+                        (f64::from(n), p / 1048576.0),
+                        9,
+                        color.stroke_width(3),
+                    )])
+                    .map_err(e)?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 12))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// `capacity.{png,svg}`: measured points, the fitted lines, the budget, the recommended points (crosses).
+pub fn capacity(path: &Path, rec: &crate::recommend::Recommendation) -> Result<(), Error> {
+    render_with(path, (1200, 800), &CapacityPlot { rec })
+}

@@ -153,6 +153,7 @@ async fn a_short_real_run_writes_every_report() {
         importer: Some(importer_bin()),
         out_root: dir.join("reports"),
         progress: false,
+        ..Options::default()
     };
     let outcome = run::run(&s, &opts).await.expect("run");
     let cell = &outcome.results.cells[0];
@@ -166,9 +167,14 @@ async fn a_short_real_run_writes_every_report() {
         cell.peak,
         cell.idle_rss
     );
+    // VmHWM is updated lazily by the kernel (on unmap and exit), so a peak that the
+    // allocator returned with madvise can escape it: the peak is the larger of the two.
+    assert_eq!(cell.peak, cell.peak_hwm.max(cell.peak_sampled));
     assert!(
-        cell.peak_hwm >= cell.peak_sampled,
-        "the kernel's peak bounds every sample"
+        cell.peak_hwm as f64 >= cell.peak_sampled as f64 * 0.8,
+        "VmHWM {} and the sampled peak {} roughly agree",
+        cell.peak_hwm,
+        cell.peak_sampled
     );
     assert!(outcome.results.passed());
     for f in [
@@ -213,8 +219,92 @@ async fn a_missing_importer_is_a_set_up_error_before_anything_starts() {
         importer: Some(dir.join("no-such-importer")),
         out_root: dir.join("reports"),
         progress: false,
+        ..Options::default()
     };
     let err = run::run(&s, &opts).await.err().expect("fails");
     assert!(err.to_string().contains("no-such-importer"), "{err}");
     assert!(!dir.join("reports").exists(), "nothing written");
+}
+
+/// Runs the harness binary; returns exit code and everything it printed.
+fn harness_cmd(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .output()
+        .expect("run harness");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn the_gate_fails_a_hungrier_configuration_and_passes_the_same_one() {
+    let dir = temp_dir("gate");
+    let scenario = dir.join("gate.yaml");
+    std::fs::write(
+        &scenario,
+        "budget: 512MB\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [3]\n  IMPORT_BATCH_SIZE: [50]\n\
+         workload:\n  users:\n    - platform: lichess\n      games: 1000\n      limit: 2000\n",
+    )
+    .expect("scenario");
+    let importer = importer_bin();
+    let (scenario, importer, out) = (
+        scenario.to_string_lossy().into_owned(),
+        importer.to_string_lossy().into_owned(),
+        dir.join("reports").to_string_lossy().into_owned(),
+    );
+    let baseline = dir.join("baseline.json").to_string_lossy().into_owned();
+    let common = [
+        "--importer",
+        &importer,
+        "--out",
+        &out,
+        "--no-progress",
+        "--baseline",
+        &baseline,
+    ];
+    let gate = |extra: &[&str]| {
+        let mut args = vec!["gate", scenario.as_str()];
+        args.extend_from_slice(&common);
+        args.extend_from_slice(extra);
+        harness_cmd(&args)
+    };
+
+    let (code, text) = gate(&[]);
+    assert_eq!(code, Some(2), "no baseline yet is a set-up error: {text}");
+    assert!(text.contains("--update-baseline"), "{text}");
+
+    let (code, text) = gate(&["--update-baseline"]);
+    assert_eq!(code, Some(0), "{text}");
+    let b: harness::gate::Baseline =
+        serde_json::from_slice(&std::fs::read(&baseline).expect("baseline")).expect("json");
+    assert!(b.machine.cores >= 1 && b.cells.contains_key("c3-b50-p2000"));
+
+    // A batch of 10,000 holds every game of an import at once: it really costs more.
+    let (code, text) = gate(&["--set", "IMPORT_BATCH_SIZE=10000"]);
+    assert_eq!(code, Some(1), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("✗ c3-b50-p2000 peak_rss:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("baseline ")
+            && line.contains("measured ")
+            && line.contains("tolerance ")
+            && line.contains("REGRESSION"),
+        "the failure names metric, baseline, measured value and tolerance:\n{text}"
+    );
+    let decision = std::fs::read_dir(dir.join("reports/gate"))
+        .expect("reports")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("decision.json"))
+        .filter(|p| p.is_file())
+        .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"regression\"")));
+    assert!(decision, "decision.json records the regression");
+
+    let (code, text) = gate(&[]);
+    assert_eq!(code, Some(0), "the unchanged configuration passes again:\n{text}");
 }

@@ -33,6 +33,9 @@ pub enum ApiError {
         /// Seconds to suggest.
         retry_after_secs: u64,
     },
+    /// The process is stopping.
+    #[error("the importer is shutting down; retry on another instance or after the restart")]
+    ShuttingDown,
     /// The database failed.
     #[error("internal error")]
     Store(#[from] StoreError),
@@ -46,6 +49,7 @@ impl IntoResponse for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "request failed on the database");
                 StatusCode::INTERNAL_SERVER_ERROR

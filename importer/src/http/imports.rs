@@ -154,6 +154,7 @@ pub async fn create(
                 }),
             ))
         }
+        Admission::ShuttingDown => Err(ApiError::ShuttingDown),
         Admission::QueueFull => Err(ApiError::QueueFull {
             capacity: state.queue_capacity,
             retry_after_secs: 30,

@@ -49,6 +49,12 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.scheduler.is_stopping().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting down"})),
+        );
+    }
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
         Err(e) => {

@@ -391,6 +391,22 @@ impl Store {
         })
     }
 
+    /// Puts an interrupted job back in the queue with its counters, to resume at the next start.
+    pub async fn requeue_job(&self, id: &str, counters: &Counters) -> Result<()> {
+        let sql = "UPDATE import_jobs SET status = 'queued', games_fetched = $2, games_imported = $3, \
+                   games_skipped_existing = $4, games_failed_parse = $5 WHERE id = $1";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .bind(counters.games_fetched)
+            .bind(counters.games_imported)
+            .bind(counters.games_skipped_existing)
+            .bind(counters.games_failed_parse)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(query_err("requeueing an interrupted import"))
+    }
+
     /// Writes a job's counters alone (progress while no game is new).
     pub async fn update_counters(&self, job_id: &str, counters: &Counters) -> Result<()> {
         let sql = "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \

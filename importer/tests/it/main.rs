@@ -448,3 +448,86 @@ fn lichess_variant_games_from_the_corpus_become_rows() {
         assert!(row.ply_count > 10, "{file}: {} plies", row.ply_count);
     }
 }
+
+/// Polls until the import has stored at least one batch.
+async fn wait_for_progress(imp: &Importer, id: &str) {
+    for _ in 0..400 {
+        let (_, job) = imp.get(&format!("/api/v1/imports/{id}")).await;
+        if job["games_imported"].as_i64().unwrap_or(0) > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("import {id} made no progress");
+}
+
+/// Interrupts an import (SIGTERM or SIGKILL), restarts the importer on the same database,
+/// and checks that the resumed import ends with exactly the games an uninterrupted one stores.
+async fn interrupted_import_resumes_exactly(db: TestDb, sig: &str) {
+    let user = lichess("resumer", 3000);
+    let mocks = Upstreams::start(std::slice::from_ref(&user), SEED)
+        .await
+        .expect("mocks");
+    // One game per transaction: slow enough to be interrupted half way.
+    let env = [("IMPORT_BATCH_SIZE", "1")];
+    let mut imp = Importer::start(&db, &mocks, &env).await;
+    let (status, body) = imp
+        .post(json!({"user_id": "resumer", "platform": "lichess", "limit": 2500}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["import_id"].as_str().unwrap_or_default().to_string();
+    wait_for_progress(&imp, &id).await;
+    imp.signal(sig);
+    if sig == "TERM" {
+        // While it drains, new imports are refused with 503 (or the socket is already closed).
+        let refused = reqwest::Client::new()
+            .post(format!("{}/api/v1/import-more-games", imp.base))
+            .json(&json!({"user_id": "someone", "platform": "lichess"}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        assert!(matches!(refused, Ok(503) | Err(_)), "{refused:?}");
+    }
+    let (code, took) = imp
+        .wait_exit(std::time::Duration::from_secs(12))
+        .await
+        .expect("exits");
+    if sig == "TERM" {
+        assert_eq!(code, Some(0), "SIGTERM exits 0:\n{}", imp.log_text());
+        assert!(took.as_secs() < 10, "within 10 s, took {took:?}");
+    }
+    let stored_before = db.games_of("resumer").await;
+    assert!(
+        stored_before > 0 && stored_before < 2500,
+        "interrupted half way: {stored_before}"
+    );
+
+    let imp = Importer::start(&db, &mocks, &[]).await;
+    let job = imp.wait(&id).await;
+    assert_eq!(job["status"], "completed", "{job}\n{}", imp.log_text());
+    assert_eq!(job["games_imported"], 2500, "{job}");
+    assert_eq!(db.games_of("resumer").await, 2500);
+    assert_eq!(db.distinct_games_of("resumer").await, 2500);
+    let newest: Vec<String> = user.valid_ids().take(2500).map(|(_, id)| id).collect();
+    let list = newest
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!("SELECT COUNT(*) FROM games WHERE user_id = $1 AND provider_game_id IN ({list})");
+    assert_eq!(
+        db.count(&sql, "resumer").await,
+        2500,
+        "the same games as an uninterrupted import"
+    );
+}
+
+async fn sigterm_mid_import(db: TestDb) {
+    interrupted_import_resumes_exactly(db, "TERM").await;
+}
+on_both_databases!(sigterm_resume, sigterm_mid_import);
+
+async fn kill_9_mid_import(db: TestDb) {
+    interrupted_import_resumes_exactly(db, "KILL").await;
+}
+on_both_databases!(kill_resume, kill_9_mid_import);

@@ -225,6 +225,25 @@ impl Importer {
         self.wait(&id).await
     }
 
+    /// Sends a signal (`TERM`, `KILL`...) to the importer.
+    pub fn signal(&self, sig: &str) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args([&format!("-{sig}"), &pid.to_string()])
+                .status();
+        }
+    }
+
+    /// Waits for the process to end; returns its exit code (None when killed by a signal) and how long it took.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<(Option<i32>, Duration)> {
+        let started = Instant::now();
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()?
+            .ok()?;
+        Some((status.code(), started.elapsed()))
+    }
+
     /// Stops it with SIGTERM and waits for its exit code.
     pub async fn stop(mut self) -> Option<i32> {
         if let Some(pid) = self.child.id() {

@@ -1,0 +1,626 @@
+//! `harness gate`: the memory regression gate CI runs.
+//!
+//! Each cell runs at least three times; the medians are checked against the
+//! budget (less the headroom) and against a committed baseline, with a
+//! tolerance that is the larger of a percentage and a floor in MiB. A cell
+//! whose repeats spread too much is rerun once; if it is still noisy it is
+//! reported `erratic`: a warning when its median is within tolerance, a
+//! failure when it is not, never a silent pass.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::report;
+use crate::report::summary::spread_pct;
+use crate::results::{CellRun, Machine, median, mib};
+use crate::run::{self, Options, Session};
+use crate::scenario::Checked;
+
+/// Fewest repeats the gate takes a median over.
+pub const MIN_REPEATS: u32 = 3;
+
+/// Why the gate could not decide (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No baseline to compare with.
+    #[error("no baseline at {0}; create one with --update-baseline")]
+    NoBaseline(PathBuf),
+    /// The baseline file is unreadable.
+    #[error("baseline {path}: {message}")]
+    BadBaseline {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The run could not start or report.
+    #[error(transparent)]
+    Run(#[from] run::Error),
+    /// An output could not be written.
+    #[error(transparent)]
+    Report(#[from] report::Error),
+    /// The baseline could not be encoded.
+    #[error("cannot encode: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One cell's reference figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineCell {
+    /// Median peak RSS, bytes.
+    pub peak: u64,
+    /// Median memory per import, bytes.
+    pub per_import: u64,
+    /// Median idle RSS, bytes.
+    pub idle: u64,
+    /// Runs the medians were taken over.
+    pub repeats: usize,
+    /// Spread of the peaks, percent of the median.
+    pub spread_pct: f64,
+}
+
+/// The committed reference a gate compares with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Scenario name.
+    pub scenario: String,
+    /// When it was measured.
+    pub created_at: String,
+    /// The machine it was measured on.
+    pub machine: Machine,
+    /// Per cell label.
+    pub cells: BTreeMap<String, BaselineCell>,
+}
+
+impl Baseline {
+    /// Reads a baseline file.
+    pub fn load(path: &Path) -> Result<Baseline, Error> {
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NoBaseline(path.to_path_buf()),
+            _ => Error::BadBaseline {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadBaseline {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Within tolerance.
+    Pass,
+    /// Lower than the baseline by more than the tolerance.
+    Better,
+    /// Higher than the baseline by more than the tolerance.
+    Regression,
+    /// Peak above budget × (1 − headroom).
+    OverBudget,
+    /// Repeats too noisy to trust; within tolerance (a warning).
+    Erratic,
+    /// The baseline has no such cell (a warning).
+    NoBaseline,
+    /// Not verified, OOM-killed or not measured.
+    Failed,
+}
+
+impl Verdict {
+    /// Whether this verdict fails the gate.
+    pub fn fails(self) -> bool {
+        matches!(self, Verdict::Regression | Verdict::OverBudget | Verdict::Failed)
+    }
+
+    fn mark(self) -> &'static str {
+        match self {
+            Verdict::Pass | Verdict::Better => "✓",
+            Verdict::Erratic | Verdict::NoBaseline => "⚠",
+            _ => "✗",
+        }
+    }
+}
+
+/// One line of the gate's table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    /// Cell label.
+    pub cell: String,
+    /// `peak_rss`, `memory_per_import`, `budget` or `delivery`.
+    pub metric: String,
+    /// Baseline value, bytes.
+    pub baseline: Option<u64>,
+    /// Measured median, bytes.
+    pub measured: u64,
+    /// Change against the baseline, percent.
+    pub change_pct: Option<f64>,
+    /// Allowed growth (or, for `budget`, the limit), bytes.
+    pub tolerance: u64,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// In words.
+    pub message: String,
+}
+
+/// What the gate decided, as `decision.json` holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decision {
+    /// Scenario.
+    pub scenario: String,
+    /// Exit code: 0 pass, 1 regression, over budget or failed.
+    pub exit_code: u8,
+    /// Every check.
+    pub checks: Vec<Check>,
+    /// Warnings (erratic cells, cross-machine comparison, missing cells).
+    pub warnings: Vec<String>,
+    /// Where the reports are.
+    pub reports: String,
+    /// Wall time of the gate, seconds.
+    pub wall_secs: f64,
+}
+
+/// Medians of one cell's runs.
+struct Stats {
+    peak: u64,
+    per_import: u64,
+    idle: u64,
+    spread: f64,
+    erratic: bool,
+    problems: Vec<String>,
+}
+
+fn stats(runs: &[CellRun], erratic: bool) -> Stats {
+    let ok: Vec<&CellRun> = runs.iter().filter(|r| r.error.is_none()).collect();
+    let mut problems: Vec<String> = runs.iter().filter_map(|r| r.error.clone()).collect();
+    problems.extend(runs.iter().flat_map(|r| r.verification.problems.clone()));
+    problems.sort();
+    problems.dedup();
+    Stats {
+        peak: median(ok.iter().map(|r| r.peak)),
+        per_import: median(ok.iter().map(|r| r.per_import)),
+        idle: median(ok.iter().map(|r| r.idle_rss)),
+        spread: spread_pct(&runs.iter().collect::<Vec<_>>()),
+        erratic,
+        problems,
+    }
+}
+
+/// Allowed growth over `base`: the larger of the percentage and the floor.
+pub fn tolerance(base: u64, pct: f64, floor_mib: f64) -> u64 {
+    let by_pct = base as f64 * pct / 100.0;
+    let floor = floor_mib * 1024.0 * 1024.0;
+    by_pct.max(floor) as u64
+}
+
+fn relative(cell: &str, metric: &str, base: u64, measured: u64, tol: u64, erratic: bool) -> Check {
+    let change = if base > 0 {
+        (measured as f64 - base as f64) * 100.0 / base as f64
+    } else {
+        0.0
+    };
+    let verdict = if measured > base + tol {
+        Verdict::Regression
+    } else if erratic {
+        Verdict::Erratic
+    } else if measured + tol < base {
+        Verdict::Better
+    } else {
+        Verdict::Pass
+    };
+    let word = match verdict {
+        Verdict::Regression if erratic => "REGRESSION (erratic repeats)",
+        Verdict::Regression => "REGRESSION",
+        Verdict::Erratic => "erratic: repeats too noisy to trust, within tolerance",
+        Verdict::Better => "better",
+        _ => "within tolerance",
+    };
+    Check {
+        cell: cell.to_string(),
+        metric: metric.to_string(),
+        baseline: Some(base),
+        measured,
+        change_pct: Some(change),
+        tolerance: tol,
+        verdict,
+        message: format!(
+            "{cell} {metric}: baseline {:.2} MiB, measured {:.2} MiB ({change:+.1} %), tolerance {:.2} MiB: {word}",
+            mib(base),
+            mib(measured),
+            mib(tol)
+        ),
+    }
+}
+
+fn machine_warnings(base: &Machine, now: &Machine) -> Vec<String> {
+    let mut w = Vec::new();
+    if base.cores != now.cores {
+        w.push(format!(
+            "baseline measured on {} cores, this machine has {}",
+            base.cores, now.cores
+        ));
+    }
+    let ratio = now.memory_bytes as f64 / base.memory_bytes.max(1) as f64;
+    if !(0.95..=1.05).contains(&ratio) {
+        w.push(format!(
+            "baseline machine had {:.1} GiB, this one {:.1} GiB",
+            mib(base.memory_bytes) / 1024.0,
+            mib(now.memory_bytes) / 1024.0
+        ));
+    }
+    if base.kernel != now.kernel {
+        w.push(format!(
+            "baseline kernel {}, this kernel {}",
+            base.kernel, now.kernel
+        ));
+    }
+    if base.allocator != now.allocator {
+        w.push(format!(
+            "baseline allocator {}, this run {}",
+            base.allocator, now.allocator
+        ));
+    }
+    if !w.is_empty() {
+        w.insert(
+            0,
+            "comparing across machines: figures may differ for reasons other than the code".into(),
+        );
+    }
+    w
+}
+
+/// Runs the gate; with `update`, writes the baseline from this run instead of comparing.
+pub async fn gate(
+    s: &Checked,
+    opts: &Options,
+    baseline_path: &Path,
+    update: bool,
+) -> Result<Decision, Error> {
+    let baseline = if update {
+        None
+    } else {
+        Some(Baseline::load(baseline_path)?)
+    };
+    let repeats = run::repeats(s, opts).max(MIN_REPEATS);
+    let g = &s.raw.gate;
+    let wall = std::time::Instant::now();
+    let mut session = Session::start(s, opts, s.cells.len() as u64 * u64::from(repeats)).await?;
+    let mut all_runs = Vec::new();
+    let mut per_cell: Vec<(String, Stats)> = Vec::new();
+    for cell in &s.cells {
+        let mut measured = Vec::new();
+        for r in 0..repeats {
+            measured.push(session.measure(cell, r).await);
+        }
+        let spread = |runs: &[CellRun]| spread_pct(&runs.iter().collect::<Vec<_>>());
+        let (mut used_from, mut erratic) = (0, false);
+        let first_spread = spread(&measured);
+        if first_spread > g.max_spread_pct {
+            session.say(format!(
+                "{}: peaks spread {first_spread:.1} % > {:.1} %, running it again",
+                cell.label, g.max_spread_pct
+            ));
+            session.add_to_total(u64::from(repeats));
+            for r in repeats..2 * repeats {
+                measured.push(session.measure(cell, r).await);
+            }
+            if spread(&measured[repeats as usize..]) <= g.max_spread_pct {
+                used_from = repeats as usize;
+            } else {
+                // Still noisy: judge on every run, and say so.
+                erratic = true;
+            }
+        }
+        per_cell.push((cell.label.clone(), stats(&measured[used_from..], erratic)));
+        all_runs.extend(measured);
+    }
+    let outcome = session.finish(all_runs)?;
+    let now = &outcome.results.machine;
+    let limit = (s.budget_bytes as f64 * (1.0 - s.headroom)) as u64;
+    let mut checks = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(b) = &baseline {
+        warnings.extend(machine_warnings(&b.machine, now));
+    }
+    for (label, st) in &per_cell {
+        if !st.problems.is_empty() {
+            checks.push(Check {
+                cell: label.clone(),
+                metric: "delivery".into(),
+                baseline: None,
+                measured: st.peak,
+                change_pct: None,
+                tolerance: 0,
+                verdict: Verdict::Failed,
+                message: format!("{label}: {}", st.problems.join("; ")),
+            });
+        }
+        let over = st.peak > limit;
+        checks.push(Check {
+            cell: label.clone(),
+            metric: "budget".into(),
+            baseline: None,
+            measured: st.peak,
+            change_pct: None,
+            tolerance: limit,
+            verdict: if over { Verdict::OverBudget } else { Verdict::Pass },
+            message: format!(
+                "{label} peak_rss {:.1} MiB {} budget {:.0} MiB less {:.0} % headroom = {:.1} MiB",
+                mib(st.peak),
+                if over { ">" } else { "<=" },
+                mib(s.budget_bytes),
+                s.headroom * 100.0,
+                mib(limit)
+            ),
+        });
+        if st.erratic {
+            warnings.push(format!(
+                "{label}: repeats spread {:.1} % even after a rerun: erratic",
+                st.spread
+            ));
+        }
+        let Some(b) = &baseline else { continue };
+        match b.cells.get(label) {
+            None => {
+                warnings.push(format!("{label}: not in the baseline, not compared"));
+                checks.push(Check {
+                    cell: label.clone(),
+                    metric: "baseline".into(),
+                    baseline: None,
+                    measured: st.peak,
+                    change_pct: None,
+                    tolerance: 0,
+                    verdict: Verdict::NoBaseline,
+                    message: format!("{label}: no baseline"),
+                });
+            }
+            Some(bc) => {
+                for (metric, base, measured) in [
+                    ("peak_rss", bc.peak, st.peak),
+                    ("memory_per_import", bc.per_import, st.per_import),
+                ] {
+                    let tol = tolerance(base, g.tolerance_pct, g.tolerance_floor_mb);
+                    checks.push(relative(label, metric, base, measured, tol, st.erratic));
+                }
+            }
+        }
+    }
+    let failed = checks.iter().any(|c| c.verdict.fails());
+    if update {
+        if failed {
+            warnings.push("baseline NOT written: the run itself failed".into());
+        } else {
+            let b = Baseline {
+                scenario: s.name.clone(),
+                created_at: chrono::Utc::now().to_rfc3339(),
+                machine: now.clone(),
+                cells: per_cell
+                    .iter()
+                    .map(|(label, st)| {
+                        let runs = outcome
+                            .results
+                            .cells
+                            .iter()
+                            .filter(|c| &c.cell.label == label)
+                            .count();
+                        (
+                            label.clone(),
+                            BaselineCell {
+                                peak: st.peak,
+                                per_import: st.per_import,
+                                idle: st.idle,
+                                repeats: runs,
+                                spread_pct: st.spread,
+                            },
+                        )
+                    })
+                    .collect(),
+            };
+            if let Some(parent) = baseline_path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            report::write_file(baseline_path, &serde_json::to_vec_pretty(&b)?)?;
+        }
+    }
+    let decision = Decision {
+        scenario: s.name.clone(),
+        exit_code: u8::from(failed),
+        checks,
+        warnings,
+        reports: outcome.dir.display().to_string(),
+        wall_secs: wall.elapsed().as_secs_f64(),
+    };
+    let run_summary = report::summary_markdown(&outcome.results);
+    report::write_file(
+        &outcome.dir.join("summary.md"),
+        format!("{}\n{run_summary}", markdown(&decision)).as_bytes(),
+    )?;
+    report::write_file(&outcome.dir.join("junit.xml"), junit(&decision).as_bytes())?;
+    report::write_file(
+        &outcome.dir.join("decision.json"),
+        &serde_json::to_vec_pretty(&decision)?,
+    )?;
+    Ok(decision)
+}
+
+fn fmt_mib(v: Option<u64>) -> String {
+    v.map_or("–".into(), |b| format!("{:.2} MiB", mib(b)))
+}
+
+/// The ✓/✗ table, as plain text for a terminal.
+pub fn table(d: &Decision) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<2} {:<22} {:<18} {:>12} {:>12} {:>9} {:>12}  verdict",
+        "", "cell", "metric", "baseline", "measured", "change", "tolerance"
+    );
+    for c in &d.checks {
+        let _ = writeln!(
+            out,
+            "{:<2} {:<22} {:<18} {:>12} {:>12} {:>9} {:>12}  {:?}",
+            c.verdict.mark(),
+            c.cell,
+            c.metric,
+            fmt_mib(c.baseline),
+            fmt_mib(Some(c.measured)),
+            c.change_pct.map_or("–".into(), |p| format!("{p:+.1} %")),
+            fmt_mib(Some(c.tolerance)),
+            c.verdict
+        );
+    }
+    for c in d.checks.iter().filter(|c| c.verdict.fails()) {
+        let _ = writeln!(out, "✗ {}", c.message);
+    }
+    for w in &d.warnings {
+        let _ = writeln!(out, "⚠ {w}");
+    }
+    let _ = writeln!(
+        out,
+        "{} ({:.0} s; reports in {})",
+        if d.exit_code == 0 {
+            "gate: PASS"
+        } else {
+            "gate: FAIL"
+        },
+        d.wall_secs,
+        d.reports
+    );
+    out
+}
+
+/// The gate's part of `summary.md`, for a CI job summary.
+pub fn markdown(d: &Decision) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Memory gate: {} — {}\n",
+        d.scenario,
+        if d.exit_code == 0 { "✓ pass" } else { "✗ FAIL" }
+    );
+    let _ = writeln!(
+        out,
+        "| | cell | metric | baseline | measured | change | tolerance | verdict |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for c in &d.checks {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {:?} |",
+            c.verdict.mark(),
+            c.cell,
+            c.metric,
+            fmt_mib(c.baseline),
+            fmt_mib(Some(c.measured)),
+            c.change_pct.map_or("–".into(), |p| format!("{p:+.1} %")),
+            fmt_mib(Some(c.tolerance)),
+            c.verdict
+        );
+    }
+    for c in d.checks.iter().filter(|c| c.verdict.fails()) {
+        let _ = writeln!(out, "\n- ✗ {}", c.message);
+    }
+    for w in &d.warnings {
+        let _ = writeln!(out, "- ⚠ {w}");
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `junit.xml`: one test case per check.
+pub fn junit(d: &Decision) -> String {
+    let failures = d.checks.iter().filter(|c| c.verdict.fails()).count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuite name=\"memory-gate.{}\" tests=\"{}\" failures=\"{failures}\" time=\"{:.1}\">",
+        xml_escape(&d.scenario),
+        d.checks.len(),
+        d.wall_secs
+    );
+    for c in &d.checks {
+        let _ = write!(
+            out,
+            "  <testcase classname=\"{}\" name=\"{}\"",
+            xml_escape(&c.cell),
+            xml_escape(&c.metric)
+        );
+        if c.verdict.fails() {
+            let _ = writeln!(
+                out,
+                ">\n    <failure message=\"{}\"/>\n  </testcase>",
+                xml_escape(&c.message)
+            );
+        } else if matches!(c.verdict, Verdict::Erratic | Verdict::NoBaseline) {
+            let _ = writeln!(
+                out,
+                ">\n    <system-out>{}</system-out>\n  </testcase>",
+                xml_escape(&c.message)
+            );
+        } else {
+            out.push_str("/>\n");
+        }
+    }
+    out.push_str("</testsuite>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerance_is_the_larger_of_percentage_and_floor() {
+        assert_eq!(tolerance(100 << 20, 10.0, 3.0), 10 << 20);
+        assert_eq!(tolerance(10 << 20, 10.0, 3.0), 3 << 20);
+    }
+
+    #[test]
+    fn verdicts_name_metric_baseline_measured_and_tolerance() {
+        let c = relative("c3", "memory_per_import", 3 << 20, 9 << 20, 3 << 20, false);
+        assert_eq!(c.verdict, Verdict::Regression);
+        assert!(c.message.contains("memory_per_import") && c.message.contains("baseline 3.00 MiB"));
+        assert!(c.message.contains("measured 9.00 MiB") && c.message.contains("tolerance 3.00 MiB"));
+        assert_eq!(
+            relative("c3", "peak_rss", 20 << 20, 22 << 20, 3 << 20, false).verdict,
+            Verdict::Pass
+        );
+        assert_eq!(
+            relative("c3", "peak_rss", 20 << 20, 10 << 20, 3 << 20, false).verdict,
+            Verdict::Better
+        );
+        assert_eq!(
+            relative("c3", "peak_rss", 20 << 20, 22 << 20, 3 << 20, true).verdict,
+            Verdict::Erratic
+        );
+        assert_eq!(
+            relative("c3", "peak_rss", 20 << 20, 40 << 20, 3 << 20, true).verdict,
+            Verdict::Regression
+        );
+    }
+
+    #[test]
+    fn junit_marks_failures() {
+        let d = Decision {
+            scenario: "s".into(),
+            exit_code: 1,
+            checks: vec![relative("c<1>", "peak_rss", 1 << 20, 90 << 20, 3 << 20, false)],
+            warnings: vec![],
+            reports: "r".into(),
+            wall_secs: 1.0,
+        };
+        let x = junit(&d);
+        assert!(x.contains("failures=\"1\"") && x.contains("<failure message=") && x.contains("c&lt;1&gt;"));
+    }
+}
