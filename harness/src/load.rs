@@ -113,13 +113,14 @@ fn secs_between(a: &Value, b: &Value) -> Option<f64> {
     Some((b - a).num_milliseconds() as f64 / 1000.0)
 }
 
-async fn json_of(resp: GooseResponse) -> (u16, Value) {
+/// Status and JSON body of a response; status 0 and the transport error when there was none.
+async fn json_of(resp: GooseResponse) -> (u16, Value, Option<String>) {
     match resp.response {
         Ok(r) => {
             let status = r.status().as_u16();
-            (status, r.json().await.unwrap_or(Value::Null))
+            (status, r.json().await.unwrap_or(Value::Null), None)
         }
-        Err(_) => (0, Value::Null),
+        Err(e) => (0, Value::Null, Some(e.to_string())),
     }
 }
 
@@ -141,13 +142,18 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
         ..Default::default()
     };
     let body = json!({"user_id": spec.user, "platform": spec.platform, "limit": spec.limit});
-    let (status, admitted) = json_of(user.post_json("/api/v1/import-more-games", &body).await?).await;
+    let (status, admitted, transport) =
+        json_of(user.post_json("/api/v1/import-more-games", &body).await?).await;
     rec.post_status = status;
     rec.admitted_as = admitted["status"].as_str().unwrap_or_default().to_string();
     rec.queue_position = admitted["queue_position"].as_u64().unwrap_or(0);
     let Some(id) = admitted["import_id"].as_str().map(str::to_string) else {
-        rec.status = format!("rejected ({status})");
-        rec.error = admitted["error"].as_str().map(str::to_string);
+        rec.status = if status == 0 {
+            "post failed".into()
+        } else {
+            format!("rejected ({status})")
+        };
+        rec.error = admitted["error"].as_str().map(str::to_string).or(transport);
         rec.ended_at = plan.origin.elapsed().as_secs_f64();
         if let Ok(mut r) = plan.records.lock() {
             r.push(rec);
@@ -163,7 +169,7 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
             .path(path.as_str())
             .name("/api/v1/imports/{id}")
             .build();
-        let (code, job) = json_of(user.request(req).await?).await;
+        let (code, job, _) = json_of(user.request(req).await?).await;
         // An importer that stopped answering (killed, OOM) ends the wait early.
         unreachable = if code == 0 { unreachable + 1 } else { 0 };
         let state = job["status"].as_str().unwrap_or_default();
@@ -219,7 +225,8 @@ pub async fn run(
     config.no_print_metrics = true;
     config.no_error_summary = true;
     config.no_telnet = true;
-    config.timeout = Some("30".into());
+    // Under hundreds of imports a POST can wait long for a database connection; the cell timeout bounds it.
+    config.timeout = Some(timeout.as_secs().max(30).to_string());
     let metrics = GooseAttack::initialize_with_config(config)
         .map_err(|e| Error(e.to_string()))?
         .register_scenario(scenario!("import").register_transaction(transaction!(import_one)))

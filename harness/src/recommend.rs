@@ -80,6 +80,8 @@ pub struct Validation {
     pub oom_killed: bool,
     /// Every game delivered exactly once.
     pub delivered: bool,
+    /// Every client saw its import accepted and completed.
+    pub delivered_to_clients: bool,
     /// Longest queue wait, seconds.
     pub max_wait_secs: f64,
     /// Problems, if any.
@@ -150,9 +152,11 @@ fn level_cell(config: &str, env: &BTreeMap<String, String>, n: u32, imports: u32
     }
 }
 
-/// The concurrency levels measured: 1..=4 and the scenario's own.
+/// The concurrency levels measured: 1..=4 (for the n = 4 self-check), 8 and 16 (so that the
+/// per-import slope stands out of the run-to-run noise), and the scenario's own.
 pub fn levels(s: &Checked, extra: &[u32]) -> Vec<u32> {
-    let mut v: Vec<u32> = (1..=4)
+    let mut v: Vec<u32> = [1, 2, 3, 4, 8, 16]
+        .into_iter()
         .chain(s.cells.iter().map(|c| c.max_concurrent_imports))
         .collect();
     v.extend_from_slice(extra);
@@ -326,6 +330,21 @@ async fn validate_under_limit(
     let outcome = session.finish(vec![run])?;
     let r: &RunResults = &outcome.results;
     let cell = &r.cells[0];
+    let mut problems = cell.verification.problems.clone();
+    let unfinished = cell
+        .load
+        .imports
+        .iter()
+        .filter(|i| i.status != "completed")
+        .count();
+    if unfinished > 0 {
+        let example = cell.load.imports.iter().find(|i| i.status != "completed");
+        problems.push(format!(
+            "{unfinished} of {imports} imports not seen completed by the client (e.g. {}: {})",
+            example.map_or("", |i| i.status.as_str()),
+            example.and_then(|i| i.error.as_deref()).unwrap_or("")
+        ));
+    }
     Ok(Validation {
         concurrency: n,
         imports,
@@ -339,7 +358,8 @@ async fn validate_under_limit(
             .iter()
             .filter_map(|i| i.wait_secs)
             .fold(0.0, f64::max),
-        problems: cell.verification.problems.clone(),
+        delivered_to_clients: unfinished == 0,
+        problems,
     })
 }
 

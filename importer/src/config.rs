@@ -80,6 +80,9 @@ pub struct RawConfig {
     /// Seconds to wait after a 429 that carries no Retry-After (0..=3600).
     #[arg(long, env = "UPSTREAM_RATE_LIMIT_WAIT_SECS", default_value = "60")]
     pub upstream_rate_limit_wait_secs: String,
+    /// Seconds an upstream stream may send nothing before it is treated as stalled and resumed (1..=3600).
+    #[arg(long, env = "UPSTREAM_READ_TIMEOUT_SECS", default_value = "60")]
+    pub upstream_read_timeout_secs: String,
     /// Runtime worker threads (1..=64); fewer threads, less memory.
     #[arg(long, env = "WORKER_THREADS", default_value = "2")]
     pub worker_threads: String,
@@ -136,6 +139,8 @@ pub struct Config {
     pub lichess_token: Option<String>,
     /// Wait after a 429 without Retry-After.
     pub rate_limit_wait: Duration,
+    /// Silence after which a stream is stalled.
+    pub read_timeout: Duration,
     /// Runtime worker threads.
     pub worker_threads: usize,
 }
@@ -245,6 +250,12 @@ impl Config {
                 "UPSTREAM_RATE_LIMIT_WAIT_SECS",
                 &raw.upstream_rate_limit_wait_secs,
                 0,
+                3600,
+            )?),
+            read_timeout: Duration::from_secs(int_in(
+                "UPSTREAM_READ_TIMEOUT_SECS",
+                &raw.upstream_read_timeout_secs,
+                1,
                 3600,
             )?),
             worker_threads: int_in("WORKER_THREADS", &raw.worker_threads, 1, 64)?,

@@ -60,6 +60,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         pool_max_idle_per_host: config.http_pool_max_idle_per_host,
         rate_limit_wait: config.rate_limit_wait,
         backoff_base: Duration::from_millis(500),
+        read_timeout: config.read_timeout,
         lichess_token: config.lichess_token.clone(),
     })?;
     let metrics = Arc::new(Metrics::default());

@@ -137,10 +137,12 @@ impl Batcher<'_> {
                 let ids: Vec<&str> = self.rows.iter().map(|r| r.provider_game_id.as_str()).collect();
                 for page in ids.chunks(self.ctx.config.existing_games_page_size) {
                     stored.extend(
-                        self.ctx
-                            .store
-                            .stored_among(&self.job.user_id, self.job.platform, page)
-                            .await?,
+                        with_retry(&self.job.import_id, "checking stored games", || {
+                            self.ctx
+                                .store
+                                .stored_among(&self.job.user_id, self.job.platform, page)
+                        })
+                        .await?,
                     );
                 }
                 stored
@@ -153,15 +155,15 @@ impl Batcher<'_> {
         self.rows.truncate(room);
 
         if self.rows.is_empty() {
-            self.ctx
-                .store
-                .update_counters(&self.job.import_id, &self.counters)
-                .await?;
+            with_retry(&self.job.import_id, "writing progress", || {
+                self.ctx
+                    .store
+                    .update_counters(&self.job.import_id, &self.counters)
+            })
+            .await?;
         } else {
-            let inserted = self
-                .ctx
-                .store
-                .insert_batch(
+            let inserted = with_retry(&self.job.import_id, "writing a batch", || {
+                self.ctx.store.insert_batch(
                     &self.job.import_id,
                     &self.job.user_id,
                     self.job.platform,
@@ -169,7 +171,8 @@ impl Batcher<'_> {
                     &self.counters,
                     Utc::now(),
                 )
-                .await?;
+            })
+            .await?;
             let raced = self.rows.len() as i64 - inserted as i64;
             self.counters.games_imported += inserted as i64;
             self.counters.games_skipped_existing += raced;
@@ -178,6 +181,29 @@ impl Batcher<'_> {
         }
         self.rows.clear();
         Ok(())
+    }
+}
+
+/// Attempts at each database step of a batch; a step is all or nothing, so a retry never doubles a game.
+const DB_ATTEMPTS: u32 = 3;
+
+/// Runs a database step, again after a failure (a lost connection is replaced by the pool).
+async fn with_retry<T, F, Fut>(import_id: &str, step: &'static str, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < DB_ATTEMPTS => {
+                tracing::warn!(import_id, step, attempt, error = %e, "database step failed, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

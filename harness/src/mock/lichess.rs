@@ -96,9 +96,21 @@ pub(super) enum Answer {
     Games(Selection),
 }
 
+/// How the stream of this answer misbehaves, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Breakage {
+    /// Sent whole.
+    None,
+    /// The connection drops after this many games, half way through the next.
+    CutAfter(u64),
+    /// Nothing more is sent, and the connection stays open, after this many games.
+    StallAfter(u64),
+}
+
 /// Selected games of one user and how to write them.
 pub(super) struct Selection {
     pub user: super::MockUser,
+    pub breakage: Breakage,
     pub indices: Vec<u64>,
     pub json: bool,
     pub with_pgn: bool,
@@ -161,7 +173,15 @@ pub(super) fn answer(users: &Users, method: &str, url: &reqwest::Url, accept: Op
     if let Some(fault) = state.fault() {
         return Answer::Status(fault);
     }
+    // Only the user's first stream misbehaves: the importer's resumed request must succeed.
+    let first = state.streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
+    let breakage = match (first, state.user.cut_after, state.user.stall_after) {
+        (true, Some(n), _) => Breakage::CutAfter(n),
+        (true, None, Some(n)) => Breakage::StallAfter(n),
+        _ => Breakage::None,
+    };
     Answer::Games(Selection {
+        breakage,
         indices: select(&state.user, url),
         user: state.user.clone(),
         json: accept.is_some_and(|a| a.contains("application/x-ndjson")),

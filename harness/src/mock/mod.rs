@@ -57,6 +57,10 @@ pub struct MockUser {
     pub malformed: Vec<u64>,
     /// Statuses answered to this user's first requests, in order (e.g. 429, 503), before serving normally.
     pub faults: Vec<u16>,
+    /// lichess: the first stream breaks after this many games, in the middle of the next one.
+    pub cut_after: Option<u64>,
+    /// lichess: the first stream stops sending, without closing, after this many games.
+    pub stall_after: Option<u64>,
 }
 
 impl MockUser {
@@ -69,7 +73,14 @@ impl MockUser {
             months: 1,
             malformed: Vec::new(),
             faults: Vec::new(),
+            cut_after: None,
+            stall_after: None,
         }
+    }
+
+    /// Whether serving this user needs the streaming responder (wiremock cannot cut or stall a body).
+    pub fn needs_stream(&self) -> bool {
+        self.cut_after.is_some() || self.stall_after.is_some()
     }
 
     /// The name as shown in PGN.
@@ -94,6 +105,7 @@ impl MockUser {
 struct UserState {
     user: MockUser,
     requests: AtomicUsize,
+    streams: AtomicUsize,
 }
 
 /// A response with no games: a status and maybe a small body.
@@ -148,6 +160,7 @@ fn users_of(users: &[MockUser], platform: Platform) -> Users {
                     UserState {
                         user: u.clone(),
                         requests: AtomicUsize::new(0),
+                        streams: AtomicUsize::new(0),
                     },
                 )
             })
@@ -209,7 +222,10 @@ impl Upstreams {
     /// Starts both mocks as `opts` says.
     pub async fn start_with(users: &[MockUser], opts: Options) -> std::io::Result<Upstreams> {
         let lichess_users = users_of(users, Platform::Lichess);
-        let lichess = if opts.lichess_games_per_sec > 0 || opts.lichess_stream {
+        let needs_stream = users
+            .iter()
+            .any(|u| u.platform == Platform::Lichess && u.needs_stream());
+        let lichess = if opts.lichess_games_per_sec > 0 || opts.lichess_stream || needs_stream {
             let listener = match opts.lichess_listener {
                 Some(l) => l,
                 None => std::net::TcpListener::bind("127.0.0.1:0")?,

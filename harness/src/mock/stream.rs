@@ -5,7 +5,6 @@
 //! wiremock builds a whole response before sending it, so it can neither pace
 //! a stream nor keep a minutes-long export out of memory; this server can.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,17 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Users;
-use super::lichess::{Answer, answer};
+use super::lichess::{Answer, Breakage, answer};
+
+/// Where a stream is.
+enum Step {
+    /// About to send game number n of the selection.
+    Next(usize),
+    /// Half a game was sent: break the connection.
+    Cut,
+    /// Finished.
+    Done,
+}
 
 #[derive(Clone)]
 struct Shared {
@@ -41,13 +50,31 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
         Answer::Games(sel) => {
             let mime = sel.mime();
             let (seed, pace) = (s.seed, s.pace);
-            let games = futures_util::stream::unfold((sel, 0usize), move |(sel, n)| async move {
+            let games = futures_util::stream::unfold((sel, Step::Next(0)), move |(sel, step)| async move {
+                let n = match step {
+                    Step::Done => return None,
+                    Step::Cut => {
+                        return Some((
+                            Err(std::io::Error::other("connection cut by the mock")),
+                            (sel, Step::Done),
+                        ));
+                    }
+                    Step::Next(n) => n,
+                };
                 let &index = sel.indices.get(n)?;
                 if let Some(pace) = pace {
                     tokio::time::sleep(pace).await;
                 }
-                let chunk = Bytes::from(sel.render(seed, index));
-                Some((Ok::<_, Infallible>(chunk), (sel, n + 1)))
+                let chunk = sel.render(seed, index);
+                match sel.breakage {
+                    Breakage::CutAfter(k) if n as u64 == k => {
+                        // Half a game, then the connection drops: the client must never store it.
+                        let half = Bytes::from(chunk[..chunk.len() / 2].to_string());
+                        Some((Ok(half), (sel, Step::Cut)))
+                    }
+                    Breakage::StallAfter(k) if n as u64 == k => std::future::pending().await,
+                    _ => Some((Ok(Bytes::from(chunk)), (sel, Step::Next(n + 1)))),
+                }
             });
             ([(header::CONTENT_TYPE, mime)], Body::from_stream(games)).into_response()
         }

@@ -20,7 +20,7 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// The body is over the size limit.
-    #[error("request body larger than {0} bytes")]
+    #[error("body: larger than {0} bytes")]
     PayloadTooLarge(usize),
     /// No such resource.
     #[error("{0}")]

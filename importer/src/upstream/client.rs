@@ -37,6 +37,8 @@ pub struct ClientConfig {
     pub rate_limit_wait: Duration,
     /// First backoff after a transient failure; doubled each time, with jitter.
     pub backoff_base: Duration,
+    /// Silence after which a stream is stalled.
+    pub read_timeout: Duration,
     /// Bearer token for lichess.
     pub lichess_token: Option<String>,
 }
@@ -86,7 +88,7 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
             // A stream that sends nothing for this long is stalled, not slow.
-            .read_timeout(Duration::from_secs(60))
+            .read_timeout(cfg.read_timeout)
             .build()
             .map_err(UpstreamError::Client)?;
         Ok(Client {

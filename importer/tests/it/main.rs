@@ -531,3 +531,217 @@ async fn kill_9_mid_import(db: TestDb) {
     interrupted_import_resumes_exactly(db, "KILL").await;
 }
 on_both_databases!(kill_resume, kill_9_mid_import);
+
+#[tokio::test]
+async fn hostile_requests_get_4xx_naming_the_field_and_change_nothing() {
+    let db = TestDb::sqlite();
+    let mocks = Upstreams::start(&[lichess("abc", 5)], SEED).await.expect("mocks");
+    let imp = Importer::start(&db, &mocks, &[]).await;
+    let long = "x".repeat(200);
+    let deep = format!(
+        "{{\"user_id\": {}1{}, \"platform\": \"lichess\"}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let big = format!(
+        "{{\"user_id\": \"abc\", \"platform\": \"lichess\", \"pad\": \"{}\"}}",
+        "x".repeat(17 * 1024)
+    );
+    let ok = |u: &str| json!({"user_id": u, "platform": "lichess"}).to_string();
+    let with_limit = |l: &str| format!(r#"{{"user_id": "abc", "platform": "lichess", "limit": {l}}}"#);
+    let json_ct = "application/json";
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("{".into(), json_ct, "body"),
+        ("not json".into(), json_ct, "body"),
+        ("".into(), json_ct, "body"),
+        ("[]".into(), json_ct, "body"),
+        ("\"lichess\"".into(), json_ct, "body"),
+        ("null".into(), json_ct, "body"),
+        (deep, json_ct, "body"),
+        (
+            r#"{"user_id": 5, "platform": "lichess"}"#.into(),
+            json_ct,
+            "user_id",
+        ),
+        (
+            r#"{"user_id": null, "platform": "lichess"}"#.into(),
+            json_ct,
+            "user_id",
+        ),
+        (
+            r#"{"user_id": ["abc"], "platform": "lichess"}"#.into(),
+            json_ct,
+            "user_id",
+        ),
+        (r#"{"platform": "lichess"}"#.into(), json_ct, "user_id"),
+        (r#"{"user_id": "abc"}"#.into(), json_ct, "platform"),
+        (r#"{"user_id": "abc", "platform": 5}"#.into(), json_ct, "platform"),
+        (
+            r#"{"user_id": "abc", "platform": "fics"}"#.into(),
+            json_ct,
+            "platform",
+        ),
+        (
+            r#"{"user_id": "abc", "platform": "LICHESS"}"#.into(),
+            json_ct,
+            "platform",
+        ),
+        (
+            r#"{"user_id": "abc", "platform": "lichess", "admin": true}"#.into(),
+            json_ct,
+            "admin",
+        ),
+        (
+            r#"{"user_id": "abc", "platform": "lichess", "url": "http://evil/"}"#.into(),
+            json_ct,
+            "url",
+        ),
+        (ok(""), json_ct, "user_id"),
+        (ok(&long), json_ct, "user_id"),
+        (ok("a/b"), json_ct, "user_id"),
+        (ok(".."), json_ct, "user_id"),
+        (ok("../../api/admin"), json_ct, "user_id"),
+        (ok("a%2Fb"), json_ct, "user_id"),
+        (ok("a?b=1"), json_ct, "user_id"),
+        (ok("a#b"), json_ct, "user_id"),
+        (ok("a b"), json_ct, "user_id"),
+        (ok("a\u{0}b"), json_ct, "user_id"),
+        (ok("a\nb"), json_ct, "user_id"),
+        (ok("a\u{7f}b"), json_ct, "user_id"),
+        (ok("josé"), json_ct, "user_id"),
+        (ok("игрок"), json_ct, "user_id"),
+        (ok("x"), json_ct, "user_id"),
+        (
+            json!({"user_id": "ab", "platform": "chess.com"}).to_string(),
+            json_ct,
+            "user_id",
+        ),
+        (with_limit("0"), json_ct, "limit"),
+        (with_limit("-1"), json_ct, "limit"),
+        (with_limit("1.5"), json_ct, "limit"),
+        (with_limit("\"10\""), json_ct, "limit"),
+        (with_limit("10001"), json_ct, "limit"),
+        (with_limit("1e10"), json_ct, "limit"),
+        (with_limit("true"), json_ct, "limit"),
+        (big, json_ct, "body"),
+        (ok("abc"), "text/plain", "content-type"),
+        (ok("abc"), "", "content-type"),
+        (ok("abc"), "application/x-www-form-urlencoded", "content-type"),
+    ];
+    assert!(cases.len() >= 30);
+    let http = reqwest::Client::new();
+    for (body, ct, field) in &cases {
+        let mut req = http
+            .post(format!("{}/api/v1/import-more-games", imp.base))
+            .body(body.clone());
+        if !ct.is_empty() {
+            req = req.header("content-type", *ct);
+        }
+        let resp = req.send().await.expect("POST");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let shown: String = body.chars().take(60).collect();
+        assert!(
+            (400..500).contains(&status),
+            "{shown:?} answered {status}: {text}"
+        );
+        let err: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{shown:?}: not JSON: {text}"));
+        let msg = err["error"].as_str().unwrap_or_default();
+        assert!(
+            msg.starts_with(field),
+            "{shown:?}: error {msg:?} should name {field}"
+        );
+    }
+    let (status, _) = imp.get("/healthz").await;
+    assert_eq!(status, 200, "still healthy");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM import_jobs WHERE user_id <> $1", "")
+            .await,
+        0,
+        "no job was created"
+    );
+    let log = imp.log_text();
+    assert!(!log.contains("panicked"), "no panic:\n{log}");
+    // A good request still works afterwards.
+    let job = imp.import("abc", "lichess", 10).await;
+    assert_eq!(job["games_imported"], 5);
+}
+
+async fn broken_streams_resume_without_half_games(db: TestDb) {
+    let users = [
+        MockUser {
+            cut_after: Some(120),
+            ..lichess("cutter", 400)
+        },
+        MockUser {
+            stall_after: Some(77),
+            ..lichess("staller", 300)
+        },
+    ];
+    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
+    let imp = Importer::start(&db, &mocks, &[("UPSTREAM_READ_TIMEOUT_SECS", "1")]).await;
+    for u in &users {
+        let job = imp.import(&u.name, "lichess", 1000).await;
+        assert_eq!(job["status"], "completed", "{job}\n{}", imp.log_text());
+        assert_eq!(job["games_imported"].as_u64(), Some(u.games), "{job}");
+        assert_eq!(
+            job["games_failed_parse"], 0,
+            "the half game is discarded, not parsed: {job}"
+        );
+        assert_eq!(db.games_of(&u.key()).await, u.games as i64);
+        assert_eq!(db.distinct_games_of(&u.key()).await, u.games as i64);
+    }
+    // Every stored game is whole: its PGN ends with the result.
+    let whole = db
+        .count(
+            "SELECT COUNT(*) FROM games WHERE user_id = $1 AND (pgn LIKE '%1-0' OR pgn LIKE '%0-1' OR pgn LIKE '%1/2-1/2')",
+            "cutter",
+        )
+        .await;
+    assert_eq!(whole, 400);
+    let log = imp.log_text();
+    assert!(log.contains("lichess stream broke, resuming"), "{log}");
+}
+on_both_databases!(broken_streams, broken_streams_resume_without_half_games);
+
+#[tokio::test]
+async fn chess_com_410_fails_the_import_and_says_why() {
+    let db = TestDb::sqlite();
+    let users = [MockUser {
+        faults: vec![410],
+        ..chess_com("goneuser", 10, 1)
+    }];
+    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
+    let imp = Importer::start(&db, &mocks, &[]).await;
+    let job = imp.import("goneuser", "chess.com", 10).await;
+    assert_eq!(job["status"], "failed");
+    assert!(job["error"].as_str().unwrap_or_default().contains("410"), "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connection_lost_mid_batch_is_retried_without_loss() {
+    let db = TestDb::postgres().await;
+    let user = lichess("severed", 1500);
+    let mocks = Upstreams::start(std::slice::from_ref(&user), SEED)
+        .await
+        .expect("mocks");
+    let imp = Importer::start(&db, &mocks, &[("IMPORT_BATCH_SIZE", "5")]).await;
+    let (status, body) = imp
+        .post(json!({"user_id": "severed", "platform": "lichess", "limit": 2000}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["import_id"].as_str().unwrap_or_default().to_string();
+    wait_for_progress(&imp, &id).await;
+    let mut killed = 0;
+    for _ in 0..3 {
+        killed += db.terminate_backends().await;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    assert!(killed > 0, "the importer's connections were terminated");
+    let job = imp.wait(&id).await;
+    assert_eq!(job["status"], "completed", "{job}\n{}", imp.log_text());
+    assert_eq!(job["games_imported"], 1500, "{job}");
+    assert_eq!(db.games_of("severed").await, 1500);
+    assert_eq!(db.distinct_games_of("severed").await, 1500);
+}

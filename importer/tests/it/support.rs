@@ -50,7 +50,9 @@ impl TestDb {
     pub fn url(&self) -> String {
         match self {
             TestDb::Sqlite(path) => format!("sqlite://{}", path.display()),
-            TestDb::Postgres(schema) => format!("{PG_ADMIN_URL}?options=-c%20search_path%3D{schema}"),
+            TestDb::Postgres(schema) => {
+                format!("{PG_ADMIN_URL}?options=-c%20search_path%3D{schema}&application_name={schema}")
+            }
         }
     }
 
@@ -76,6 +78,22 @@ impl TestDb {
                     .expect("count")
             }
         }
+    }
+
+    /// Terminates the importer's PostgreSQL connections (those named after this schema); returns how many.
+    pub async fn terminate_backends(&self) -> i64 {
+        let TestDb::Postgres(schema) = self else {
+            return 0;
+        };
+        let mut c = sqlx::PgConnection::connect(PG_ADMIN_URL).await.expect("postgres");
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()) t",
+        )
+        .bind(schema)
+        .fetch_one(&mut c)
+        .await
+        .expect("terminate")
     }
 
     /// Games stored for `user`.
