@@ -440,6 +440,7 @@ pub async fn gate(
         &outcome.dir.join("summary.md"),
         format!("{}\n{run_summary}", markdown(&decision)).as_bytes(),
     )?;
+    report::html::write_run(&outcome.dir, &format!("harness gate: {}", s.name))?;
     report::write_file(&outcome.dir.join("junit.xml"), junit(&decision).as_bytes())?;
     report::write_file(
         &outcome.dir.join("decision.json"),

@@ -6,6 +6,7 @@
 
 pub mod capacity;
 pub mod cgroup;
+pub mod compare;
 pub mod db;
 pub mod gate;
 pub mod load;
@@ -16,5 +17,6 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod scenario;
+pub mod stats;
 pub mod target;
 pub mod verify;

@@ -57,6 +57,16 @@ enum Command {
         #[arg(long)]
         no_validate: bool,
     },
+    /// Compare two runs (report folders or results.json) cell by cell; informs, never fails (exit 0, or 2 on bad input).
+    Compare {
+        /// The run before (e.g. reports/ci-gate/latest).
+        before: PathBuf,
+        /// The run after.
+        after: PathBuf,
+        /// Folder for compare.md, compare.json, the plots and report.html (default: reports/compare/<UTC time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Check scenario files without running anything; every error names file, line and key.
     Check {
         /// Scenario files.
@@ -206,6 +216,7 @@ fn main() -> ExitCode {
                 levels,
                 no_validate,
             } => recommend(&run, budget, &levels, !no_validate).await,
+            Command::Compare { before, after, out } => compare(&before, &after, out),
             Command::Mock {
                 lichess_port,
                 chesscom_port,
@@ -319,6 +330,31 @@ async fn recommend(args: &RunArgs, budget: Option<u64>, levels: &[u32], validate
         Ok(rec) => {
             print!("{}", harness::recommend::markdown(&rec));
             ExitCode::from(rec.exit_code())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+fn compare(before: &std::path::Path, after: &std::path::Path, out: Option<PathBuf>) -> ExitCode {
+    let load = |p: &std::path::Path| harness::compare::load(p);
+    let (b, a) = match (load(before), load(after)) {
+        (Ok(b), Ok(a)) => (b, a),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let out = out.unwrap_or_else(|| {
+        PathBuf::from("reports/compare").join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string())
+    });
+    match harness::compare::compare(&b, &a, &out) {
+        Ok(cmp) => {
+            print!("{}", harness::compare::markdown(&cmp));
+            println!("\nreports: {}", out.display());
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -269,9 +269,13 @@ pub async fn recommend(
     let best = models
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| m.recommended.map(|n| (i, n)))
-        .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))
-        .map(|(i, _)| i);
+        .filter_map(|(i, m)| {
+            m.recommended
+                .map(|n| (i, n, m.predicted_peak.unwrap_or(f64::MAX)))
+        })
+        // Most imports first; among equals (often all at the importer's cap), the leanest.
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.2.total_cmp(&a.2)))
+        .map(|(i, _, _)| i);
     let mut rec = Recommendation {
         scenario: s.name.clone(),
         budget_bytes,
@@ -302,6 +306,7 @@ pub async fn recommend(
         &outcome.dir.join("summary.md"),
         format!("{}\n{run_summary}", markdown(&rec)).as_bytes(),
     )?;
+    report::html::write_run(&outcome.dir, &format!("harness recommend: {}", s.name))?;
     Ok(rec)
 }
 

@@ -1,5 +1,6 @@
 //! Reports of a run: `results.json`, `samples.csv`, plots and `summary.md`.
 
+pub mod html;
 pub mod plot;
 pub mod summary;
 
@@ -86,5 +87,25 @@ pub fn write_all(dir: &Path, results: &RunResults, timelines: &[Timeline]) -> Re
         peak_vs_config(&dir.join(format!("peak-vs-config.{ext}")), results)?;
     }
     write_file(&dir.join("summary.md"), summary_markdown(results).as_bytes())?;
+    html::write_run(dir, &format!("harness run: {}", results.scenario))?;
     Ok(())
+}
+
+/// Samples of the first repeat of `label` from a `samples.csv` (empty when absent).
+pub fn read_samples(path: &Path, label: &str) -> Vec<Sample> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            let (cell, repeat, t, rss) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            (cell == label && repeat == "1").then_some(())?;
+            Some(Sample {
+                t: t.parse().ok()?,
+                rss: rss.parse().ok()?,
+            })
+        })
+        .collect()
 }

@@ -339,3 +339,155 @@ impl Draw for CapacityPlot<'_> {
 pub fn capacity(path: &Path, rec: &crate::recommend::Recommendation) -> Result<(), Error> {
     render_with(path, (1200, 800), &CapacityPlot { rec })
 }
+
+struct ComparePeakPlot<'a> {
+    cmp: &'a crate::compare::Comparison,
+}
+
+impl Draw for ComparePeakPlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let rows: Vec<&crate::compare::Row> =
+            self.cmp.rows.iter().filter(|r| r.metric == "peak RSS").collect();
+        let labels: Vec<String> = rows.iter().map(|r| r.cell.clone()).collect();
+        let max_y = rows
+            .iter()
+            .flat_map(|r| r.before.iter().chain(&r.after))
+            .fold(1.0_f64, |a, &b| a.max(b))
+            * 1.2;
+        let n = rows.len().max(1) as f64;
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "Peak RSS per cell: before and after (each repeat, median joined)",
+                ("sans-serif", 22),
+            )
+            .margin(12)
+            .x_label_area_size(60)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..max_y)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_labels(rows.len().max(1))
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 0.01 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("peak RSS (MiB)")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(e)?;
+        for (side, color, offset) in [("before", BLUE, -0.12), ("after", RED, 0.12)] {
+            let medians: Vec<(f64, f64)> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    (
+                        i as f64 + offset,
+                        if side == "before" {
+                            r.before_median
+                        } else {
+                            r.after_median
+                        },
+                    )
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(medians, color.stroke_width(2)))
+                .map_err(e)?
+                .label(side)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| {
+                    let v = if side == "before" { &r.before } else { &r.after };
+                    v.iter().map(move |&y| (i as f64 + offset, y))
+                })
+                .collect();
+            chart
+                .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+                .map_err(e)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// `compare-peak.{png,svg}`: both runs' peaks per cell on one chart.
+pub fn compare_peak(path: &Path, cmp: &crate::compare::Comparison) -> Result<(), Error> {
+    render_with(path, (1200, 700), &ComparePeakPlot { cmp })
+}
+
+struct CompareTimelinePlot<'a> {
+    cell: &'a str,
+    before: &'a [crate::observer::Sample],
+    after: &'a [crate::observer::Sample],
+}
+
+impl Draw for CompareTimelinePlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let all = self.before.iter().chain(self.after);
+        let max_t = all.clone().map(|s| s.t).fold(1.0_f64, f64::max);
+        let max_y = mib(all.map(|s| s.rss).max().unwrap_or(1)) * 1.15;
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!("RSS over time, {}: before and after", self.cell),
+                ("sans-serif", 22),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..max_t, 0f64..max_y)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the importer was healthy")
+            .y_desc("RSS (MiB)")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e)?;
+        for (name, samples, color) in [("before", self.before, BLUE), ("after", self.after, RED)] {
+            chart
+                .draw_series(LineSeries::new(
+                    samples.iter().map(|s| (s.t, mib(s.rss))),
+                    color.stroke_width(2),
+                ))
+                .map_err(e)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// `compare-timeline-CELL.{png,svg}`: the same cell's RSS over time in both runs, overlaid.
+pub fn compare_timeline(
+    path: &Path,
+    cell: &str,
+    before: &[crate::observer::Sample],
+    after: &[crate::observer::Sample],
+) -> Result<(), Error> {
+    render_with(path, (1200, 600), &CompareTimelinePlot { cell, before, after })
+}

@@ -139,9 +139,9 @@ pub fn summary_markdown(results: &RunResults) -> String {
     );
     let _ = writeln!(
         out,
-        "| cell | imports | idle MiB | peak MiB | sampled peak MiB | per import MiB | spread % | games/s | queue wait max s | verified | budget |"
+        "| cell | imports | idle MiB | peak MiB | sampled peak MiB | per import MiB | spread % | games/s | wait median s | first queued waited s | wait max s | verified | budget |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, runs) in by_cell(results) {
         let good: Vec<&CellRun> = runs.iter().copied().filter(|r| r.error.is_none()).collect();
         let med = |f: fn(&CellRun) -> u64| median(good.iter().map(|r| f(r)));
@@ -150,16 +150,40 @@ pub fn summary_markdown(results: &RunResults) -> String {
             v.sort_by(f64::total_cmp);
             v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
         };
-        let wait = runs
+        let waits: Vec<f64> = runs
             .iter()
             .flat_map(|r| r.load.imports.iter().filter_map(|i| i.wait_secs))
-            .fold(0.0, f64::max);
+            .collect();
+        let wait = waits.iter().copied().fold(0.0, f64::max);
+        let wait_median = {
+            let mut w = waits.clone();
+            w.sort_by(f64::total_cmp);
+            w.get(w.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
+        };
+        // The import that waited first in line: what "the 4th user waits" means with 3 slots.
+        let first_queued: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| {
+                r.load
+                    .imports
+                    .iter()
+                    .find(|i| i.admitted_as == "queued" && i.queue_position == 1)
+                    .and_then(|i| i.wait_secs)
+            })
+            .collect();
+        let first_queued = if first_queued.is_empty() {
+            "–".to_string()
+        } else {
+            let mut f = first_queued;
+            f.sort_by(f64::total_cmp);
+            format!("{:.1}", f[(f.len() - 1) / 2])
+        };
         let verified = runs.iter().all(|r| r.verification.ok);
         let fits = runs.iter().all(|r| r.fits_budget);
         let errors: Vec<&str> = runs.iter().filter_map(|r| r.error.as_deref()).collect();
         let _ = writeln!(
             out,
-            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} | {:.1} | {} | {}{} |",
+            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} | {wait_median:.1} | {first_queued} | {:.1} | {} | {}{} |",
             runs.first().map_or(0, |r| r.cell.imports),
             mib(med(|r| r.idle_rss)),
             mib(med(|r| r.peak_hwm)),

@@ -308,3 +308,119 @@ fn the_gate_fails_a_hungrier_configuration_and_passes_the_same_one() {
     let (code, text) = gate(&[]);
     assert_eq!(code, Some(0), "the unchanged configuration passes again:\n{text}");
 }
+
+/// Headless Chromium as the probe of this workplace starts it: no background networking at all.
+fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
+    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or_else(|| {
+            panic!("Chromium is needed for this test: apt-get install chromium (.ci/run does)")
+        });
+    std::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--hide-scrollbars",
+            "--no-pings",
+            "--disable-breakpad",
+            "--disable-domain-reliability",
+            "--disable-features=NetworkTimeServiceQuerying,MediaRouter,OptimizationHints,Translate,AutofillServerCommunication",
+            // Nothing may leave this machine: no name resolves, and every request goes to a dead loopback proxy.
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--proxy-server=127.0.0.1:9",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("run chromium")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_html_renders_in_a_real_browser_and_loads_nothing() {
+    let dir = temp_dir("html");
+    let scenario = dir.join("page.yaml");
+    std::fs::write(
+        &scenario,
+        "budget: 512MB\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [1, 2]\n\
+         workload:\n  imports: 3\n  users:\n    - platform: lichess\n      games: 60\n      limit: 100\n",
+    )
+    .expect("scenario");
+    let s = Checked::load(&scenario).expect("scenario");
+    let opts = Options {
+        importer: Some(importer_bin()),
+        out_root: dir.join("reports"),
+        progress: false,
+        ..Options::default()
+    };
+    let outcome = run::run(&s, &opts).await.expect("run");
+    let page = outcome.dir.join("report.html");
+    let html = std::fs::read_to_string(&page).expect("report.html");
+    for banned in ["<script", "<link", "<img", "@import", "url(", "src="] {
+        assert!(!html.contains(banned), "self-contained: found {banned}");
+    }
+    let url = format!("file://{}", page.display());
+
+    let shot = dir.join("shot.png");
+    let netlog = dir.join("netlog.json");
+    let out = chromium(
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1400,2400",
+            &format!("--log-net-log={}", netlog.display()),
+            &url,
+        ],
+        &dir.join("profile-shot"),
+    );
+    assert!(
+        shot.is_file(),
+        "screenshot taken: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = image::open(&shot).expect("png").to_rgb8();
+    let non_white = img.pixels().filter(|p| p.0.iter().any(|&c| c < 200)).count();
+    let share = non_white as f64 / f64::from(img.width() * img.height());
+    assert!(
+        share > 0.02,
+        "the page is not blank: {:.1} % drawn",
+        share * 100.0
+    );
+
+    let out = chromium(&["--dump-dom", &url], &dir.join("profile-dom"));
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let cells_in_file = html.matches("<td").count();
+    assert!(cells_in_file >= 2 * 13, "the summary table has a row per cell");
+    assert_eq!(
+        dom.matches("<td").count(),
+        cells_in_file,
+        "every table cell rendered"
+    );
+    assert!(dom.matches("<svg").count() >= 2, "the plots are inline SVG");
+    assert!(dom.matches("<text").count() > 10, "the plots have text");
+
+    // Requests the page made carry its origin as initiator; the browser's own carry "not an origin".
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&netlog).expect("net log")).expect("net log is JSON");
+    let events = log["events"].as_array().map(Vec::as_slice).unwrap_or_default();
+    assert!(!events.is_empty(), "the net log recorded events");
+    let from_page: Vec<String> = events
+        .iter()
+        .filter_map(|e| {
+            let p = &e["params"];
+            let initiator = p["initiator"].as_str()?;
+            (initiator != "not an origin")
+                .then(|| format!("{} <- {initiator}", p["url"].as_str().unwrap_or("?")))
+        })
+        .collect();
+    assert!(
+        from_page.is_empty(),
+        "the page requested nothing from the network: {from_page:?}"
+    );
+}
