@@ -2,7 +2,7 @@
 //! that takes the repeats into account.
 //!
 //! A difference is called only when Welch's t-test over the repeats gives
-//! p < 0.01 and the change is larger than a practical threshold; anything
+//! p < 0.05 and the change is larger than a practical threshold; anything
 //! else is "no change", never a win or a loss. Compare informs; the gate
 //! decides pass or fail, so compare exits 0 unless its inputs are unusable.
 
@@ -17,7 +17,7 @@ use crate::results::{CellRun, RunResults, mib};
 use crate::stats;
 
 /// Significance level of the test.
-pub const ALPHA: f64 = 0.01;
+pub const ALPHA: f64 = 0.05;
 
 /// Inputs that cannot be compared (exit 2).
 #[derive(Debug, thiserror::Error)]

@@ -252,12 +252,13 @@ impl<'a> Session<'a> {
     /// Writes the reports and links `latest`.
     pub fn finish(self, cells: Vec<CellRun>) -> Result<Outcome, Error> {
         self.bar.finish_and_clear();
+        // The importer limits glibc to one arena unless MALLOC_ARENA_MAX is given.
         let mut allocator = match self.s.raw.env.get("MALLOC_ARENA_MAX") {
-            Some(n) => format!("system, MALLOC_ARENA_MAX={n}"),
-            None => "system".into(),
+            Some(n) => format!("glibc, MALLOC_ARENA_MAX={n}"),
+            None => "glibc, one arena (importer default)".into(),
         };
         if let Some(a) = self.opts.set.get("MALLOC_ARENA_MAX") {
-            allocator = format!("system, MALLOC_ARENA_MAX={a}");
+            allocator = format!("glibc, MALLOC_ARENA_MAX={a}");
         }
         let results = RunResults {
             scenario: self.s.name.clone(),

@@ -106,6 +106,9 @@ pub struct Matrix {
     /// Runtime threads.
     #[serde(rename = "WORKER_THREADS", default, skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<Vec<u32>>,
+    /// SQLite page cache per connection, KiB.
+    #[serde(rename = "SQLITE_CACHE_KIB", default, skip_serializing_if = "Option::is_none")]
+    pub sqlite_cache_kib: Option<Vec<u32>>,
     /// glibc arenas (an allocator knob, set in the importer's environment).
     #[serde(rename = "MALLOC_ARENA_MAX", default, skip_serializing_if = "Option::is_none")]
     pub malloc_arena_max: Option<Vec<u32>>,
@@ -436,7 +439,7 @@ impl Checked {
             return Err(invalid("cell_timeout_secs", "must be at least 1".into()));
         }
         let m = &raw.matrix;
-        let axes: [(&str, Vec<Option<String>>); 9] = [
+        let axes: [(&str, Vec<Option<String>>); 10] = [
             ("MAX_CONCURRENT_IMPORTS", axis(&m.max_concurrent_imports)),
             ("IMPORT_BATCH_SIZE", axis(&m.import_batch_size)),
             ("EXISTING_GAMES_PAGE_SIZE", axis(&m.existing_games_page_size)),
@@ -448,6 +451,7 @@ impl Checked {
                 axis(&m.http_pool_max_idle_per_host),
             ),
             ("WORKER_THREADS", axis(&m.worker_threads)),
+            ("SQLITE_CACHE_KIB", axis(&m.sqlite_cache_kib)),
             ("MALLOC_ARENA_MAX", axis(&m.malloc_arena_max)),
         ];
         for (key, values) in &axes {
@@ -511,6 +515,7 @@ impl Checked {
                     ("HTTP_MAX_CONNECTIONS", "h"),
                     ("HTTP_POOL_MAX_IDLE_PER_HOST", "hi"),
                     ("WORKER_THREADS", "t"),
+                    ("SQLITE_CACHE_KIB", "sc"),
                     ("MALLOC_ARENA_MAX", "a"),
                 ] {
                     if let Some(v) = env.get(k) {

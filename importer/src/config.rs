@@ -86,6 +86,9 @@ pub struct RawConfig {
     /// Runtime worker threads (1..=64); fewer threads, less memory.
     #[arg(long, env = "WORKER_THREADS", default_value = "2")]
     pub worker_threads: String,
+    /// SQLite page cache per connection, KiB (64..=1048576); SQLite's own default is 2000.
+    #[arg(long, env = "SQLITE_CACHE_KIB", default_value = "2000")]
+    pub sqlite_cache_kib: String,
 }
 
 /// How an import recognises games that are already stored.
@@ -143,6 +146,8 @@ pub struct Config {
     pub read_timeout: Duration,
     /// Runtime worker threads.
     pub worker_threads: usize,
+    /// SQLite page cache per connection, KiB.
+    pub sqlite_cache_kib: u32,
 }
 
 fn int_in<T>(var: &'static str, value: &str, lo: T, hi: T) -> Result<T, ConfigError>
@@ -259,6 +264,7 @@ impl Config {
                 3600,
             )?),
             worker_threads: int_in("WORKER_THREADS", &raw.worker_threads, 1, 64)?,
+            sqlite_cache_kib: int_in("SQLITE_CACHE_KIB", &raw.sqlite_cache_kib, 64, 1_048_576)?,
         })
     }
 }

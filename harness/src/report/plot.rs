@@ -191,7 +191,14 @@ impl Draw for PeakPlot<'_> {
             .x_desc("MAX_CONCURRENT_IMPORTS (imports at once)")
             .y_desc("peak RSS, VmHWM (MiB, log scale)")
             .x_labels(xs.len().max(2))
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            // Concurrency is a whole number: label only the whole ticks.
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 0.01 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(e)?;

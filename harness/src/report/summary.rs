@@ -55,6 +55,7 @@ fn effects(results: &RunResults, out: &mut String) {
         "HTTP_MAX_CONNECTIONS",
         "HTTP_POOL_MAX_IDLE_PER_HOST",
         "WORKER_THREADS",
+        "SQLITE_CACHE_KIB",
         "MALLOC_ARENA_MAX",
     ];
     let ok: Vec<&CellRun> = results.cells.iter().filter(|c| c.error.is_none()).collect();

@@ -130,14 +130,16 @@ where
 
 impl Store {
     /// Opens the pool for `url` (creating a SQLite file if missing) and brings the schema up to date.
-    pub async fn connect(url: &str, pool_size: u32) -> Result<Store> {
+    pub async fn connect(url: &str, pool_size: u32, sqlite_cache_kib: u32) -> Result<Store> {
         let store = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(StoreError::Connect)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(30));
+                .busy_timeout(Duration::from_secs(30))
+                // Negative: a size in KiB. Each connection has its own cache.
+                .pragma("cache_size", format!("-{sqlite_cache_kib}"));
             let pool = SqlitePoolOptions::new()
                 .max_connections(pool_size)
                 .min_connections(0)
@@ -393,34 +395,42 @@ impl Store {
 
     /// Puts an interrupted job back in the queue with its counters, to resume at the next start.
     pub async fn requeue_job(&self, id: &str, counters: &Counters) -> Result<()> {
-        let sql = "UPDATE import_jobs SET status = 'queued', games_fetched = $2, games_imported = $3, \
-                   games_skipped_existing = $4, games_failed_parse = $5 WHERE id = $1";
+        self.write_counters(
+            id,
+            counters,
+            Some(JobStatus::Queued),
+            "requeueing an interrupted import",
+        )
+        .await
+    }
+
+    /// Writes a job's counters alone (progress while no game is new).
+    pub async fn update_counters(&self, job_id: &str, counters: &Counters) -> Result<()> {
+        self.write_counters(job_id, counters, None, "writing import progress")
+            .await
+    }
+
+    async fn write_counters(
+        &self,
+        id: &str,
+        counters: &Counters,
+        status: Option<JobStatus>,
+        op: &'static str,
+    ) -> Result<()> {
+        let sql = "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
+                   games_skipped_existing = $4, games_failed_parse = $5, status = COALESCE($6, status) \
+                   WHERE id = $1";
         on_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .bind(counters.games_fetched)
             .bind(counters.games_imported)
             .bind(counters.games_skipped_existing)
             .bind(counters.games_failed_parse)
+            .bind(status.map(JobStatus::as_str))
             .execute(pool)
             .await
             .map(|_| ()))
-        .map_err(query_err("requeueing an interrupted import"))
-    }
-
-    /// Writes a job's counters alone (progress while no game is new).
-    pub async fn update_counters(&self, job_id: &str, counters: &Counters) -> Result<()> {
-        let sql = "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
-                   games_skipped_existing = $4, games_failed_parse = $5 WHERE id = $1";
-        on_pool!(self, pool => sqlx::query(sql)
-            .bind(job_id)
-            .bind(counters.games_fetched)
-            .bind(counters.games_imported)
-            .bind(counters.games_skipped_existing)
-            .bind(counters.games_failed_parse)
-            .execute(pool)
-            .await
-            .map(|_| ()))
-        .map_err(query_err("writing import progress"))
+        .map_err(query_err(op))
     }
 
     /// Closes the pool.

@@ -328,6 +328,9 @@ fn each_bad_setting_stops_the_program_with_exit_code_2_naming_it() {
         ("PORT", "99999"),
         ("UPSTREAM_RATE_LIMIT_WAIT_SECS", "-5"),
         ("DEDUP_STRATEGY", "guess"),
+        ("UPSTREAM_READ_TIMEOUT_SECS", "0"),
+        ("WORKER_THREADS", "65"),
+        ("SQLITE_CACHE_KIB", "10"),
     ];
     for (var, value) in cases {
         let (code, stderr) = run_with_env(&[(var, value)]);
