@@ -748,3 +748,83 @@ async fn postgres_connection_lost_mid_batch_is_retried_without_loss() {
     assert_eq!(db.games_of("severed").await, 1500);
     assert_eq!(db.distinct_games_of("severed").await, 1500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_times_the_slots_at_once_queue_in_order_and_overflow_with_429() {
+    let db = TestDb::sqlite();
+    // One game per transaction: no import can finish before all twenty requests are answered.
+    let users: Vec<MockUser> = (0..20).map(|i| lichess(&format!("burst{i:02}"), 600)).collect();
+    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
+    let env = [
+        ("MAX_CONCURRENT_IMPORTS", "2"),
+        ("IMPORT_QUEUE_CAPACITY", "10"),
+        ("IMPORT_BATCH_SIZE", "1"),
+    ];
+    let imp = Importer::start(&db, &mocks, &env).await;
+    let http = reqwest::Client::new();
+    let posts = users.iter().map(|u| {
+        let req = http
+            .post(format!("{}/api/v1/import-more-games", imp.base))
+            .json(&json!({"user_id": u.name, "platform": "lichess", "limit": 1000}));
+        async move {
+            let r = req.send().await.expect("POST");
+            let retry_after = r.headers().get("retry-after").is_some();
+            (
+                r.status().as_u16(),
+                retry_after,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    });
+    let answers = futures_util::future::join_all(posts).await;
+    let accepted: Vec<&serde_json::Value> = answers.iter().filter(|a| a.0 == 202).map(|a| &a.2).collect();
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert_eq!(accepted.len(), 12, "2 running + 10 queued: {answers:?}");
+    assert_eq!(refused.len(), 8, "beyond the queue: 429");
+    assert!(refused.iter().all(|r| r.1), "every 429 carries Retry-After");
+    let running = accepted.iter().filter(|a| a["status"] == "running").count();
+    assert_eq!(running, 2, "at most MAX_CONCURRENT_IMPORTS run");
+    let mut positions: Vec<u64> = accepted
+        .iter()
+        .filter(|a| a["status"] == "queued")
+        .filter_map(|a| a["queue_position"].as_u64())
+        .collect();
+    positions.sort_unstable();
+    assert_eq!(
+        positions,
+        (1..=10).collect::<Vec<_>>(),
+        "queue positions 1..=10, each once"
+    );
+    let mut max_active = 0;
+    for a in &accepted {
+        let id = a["import_id"].as_str().unwrap_or_default();
+        loop {
+            let metrics = imp.get_text("/metrics").await;
+            let active: u64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("importer_imports_active "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            max_active = max_active.max(active);
+            let (_, job) = imp.get(&format!("/api/v1/imports/{id}")).await;
+            if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+                assert_eq!(job["status"], "completed", "{job}");
+                assert_eq!(job["games_imported"], 600, "{job}");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    assert!(
+        max_active <= 2,
+        "never more than 2 imports active, saw {max_active}"
+    );
+    let stored = db
+        .count("SELECT COUNT(*) FROM games WHERE user_id LIKE $1", "burst%")
+        .await;
+    assert_eq!(
+        stored,
+        12 * 600,
+        "every accepted import completed, nothing else stored"
+    );
+}
