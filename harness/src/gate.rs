@@ -453,26 +453,45 @@ fn fmt_mib(v: Option<u64>) -> String {
     v.map_or("–".into(), |b| format!("{:.2} MiB", mib(b)))
 }
 
+/// The columns of the ✓/✗ table, one row per check, for either rendering.
+fn rows(d: &Decision) -> Vec<[String; 8]> {
+    d.checks
+        .iter()
+        .map(|c| {
+            [
+                c.verdict.mark().to_string(),
+                c.cell.clone(),
+                c.metric.clone(),
+                fmt_mib(c.baseline),
+                fmt_mib(Some(c.measured)),
+                c.change_pct.map_or("–".into(), |p| format!("{p:+.1} %")),
+                fmt_mib(Some(c.tolerance)),
+                format!("{:?}", c.verdict),
+            ]
+        })
+        .collect()
+}
+
+const HEADER: [&str; 8] = [
+    "",
+    "cell",
+    "metric",
+    "baseline",
+    "measured",
+    "change",
+    "tolerance",
+    "verdict",
+];
+
 /// The ✓/✗ table, as plain text for a terminal.
 pub fn table(d: &Decision) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<2} {:<22} {:<18} {:>12} {:>12} {:>9} {:>12}  verdict",
-        "", "cell", "metric", "baseline", "measured", "change", "tolerance"
-    );
-    for c in &d.checks {
+    let header = HEADER.map(String::from);
+    for r in std::iter::once(&header).chain(&rows(d)) {
         let _ = writeln!(
             out,
-            "{:<2} {:<22} {:<18} {:>12} {:>12} {:>9} {:>12}  {:?}",
-            c.verdict.mark(),
-            c.cell,
-            c.metric,
-            fmt_mib(c.baseline),
-            fmt_mib(Some(c.measured)),
-            c.change_pct.map_or("–".into(), |p| format!("{p:+.1} %")),
-            fmt_mib(Some(c.tolerance)),
-            c.verdict
+            "{:<2} {:<22} {:<18} {:>12} {:>12} {:>9} {:>12}  {}",
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
         );
     }
     for c in d.checks.iter().filter(|c| c.verdict.fails()) {
@@ -481,47 +500,28 @@ pub fn table(d: &Decision) -> String {
     for w in &d.warnings {
         let _ = writeln!(out, "⚠ {w}");
     }
-    let _ = writeln!(
-        out,
-        "{} ({:.0} s; reports in {})",
-        if d.exit_code == 0 {
-            "gate: PASS"
-        } else {
-            "gate: FAIL"
-        },
-        d.wall_secs,
-        d.reports
-    );
+    let verdict = if d.exit_code == 0 {
+        "gate: PASS"
+    } else {
+        "gate: FAIL"
+    };
+    let _ = writeln!(out, "{verdict} ({:.0} s; reports in {})", d.wall_secs, d.reports);
     out
 }
 
 /// The gate's part of `summary.md`, for a CI job summary.
 pub fn markdown(d: &Decision) -> String {
     let mut out = String::new();
+    let verdict = if d.exit_code == 0 { "✓ pass" } else { "✗ FAIL" };
+    let _ = writeln!(out, "# Memory gate: {} — {verdict}\n", d.scenario);
     let _ = writeln!(
         out,
-        "# Memory gate: {} — {}\n",
-        d.scenario,
-        if d.exit_code == 0 { "✓ pass" } else { "✗ FAIL" }
+        "| {} |\n|{}",
+        HEADER.join(" | "),
+        "---|".repeat(HEADER.len())
     );
-    let _ = writeln!(
-        out,
-        "| | cell | metric | baseline | measured | change | tolerance | verdict |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
-    for c in &d.checks {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {:?} |",
-            c.verdict.mark(),
-            c.cell,
-            c.metric,
-            fmt_mib(c.baseline),
-            fmt_mib(Some(c.measured)),
-            c.change_pct.map_or("–".into(), |p| format!("{p:+.1} %")),
-            fmt_mib(Some(c.tolerance)),
-            c.verdict
-        );
+    for r in rows(d) {
+        let _ = writeln!(out, "| {} |", r.join(" | "));
     }
     for c in d.checks.iter().filter(|c| c.verdict.fails()) {
         let _ = writeln!(out, "\n- ✗ {}", c.message);
@@ -609,6 +609,32 @@ mod tests {
             relative("c3", "peak_rss", 20 << 20, 40 << 20, 3 << 20, true).verdict,
             Verdict::Regression
         );
+    }
+
+    #[test]
+    fn terminal_and_markdown_tables_show_the_same_rows() {
+        let d = Decision {
+            scenario: "s".into(),
+            exit_code: 1,
+            checks: vec![relative("c3", "peak_rss", 20 << 20, 40 << 20, 3 << 20, false)],
+            warnings: vec!["w".into()],
+            reports: "r".into(),
+            wall_secs: 1.0,
+        };
+        let (t, m) = (table(&d), markdown(&d));
+        for s in [
+            "c3",
+            "peak_rss",
+            "20.00 MiB",
+            "40.00 MiB",
+            "+100.0 %",
+            "3.00 MiB",
+            "Regression",
+        ] {
+            assert!(t.contains(s) && m.contains(s), "{s}");
+        }
+        assert!(t.contains("gate: FAIL") && m.contains("| ✗ | c3 | peak_rss |"));
+        assert!(m.lines().nth(3).is_some_and(|l| l.starts_with("|---|")));
     }
 
     #[test]
