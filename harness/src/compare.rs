@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::report;
-use crate::results::{CellRun, RunResults, mib};
+use crate::results::{CellRun, RunResults, median_f64, mib};
 use crate::stats;
 
 /// Significance level of the test.
@@ -123,12 +123,6 @@ pub struct Comparison {
     pub out: String,
 }
 
-fn med(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() { 0.0 } else { s[(s.len() - 1) / 2] }
-}
-
 type Metric = (
     &'static str,
     &'static str,
@@ -173,7 +167,7 @@ const METRICS: [Metric; 6] = [
 
 fn median_of(r: &CellRun, f: fn(&crate::load::ImportRecord) -> Option<f64>) -> Option<f64> {
     let v: Vec<f64> = r.load.imports.iter().filter_map(f).collect();
-    (!v.is_empty()).then(|| med(&v))
+    (!v.is_empty()).then(|| median_f64(v))
 }
 
 fn row(cell: &str, m: &Metric, before: &[&CellRun], after: &[&CellRun]) -> Option<Row> {
@@ -183,7 +177,7 @@ fn row(cell: &str, m: &Metric, before: &[&CellRun], after: &[&CellRun]) -> Optio
     if b.is_empty() || a.is_empty() {
         return None;
     }
-    let (bm, am) = (med(&b), med(&a));
+    let (bm, am) = (median_f64(b.iter().copied()), median_f64(a.iter().copied()));
     let change = am - bm;
     let change_pct = if bm.abs() > f64::EPSILON {
         change * 100.0 / bm

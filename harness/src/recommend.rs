@@ -123,8 +123,7 @@ impl Recommendation {
 fn config_of(cell: &Cell) -> (String, BTreeMap<String, String>) {
     let mut env = cell.env.clone();
     env.remove("MAX_CONCURRENT_IMPORTS");
-    let label = cell.label.split('-').skip(1).collect::<Vec<_>>().join("-");
-    (label, env)
+    (cell.config_label(), env)
 }
 
 /// Environment a concurrency level needs so that the imports really run at once.
@@ -261,7 +260,7 @@ pub async fn recommend(
                 .results
                 .cells
                 .iter()
-                .filter(|r| r.cell.label.split('-').skip(1).collect::<Vec<_>>().join("-") == label)
+                .filter(|r| r.cell.config_label() == label)
                 .collect();
             model(label, env, &mine, limit)
         })

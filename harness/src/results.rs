@@ -134,6 +134,16 @@ pub fn median(values: impl IntoIterator<Item = u64>) -> u64 {
     v[(v.len() - 1) / 2]
 }
 
+/// Median of floats (the lower middle for an even count); 0 for none.
+pub fn median_f64(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[(v.len() - 1) / 2]
+}
+
 /// Bytes as MiB, for people.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

@@ -314,6 +314,15 @@ pub struct Cell {
     pub imports: u32,
 }
 
+impl Cell {
+    /// The label without its concurrency part (`b50-p2000`): one configuration measured at several levels.
+    pub fn config_label(&self) -> String {
+        self.label
+            .split_once('-')
+            .map_or_else(String::new, |(_, rest)| rest.to_string())
+    }
+}
+
 /// 1-based line of the first line that sets `key`, 0 when not found.
 fn line_of(text: &str, key: &str) -> usize {
     text.lines()
@@ -575,6 +584,7 @@ mod tests {
         let s = parse(GOOD).unwrap();
         assert_eq!(s.cells.len(), 4);
         assert_eq!(s.cells[0].label, "c2-b30-p2000");
+        assert_eq!(s.cells[0].config_label(), "b30-p2000");
         assert_eq!(s.cells[3].imports, 3, "imports default to MAX_CONCURRENT_IMPORTS");
         assert_eq!(s.budget_bytes, 512 * 1024 * 1024);
         assert!((s.headroom - 0.15).abs() < 1e-9);

@@ -150,7 +150,7 @@ impl Draw for PeakPlot<'_> {
             if c.error.is_some() {
                 continue;
             }
-            let key = c.cell.label.split('-').skip(1).collect::<Vec<_>>().join("-");
+            let key = c.cell.config_label();
             lines
                 .entry(key)
                 .or_default()

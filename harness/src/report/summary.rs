@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::results::{CellRun, RunResults, median, mib};
+use crate::results::{CellRun, RunResults, median, median_f64, mib};
 
 /// Runs of the same cell, in the order cells first appear.
 pub fn by_cell(results: &RunResults) -> Vec<(String, Vec<&CellRun>)> {
@@ -146,21 +146,13 @@ pub fn summary_markdown(results: &RunResults) -> String {
     for (label, runs) in by_cell(results) {
         let good: Vec<&CellRun> = runs.iter().copied().filter(|r| r.error.is_none()).collect();
         let med = |f: fn(&CellRun) -> u64| median(good.iter().map(|r| f(r)));
-        let gps = {
-            let mut v: Vec<f64> = good.iter().map(|r| r.games_per_sec).collect();
-            v.sort_by(f64::total_cmp);
-            v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
-        };
+        let gps = median_f64(good.iter().map(|r| r.games_per_sec));
         let waits: Vec<f64> = runs
             .iter()
             .flat_map(|r| r.load.imports.iter().filter_map(|i| i.wait_secs))
             .collect();
         let wait = waits.iter().copied().fold(0.0, f64::max);
-        let wait_median = {
-            let mut w = waits.clone();
-            w.sort_by(f64::total_cmp);
-            w.get(w.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
-        };
+        let wait_median = median_f64(waits.iter().copied());
         // The import that waited first in line: what "the 4th user waits" means with 3 slots.
         let first_queued: Vec<f64> = runs
             .iter()
@@ -175,9 +167,7 @@ pub fn summary_markdown(results: &RunResults) -> String {
         let first_queued = if first_queued.is_empty() {
             "–".to_string()
         } else {
-            let mut f = first_queued;
-            f.sort_by(f64::total_cmp);
-            format!("{:.1}", f[(f.len() - 1) / 2])
+            format!("{:.1}", median_f64(first_queued))
         };
         let verified = runs.iter().all(|r| r.verification.ok);
         let fits = runs.iter().all(|r| r.fits_budget);

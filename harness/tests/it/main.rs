@@ -31,6 +31,20 @@ fn importer_bin() -> PathBuf {
     bin
 }
 
+/// Writes `yaml` as `dir/NAME.yaml`, loads it, and the options that run it with `importer` into `dir/reports`.
+fn scenario_in(dir: &Path, name: &str, yaml: &str, importer: PathBuf) -> (Checked, Options) {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).expect("write scenario");
+    let s = Checked::load(&file).expect("scenario");
+    let opts = Options {
+        importer: Some(importer),
+        out_root: dir.join("reports"),
+        progress: false,
+        ..Options::default()
+    };
+    (s, opts)
+}
+
 const SCHEMA: &str = "CREATE TABLE games (user_id TEXT, platform TEXT, provider_game_id TEXT, played_at TEXT, \
      variant TEXT, ply_count INTEGER, pgn TEXT, imported_at TEXT); \
      CREATE TABLE import_jobs (user_id TEXT, platform TEXT, status TEXT, games_imported INTEGER, \
@@ -140,21 +154,14 @@ fn verifier_flags_games_of_users_nobody_asked_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_real_run_writes_every_report() {
     let dir = temp_dir("run");
-    let scenario = dir.join("tiny.yaml");
-    std::fs::write(
-        &scenario,
+    let (s, opts) = scenario_in(
+        &dir,
+        "tiny",
         "budget: 512MB\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [2]\n  IMPORT_BATCH_SIZE: [20]\n\
          workload:\n  users:\n    - platform: lichess\n      games: 150\n      stored: 20\n      limit: 100\n\
          \x20   - platform: chess.com\n      games: 90\n      months: 3\n      limit: 500\n",
-    )
-    .expect("write scenario");
-    let s = Checked::load(&scenario).expect("scenario");
-    let opts = Options {
-        importer: Some(importer_bin()),
-        out_root: dir.join("reports"),
-        progress: false,
-        ..Options::default()
-    };
+        importer_bin(),
+    );
     let outcome = run::run(&s, &opts).await.expect("run");
     let cell = &outcome.results.cells[0];
     assert!(cell.error.is_none(), "{:?}", cell.error);
@@ -208,19 +215,12 @@ async fn a_short_real_run_writes_every_report() {
 #[tokio::test]
 async fn a_missing_importer_is_a_set_up_error_before_anything_starts() {
     let dir = temp_dir("missing");
-    let scenario = dir.join("s.yaml");
-    std::fs::write(
-        &scenario,
+    let (s, opts) = scenario_in(
+        &dir,
+        "s",
         "budget: 512MB\nworkload:\n  users:\n    - platform: lichess\n      games: 5\n",
-    )
-    .expect("write");
-    let s = Checked::load(&scenario).expect("scenario");
-    let opts = Options {
-        importer: Some(dir.join("no-such-importer")),
-        out_root: dir.join("reports"),
-        progress: false,
-        ..Options::default()
-    };
+        dir.join("no-such-importer"),
+    );
     let err = run::run(&s, &opts).await.err().expect("fails");
     assert!(err.to_string().contains("no-such-importer"), "{err}");
     assert!(!dir.join("reports").exists(), "nothing written");
@@ -346,20 +346,13 @@ fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_html_renders_in_a_real_browser_and_loads_nothing() {
     let dir = temp_dir("html");
-    let scenario = dir.join("page.yaml");
-    std::fs::write(
-        &scenario,
+    let (s, opts) = scenario_in(
+        &dir,
+        "page",
         "budget: 512MB\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [1, 2]\n\
          workload:\n  imports: 3\n  users:\n    - platform: lichess\n      games: 60\n      limit: 100\n",
-    )
-    .expect("scenario");
-    let s = Checked::load(&scenario).expect("scenario");
-    let opts = Options {
-        importer: Some(importer_bin()),
-        out_root: dir.join("reports"),
-        progress: false,
-        ..Options::default()
-    };
+        importer_bin(),
+    );
     let outcome = run::run(&s, &opts).await.expect("run");
     let page = outcome.dir.join("report.html");
     let html = std::fs::read_to_string(&page).expect("report.html");
