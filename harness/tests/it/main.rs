@@ -417,3 +417,34 @@ async fn report_html_renders_in_a_real_browser_and_loads_nothing() {
         "the page requested nothing from the network: {from_page:?}"
     );
 }
+
+#[test]
+fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
+    let dir = temp_dir("usage");
+    let good = dir.join("ok.yaml");
+    std::fs::write(
+        &good,
+        "budget: 512MB\nworkload:\n  users:\n    - platform: lichess\n      games: 5\n",
+    )
+    .expect("write");
+    let good = good.to_string_lossy().into_owned();
+    let missing = dir.join("missing.yaml").to_string_lossy().into_owned();
+    let empty = dir.to_string_lossy().into_owned();
+    let cases: [(&[&str], &str); 6] = [
+        (&["run", &missing], "cannot read"),
+        (&["run", &good, "--set", "IMPORT_BATCH_SIZE"], "VAR=VALUE"),
+        (&["run", &good, "--set", "lower=1"], "environment variable name"),
+        (&["recommend", &good, "--budget", "lots"], "512MB"),
+        (&["compare", &empty, &empty], "results.json"),
+        (&["check", &missing], "cannot read"),
+    ];
+    for (args, expect) in cases {
+        let (code, text) = harness_cmd(args);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(text.contains(expect), "{args:?} should say {expect:?}: {text}");
+    }
+    assert!(
+        !dir.join("reports").exists() && !std::path::Path::new("reports/ok").exists(),
+        "nothing ran"
+    );
+}
