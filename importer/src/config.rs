@@ -89,6 +89,17 @@ pub struct RawConfig {
     /// SQLite page cache per connection, KiB (64..=1048576); SQLite's own default is 2000.
     #[arg(long, env = "SQLITE_CACHE_KIB", default_value = "2000")]
     pub sqlite_cache_kib: String,
+    /// This process's name in the shared job queue (1 to 64 of A-Z a-z 0-9 . _ : -); default a random one.
+    /// Give a name stable across restarts and unique among live processes (a host or pod name) so that
+    /// after a crash the process takes its own imports back at once instead of after their lease.
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Seconds a running import stays claimed without a renewal before another process takes it over (2..=3600).
+    #[arg(long, env = "JOB_LEASE_SECS", default_value = "30")]
+    pub job_lease_secs: String,
+    /// How often a process with a free slot looks for imports queued by others, ms (50..=60000).
+    #[arg(long, env = "JOB_POLL_MILLIS", default_value = "1000")]
+    pub job_poll_millis: String,
 }
 
 /// How an import recognises games that are already stored.
@@ -112,6 +123,12 @@ pub enum DatabaseKind {
 /// Validated, ready-to-use configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// This process's name in the shared queue.
+    pub instance_id: String,
+    /// How long a claim holds without renewal.
+    pub job_lease: Duration,
+    /// How often to look for queued imports.
+    pub job_poll: Duration,
     /// Imports running at once.
     pub max_concurrent_imports: usize,
     /// Games per batch (and per transaction).
@@ -199,6 +216,13 @@ fn database_kind(value: &str) -> Result<DatabaseKind, ConfigError> {
     }
 }
 
+fn valid_instance_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
 impl Config {
     /// Checks every raw value and builds the configuration, naming the first bad one.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -226,7 +250,21 @@ impl Config {
             }
         };
         let lichess_token = raw.lichess_token.filter(|t| !t.trim().is_empty());
+        let instance_id = match raw.instance_id {
+            Some(id) if valid_instance_id(&id) => id,
+            Some(id) => {
+                return Err(ConfigError {
+                    var: "INSTANCE_ID",
+                    value: id,
+                    accepted: "1 to 64 characters among A-Z a-z 0-9 . _ : -".into(),
+                });
+            }
+            None => format!("importer-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        };
         Ok(Config {
+            instance_id,
+            job_lease: Duration::from_secs(int_in("JOB_LEASE_SECS", &raw.job_lease_secs, 2, 3600)?),
+            job_poll: Duration::from_millis(int_in("JOB_POLL_MILLIS", &raw.job_poll_millis, 50, 60_000)?),
             max_concurrent_imports: int_in("MAX_CONCURRENT_IMPORTS", &raw.max_concurrent_imports, 1, 256)?,
             import_batch_size: int_in("IMPORT_BATCH_SIZE", &raw.import_batch_size, 1, 10_000)?,
             existing_games_page_size: int_in(
@@ -325,6 +363,30 @@ mod tests {
         assert_eq!(
             parse(&["--dedup-strategy", "magic"]).unwrap_err().var,
             "DEDUP_STRATEGY"
+        );
+    }
+
+    #[test]
+    fn instance_ids_are_checked_and_default_to_distinct_names() {
+        assert_eq!(
+            parse(&["--instance-id", "pod-7.eu:1"]).unwrap().instance_id,
+            "pod-7.eu:1"
+        );
+        for bad in ["", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert_eq!(
+                parse(&["--instance-id", bad]).unwrap_err().var,
+                "INSTANCE_ID",
+                "{bad:?}"
+            );
+        }
+        assert_ne!(parse(&[]).unwrap().instance_id, parse(&[]).unwrap().instance_id);
+        assert_eq!(
+            parse(&["--job-lease-secs", "1"]).unwrap_err().var,
+            "JOB_LEASE_SECS"
+        );
+        assert_eq!(
+            parse(&["--job-poll-millis", "10"]).unwrap_err().var,
+            "JOB_POLL_MILLIS"
         );
     }
 

@@ -46,6 +46,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
         .with_target(false)
+        // Colour codes only for a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
@@ -92,13 +94,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let scheduler = Scheduler::new(ctx, stop);
     scheduler
-        .resume(
-            store
-                .unfinished_jobs()
-                .await
-                .context("listing unfinished imports")?,
-        )
-        .await;
+        .start()
+        .await
+        .context("taking back unfinished imports")?;
     let listener = tokio::net::TcpListener::bind(config.bind_addr)
         .await
         .with_context(|| format!("binding {}", config.bind_addr))?;

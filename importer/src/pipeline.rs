@@ -156,17 +156,18 @@ impl Batcher<'_> {
 
         if self.rows.is_empty() {
             with_retry(&self.job.import_id, "writing progress", || {
-                self.ctx
-                    .store
-                    .update_counters(&self.job.import_id, &self.counters)
+                self.ctx.store.update_counters(
+                    &self.job.import_id,
+                    &self.ctx.config.instance_id,
+                    &self.counters,
+                )
             })
             .await?;
         } else {
             let inserted = with_retry(&self.job.import_id, "writing a batch", || {
                 self.ctx.store.insert_batch(
-                    &self.job.import_id,
-                    &self.job.user_id,
-                    self.job.platform,
+                    self.job,
+                    &self.ctx.config.instance_id,
                     &self.rows,
                     &self.counters,
                     Utc::now(),
@@ -197,7 +198,7 @@ where
     loop {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt < DB_ATTEMPTS => {
+            Err(e) if attempt < DB_ATTEMPTS && e.is_transient() => {
                 tracing::warn!(import_id, step, attempt, error = %e, "database step failed, retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
                 attempt += 1;

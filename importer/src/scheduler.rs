@@ -1,19 +1,24 @@
-//! Admission and slots: at most `MAX_CONCURRENT_IMPORTS` imports run, the
-//! rest wait first come, first served, up to `IMPORT_QUEUE_CAPACITY`.
+//! Admission and slots: at most `MAX_CONCURRENT_IMPORTS` imports run in this
+//! process; the rest wait, first come, first served, in a queue that lives in
+//! the database and that every process on it shares.
 //!
-//! The database holds each job's status and counters; the scheduler holds only
-//! what is about the running process: the queue order and the running set.
-//! One user and platform never has two imports queued or running at once.
+//! A process claims the oldest queued job when it has a free slot (at once on
+//! a local submission or a finished import, otherwise every `JOB_POLL_MILLIS`),
+//! and holds it by a lease it renews; a job whose owner stopped renewing is
+//! claimed again by whoever looks next. Every write of a running import is
+//! guarded by its owner, so a process that lost a job writes nothing more for it.
+//! What this module keeps in memory is only the set of jobs it runs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Mutex;
 
 use crate::job::{Counters, Job, JobStatus, Platform};
 use crate::pipeline::{ImportContext, ImportError, run_import};
-use crate::store::StoreError;
+use crate::store::{StoreError, Submitted};
 
 /// What a submission came to.
 #[derive(Debug)]
@@ -39,10 +44,8 @@ pub enum Admission {
 #[derive(Default)]
 struct State {
     stopping: bool,
-    queue: VecDeque<Job>,
-    running: usize,
-    /// (platform, user) -> job id, for every queued or running job.
-    active: HashMap<(Platform, String), String>,
+    /// Ids of the jobs this process runs.
+    running: HashSet<String>,
 }
 
 /// The slot keeper.
@@ -52,6 +55,10 @@ pub struct Scheduler {
     state: Mutex<State>,
     max: usize,
     capacity: usize,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
 }
 
 impl Scheduler {
@@ -70,6 +77,110 @@ impl Scheduler {
         })
     }
 
+    fn owner(&self) -> &str {
+        &self.ctx.config.instance_id
+    }
+
+    fn lease_until(&self) -> i64 {
+        now_ms() + i64::try_from(self.ctx.config.job_lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// Takes back what a previous run left, then claims queued jobs and keeps looking and renewing.
+    ///
+    /// On SQLite the process is the only one on its file, so every job left
+    /// running is its own; on PostgreSQL only those of the same `INSTANCE_ID`
+    /// are, and the others are taken over when their lease expires.
+    pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        let only_process = matches!(self.ctx.store, crate::store::Store::Sqlite(_));
+        let back = self
+            .ctx
+            .store
+            .requeue_running((!only_process).then_some(self.owner()))
+            .await?;
+        if back > 0 {
+            tracing::info!(
+                imports = back,
+                "imports left running by a previous run are queued again"
+            );
+        }
+        self.fill(&mut *self.state.lock().await).await;
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.keep_claiming().await });
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.keep_renewing().await });
+        Ok(())
+    }
+
+    async fn keep_claiming(self: Arc<Self>) {
+        let mut stopping = self.ctx.stopping.clone();
+        loop {
+            tokio::select! {
+                _ = stopping.changed() => return,
+                () = tokio::time::sleep(self.ctx.config.job_poll) => {}
+            }
+            let mut state = self.state.lock().await;
+            if state.stopping {
+                return;
+            }
+            self.fill(&mut state).await;
+        }
+    }
+
+    /// Renews this process's leases three times per lease, until the process stops.
+    async fn keep_renewing(self: Arc<Self>) {
+        let every = self.ctx.config.job_lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let ours: HashSet<String> = self.state.lock().await.running.clone();
+            if ours.is_empty() {
+                if *self.ctx.stopping.borrow() {
+                    return;
+                }
+                continue;
+            }
+            match self
+                .ctx
+                .store
+                .renew_leases(self.owner(), self.lease_until())
+                .await
+            {
+                Ok(kept) => {
+                    let kept: HashSet<String> = kept.into_iter().collect();
+                    for lost in ours.difference(&kept) {
+                        // Either it just finished, or another process took it over; its next write tells.
+                        tracing::debug!(import_id = %lost, "lease not renewed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot renew import leases; retrying"),
+            }
+        }
+    }
+
+    /// Claims queued jobs while a slot is free.
+    async fn fill(self: &Arc<Self>, state: &mut State) -> Vec<String> {
+        let mut started = Vec::new();
+        while !state.stopping && state.running.len() < self.max {
+            match self
+                .ctx
+                .store
+                .claim_job(self.owner(), now_ms(), self.lease_until())
+                .await
+            {
+                Ok(Some(job)) => {
+                    state.running.insert(job.import_id.clone());
+                    started.push(job.import_id.clone());
+                    self.spawn(job, self.max - state.running.len());
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim a queued import; retrying later");
+                    break;
+                }
+            }
+        }
+        started
+    }
+
     /// Records a new import for `user` and runs or queues it.
     pub async fn submit(
         self: &Arc<Self>,
@@ -80,15 +191,6 @@ impl Scheduler {
         let mut state = self.state.lock().await;
         if state.stopping {
             return Ok(Admission::ShuttingDown);
-        }
-        if let Some(id) = state.active.get(&(platform, user.clone())) {
-            return Ok(Admission::Existing {
-                import_id: id.clone(),
-            });
-        }
-        let runs_now = state.running < self.max;
-        if !runs_now && state.queue.len() >= self.capacity {
-            return Ok(Admission::QueueFull);
         }
         let mut job = Job {
             import_id: uuid::Uuid::new_v4().to_string(),
@@ -102,62 +204,50 @@ impl Scheduler {
             started_at: None,
             finished_at: None,
         };
+        // With a free slot here the job does not wait, so the queue's capacity does not apply.
+        let max_queued = if state.running.len() < self.max {
+            i64::MAX
+        } else {
+            i64::try_from(self.capacity).unwrap_or(i64::MAX)
+        };
         // Recorded before it runs, so a crash right after leaves a resumable job.
-        self.ctx.store.insert_job(&job).await?;
-        let position = self.admit(&mut state, job.clone());
-        if position == 0 {
+        match self.ctx.store.submit_job(&job, max_queued).await? {
+            Submitted::Queued => {}
+            Submitted::Existing(import_id) => return Ok(Admission::Existing { import_id }),
+            Submitted::QueueFull => return Ok(Admission::QueueFull),
+        }
+        let started = self.fill(&mut state).await;
+        let position = if started.contains(&job.import_id) {
             job.status = JobStatus::Running;
-        }
-        Ok(Admission::Accepted { job, position })
-    }
-
-    /// Takes back jobs a previous run left queued or running, in their order, whatever the queue capacity.
-    pub async fn resume(self: &Arc<Self>, jobs: Vec<Job>) {
-        let mut state = self.state.lock().await;
-        for job in jobs {
-            tracing::info!(import_id = %job.import_id, user = %job.user_id, platform = job.platform.as_str(), "resuming unfinished import");
-            self.admit(&mut state, job);
-        }
-    }
-
-    fn admit(self: &Arc<Self>, state: &mut State, job: Job) -> usize {
-        state
-            .active
-            .insert((job.platform, job.user_id.clone()), job.import_id.clone());
-        if state.running < self.max {
-            state.running += 1;
-            self.spawn(job, self.max - state.running);
             0
         } else {
-            state.queue.push_back(job);
-            state.queue.len()
-        }
+            self.queue_position(&job.import_id).await?
+        };
+        Ok(Admission::Accepted { job, position })
     }
 
     /// Stops taking imports and tells running ones to commit and stop.
     pub async fn begin_shutdown(&self) {
         let mut state = self.state.lock().await;
         state.stopping = true;
-        // Queued jobs stay queued in the database: the next start takes them.
-        state.queue.clear();
         let _ = self.stop.send(true);
         tracing::info!(
-            running = state.running,
+            running = state.running.len(),
             "shutting down: no new imports, running ones commit and stop"
         );
     }
 
     /// Waits until no import runs, at most `timeout`; says whether they all stopped.
-    pub async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self.state.lock().await.running == 0 {
+            if self.state.lock().await.running.is_empty() {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -166,28 +256,25 @@ impl Scheduler {
         self.state.lock().await.stopping
     }
 
-    /// Place of a queued job (1 = next), or `None` when it is not waiting.
-    pub async fn queue_position(&self, import_id: &str) -> Option<usize> {
-        let state = self.state.lock().await;
-        state
-            .queue
-            .iter()
-            .position(|j| j.import_id == import_id)
-            .map(|p| p + 1)
+    /// Place of a queued job among every process's (1 = next); 0 when it is not waiting.
+    pub async fn queue_position(&self, import_id: &str) -> Result<usize, StoreError> {
+        let position = self.ctx.store.queue_position(import_id).await?;
+        Ok(usize::try_from(position).unwrap_or(0))
     }
 
-    /// (running, queued) now.
-    pub async fn load(&self) -> (usize, usize) {
-        let state = self.state.lock().await;
-        (state.running, state.queue.len())
+    /// (running here, queued across every process) now.
+    pub async fn load(&self) -> Result<(usize, usize), StoreError> {
+        let running = self.state.lock().await.running.len();
+        let queued = self.ctx.store.queued_count().await?;
+        Ok((running, usize::try_from(queued).unwrap_or(0)))
     }
 
     fn spawn(self: &Arc<Self>, job: Job, free: usize) {
         tracing::info!(import_id = %job.import_id, user = %job.user_id, platform = job.platform.as_str(),
+            resumed = job.counters.games_fetched > 0,
             "starting import (available slots: {free}/{})", self.max);
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let key = (job.platform, job.user_id.clone());
             let id = job.import_id.clone();
             // The import runs in a task of its own so that even a panic frees its slot.
             let worker = {
@@ -201,6 +288,7 @@ impl Scheduler {
                     .store
                     .finish_job(
                         &id,
+                        this.owner(),
                         JobStatus::Failed,
                         &Counters::default(),
                         Some("internal error"),
@@ -208,22 +296,23 @@ impl Scheduler {
                     )
                     .await;
             }
-            this.release(key).await;
+            this.release(&id).await;
         });
     }
 
     async fn run(&self, job: Job) {
         let started = std::time::Instant::now();
-        if let Err(e) = self.ctx.store.start_job(&job.import_id, Utc::now()).await {
-            tracing::error!(import_id = %job.import_id, error = %e, "cannot mark import running");
-        }
         let (status, counters, error) = match run_import(&self.ctx, &job).await {
             Ok(c) => (JobStatus::Completed, c, None),
             Err((ImportError::Interrupted, c)) => {
                 tracing::info!(import_id = %job.import_id, imported = c.games_imported, "import interrupted by shutdown; resumable");
-                if let Err(e) = self.ctx.store.requeue_job(&job.import_id, &c).await {
+                if let Err(e) = self.ctx.store.requeue_job(&job.import_id, self.owner(), &c).await {
                     tracing::error!(import_id = %job.import_id, error = %e, "cannot leave the import resumable");
                 }
+                return;
+            }
+            Err((ImportError::Store(StoreError::LeaseLost(_)), _)) => {
+                tracing::warn!(import_id = %job.import_id, "import taken over by another process; stopping it here");
                 return;
             }
             Err((e, c)) => (JobStatus::Failed, c, Some(e.to_string())),
@@ -238,27 +327,30 @@ impl Scheduler {
         if let Err(e) = self
             .ctx
             .store
-            .finish_job(&job.import_id, status, &counters, error.as_deref(), Utc::now())
+            .finish_job(
+                &job.import_id,
+                self.owner(),
+                status,
+                &counters,
+                error.as_deref(),
+                Utc::now(),
+            )
             .await
         {
             tracing::error!(import_id = %job.import_id, error = %e, "cannot record the end of an import");
         }
     }
 
-    async fn release(self: &Arc<Self>, key: (Platform, String)) {
+    async fn release(self: &Arc<Self>, import_id: &str) {
         let mut state = self.state.lock().await;
-        state.active.remove(&key);
-        state.running -= 1;
+        state.running.remove(import_id);
         if state.stopping {
             return;
         }
-        if let Some(next) = state.queue.pop_front() {
-            state.running += 1;
-            self.spawn(next, self.max - state.running);
-        } else {
+        if self.fill(&mut state).await.is_empty() {
             tracing::info!(
                 "import slot freed (available slots: {}/{})",
-                self.max - state.running,
+                self.max - state.running.len(),
                 self.max
             );
         }

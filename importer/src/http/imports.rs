@@ -139,8 +139,8 @@ pub async fn create(
             }),
         )),
         Admission::Existing { import_id } => {
-            let position = state.scheduler.queue_position(&import_id).await;
-            let status = if position.is_some() {
+            let position = state.scheduler.queue_position(&import_id).await?;
+            let status = if position > 0 {
                 JobStatus::Queued
             } else {
                 JobStatus::Running
@@ -150,7 +150,7 @@ pub async fn create(
                 Json(Admitted {
                     import_id,
                     status,
-                    queue_position: position.unwrap_or(0),
+                    queue_position: position,
                 }),
             ))
         }
@@ -185,7 +185,10 @@ pub async fn show(
         return Err(not_found());
     }
     let job = state.store.job(&import_id).await?.ok_or_else(not_found)?;
-    let queue_position = state.scheduler.queue_position(&import_id).await.unwrap_or(0);
+    let queue_position = match job.status {
+        JobStatus::Queued => state.scheduler.queue_position(&import_id).await?,
+        _ => 0,
+    };
     Ok(Json(JobView { job, queue_position }))
 }
 

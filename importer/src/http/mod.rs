@@ -67,10 +67,10 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let (active, queued) = state.scheduler.load().await;
-    (
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let (active, queued) = state.scheduler.load().await?;
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(active, queued),
-    )
+    ))
 }

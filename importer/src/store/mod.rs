@@ -45,6 +45,9 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// Another process took the job over (its lease had expired): this one must stop.
+    #[error("import {0} was taken over by another importer process")]
+    LeaseLost(String),
     /// A stored row holds a value this version does not know.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt {
@@ -58,8 +61,30 @@ pub enum StoreError {
 /// Result of storage operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+impl StoreError {
+    /// Whether trying the same step again can help.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StoreError::LeaseLost(_) | StoreError::Corrupt { .. })
+    }
+}
+
 fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { op, source }
+}
+
+/// Advisory lock keys (arbitrary constants, the same in every process).
+const MIGRATION_LOCK: i64 = 0x1e55_0001;
+const SUBMIT_LOCK: i64 = 0x1e55_0002;
+
+/// What recording a new job came to.
+#[derive(Debug, PartialEq)]
+pub enum Submitted {
+    /// Recorded, queued.
+    Queued,
+    /// The user already has a queued or running import: its id.
+    Existing(String),
+    /// As many jobs are queued as the queue holds.
+    QueueFull,
 }
 
 /// Statements per insert are capped so that SQLite's and PostgreSQL's bound-parameter limits hold.
@@ -128,6 +153,15 @@ where
     })
 }
 
+/// `Ok` when an owner-guarded update touched the job, `LeaseLost` when another process owns it now.
+fn owned(rows: u64, id: &str) -> Result<()> {
+    if rows == 0 {
+        Err(StoreError::LeaseLost(id.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
 impl Store {
     /// Opens the pool for `url` (creating a SQLite file if missing) and brings the schema up to date.
     pub async fn connect(url: &str, pool_size: u32, sqlite_cache_kib: u32) -> Result<Store> {
@@ -164,24 +198,39 @@ impl Store {
 
     async fn migrate(&self) -> Result<()> {
         let fail = |version| move |source| StoreError::Migrate { version, source };
+        // Processes starting at once on one PostgreSQL apply migrations one after the other.
+        let lock = match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(_) => Some(MIGRATION_LOCK),
+        };
         on_pool!(self, pool => {
-            sqlx::raw_sql(schema::SCHEMA_TABLE).execute(pool).await.map_err(fail(0))?;
+            let mut conn = pool.acquire().await.map_err(fail(0))?;
+            if let Some(key) = lock {
+                sqlx::query("SELECT pg_advisory_lock($1)").bind(key).execute(&mut *conn).await.map_err(fail(0))?;
+            }
+            sqlx::raw_sql(schema::SCHEMA_TABLE).execute(&mut *conn).await.map_err(fail(0))?;
             for &(version, sql) in self.migrations() {
+                // Each migration and its record commit together: a crash never leaves one half applied.
+                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail(version))?;
                 let done: Option<i64> =
                     sqlx::query_scalar("SELECT version FROM importer_schema WHERE version = $1")
                         .bind(version)
-                        .fetch_optional(pool)
+                        .fetch_optional(&mut *tx)
                         .await
                         .map_err(fail(version))?;
                 if done.is_some() {
                     continue;
                 }
-                sqlx::raw_sql(sql).execute(pool).await.map_err(fail(version))?;
-                sqlx::query("INSERT INTO importer_schema (version) VALUES ($1) ON CONFLICT DO NOTHING")
+                sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail(version))?;
+                sqlx::query("INSERT INTO importer_schema (version) VALUES ($1)")
                     .bind(version)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(fail(version))?;
+                tx.commit().await.map_err(fail(version))?;
+            }
+            if let Some(key) = lock {
+                sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await.map_err(fail(0))?;
             }
             Ok(())
         })
@@ -200,21 +249,121 @@ impl Store {
             .map_err(query_err("checking the database"))
     }
 
-    /// Records a new job.
-    pub async fn insert_job(&self, job: &Job) -> Result<()> {
-        let sql = "INSERT INTO import_jobs (id, user_id, platform, game_limit, status, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6)";
-        on_pool!(self, pool => sqlx::query(sql)
-            .bind(&job.import_id)
-            .bind(&job.user_id)
-            .bind(job.platform.as_str())
-            .bind(job.limit)
-            .bind(job.status.as_str())
-            .bind(job.created_at)
-            .execute(pool)
-            .await
-            .map(|_| ()))
-        .map_err(query_err("recording an import job"))
+    /// Records a new queued job unless the user already has one active or `max_queued` jobs are queued.
+    pub async fn submit_job(&self, job: &Job, max_queued: i64) -> Result<Submitted> {
+        let op = "recording an import job";
+        let insert = "INSERT INTO import_jobs (id, user_id, platform, game_limit, status, created_at) \
+                      SELECT $1, $2, $3, $4, 'queued', $5 \
+                      WHERE (SELECT COUNT(*) FROM import_jobs WHERE status = 'queued') < $6 \
+                      ON CONFLICT (user_id, platform) WHERE status IN ('queued', 'running') DO NOTHING";
+        let active = "SELECT id FROM import_jobs WHERE user_id = $1 AND platform = $2 \
+                      AND status IN ('queued', 'running')";
+        let lock = matches!(self, Store::Postgres(_)).then_some(SUBMIT_LOCK);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_err(op))?;
+            // The count and the insert must see the same queue, across processes too.
+            if let Some(key) = lock {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await.map_err(query_err(op))?;
+            }
+            let inserted = sqlx::query(insert)
+                .bind(&job.import_id)
+                .bind(&job.user_id)
+                .bind(job.platform.as_str())
+                .bind(job.limit)
+                .bind(job.created_at)
+                .bind(max_queued)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err(op))?
+                .rows_affected();
+            let outcome = if inserted == 1 {
+                Submitted::Queued
+            } else {
+                let existing: Option<String> = sqlx::query_scalar(active)
+                    .bind(&job.user_id)
+                    .bind(job.platform.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query_err(op))?;
+                existing.map_or(Submitted::QueueFull, Submitted::Existing)
+            };
+            tx.commit().await.map_err(query_err(op))?;
+            Ok(outcome)
+        })
+    }
+
+    /// Takes the oldest queued job, or a running one whose lease expired, for `owner` until `lease_until` (Unix ms).
+    pub async fn claim_job(&self, owner: &str, now_ms: i64, lease_until: i64) -> Result<Option<Job>> {
+        let sql = match self {
+            Store::Sqlite(_) => format!(
+                "UPDATE import_jobs SET status = 'running', owner = $1, lease_until = $2, \
+                 started_at = COALESCE(started_at, $3) \
+                 WHERE id = (SELECT id FROM import_jobs WHERE status = 'queued' \
+                   OR (status = 'running' AND COALESCE(lease_until, 0) < $4) ORDER BY rowid LIMIT 1) \
+                 RETURNING {JOB_COLUMNS}"
+            ),
+            // SKIP LOCKED: processes claiming at once each take a different job, none waits.
+            Store::Postgres(_) => format!(
+                "UPDATE import_jobs SET status = 'running', owner = $1, lease_until = $2, \
+                 started_at = COALESCE(started_at, $3) \
+                 WHERE id = (SELECT id FROM import_jobs WHERE status = 'queued' \
+                   OR (status = 'running' AND COALESCE(lease_until, 0) < $4) ORDER BY seq LIMIT 1 \
+                   FOR UPDATE SKIP LOCKED) \
+                 RETURNING {JOB_COLUMNS}"
+            ),
+        };
+        let started = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+        on_pool!(self, pool => {
+            let row = sqlx::query(&sql)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(started)
+                .bind(now_ms)
+                .fetch_optional(pool)
+                .await
+                .map_err(query_err("claiming a queued import"))?;
+            row.as_ref().map(job_from_row).transpose()
+        })
+    }
+
+    /// Extends the leases of the jobs `owner` runs; returns the ids it still owns.
+    pub async fn renew_leases(&self, owner: &str, lease_until: i64) -> Result<Vec<String>> {
+        let sql =
+            "UPDATE import_jobs SET lease_until = $2 WHERE owner = $1 AND status = 'running' RETURNING id";
+        on_pool!(self, pool => sqlx::query_scalar(sql).bind(owner).bind(lease_until).fetch_all(pool).await)
+            .map_err(query_err("renewing import leases"))
+    }
+
+    /// Puts back in the queue the running jobs of `owner`, or every running job when `owner` is `None`.
+    ///
+    /// At start: a process that crashed cannot renew, and the same process
+    /// (same owner, or the only one on a SQLite file) need not wait for its leases to expire.
+    pub async fn requeue_running(&self, owner: Option<&str>) -> Result<u64> {
+        let sql = "UPDATE import_jobs SET status = 'queued', owner = NULL, lease_until = NULL \
+                   WHERE status = 'running' AND ($1 IS NULL OR owner = $1)";
+        on_pool!(self, pool => sqlx::query(sql).bind(owner).execute(pool).await.map(|r| r.rows_affected()))
+            .map_err(query_err("requeueing imports left running"))
+    }
+
+    /// Place of a queued job (1 = next), across every process; 0 when it is not queued.
+    pub async fn queue_position(&self, id: &str) -> Result<i64> {
+        let order = match self {
+            Store::Sqlite(_) => "rowid",
+            Store::Postgres(_) => "seq",
+        };
+        let sql = format!(
+            "SELECT COUNT(*) FROM import_jobs q JOIN import_jobs me ON q.{order} <= me.{order} \
+             WHERE me.id = $1 AND me.status = 'queued' AND q.status = 'queued'"
+        );
+        on_pool!(self, pool => sqlx::query_scalar(&sql).bind(id).fetch_one(pool).await)
+            .map_err(query_err("finding a queue position"))
+    }
+
+    /// How many jobs are queued, across every process.
+    pub async fn queued_count(&self) -> Result<i64> {
+        let sql = "SELECT COUNT(*) FROM import_jobs WHERE status = 'queued'";
+        on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
+            .map_err(query_err("counting queued imports"))
     }
 
     /// One job by id.
@@ -227,39 +376,20 @@ impl Store {
         })
     }
 
-    /// Jobs left queued or running (by a previous run of the process), oldest first.
-    pub async fn unfinished_jobs(&self) -> Result<Vec<Job>> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM import_jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id"
-        );
-        on_pool!(self, pool => {
-            let rows = sqlx::query(&sql).fetch_all(pool).await
-                .map_err(query_err("listing unfinished jobs"))?;
-            rows.iter().map(job_from_row).collect()
-        })
-    }
-
-    /// Marks a job running.
-    pub async fn start_job(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
-        let sql =
-            "UPDATE import_jobs SET status = 'running', started_at = COALESCE(started_at, $2) WHERE id = $1";
-        on_pool!(self, pool => sqlx::query(sql).bind(id).bind(at).execute(pool).await.map(|_| ()))
-            .map_err(query_err("starting an import job"))
-    }
-
     /// Ends a job with its final counters and, when it failed, the reason.
     pub async fn finish_job(
         &self,
         id: &str,
+        owner: &str,
         status: JobStatus,
         counters: &Counters,
         error: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<()> {
         let sql = "UPDATE import_jobs SET status = $2, games_fetched = $3, games_imported = $4, \
-                   games_skipped_existing = $5, games_failed_parse = $6, error = $7, finished_at = $8 \
-                   WHERE id = $1";
-        on_pool!(self, pool => sqlx::query(sql)
+                   games_skipped_existing = $5, games_failed_parse = $6, error = $7, finished_at = $8, \
+                   owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $9";
+        let updated = on_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .bind(status.as_str())
             .bind(counters.games_fetched)
@@ -268,10 +398,12 @@ impl Store {
             .bind(counters.games_failed_parse)
             .bind(error)
             .bind(at)
+            .bind(owner)
             .execute(pool)
             .await
-            .map(|_| ()))
-        .map_err(query_err("finishing an import job"))
+            .map(|r| r.rows_affected()))
+        .map_err(query_err("finishing an import job"))?;
+        owned(updated, id)
     }
 
     /// Which of `ids` are already stored for this user and platform.
@@ -334,14 +466,14 @@ impl Store {
     /// meanwhile is ignored, not doubled.
     pub async fn insert_batch(
         &self,
-        job_id: &str,
-        user: &str,
-        platform: Platform,
+        job: &Job,
+        owner: &str,
         rows: &[GameRow],
         counters: &Counters,
         imported_at: DateTime<Utc>,
     ) -> Result<u64> {
         let op = "writing a batch of games";
+        let (job_id, user, platform) = (job.import_id.as_str(), job.user_id.as_str(), job.platform);
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_err(op))?;
             let mut inserted = 0;
@@ -376,27 +508,32 @@ impl Store {
             let imported = counters.games_imported + i64::try_from(inserted).unwrap_or(i64::MAX);
             let skipped = counters.games_skipped_existing
                 + i64::try_from(rows.len() as u64 - inserted).unwrap_or(0);
-            sqlx::query(
+            // Owner-guarded: a process whose job was taken over writes nothing (the rollback drops its games).
+            let updated = sqlx::query(
                 "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
-                 games_skipped_existing = $4, games_failed_parse = $5 WHERE id = $1",
+                 games_skipped_existing = $4, games_failed_parse = $5 WHERE id = $1 AND owner = $6",
             )
             .bind(job_id)
             .bind(counters.games_fetched)
             .bind(imported)
             .bind(skipped)
             .bind(counters.games_failed_parse)
+            .bind(owner)
             .execute(&mut *tx)
             .await
-            .map_err(query_err(op))?;
+            .map_err(query_err(op))?
+            .rows_affected();
+            owned(updated, job_id)?;
             tx.commit().await.map_err(query_err(op))?;
             Ok(inserted)
         })
     }
 
     /// Puts an interrupted job back in the queue with its counters, to resume at the next start.
-    pub async fn requeue_job(&self, id: &str, counters: &Counters) -> Result<()> {
+    pub async fn requeue_job(&self, id: &str, owner: &str, counters: &Counters) -> Result<()> {
         self.write_counters(
             id,
+            owner,
             counters,
             Some(JobStatus::Queued),
             "requeueing an interrupted import",
@@ -405,32 +542,37 @@ impl Store {
     }
 
     /// Writes a job's counters alone (progress while no game is new).
-    pub async fn update_counters(&self, job_id: &str, counters: &Counters) -> Result<()> {
-        self.write_counters(job_id, counters, None, "writing import progress")
+    pub async fn update_counters(&self, job_id: &str, owner: &str, counters: &Counters) -> Result<()> {
+        self.write_counters(job_id, owner, counters, None, "writing import progress")
             .await
     }
 
     async fn write_counters(
         &self,
         id: &str,
+        owner: &str,
         counters: &Counters,
         status: Option<JobStatus>,
         op: &'static str,
     ) -> Result<()> {
         let sql = "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
-                   games_skipped_existing = $4, games_failed_parse = $5, status = COALESCE($6, status) \
-                   WHERE id = $1";
-        on_pool!(self, pool => sqlx::query(sql)
+                   games_skipped_existing = $4, games_failed_parse = $5, status = COALESCE($6, status), \
+                   owner = CASE WHEN $6 IS NULL THEN owner END, \
+                   lease_until = CASE WHEN $6 IS NULL THEN lease_until END \
+                   WHERE id = $1 AND owner = $7";
+        let updated = on_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .bind(counters.games_fetched)
             .bind(counters.games_imported)
             .bind(counters.games_skipped_existing)
             .bind(counters.games_failed_parse)
             .bind(status.map(JobStatus::as_str))
+            .bind(owner)
             .execute(pool)
             .await
-            .map(|_| ()))
-        .map_err(query_err(op))
+            .map(|r| r.rows_affected()))
+        .map_err(query_err(op))?;
+        owned(updated, id)
     }
 
     /// Closes the pool.

@@ -1,13 +1,19 @@
 //! Schema migrations, embedded in the binary so a deploy needs no files beside it.
 //!
-//! Each migration is idempotent (`IF NOT EXISTS`) and recorded in
-//! `importer_schema`, so starting twice, or two processes starting at once,
-//! leaves the schema as one start would. `Store::migrate` applies them.
+//! Each migration is recorded in `importer_schema` and applied once;
+//! on PostgreSQL under an advisory lock, so that processes starting at once
+//! apply it one after the other. `Store::migrate` applies them.
 
 /// Creates the table that records applied migrations.
 pub const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS importer_schema (version BIGINT PRIMARY KEY)";
 
 /// SQLite migrations, in order.
-pub const SQLITE: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+pub const SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_shared_queue.sql")),
+];
 /// PostgreSQL migrations, in order.
-pub const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+pub const POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_shared_queue.sql")),
+];

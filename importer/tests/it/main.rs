@@ -508,6 +508,14 @@ async fn interrupted_import_resumes_exactly(db: TestDb, sig: &str) {
     let imp = Importer::start(&db, &mocks, &[]).await;
     let job = imp.wait(&id).await;
     assert_eq!(job["status"], "completed", "{job}\n{}", imp.log_text());
+    if sig == "KILL" {
+        assert!(
+            imp.log_text()
+                .contains("left running by a previous run are queued again"),
+            "the same instance takes its job back at once:\n{}",
+            imp.log_text()
+        );
+    }
     assert_eq!(job["games_imported"], 2500, "{job}");
     assert_eq!(db.games_of("resumer").await, 2500);
     assert_eq!(db.distinct_games_of("resumer").await, 2500);
@@ -826,5 +834,78 @@ async fn ten_times_the_slots_at_once_queue_in_order_and_overflow_with_429() {
         stored,
         12 * 600,
         "every accepted import completed, nothing else stored"
+    );
+}
+
+/// POSTs a lichess import and expects it accepted; returns the answer.
+async fn submit(imp: &Importer, user: &str) -> serde_json::Value {
+    let (status, body) = imp
+        .post(json!({"user_id": user, "platform": "lichess", "limit": 2000}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+/// Two importer processes share one PostgreSQL queue; one is killed (-9) mid-import.
+/// The other takes over its running job when the lease expires and its queued one at once,
+/// and every game of every user is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_the_queue_and_survive_a_kill_9() {
+    let db = TestDb::postgres().await;
+    let users: Vec<MockUser> = (1..=4).map(|i| lichess(&format!("shared{i}"), 1200)).collect();
+    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
+    let env = |id| {
+        [
+            ("INSTANCE_ID", id),
+            ("MAX_CONCURRENT_IMPORTS", "1"),
+            ("IMPORT_BATCH_SIZE", "3"),
+            ("JOB_LEASE_SECS", "2"),
+            ("JOB_POLL_MILLIS", "100"),
+        ]
+    };
+    let mut a = Importer::start(&db, &mocks, &env("proc-a")).await;
+    let b = Importer::start(&db, &mocks, &env("proc-b")).await;
+    let first = submit(&a, "shared1").await;
+    let second = submit(&b, "shared2").await;
+    let third = submit(&a, "shared3").await;
+    let fourth = submit(&b, "shared4").await;
+    assert_eq!(first["status"], "running", "{first}");
+    assert_eq!(second["status"], "running", "each process runs one: {second}");
+    assert_eq!(third["queue_position"], 1, "{third}");
+    assert_eq!(
+        fourth["queue_position"], 2,
+        "positions count every process's queue: {fourth}"
+    );
+    let (_, dup) = b.post(json!({"user_id": "shared1", "platform": "lichess"})).await;
+    assert_eq!(
+        dup["import_id"], first["import_id"],
+        "one active import per user across processes"
+    );
+
+    let id_of = |v: &serde_json::Value| v["import_id"].as_str().unwrap_or_default().to_string();
+    wait_for_progress(&a, &id_of(&first)).await;
+    a.signal("KILL");
+    a.wait_exit(std::time::Duration::from_secs(5))
+        .await
+        .expect("killed");
+    let stored_at_kill = db.games_of("shared1").await;
+    assert!(stored_at_kill < 1200, "killed mid-import: {stored_at_kill}");
+
+    for (job, user) in [
+        (&first, "shared1"),
+        (&second, "shared2"),
+        (&third, "shared3"),
+        (&fourth, "shared4"),
+    ] {
+        let done = b.wait(&id_of(job)).await;
+        assert_eq!(done["status"], "completed", "{done}\n{}", b.log_text());
+        assert_eq!(done["games_imported"], 1200, "{user}: {done}");
+        assert_eq!(db.games_of(user).await, 1200, "{user}");
+        assert_eq!(db.distinct_games_of(user).await, 1200, "{user}");
+    }
+    assert!(
+        b.log_text().contains("resumed=true"),
+        "the survivor resumed the killed process's import:\n{}",
+        b.log_text()
     );
 }

@@ -147,6 +147,8 @@ impl Importer {
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("LICHESS_BASE_URL", mocks.lichess_url())
             .env("CHESSCOM_BASE_URL", mocks.chess_com_url())
+            // Stable across restarts, so a restarted importer takes its own jobs back at once.
+            .env("INSTANCE_ID", "it-main")
             .envs(env.iter().copied())
             .stdout(Stdio::from(out.try_clone().expect("log")))
             .stderr(Stdio::from(out))
