@@ -176,6 +176,17 @@ impl CellDb {
         Ok(out)
     }
 
+    /// How many games are stored, seeded ones included.
+    pub async fn stored_count(&self) -> Result<u64, Error> {
+        let n: i64 = with_conn!(self, conn => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM games")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(err("counting stored games"))?
+        });
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Every import job.
     pub async fn jobs(&self) -> Result<Vec<JobRow>, Error> {
         type Raw = (String, String, String, i64, i64, i64, Option<String>);

@@ -24,6 +24,8 @@ pub struct ImportSpec {
     pub platform: &'static str,
     /// The limit.
     pub limit: u64,
+    /// Which importer process (index into the bases) it is posted to.
+    pub instance: usize,
 }
 
 /// What happened to one import.
@@ -87,6 +89,9 @@ pub struct LoadResult {
     pub requests: Vec<RequestSummary>,
 }
 
+/// Polls of an import that found no importer answering, in a row, before it is given up.
+const UNREACHABLE_POLLS: u32 = 50;
+
 /// Why the load could not be run.
 #[derive(Debug, thiserror::Error)]
 #[error("goose: {0}")]
@@ -94,6 +99,7 @@ pub struct Error(String);
 
 struct Plan {
     specs: Vec<ImportSpec>,
+    bases: Vec<String>,
     origin: Instant,
     deadline: Instant,
     poll_every: Duration,
@@ -142,8 +148,18 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
         ..Default::default()
     };
     let body = json!({"user_id": spec.user, "platform": spec.platform, "limit": spec.limit});
-    let (status, admitted, transport) =
-        json_of(user.post_json("/api/v1/import-more-games", &body).await?).await;
+    let mut base = spec.instance % plan.bases.len().max(1);
+    let post_url = format!("{}/api/v1/import-more-games", plan.bases[base]);
+    let post = GooseRequest::builder()
+        .method(GooseMethod::Post)
+        .path(post_url.as_str())
+        .name("/api/v1/import-more-games")
+        .set_request_builder(
+            user.get_request_builder(&GooseMethod::Post, &post_url)?
+                .json(&body),
+        )
+        .build();
+    let (status, admitted, transport) = json_of(user.request(post).await?).await;
     rec.post_status = status;
     rec.admitted_as = admitted["status"].as_str().unwrap_or_default().to_string();
     rec.queue_position = admitted["queue_position"].as_u64().unwrap_or(0);
@@ -161,19 +177,25 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
         return Ok(());
     };
     rec.import_id = Some(id.clone());
-    let path = format!("/api/v1/imports/{id}");
     let mut unreachable = 0;
     loop {
         tokio::time::sleep(plan.poll_every).await;
+        let url = format!("{}/api/v1/imports/{id}", plan.bases[base]);
         let req = GooseRequest::builder()
-            .path(path.as_str())
+            .path(url.as_str())
             .name("/api/v1/imports/{id}")
             .build();
         let (code, job, _) = json_of(user.request(req).await?).await;
-        // An importer that stopped answering (killed, OOM) ends the wait early.
-        unreachable = if code == 0 { unreachable + 1 } else { 0 };
+        // Any process on the shared database knows the import: when one stops answering
+        // (killed, restarting), ask the next; when none answers for long, give up.
+        if code == 0 {
+            unreachable += 1;
+            base = (base + 1) % plan.bases.len().max(1);
+        } else {
+            unreachable = 0;
+        }
         let state = job["status"].as_str().unwrap_or_default();
-        let gone = unreachable >= 20;
+        let gone = unreachable >= UNREACHABLE_POLLS;
         if matches!(state, "completed" | "failed") || gone || Instant::now() > plan.deadline {
             rec.status = match state {
                 "completed" | "failed" => state.to_string(),
@@ -197,17 +219,22 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-/// Runs one attack: all imports requested at once against `base`, each polled to its end.
+/// Runs one attack: all imports requested at once, each to the importer its spec names
+/// among `bases`, and polled to its end.
 pub async fn run(
-    base: &str,
+    bases: &[String],
     specs: Vec<ImportSpec>,
     origin: Instant,
     timeout: Duration,
 ) -> Result<LoadResult, Error> {
     let _one_at_a_time = ATTACK.lock().await;
     let users = specs.len();
+    let Some(first) = bases.first() else {
+        return Err(Error("no importer to drive".into()));
+    };
     let plan = Arc::new(Plan {
         specs,
+        bases: bases.to_vec(),
         origin,
         deadline: Instant::now() + timeout,
         poll_every: Duration::from_millis(100),
@@ -216,7 +243,7 @@ pub async fn run(
     *PLAN.lock().map_err(|_| Error("plan lock poisoned".into()))? = Some(Arc::clone(&plan));
     // Goose keeps some fields private, so the configuration is filled in place.
     let mut config = GooseConfiguration::default();
-    config.host = Some(base.to_string());
+    config.host = Some(first.clone());
     config.users = Some(users);
     // Every user at once: the imports must overlap for memory per import to mean anything.
     config.increase_rate = Some(format!("{}", users.max(1) * 100));

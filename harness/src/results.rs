@@ -75,6 +75,29 @@ pub struct CellRun {
     pub enforced: Option<String>,
     /// Set when the cell could not be measured (importer died, oom-killed, timeout...).
     pub error: Option<String>,
+    /// The kill -9 injected by the scenario's `crash`, when it happened.
+    #[serde(default)]
+    pub crash: Option<CrashRecord>,
+    /// Importer processes on the database.
+    #[serde(default = "one_instance")]
+    pub instances: u32,
+}
+
+fn one_instance() -> u32 {
+    1
+}
+
+/// When and where the injected crash struck.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrashRecord {
+    /// Which importer (1-based).
+    pub instance: u32,
+    /// Seconds from the cell's origin.
+    pub at_secs: f64,
+    /// Games stored (seeded included) when it was killed.
+    pub stored_at_kill: u64,
+    /// Started again on the same port and INSTANCE_ID.
+    pub restarted: bool,
 }
 
 impl CellRun {

@@ -18,8 +18,8 @@ use crate::load::{self, ImportSpec};
 use crate::mock::{self, MockUser, Platform, Upstreams};
 use crate::observer::{self, Sample};
 use crate::report;
-use crate::results::{CellRun, Machine, RunResults, mib};
-use crate::scenario::{Cell, Checked, Database};
+use crate::results::{CellRun, CrashRecord, Machine, RunResults, mib};
+use crate::scenario::{Cell, Checked, Crash, Database};
 use crate::target;
 use crate::verify::{self, Expectation, Verification};
 
@@ -330,6 +330,8 @@ fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
         oom_killed: false,
         enforced: None,
         error: Some(error),
+        crash: None,
+        instances: 1,
     }
 }
 
@@ -346,6 +348,8 @@ pub fn cell_users(s: &Checked, cell: &Cell) -> Vec<(MockUser, u64, u64)> {
                 months: t.months,
                 malformed: t.malformed.clone(),
                 faults: t.faults.clone(),
+                cut_after: t.cut_after,
+                stall_after: t.stall_after,
                 ..MockUser::new(&format!("user{i}_{suffix}"), t.platform, t.games)
             };
             (user, t.stored, t.limit)
@@ -392,45 +396,120 @@ async fn measure(
     env.insert("LICHESS_BASE_URL".into(), mocks.lichess_url());
     env.insert("CHESSCOM_BASE_URL".into(), mocks.chess_com_url());
     env.extend(opts.set.clone());
-    let limit = if enforce {
-        let name = format!("{}-r{}", cell.label, repeat + 1);
-        Some(cgroup::Limit::create(&name, s.budget_bytes).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
+    let instances = s.raw.instances as usize;
     let http = reqwest::Client::new();
-    let mut server = target::Server::spawn(importer, &env, &dir.join("importer.log"), limit.as_ref())
-        .map_err(|e| e.to_string())?;
-    server
-        .wait_healthy(&http, Duration::from_secs(30))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut fleet = Fleet::default();
+    for k in 0..instances {
+        let mut env = env.clone();
+        // Each process its own stable name: a restarted one takes its own imports back at once.
+        env.insert("INSTANCE_ID".into(), format!("harness-{}", k + 1));
+        let log = if instances == 1 {
+            dir.join("importer.log")
+        } else {
+            dir.join(format!("importer-{}.log", k + 1))
+        };
+        let limit = if enforce {
+            let name = format!("{}-r{}-i{}", cell.label, repeat + 1, k + 1);
+            Some(cgroup::Limit::create(&name, s.budget_bytes).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let mut server =
+            target::Server::spawn(importer, &env, &log, limit.as_ref(), None).map_err(|e| e.to_string())?;
+        server
+            .wait_healthy(&http, Duration::from_secs(30))
+            .await
+            .map_err(|e| e.to_string())?;
+        fleet.members.push(Member {
+            server,
+            env,
+            log,
+            limit,
+        });
+    }
+    let seeded: u64 = users.iter().map(|(_, stored, _)| stored).sum();
     for (user, stored, _) in &users {
         db.seed(user, *stored).await.map_err(|e| e.to_string())?;
     }
-    let pid = server.pid();
     let origin = Instant::now();
-    let sampler = observer::Server::start(pid, origin, SAMPLE_EVERY);
+    for (k, m) in fleet.members.iter().enumerate() {
+        fleet
+            .samplers
+            .push((k, observer::Server::start(m.server.pid(), origin, SAMPLE_EVERY)));
+    }
     tokio::time::sleep(IDLE_WINDOW).await;
     let specs = users
         .iter()
-        .map(|(u, _, limit)| ImportSpec {
+        .enumerate()
+        .map(|(i, (u, _, limit))| ImportSpec {
             user: u.name.clone(),
             platform: u.platform.as_str(),
             limit: *limit,
+            instance: i % instances,
         })
         .collect();
+    let bases: Vec<String> = fleet.members.iter().map(|m| m.server.base.clone()).collect();
     let timeout = Duration::from_secs(s.raw.cell_timeout_secs);
-    let load = load::run(&server.base, specs, origin, timeout).await;
+    let load_fut = load::run(&bases, specs, origin, timeout);
+    tokio::pin!(load_fut);
+    let mut crash = None;
+    let load = match &s.raw.crash {
+        None => load_fut.await,
+        Some(c) => {
+            let strike = fleet.crash(c, &db, seeded, importer, origin, &http);
+            tokio::pin!(strike);
+            tokio::select! {
+                load = &mut load_fut => load,
+                struck = &mut strike => {
+                    crash = Some(struck?);
+                    load_fut.await
+                }
+            }
+        }
+    };
     // A moment after the last import, to see what memory is given back.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let samples = sampler.stop();
-    let peak_hwm = observer::vm_hwm(pid).unwrap_or(0);
-    let exit = server.stop(Duration::from_secs(10));
-    let oom_killed = limit.as_ref().is_some_and(|l| l.oom_kills() > 0)
-        || exit.signal == Some(libc::SIGKILL) && !exit.forced;
-    drop(limit);
+    let peak_hwm = fleet
+        .members
+        .iter()
+        .filter_map(|m| observer::vm_hwm(m.server.pid()))
+        .max()
+        .unwrap_or(0);
+    let mut timelines: Vec<(usize, Vec<Sample>)> =
+        fleet.samplers.drain(..).map(|(i, o)| (i, o.stop())).collect();
+    let killed = crash
+        .as_ref()
+        .filter(|c| !c.restarted)
+        .map(|c| c.instance as usize - 1);
+    let mut exits = Vec::new();
+    let mut oom_killed = false;
+    for (k, m) in fleet.members.into_iter().enumerate() {
+        let exit = m.server.stop(Duration::from_secs(10));
+        if Some(k) == killed {
+            continue;
+        }
+        oom_killed |= m.limit.as_ref().is_some_and(|l| l.oom_kills() > 0)
+            || exit.signal == Some(libc::SIGKILL) && !exit.forced;
+        exits.push(exit);
+    }
     let load = load.map_err(|e| e.to_string())?;
+    // The timeline and the idle level are the first process's; the peak is the highest of any.
+    let peak_sampled = timelines
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|x| x.rss))
+        .max()
+        .unwrap_or(0);
+    let idle = timelines
+        .iter()
+        .filter_map(|(_, v)| observer::median_rss(v, 0.0, IDLE_WINDOW.as_secs_f64()))
+        .max()
+        .unwrap_or(0);
+    let mut samples: Vec<Sample> = timelines
+        .iter_mut()
+        .filter(|(i, _)| *i == 0)
+        .flat_map(|(_, v)| std::mem::take(v))
+        .collect();
+    samples.sort_by(|a, b| a.t.total_cmp(&b.t));
 
     let expectations: Vec<Expectation> = users
         .iter()
@@ -445,8 +524,6 @@ async fn measure(
     let verification = verify::check(&expectations, &stored, &jobs);
     let _ = db.drop_schema().await;
 
-    let idle = observer::median_rss(&samples, 0.0, IDLE_WINDOW.as_secs_f64()).unwrap_or(0);
-    let peak_sampled = samples.iter().map(|x| x.rss).max().unwrap_or(0);
     let peak = peak_hwm.max(peak_sampled);
     let first_post = load
         .imports
@@ -464,15 +541,19 @@ async fn measure(
     let games_imported: i64 = load.imports.iter().map(|i| i.games_imported).sum();
     let error = if oom_killed {
         Some("oom-killed".to_string())
-    } else if exit.clean() {
-        None
-    } else if exit.before_sigterm {
-        Some(format!("importer died during the run ({exit:?})"))
-    } else if exit.forced {
-        Some("importer did not stop within 10 s of SIGTERM".into())
     } else {
-        Some(format!("importer exited with {exit:?} on SIGTERM"))
+        exits.iter().find(|e| !e.clean()).map(|exit| {
+            if exit.before_sigterm {
+                format!("importer died during the run ({exit:?})")
+            } else if exit.forced {
+                "importer did not stop within 10 s of SIGTERM".into()
+            } else {
+                format!("importer exited with {exit:?} on SIGTERM")
+            }
+        })
     };
+    // Imports spread over the processes in turn: the busiest runs this many.
+    let per_process = cell.imports.div_ceil(s.raw.instances).max(1);
     let run = CellRun {
         cell: cell.clone(),
         repeat,
@@ -480,7 +561,7 @@ async fn measure(
         peak_sampled,
         peak_hwm,
         peak,
-        per_import: peak.saturating_sub(idle) / u64::from(cell.imports.max(1)),
+        per_import: peak.saturating_sub(idle) / u64::from(per_process),
         samples: samples.len(),
         load_secs,
         overlap_secs: (first_end - last_post).max(0.0),
@@ -496,6 +577,67 @@ async fn measure(
         oom_killed,
         enforced: None,
         error,
+        crash,
+        instances: s.raw.instances,
     };
     Ok((run, samples))
+}
+
+/// One importer process of a cell, with what it takes to start it again.
+struct Member {
+    server: target::Server,
+    env: BTreeMap<String, String>,
+    log: PathBuf,
+    limit: Option<cgroup::Limit>,
+}
+
+/// The importer processes of a cell and their samplers (tagged with the process's index).
+#[derive(Default)]
+struct Fleet {
+    members: Vec<Member>,
+    samplers: Vec<(usize, observer::Server)>,
+}
+
+impl Fleet {
+    /// Waits until the cell's imports stored `after_games`, kills the chosen process with SIGKILL,
+    /// and starts it again when the scenario says so.
+    async fn crash(
+        &mut self,
+        c: &Crash,
+        db: &CellDb,
+        seeded: u64,
+        importer: &Path,
+        origin: Instant,
+        http: &reqwest::Client,
+    ) -> Result<CrashRecord, String> {
+        let stored_at_kill = loop {
+            let n = db.stored_count().await.map_err(|e| e.to_string())?;
+            if n >= seeded + c.after_games {
+                break n;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let k = c.instance as usize - 1;
+        let m = &mut self.members[k];
+        m.server.kill9();
+        let at_secs = origin.elapsed().as_secs_f64();
+        if c.restart {
+            let port = m.server.port();
+            let mut server = target::Server::spawn(importer, &m.env, &m.log, m.limit.as_ref(), Some(port))
+                .map_err(|e| e.to_string())?;
+            server
+                .wait_healthy(http, Duration::from_secs(30))
+                .await
+                .map_err(|e| format!("restart after the crash: {e}"))?;
+            self.samplers
+                .push((k, observer::Server::start(server.pid(), origin, SAMPLE_EVERY)));
+            m.server = server;
+        }
+        Ok(CrashRecord {
+            instance: c.instance,
+            at_secs,
+            stored_at_kill,
+            restarted: c.restart,
+        })
+    }
 }

@@ -137,6 +137,12 @@ pub struct UserTemplate {
     /// Statuses answered to the user's first requests (e.g. [429, 503]).
     #[serde(default)]
     pub faults: Vec<u16>,
+    /// lichess: the first stream breaks in the middle of the game after this many.
+    #[serde(default)]
+    pub cut_after: Option<u64>,
+    /// lichess: the first stream goes silent, without closing, after this many games.
+    #[serde(default)]
+    pub stall_after: Option<u64>,
 }
 
 fn default_limit() -> u64 {
@@ -184,6 +190,20 @@ impl Default for Upstream {
             stream: false,
         }
     }
+}
+
+/// A crash injected in every cell: one importer is killed with SIGKILL mid-import.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crash {
+    /// Kill once the database holds this many games stored by the cell's imports.
+    pub after_games: u64,
+    /// Which importer process (1-based) to kill.
+    #[serde(default = "one")]
+    pub instance: u32,
+    /// Start it again (same INSTANCE_ID, same port) once it is dead.
+    #[serde(default)]
+    pub restart: bool,
 }
 
 /// How the gate judges a scenario's cells against the baseline.
@@ -262,6 +282,12 @@ pub struct Scenario {
     /// Longest a cell may run, in seconds, before it fails.
     #[serde(default = "default_cell_timeout")]
     pub cell_timeout_secs: u64,
+    /// Importer processes sharing the one database (more than 1 needs PostgreSQL); imports go to them in turn.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// A kill -9 of one importer in the middle of every cell.
+    #[serde(default)]
+    pub crash: Option<Crash>,
     /// Tolerances of the regression gate.
     #[serde(default)]
     pub gate: Gate,
@@ -418,6 +444,14 @@ impl Checked {
                     format!("{} is not in 1..=10000 (the API's range)", u.limit),
                 ));
             }
+            if u.platform != Platform::Lichess && (u.cut_after.is_some() || u.stall_after.is_some()) {
+                let key = if u.cut_after.is_some() {
+                    "cut_after"
+                } else {
+                    "stall_after"
+                };
+                return Err(invalid(key, "cut and stalled streams are lichess faults".into()));
+            }
             if u.months == 0 || u.months > 600 {
                 return Err(invalid("months", format!("{} is not in 1..=600", u.months)));
             }
@@ -446,6 +480,37 @@ impl Checked {
         }
         if raw.cell_timeout_secs == 0 {
             return Err(invalid("cell_timeout_secs", "must be at least 1".into()));
+        }
+        if !(1..=8).contains(&raw.instances) {
+            return Err(invalid("instances", format!("{} is not in 1..=8", raw.instances)));
+        }
+        if raw.instances > 1 && raw.database != Database::Postgres {
+            return Err(invalid(
+                "instances",
+                "several importer processes share a queue only on PostgreSQL; set `database: postgres`"
+                    .into(),
+            ));
+        }
+        if let Some(c) = &raw.crash {
+            if c.after_games == 0 {
+                return Err(invalid("after_games", "must be at least 1".into()));
+            }
+            if !(1..=raw.instances).contains(&c.instance) {
+                return Err(invalid(
+                    "instance",
+                    format!(
+                        "{} is not one of the {} importer processes",
+                        c.instance, raw.instances
+                    ),
+                ));
+            }
+            if raw.instances == 1 && !c.restart {
+                return Err(invalid(
+                    "restart",
+                    "with one importer process, a crash without `restart: true` leaves no one to finish"
+                        .into(),
+                ));
+            }
         }
         let m = &raw.matrix;
         let axes: [(&str, Vec<Option<String>>); 10] = [
@@ -619,6 +684,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("s.yaml:7:") && err.contains("fics"), "{err}");
+    }
+
+    #[test]
+    fn instances_and_crashes_are_checked() {
+        let err = |extra: &str| parse(&format!("{GOOD}{extra}")).unwrap_err().to_string();
+        assert!(
+            err("instances: 2\n").starts_with("s.yaml:9: instances:")
+                && err("instances: 2\n").contains("PostgreSQL"),
+            "{}",
+            err("instances: 2\n")
+        );
+        assert!(err("database: postgres\ninstances: 9\n").contains("instances: 9 is not in 1..=8"));
+        assert!(
+            err("crash:\n  after_games: 10\n").contains("restart:"),
+            "one process needs a restart"
+        );
+        assert!(err("crash:\n  after_games: 0\n  restart: true\n").contains("after_games:"));
+        let two = "database: postgres\ninstances: 2\ncrash:\n  after_games: 10\n  instance: 3\n";
+        assert!(
+            err(two).contains("instance: 3 is not one of the 2"),
+            "{}",
+            err(two)
+        );
+        assert!(err("crash:\n  after_games: 10\n  restart: yes please\n").starts_with("s.yaml:"));
+        let cut = GOOD.replace("platform: lichess", "platform: chess.com\n      cut_after: 5");
+        assert!(parse(&cut).unwrap_err().to_string().contains("cut_after:"));
+        let ok = parse(&format!(
+            "{GOOD}database: postgres\ninstances: 2\ncrash:\n  after_games: 10\n  instance: 2\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.raw.instances, 2);
     }
 
     #[test]

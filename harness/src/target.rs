@@ -53,12 +53,13 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 impl Server {
-    /// Starts `bin` with exactly `env` (plus BIND_ADDR), output to `log`, inside `limit` when given.
+    /// Starts `bin` with exactly `env` (plus BIND_ADDR on `port`, or a free one), output to `log`, inside `limit` when given.
     pub fn spawn(
         bin: &Path,
         env: &BTreeMap<String, String>,
         log: &Path,
         limit: Option<&crate::cgroup::Limit>,
+        port: Option<u16>,
     ) -> Result<Server, Error> {
         if !bin.is_file() {
             return Err(Error::Missing(bin.to_path_buf()));
@@ -67,8 +68,16 @@ impl Server {
             bin: bin.to_path_buf(),
             source,
         };
-        let port = free_port().map_err(spawn_err)?;
-        let out = std::fs::File::create(log).map_err(spawn_err)?;
+        let port = match port {
+            Some(p) => p,
+            None => free_port().map_err(spawn_err)?,
+        };
+        // Appended: a restarted importer's log follows its predecessor's.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(spawn_err)?;
         let err = out.try_clone().map_err(spawn_err)?;
         let mut cmd = Command::new(bin);
         cmd.env_clear()
@@ -86,6 +95,21 @@ impl Server {
             base: format!("http://127.0.0.1:{port}"),
             log: log.to_path_buf(),
         })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGKILL, as a crash would, and reap it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The child's process id.

@@ -138,6 +138,12 @@ pub fn summary_markdown(results: &RunResults) -> String {
         out,
         "Peak = the kernel's VmHWM of the importer (sampled every 5 ms for the timeline); per import = (peak − idle) / imports; medians over repeats.\n"
     );
+    if let Some(n) = results.cells.iter().map(|c| c.instances).max().filter(|&n| n > 1) {
+        let _ = writeln!(
+            out,
+            "{n} importer processes share the database; imports go to them in turn. Idle and peak are the highest of any one process; per import divides by the imports one process was given.\n"
+        );
+    }
     let _ = writeln!(
         out,
         "| cell | imports | idle MiB | peak MiB | sampled peak MiB | per import MiB | spread % | games/s | wait median s | first queued waited s | wait max s | verified | budget |"
@@ -193,6 +199,7 @@ pub fn summary_markdown(results: &RunResults) -> String {
         );
     }
     effects(results, &mut out);
+    crashes(results, &mut out);
     let problems: Vec<String> = results
         .cells
         .iter()
@@ -211,4 +218,31 @@ pub fn summary_markdown(results: &RunResults) -> String {
         "\nFiles: `results.json`, `samples.csv`, `memory-timeline.png`/`.svg`, `peak-vs-config.png`/`.svg`, one folder per cell run with the importer's log."
     );
     out
+}
+
+/// The kill -9 each cell run suffered, so that a green table is read as "survived it".
+fn crashes(results: &RunResults, out: &mut String) {
+    let lines: Vec<String> = results
+        .cells
+        .iter()
+        .filter_map(|c| {
+            let k = c.crash.as_ref()?;
+            Some(format!(
+                "- {} r{}: importer {} killed with SIGKILL at {:.1} s with {} games stored, {}",
+                c.cell.label,
+                c.repeat + 1,
+                k.instance,
+                k.at_secs,
+                k.stored_at_kill,
+                if k.restarted {
+                    "restarted on the same port and INSTANCE_ID"
+                } else {
+                    "not restarted: the other processes took its imports over"
+                }
+            ))
+        })
+        .collect();
+    if !lines.is_empty() {
+        let _ = writeln!(out, "\n## Injected crashes\n\n{}", lines.join("\n"));
+    }
 }
