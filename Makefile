@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness gate run test fmt lint check-pg release
+.PHONY: harness gate faults run test fmt lint check-pg release
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -14,6 +14,11 @@ harness: release
 ## gate: the CI memory regression gate on scenarios/ci-gate.yaml against the committed baseline
 gate: release
 	./target/release/harness gate scenarios/ci-gate.yaml --baseline reports/baselines/ci-gate.json --no-progress
+
+## faults: every upstream fault and a kill -9 mid-import (SQLite), then two importers on one PostgreSQL with one killed; exact delivery or exit 1
+faults: release check-pg
+	./target/release/harness run scenarios/faults.yaml --no-progress
+	./target/release/harness run scenarios/scale-out.yaml --no-progress
 
 ## run: the importer alone, on SQLite (./importer.db), serving 127.0.0.1:8080
 run:
