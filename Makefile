@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness gate faults run test fmt lint check-pg release
+.PHONY: harness gate faults bench fuzz run test fmt lint check-pg release
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -19,6 +19,18 @@ gate: release
 faults: release check-pg
 	./target/release/harness run scenarios/faults.yaml --no-progress
 	./target/release/harness run scenarios/scale-out.yaml --no-progress
+
+## bench: criterion benchmarks: parsing against pgn-reader over the same bytes, and store rows/s on SQLite and PostgreSQL
+bench: check-pg
+	$(CARGO) bench -p importer
+
+FUZZ_SECS ?= 600
+## fuzz: the splitter + parser fuzz target for $(FUZZ_SECS) s (installs cargo-fuzz; stable toolchain via RUSTC_BOOTSTRAP)
+fuzz:
+	command -v cargo-fuzz > /dev/null || $(CARGO) install cargo-fuzz
+	mkdir -p importer/fuzz/corpus/split_parse
+	cp -n importer/tests/data/real-pgn/* importer/fuzz/corpus/split_parse/
+	cd importer/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run split_parse -- -max_total_time=$(FUZZ_SECS) -max_len=65536
 
 ## run: the importer alone, on SQLite (./importer.db), serving 127.0.0.1:8080
 run:

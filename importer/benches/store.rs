@@ -1,0 +1,123 @@
+//! Store throughput: rows per second written by `insert_batch` (one
+//! transaction per batch, as an import writes them) into SQLite and PostgreSQL.
+//!
+//! Every iteration writes rows with new ids, so no insert is skipped as a
+//! duplicate. PostgreSQL is the local server (127.0.0.1:5432, database `test`),
+//! in a schema of its own; the bench stops with a message when it is unreachable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use harness::mock::{MockUser, Platform as MockPlatform, games};
+use importer::pgn::{GameRow, parse_game};
+use importer::store::Store;
+use importer::{Counters, Job, JobStatus, Platform};
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+const OWNER: &str = "bench";
+
+fn rows(n: u64) -> Vec<GameRow> {
+    let user = MockUser::new("bench_user", MockPlatform::Lichess, n);
+    (0..n)
+        .map(|i| {
+            let pgn = games::generate(&user, 42, i).pgn;
+            parse_game(Platform::Lichess, pgn.as_bytes()).expect("synthetic games parse")
+        })
+        .collect()
+}
+
+/// A store with one claimed job, ready for `insert_batch`.
+async fn store_with_job(url: &str) -> (Store, Job) {
+    let store = Store::connect(url, 5, 2000).await.expect("database reachable");
+    let job = Job {
+        import_id: uuid::Uuid::new_v4().to_string(),
+        user_id: "bench_user".into(),
+        platform: Platform::Lichess,
+        limit: 10_000,
+        status: JobStatus::Queued,
+        counters: Counters::default(),
+        error: None,
+        created_at: chrono::Utc::now(),
+        started_at: None,
+        finished_at: None,
+    };
+    store.submit_job(&job, i64::MAX).await.expect("job recorded");
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .claim_job(OWNER, now, now + 3_600_000)
+        .await
+        .expect("claim")
+        .expect("the job just queued");
+    (store, job)
+}
+
+async fn pg_schema() -> String {
+    use sqlx::Connection;
+    let schema = format!("bench_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(PG)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {PG}: {e}"));
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("create schema");
+    format!("{PG}?options=-c%20search_path%3D{schema}")
+}
+
+fn store(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let template = rows(500);
+    let dir = std::env::temp_dir().join(format!("importer-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let sqlite = format!("sqlite://{}", dir.join("bench.db").display());
+    let pg = rt.block_on(pg_schema());
+    let next_id = AtomicU64::new(0);
+    for (db, url) in [("sqlite", sqlite), ("postgres", pg)] {
+        let (store, job) = rt.block_on(store_with_job(&url));
+        for batch in [50usize, 500] {
+            let mut group = c.benchmark_group(format!("store_{db}"));
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_function(format!("insert_batch_{batch}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut batch_rows = template[..batch].to_vec();
+                        for row in &mut batch_rows {
+                            row.provider_game_id = format!("{:08}", next_id.fetch_add(1, Ordering::Relaxed));
+                        }
+                        let started = Instant::now();
+                        let inserted = rt
+                            .block_on(store.insert_batch(
+                                &job,
+                                OWNER,
+                                &batch_rows,
+                                &Counters::default(),
+                                chrono::Utc::now(),
+                            ))
+                            .expect("insert");
+                        spent += started.elapsed();
+                        assert_eq!(inserted, batch as u64, "every row is new");
+                    }
+                    spent
+                })
+            });
+            group.finish();
+        }
+        rt.block_on(store.close());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(4));
+    targets = store
+}
+criterion_main!(benches);
