@@ -125,7 +125,11 @@ impl Batcher<'_> {
         drop(seen);
         self.counters.games_skipped_existing += (before - self.rows.len()) as i64;
 
+        let room = usize::try_from(self.remaining().max(0)).unwrap_or(usize::MAX);
         let stored: HashSet<String> = match &self.preloaded {
+            // The whole batch fits the limit: the insert itself tells which games were stored
+            // (ON CONFLICT DO NOTHING), so asking first would only cost a round trip.
+            None if self.rows.len() <= room => HashSet::new(),
             Some(known) => self
                 .rows
                 .iter()
@@ -151,7 +155,6 @@ impl Batcher<'_> {
         let before = self.rows.len();
         self.rows.retain(|r| !stored.contains(&r.provider_game_id));
         self.counters.games_skipped_existing += (before - self.rows.len()) as i64;
-        let room = usize::try_from(self.remaining().max(0)).unwrap_or(usize::MAX);
         self.rows.truncate(room);
 
         if self.rows.is_empty() {
