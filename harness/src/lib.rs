@@ -13,6 +13,7 @@ pub mod load;
 pub mod mock;
 pub mod observer;
 pub mod recommend;
+pub mod reference;
 pub mod report;
 pub mod results;
 pub mod run;

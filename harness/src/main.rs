@@ -381,6 +381,7 @@ async fn serve_mocks(
             lichess_listener: Some(bind(lichess_port)?),
             chess_com_listener: Some(bind(chesscom_port)?),
             lichess_stream: false,
+            prerender: false,
         },
     )
     .await

@@ -81,6 +81,9 @@ pub struct CellRun {
     /// Importer processes on the database.
     #[serde(default = "one_instance")]
     pub instances: u32,
+    /// pgn-reader's own rate over the same games, when the scenario asks for it.
+    #[serde(default)]
+    pub reference_parse: Option<crate::reference::ParseRate>,
 }
 
 fn one_instance() -> u32 {

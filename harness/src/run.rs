@@ -332,6 +332,7 @@ fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
         error: Some(error),
         crash: None,
         instances: 1,
+        reference_parse: None,
     }
 }
 
@@ -374,6 +375,7 @@ async fn measure(
             seed: s.raw.upstream.seed,
             lichess_games_per_sec: s.raw.upstream.pace_games_per_sec,
             lichess_stream: s.raw.upstream.stream,
+            prerender: s.raw.upstream.prerender,
             ..Default::default()
         },
     )
@@ -579,6 +581,11 @@ async fn measure(
         error,
         crash,
         instances: s.raw.instances,
+        // Measured after the importer stopped, so the two never share the CPU.
+        reference_parse: s.raw.reference_parse.then(|| {
+            let imported: Vec<(MockUser, u64)> = users.iter().map(|(u, _, l)| (u.clone(), *l)).collect();
+            crate::reference::measure(&imported, s.raw.upstream.seed)
+        }),
     };
     Ok((run, samples))
 }

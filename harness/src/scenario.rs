@@ -176,6 +176,9 @@ pub struct Upstream {
     /// Serve lichess with the streaming responder instead of wiremock (implied by a pace).
     #[serde(default)]
     pub stream: bool,
+    /// Generate every lichess game before the cell starts, so games/s measures the importer, not the generator.
+    #[serde(default)]
+    pub prerender: bool,
 }
 
 fn default_seed() -> u64 {
@@ -188,6 +191,7 @@ impl Default for Upstream {
             pace_games_per_sec: 0,
             seed: default_seed(),
             stream: false,
+            prerender: false,
         }
     }
 }
@@ -288,6 +292,9 @@ pub struct Scenario {
     /// A kill -9 of one importer in the middle of every cell.
     #[serde(default)]
     pub crash: Option<Crash>,
+    /// After each cell, time pgn-reader alone over the cell's games, to compare games/s with.
+    #[serde(default)]
+    pub reference_parse: bool,
     /// Tolerances of the regression gate.
     #[serde(default)]
     pub gate: Gate,

@@ -110,6 +110,7 @@ pub(super) enum Breakage {
 /// Selected games of one user and how to write them.
 pub(super) struct Selection {
     pub user: super::MockUser,
+    pub pgn: Option<std::sync::Arc<Vec<String>>>,
     pub breakage: Breakage,
     pub indices: Vec<u64>,
     pub json: bool,
@@ -130,6 +131,15 @@ impl Selection {
 
     /// The bytes of one selected game, as lichess writes it in the stream.
     pub fn render(&self, seed: u64, index: u64) -> String {
+        let cached = self.pgn.as_ref().filter(|_| !self.json);
+        if let Some(pgn) = cached.and_then(|all| all.get(index as usize))
+            && self.comments
+            && self.opening
+        {
+            let mut pgn = pgn.clone();
+            pgn.push_str("\n\n");
+            return pgn;
+        }
         let g = games::generate(&self.user, seed, index);
         let mut pgn = if self.comments {
             g.pgn.clone()
@@ -184,6 +194,7 @@ pub(super) fn answer(users: &Users, method: &str, url: &reqwest::Url, accept: Op
         breakage,
         indices: select(&state.user, url),
         user: state.user.clone(),
+        pgn: state.pgn.clone(),
         json: accept.is_some_and(|a| a.contains("application/x-ndjson")),
         with_pgn: flag(url, "pgnInJson").unwrap_or(false),
         comments: flag(url, "clocks").unwrap_or(false) || flag(url, "evals").unwrap_or(false),

@@ -106,6 +106,8 @@ struct UserState {
     user: MockUser,
     requests: AtomicUsize,
     streams: AtomicUsize,
+    /// Each game's PGN, generated once at start (`Options::prerender`), so serving costs no generation.
+    pgn: Option<Arc<Vec<String>>>,
 }
 
 /// A response with no games: a status and maybe a small body.
@@ -149,7 +151,7 @@ impl UserState {
 
 type Users = Arc<HashMap<String, UserState>>;
 
-fn users_of(users: &[MockUser], platform: Platform) -> Users {
+fn users_of(users: &[MockUser], platform: Platform, prerender: Option<u64>) -> Users {
     Arc::new(
         users
             .iter()
@@ -161,6 +163,9 @@ fn users_of(users: &[MockUser], platform: Platform) -> Users {
                         user: u.clone(),
                         requests: AtomicUsize::new(0),
                         streams: AtomicUsize::new(0),
+                        pgn: prerender.map(|seed| {
+                            Arc::new((0..u.games).map(|i| games::generate(u, seed, i).pgn).collect())
+                        }),
                     },
                 )
             })
@@ -178,6 +183,8 @@ pub struct Options {
     /// Serve lichess with the streaming responder even unpaced (wiremock builds each body whole,
     /// which for hundreds of imports at once costs the harness gigabytes).
     pub lichess_stream: bool,
+    /// Generate every lichess game once at start, so that serving measures the importer, not the generator.
+    pub prerender: bool,
     /// Serve lichess on this listener instead of a free port.
     pub lichess_listener: Option<std::net::TcpListener>,
     /// Serve chess.com on this listener instead of a free port.
@@ -221,7 +228,7 @@ impl Upstreams {
 
     /// Starts both mocks as `opts` says.
     pub async fn start_with(users: &[MockUser], opts: Options) -> std::io::Result<Upstreams> {
-        let lichess_users = users_of(users, Platform::Lichess);
+        let lichess_users = users_of(users, Platform::Lichess, opts.prerender.then_some(opts.seed));
         let needs_stream = users
             .iter()
             .any(|u| u.platform == Platform::Lichess && u.needs_stream());
@@ -247,7 +254,7 @@ impl Upstreams {
         let chess_com = wiremock_on(opts.chess_com_listener).await;
         Mock::given(any())
             .respond_with(chess_com::Responder {
-                users: users_of(users, Platform::ChessCom),
+                users: users_of(users, Platform::ChessCom, None),
                 seed: opts.seed,
                 base: chess_com.uri(),
             })

@@ -200,6 +200,7 @@ pub fn summary_markdown(results: &RunResults) -> String {
     }
     effects(results, &mut out);
     crashes(results, &mut out);
+    reference(results, &mut out);
     let problems: Vec<String> = results
         .cells
         .iter()
@@ -244,5 +245,32 @@ fn crashes(results: &RunResults, out: &mut String) {
         .collect();
     if !lines.is_empty() {
         let _ = writeln!(out, "\n## Injected crashes\n\n{}", lines.join("\n"));
+    }
+}
+
+/// Import throughput against pgn-reader's own parse rate over the same games.
+fn reference(results: &RunResults, out: &mut String) {
+    let lines: Vec<String> = by_cell(results)
+        .into_iter()
+        .filter_map(|(label, runs)| {
+            let rates: Vec<&crate::reference::ParseRate> =
+                runs.iter().filter_map(|r| r.reference_parse.as_ref()).collect();
+            let first = rates.first()?;
+            let parse = median_f64(rates.iter().map(|r| r.games_per_sec));
+            let import = median_f64(runs.iter().map(|r| r.games_per_sec));
+            Some(format!(
+                "| {label} | {} | {:.1} | {parse:.0} | {import:.0} | {:.1} % |",
+                first.games,
+                first.bytes as f64 / 1e6,
+                if parse > 0.0 { 100.0 * import / parse } else { 0.0 },
+            ))
+        })
+        .collect();
+    if !lines.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Against pgn-reader alone\n\npgn-reader reading the same games (a visitor that only counts moves, best of 5, after the cell, same machine) against the import's games/s (median).\n\n| cell | games | MB | pgn-reader games/s | import games/s | import / pgn-reader |\n|---|---|---|---|---|---|\n{}",
+            lines.join("\n")
+        );
     }
 }
