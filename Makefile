@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness gate faults bench fuzz run test fmt lint check-pg release
+.PHONY: harness gate faults bench fuzz allocators run test fmt lint check-pg release
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -31,6 +31,16 @@ fuzz:
 	mkdir -p importer/fuzz/corpus/split_parse
 	cp -n importer/tests/data/real-pgn/* importer/fuzz/corpus/split_parse/
 	cd importer/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run split_parse -- -max_total_time=$(FUZZ_SECS) -max_len=65536
+
+## allocators: importer-jemalloc and importer-mimalloc beside target/release/importer, for the ALLOCATOR axis (scenarios/allocators.yaml)
+allocators: release
+	$(CARGO) build --release -p importer --features jemalloc
+	cp target/release/importer target/release/importer-jemalloc
+	$(CARGO) build --release -p importer --features mimalloc
+	cp target/release/importer target/release/importer-mimalloc
+	$(CARGO) build --release -p importer
+	./target/release/importer-jemalloc --version
+	./target/release/importer-mimalloc --version
 
 ## run: the importer alone, on SQLite (./importer.db), serving 127.0.0.1:8080
 run:

@@ -398,6 +398,9 @@ async fn measure(
     env.insert("LICHESS_BASE_URL".into(), mocks.lichess_url());
     env.insert("CHESSCOM_BASE_URL".into(), mocks.chess_com_url());
     env.extend(opts.set.clone());
+    // Not an importer setting: it chooses the binary.
+    let allocator = env.remove("ALLOCATOR");
+    let importer = &importer_for(importer, allocator.as_deref())?;
     let instances = s.raw.instances as usize;
     let http = reqwest::Client::new();
     let mut fleet = Fleet::default();
@@ -647,4 +650,35 @@ impl Fleet {
             restarted: c.restart,
         })
     }
+}
+
+/// The binary of a cell: `importer-<allocator>` beside `importer` for another allocator than glibc,
+/// checked by its `--version` so that a stale or wrong build is never measured under the wrong name.
+pub fn importer_for(importer: &Path, allocator: Option<&str>) -> Result<PathBuf, String> {
+    let name = allocator.unwrap_or("glibc");
+    let bin = match name {
+        "glibc" => importer.to_path_buf(),
+        other => {
+            let file = format!(
+                "{}-{other}",
+                importer
+                    .file_name()
+                    .map_or("importer".into(), |f| f.to_string_lossy())
+            );
+            importer.with_file_name(file)
+        }
+    };
+    let out = std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{}: {e} (build it with `make allocators`)", bin.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    if !version.contains(&format!("(allocator: {name})")) {
+        return Err(format!(
+            "{} says {:?}, not allocator {name}; rebuild with `make allocators`",
+            bin.display(),
+            version.trim()
+        ));
+    }
+    Ok(bin)
 }

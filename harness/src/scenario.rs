@@ -112,6 +112,9 @@ pub struct Matrix {
     /// glibc arenas (an allocator knob, set in the importer's environment).
     #[serde(rename = "MALLOC_ARENA_MAX", default, skip_serializing_if = "Option::is_none")]
     pub malloc_arena_max: Option<Vec<u32>>,
+    /// The importer build: `glibc` (the importer binary), `jemalloc` or `mimalloc` (`importer-<name>` beside it).
+    #[serde(rename = "ALLOCATOR", default, skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<Vec<String>>,
 }
 
 /// One kind of user in the workload.
@@ -356,6 +359,9 @@ impl Cell {
     }
 }
 
+/// Allocators the importer can be built with (`make allocators`).
+pub const ALLOCATORS: [&str; 3] = ["glibc", "jemalloc", "mimalloc"];
+
 /// 1-based line of the first line that sets `key`, 0 when not found.
 fn line_of(text: &str, key: &str) -> usize {
     text.lines()
@@ -520,7 +526,7 @@ impl Checked {
             }
         }
         let m = &raw.matrix;
-        let axes: [(&str, Vec<Option<String>>); 10] = [
+        let axes: [(&str, Vec<Option<String>>); 11] = [
             ("MAX_CONCURRENT_IMPORTS", axis(&m.max_concurrent_imports)),
             ("IMPORT_BATCH_SIZE", axis(&m.import_batch_size)),
             ("EXISTING_GAMES_PAGE_SIZE", axis(&m.existing_games_page_size)),
@@ -534,6 +540,7 @@ impl Checked {
             ("WORKER_THREADS", axis(&m.worker_threads)),
             ("SQLITE_CACHE_KIB", axis(&m.sqlite_cache_kib)),
             ("MALLOC_ARENA_MAX", axis(&m.malloc_arena_max)),
+            ("ALLOCATOR", axis(&m.allocator)),
         ];
         for (key, values) in &axes {
             if values.is_empty() {
@@ -549,6 +556,17 @@ impl Checked {
             return Err(invalid(
                 "DEDUP_STRATEGY",
                 format!("{bad:?} is not `batch` or `preload`"),
+            ));
+        }
+        if let Some(bad) = m
+            .allocator
+            .iter()
+            .flatten()
+            .find(|s| !ALLOCATORS.contains(&s.as_str()))
+        {
+            return Err(invalid(
+                "ALLOCATOR",
+                format!("{bad:?} is not one of {}", ALLOCATORS.join(", ")),
             ));
         }
         if let Some(bad) = m
@@ -598,6 +616,7 @@ impl Checked {
                     ("WORKER_THREADS", "t"),
                     ("SQLITE_CACHE_KIB", "sc"),
                     ("MALLOC_ARENA_MAX", "a"),
+                    ("ALLOCATOR", ""),
                 ] {
                     if let Some(v) = env.get(k) {
                         label.push_str(&format!("-{short}{v}"));

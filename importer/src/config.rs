@@ -27,7 +27,7 @@ pub struct ConfigError {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "importer",
-    version,
+    version = crate::VERSION,
     about = "Imports chess games from lichess and chess.com into SQLite or PostgreSQL, \
              with at most MAX_CONCURRENT_IMPORTS imports at a time.",
     long_about = None,

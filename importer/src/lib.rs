@@ -14,3 +14,24 @@ pub mod store;
 pub mod upstream;
 
 pub use job::{Counters, Job, JobStatus, Platform};
+
+/// The memory allocator this binary was built with (`--features jemalloc|mimalloc`, else glibc's).
+#[cfg(feature = "jemalloc")]
+pub const ALLOCATOR: &str = "jemalloc";
+/// The memory allocator this binary was built with (`--features jemalloc|mimalloc`, else glibc's).
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+pub const ALLOCATOR: &str = "mimalloc";
+/// The memory allocator this binary was built with (`--features jemalloc|mimalloc`, else glibc's).
+#[cfg(not(any(feature = "jemalloc", feature = "mimalloc")))]
+pub const ALLOCATOR: &str = "glibc";
+
+/// `--version`: the crate version and the allocator, which the harness checks before measuring.
+pub const VERSION: &str = {
+    #[cfg(feature = "jemalloc")]
+    let v = concat!(env!("CARGO_PKG_VERSION"), " (allocator: jemalloc)");
+    #[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+    let v = concat!(env!("CARGO_PKG_VERSION"), " (allocator: mimalloc)");
+    #[cfg(not(any(feature = "jemalloc", feature = "mimalloc")))]
+    let v = concat!(env!("CARGO_PKG_VERSION"), " (allocator: glibc)");
+    v
+};

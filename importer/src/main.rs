@@ -15,6 +15,17 @@ use importer::store::Store;
 use importer::upstream::{Client, ClientConfig};
 use tracing_subscriber::EnvFilter;
 
+#[cfg(all(feature = "jemalloc", feature = "mimalloc"))]
+compile_error!("choose one allocator: the `jemalloc` and `mimalloc` features exclude each other");
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One glibc malloc arena unless MALLOC_ARENA_MAX says otherwise.
 ///
 /// glibc gives each thread that allocates its own arena, and freed memory stays
@@ -106,6 +117,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_concurrent_imports = config.max_concurrent_imports,
         import_batch_size = config.import_batch_size,
         existing_games_page_size = config.existing_games_page_size,
+        allocator = importer::ALLOCATOR,
         "listening"
     );
     let state = AppState {
