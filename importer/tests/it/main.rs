@@ -827,6 +827,15 @@ async fn ten_times_the_slots_at_once_queue_in_order_and_overflow_with_429() {
         max_active <= 2,
         "never more than 2 imports active, saw {max_active}"
     );
+    // Twenty requests, twelve imports: memory follows the slots, not the requests. This debug
+    // build peaks near 20 MiB; twelve imports each holding its whole stream (1.8 MB) would add
+    // about 22 MiB and cross the bound.
+    let peak_mib = imp.peak_rss_kib() / 1024;
+    eprintln!("peak resident memory of the debug importer: {peak_mib} MiB");
+    assert!(
+        peak_mib < 48,
+        "resident memory stays bounded: peak {peak_mib} MiB"
+    );
     let stored = db
         .count("SELECT COUNT(*) FROM games WHERE user_id LIKE $1", "burst%")
         .await;
