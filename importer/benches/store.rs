@@ -52,9 +52,22 @@ async fn store_with_job(url: &str) -> (Store, Job) {
     (store, job)
 }
 
+fn schema_name() -> String {
+    format!("bench_{}", std::process::id())
+}
+
+async fn drop_schema() {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(PG).await {
+        let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema_name()))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
 async fn pg_schema() -> String {
     use sqlx::Connection;
-    let schema = format!("bench_{}", std::process::id());
+    let schema = schema_name();
     let mut conn = sqlx::PgConnection::connect(PG)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {PG}: {e}"));
@@ -113,6 +126,7 @@ fn store(c: &mut Criterion) {
         rt.block_on(store.close());
     }
     let _ = std::fs::remove_dir_all(&dir);
+    rt.block_on(drop_schema());
 }
 
 criterion_group! {
