@@ -546,6 +546,12 @@ async fn measure(
     let games_imported: i64 = load.imports.iter().map(|i| i.games_imported).sum();
     let error = if oom_killed {
         Some("oom-killed".to_string())
+    } else if let (Some(c), None) = (&s.raw.crash, &crash) {
+        // A fault scenario whose fault never happened proves nothing: say so instead of passing.
+        Some(format!(
+            "the crash never struck: the imports ended before {} games were stored",
+            c.after_games
+        ))
     } else {
         exits.iter().find(|e| !e.clean()).map(|exit| {
             if exit.before_sigterm {
