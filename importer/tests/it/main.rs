@@ -730,6 +730,36 @@ async fn chess_com_410_fails_the_import_and_says_why() {
     assert!(job["error"].as_str().unwrap_or_default().contains("410"), "{job}");
 }
 
+/// chess.com answers 301 for a moved resource: the importer follows it, for the
+/// archive list and for every month, and imports as if it had asked the new place.
+#[tokio::test]
+async fn chess_com_301_is_followed() {
+    let db = TestDb::sqlite();
+    let mocks = Upstreams::start(&[chess_com("movedaway", 300, 3)], SEED)
+        .await
+        .expect("mocks");
+    let moved = wiremock::MockServer::start().await;
+    let target = mocks.chess_com_url();
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(move |req: &wiremock::Request| {
+            wiremock::ResponseTemplate::new(301)
+                .insert_header("location", format!("{target}{}", req.url.path()))
+        })
+        .mount(&moved)
+        .await;
+    let imp = Importer::start(&db, &mocks, &[("CHESSCOM_BASE_URL", &moved.uri())]).await;
+    let job = imp.import("movedaway", "chess.com", 1000).await;
+    assert_eq!(job["status"], "completed", "{job}\n{}", imp.log_text());
+    assert_eq!(job["games_imported"], 300, "{job}");
+    assert_eq!(db.distinct_games_of("movedaway").await, 300);
+    let redirected = moved.received_requests().await.unwrap_or_default();
+    assert!(
+        redirected.len() >= 4,
+        "the archive list and three months went through the 301: {}",
+        redirected.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connection_lost_mid_batch_is_retried_without_loss() {
     let db = TestDb::postgres().await;
