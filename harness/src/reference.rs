@@ -63,13 +63,10 @@ pub fn read_all(bytes: &[u8]) -> u64 {
 
 /// pgn-reader's rate over the newest `limit` games of each user (as the mock serves them), best of 5 passes.
 pub fn measure(users: &[(MockUser, u64)], seed: u64) -> ParseRate {
-    let mut bytes = Vec::new();
-    for (user, limit) in users {
-        for i in 0..user.games.min(*limit) {
-            bytes.extend_from_slice(games::generate(user, seed, i).pgn.as_bytes());
-            bytes.extend_from_slice(b"\n\n");
-        }
-    }
+    let bytes: Vec<u8> = users
+        .iter()
+        .flat_map(|(user, limit)| games::export(user, seed, *limit))
+        .collect();
     let mut best = f64::INFINITY;
     let mut games = 0;
     for _ in 0..5 {

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use harness::mock::{MockUser, Platform as MockPlatform, games};
 use importer::pgn::{Framed, GameRow, Splitter, parse_game};
 use importer::store::Store;
-use importer::{Counters, Job, JobStatus, Platform};
+use importer::{Counters, Platform};
+
+mod support;
 
 struct Counting;
 
@@ -70,12 +72,11 @@ const CHUNK: usize = 16 * 1024;
 const BATCH: usize = 50;
 
 fn main() {
-    let user = MockUser::new("heap_user", MockPlatform::Lichess, GAMES);
-    let mut stream = Vec::new();
-    for i in 0..GAMES {
-        stream.extend_from_slice(games::generate(&user, 42, i).pgn.as_bytes());
-        stream.extend_from_slice(b"\n\n");
-    }
+    let stream = games::export(
+        &MockUser::new("heap_user", MockPlatform::Lichess, GAMES),
+        42,
+        GAMES,
+    );
     let per_game = stream.len() / GAMES as usize;
 
     let (framed, framing) = measure(|| {
@@ -127,21 +128,7 @@ fn main() {
     let url = format!("sqlite://{}", dir.join("heap.db").display());
     let (store, job) = rt.block_on(async {
         let store = Store::connect(&url, 1, 2000).await.expect("sqlite");
-        let job = Job {
-            import_id: "heap".into(),
-            user_id: "heap_user".into(),
-            platform: Platform::Lichess,
-            limit: 10_000,
-            status: JobStatus::Queued,
-            counters: Counters::default(),
-            error: None,
-            created_at: chrono::Utc::now(),
-            started_at: None,
-            finished_at: None,
-        };
-        store.submit_job(&job, i64::MAX).await.expect("job");
-        let now = chrono::Utc::now().timestamp_millis();
-        store.claim_job("heap", now, now + 60_000).await.expect("claim");
+        let job = support::claimed_job(&store, "heap", "heap_user").await;
         // One batch first, so that the measured one finds the connection and statements warm.
         store
             .insert_batch(&job, "heap", &rows[..1], &Counters::default(), chrono::Utc::now())

@@ -1,66 +1,19 @@
 //! Parsing throughput: the importer's splitter + row parser against
-//! pgn-reader's own reading (a visitor that only counts moves) over the same
-//! bytes, so the ratio between the two is measured in one run.
+//! pgn-reader's own reading (`harness::reference`, the yardstick the perf
+//! scenarios use too) over the same bytes, so the ratio is measured in one run.
 
 use std::hint::black_box;
-use std::ops::ControlFlow;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use harness::mock::{MockUser, Platform as MockPlatform, games};
+use harness::reference::read_all;
 use importer::Platform;
 use importer::pgn::{Framed, Splitter, parse_game};
-use pgn_reader::{RawTag, Reader, SanPlus, Visitor};
 
 /// Games in the stream: a large lichess export, as the upstream sends it.
 const GAMES: u64 = 2_000;
 /// Bytes per read from the network, as reqwest hands them over.
 const CHUNK: usize = 16 * 1024;
-
-fn stream() -> Vec<u8> {
-    let user = MockUser::new("bench_user", MockPlatform::Lichess, GAMES);
-    let mut out = Vec::new();
-    for i in 0..GAMES {
-        out.extend_from_slice(games::generate(&user, 42, i).pgn.as_bytes());
-        out.extend_from_slice(b"\n\n");
-    }
-    out
-}
-
-/// pgn-reader's fastest useful reading: tags and moves seen, nothing kept.
-struct CountMoves;
-
-impl Visitor for CountMoves {
-    type Tags = ();
-    type Movetext = u32;
-    type Output = u32;
-
-    fn begin_tags(&mut self) -> ControlFlow<u32, ()> {
-        ControlFlow::Continue(())
-    }
-    fn tag(&mut self, _: &mut (), _: &[u8], _: RawTag<'_>) -> ControlFlow<u32> {
-        ControlFlow::Continue(())
-    }
-    fn begin_movetext(&mut self, _: ()) -> ControlFlow<u32, u32> {
-        ControlFlow::Continue(0)
-    }
-    fn san(&mut self, n: &mut u32, _: SanPlus) -> ControlFlow<u32> {
-        *n += 1;
-        ControlFlow::Continue(())
-    }
-    fn end_game(&mut self, n: u32) -> u32 {
-        n
-    }
-}
-
-fn pgn_reader_raw(bytes: &[u8]) -> u64 {
-    let mut reader = Reader::new(bytes);
-    let mut games = 0;
-    while let Ok(Some(plies)) = reader.read_game(&mut CountMoves) {
-        black_box(plies);
-        games += 1;
-    }
-    games
-}
 
 fn importer_split_parse(bytes: &[u8]) -> u64 {
     let mut splitter = Splitter::new();
@@ -85,8 +38,12 @@ fn importer_split_parse(bytes: &[u8]) -> u64 {
 }
 
 fn parse(c: &mut Criterion) {
-    let bytes = stream();
-    assert_eq!(pgn_reader_raw(&bytes), GAMES, "pgn-reader reads every game");
+    let bytes = games::export(
+        &MockUser::new("bench_user", MockPlatform::Lichess, GAMES),
+        42,
+        GAMES,
+    );
+    assert_eq!(read_all(&bytes), GAMES, "pgn-reader reads every game");
     assert_eq!(
         importer_split_parse(&bytes),
         GAMES,
@@ -103,7 +60,7 @@ fn parse(c: &mut Criterion) {
     ] {
         let mut group = c.benchmark_group(format!("parse_{unit}"));
         group.throughput(throughput);
-        group.bench_function("pgn_reader_raw", |b| b.iter(|| pgn_reader_raw(black_box(&bytes))));
+        group.bench_function("pgn_reader_raw", |b| b.iter(|| read_all(black_box(&bytes))));
         group.bench_function("importer_split_parse", |b| {
             b.iter(|| importer_split_parse(black_box(&bytes)))
         });

@@ -12,7 +12,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use harness::mock::{MockUser, Platform as MockPlatform, games};
 use importer::pgn::{GameRow, parse_game};
 use importer::store::Store;
-use importer::{Counters, Job, JobStatus, Platform};
+use importer::{Counters, Job, Platform};
+
+mod support;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 const OWNER: &str = "bench";
@@ -30,25 +32,7 @@ fn rows(n: u64) -> Vec<GameRow> {
 /// A store with one claimed job, ready for `insert_batch`.
 async fn store_with_job(url: &str) -> (Store, Job) {
     let store = Store::connect(url, 5, 2000).await.expect("database reachable");
-    let job = Job {
-        import_id: uuid::Uuid::new_v4().to_string(),
-        user_id: "bench_user".into(),
-        platform: Platform::Lichess,
-        limit: 10_000,
-        status: JobStatus::Queued,
-        counters: Counters::default(),
-        error: None,
-        created_at: chrono::Utc::now(),
-        started_at: None,
-        finished_at: None,
-    };
-    store.submit_job(&job, i64::MAX).await.expect("job recorded");
-    let now = chrono::Utc::now().timestamp_millis();
-    store
-        .claim_job(OWNER, now, now + 3_600_000)
-        .await
-        .expect("claim")
-        .expect("the job just queued");
+    let job = support::claimed_job(&store, OWNER, "bench_user").await;
     (store, job)
 }
 

@@ -169,6 +169,16 @@ fn fmt_clock(out: &mut String, tenths: u64, with_tenths: bool) {
     }
 }
 
+/// The newest `count` games of `user` as one PGN export (each game followed by a blank line).
+pub fn export(user: &MockUser, seed: u64, count: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..count.min(user.games) {
+        out.extend_from_slice(generate(user, seed, i).pgn.as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+    out
+}
+
 /// Generates game `index` of `user`.
 pub fn generate(user: &MockUser, seed: u64, index: u64) -> SyntheticGame {
     let mut rng = Rng::new(seed ^ hash(&user.name) ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
