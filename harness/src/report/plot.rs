@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::{Error, Timeline};
@@ -35,6 +36,31 @@ trait Draw {
 }
 
 /// Draws `what` with the backend the file's extension names.
+/// The axes every RSS timeline shares: seconds since healthy against MiB, both from 0, mesh drawn.
+fn rss_over_time<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    caption: String,
+    max_t: f64,
+    max_y: f64,
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..max_t, 0f64..max_y)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the importer was healthy")
+        .y_desc("RSS (MiB)")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    Ok(chart)
+}
+
 fn render_with<D: Draw>(path: &Path, size: (u32, u32), what: &D) -> Result<(), Error> {
     ensure_font();
     let err = plot_err(path);
@@ -70,26 +96,11 @@ impl Draw for TimelinePlot<'_> {
             .max()
             .unwrap_or(1);
         let max_y = mib(max_rss) * 1.15;
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!(
-                    "Importer RSS over time (budget {:.0} MiB, off scale when far above)",
-                    mib(self.budget)
-                ),
-                ("sans-serif", 22),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..max_t, 0f64..max_y)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the importer was healthy")
-            .y_desc("RSS (MiB)")
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(e)?;
+        let caption = format!(
+            "Importer RSS over time (budget {:.0} MiB, off scale when far above)",
+            mib(self.budget)
+        );
+        let mut chart = rss_over_time(root, caption, max_t, max_y)?;
         if mib(self.budget) <= max_y {
             chart
                 .draw_series(LineSeries::new(
@@ -451,23 +462,8 @@ impl Draw for CompareTimelinePlot<'_> {
         let all = self.before.iter().chain(self.after);
         let max_t = all.clone().map(|s| s.t).fold(1.0_f64, f64::max);
         let max_y = mib(all.map(|s| s.rss).max().unwrap_or(1)) * 1.15;
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!("RSS over time, {}: before and after", self.cell),
-                ("sans-serif", 22),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..max_t, 0f64..max_y)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the importer was healthy")
-            .y_desc("RSS (MiB)")
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(e)?;
+        let caption = format!("RSS over time, {}: before and after", self.cell);
+        let mut chart = rss_over_time(root, caption, max_t, max_y)?;
         for (name, samples, color) in [("before", self.before, BLUE), ("after", self.after, RED)] {
             chart
                 .draw_series(LineSeries::new(
