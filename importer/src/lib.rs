@@ -15,23 +15,28 @@ pub mod upstream;
 
 pub use job::{Counters, Job, JobStatus, Platform};
 
-/// The memory allocator this binary was built with (`--features jemalloc|mimalloc`, else glibc's).
+// The allocator's name as a literal, so that `concat!` can put it in the version string.
 #[cfg(feature = "jemalloc")]
-pub const ALLOCATOR: &str = "jemalloc";
-/// The memory allocator this binary was built with (`--features jemalloc|mimalloc`, else glibc's).
+macro_rules! allocator_name {
+    () => {
+        "jemalloc"
+    };
+}
 #[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
-pub const ALLOCATOR: &str = "mimalloc";
-/// The memory allocator this binary was built with (`--features jemalloc|mimalloc`, else glibc's).
+macro_rules! allocator_name {
+    () => {
+        "mimalloc"
+    };
+}
 #[cfg(not(any(feature = "jemalloc", feature = "mimalloc")))]
-pub const ALLOCATOR: &str = "glibc";
+macro_rules! allocator_name {
+    () => {
+        "glibc"
+    };
+}
+
+/// The memory allocator this binary was built with (`--features jemalloc|mimalloc`, else glibc's).
+pub const ALLOCATOR: &str = allocator_name!();
 
 /// `--version`: the crate version and the allocator, which the harness checks before measuring.
-pub const VERSION: &str = {
-    #[cfg(feature = "jemalloc")]
-    let v = concat!(env!("CARGO_PKG_VERSION"), " (allocator: jemalloc)");
-    #[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
-    let v = concat!(env!("CARGO_PKG_VERSION"), " (allocator: mimalloc)");
-    #[cfg(not(any(feature = "jemalloc", feature = "mimalloc")))]
-    let v = concat!(env!("CARGO_PKG_VERSION"), " (allocator: glibc)");
-    v
-};
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (allocator: ", allocator_name!(), ")");
