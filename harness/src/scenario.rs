@@ -734,6 +734,20 @@ mod tests {
             err(two)
         );
         assert!(err("crash:\n  after_games: 10\n  restart: yes please\n").starts_with("s.yaml:"));
+        let alloc = GOOD.replace("  IMPORT_BATCH_SIZE: [30, 50]", "  ALLOCATOR: [glibc, tcmalloc]");
+        let e = parse(&alloc).unwrap_err().to_string();
+        assert!(
+            e.starts_with("s.yaml:4: ALLOCATOR:") && e.contains("tcmalloc"),
+            "{e}"
+        );
+        let ok = GOOD.replace("  IMPORT_BATCH_SIZE: [30, 50]", "  ALLOCATOR: [glibc, jemalloc]");
+        assert!(
+            parse(&ok)
+                .unwrap()
+                .cells
+                .iter()
+                .any(|c| c.label.ends_with("-jemalloc"))
+        );
         let cut = GOOD.replace("platform: lichess", "platform: chess.com\n      cut_after: 5");
         assert!(parse(&cut).unwrap_err().to_string().contains("cut_after:"));
         let ok = parse(&format!(

@@ -212,6 +212,60 @@ async fn a_short_real_run_writes_every_report() {
     );
 }
 
+/// A kill -9 mid-import with a restart is survived with exact delivery; a crash whose
+/// threshold is never reached fails the cell instead of passing it untested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_import_is_survived_and_one_that_never_strikes_fails() {
+    let dir = temp_dir("crash");
+    let yaml = |after: u64| {
+        format!(
+            "budget: 512MB\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [1]\n  IMPORT_BATCH_SIZE: [10]\n\
+             workload:\n  users:\n    - platform: lichess\n      games: 400\n      limit: 500\n\
+             upstream:\n  pace_games_per_sec: 400\ncrash:\n  after_games: {after}\n  restart: true\n"
+        )
+    };
+    let (s, opts) = scenario_in(&dir, "struck", &yaml(100), importer_bin());
+    let outcome = run::run(&s, &opts).await.expect("run");
+    let cell = &outcome.results.cells[0];
+    let crash = cell.crash.as_ref().expect("the crash struck");
+    assert!(crash.restarted && crash.stored_at_kill >= 100, "{crash:?}");
+    assert!(cell.error.is_none(), "{:?}", cell.error);
+    assert!(cell.verification.ok, "{:?}", cell.verification.problems);
+    assert_eq!(cell.games_imported, 400);
+
+    let (s, opts) = scenario_in(&dir, "never", &yaml(100_000), importer_bin());
+    let outcome = run::run(&s, &opts).await.expect("run");
+    let cell = &outcome.results.cells[0];
+    assert!(cell.crash.is_none());
+    assert!(
+        cell.error.as_deref().is_some_and(|e| e.contains("never struck")),
+        "{:?}",
+        cell.error
+    );
+    assert!(
+        !outcome.results.passed(),
+        "an untested fault scenario does not pass"
+    );
+}
+
+/// The ALLOCATOR axis measures only a binary that says it was built with that allocator.
+#[test]
+fn an_allocator_build_is_checked_by_its_version() {
+    let bin = importer_bin();
+    assert_eq!(run::importer_for(&bin, None).expect("glibc build"), bin);
+    assert_eq!(run::importer_for(&bin, Some("glibc")).expect("glibc build"), bin);
+    let dir = temp_dir("alloc");
+    let err = run::importer_for(&dir.join("importer"), Some("jemalloc")).expect_err("not built");
+    assert!(
+        err.contains("importer-jemalloc") && err.contains("make allocators"),
+        "{err}"
+    );
+    // A glibc build under the jemalloc name is refused, not measured as jemalloc.
+    std::fs::copy(&bin, dir.join("importer-mimalloc")).expect("copy");
+    let err = run::importer_for(&dir.join("importer"), Some("mimalloc")).expect_err("wrong build");
+    assert!(err.contains("not allocator mimalloc"), "{err}");
+}
+
 #[tokio::test]
 async fn a_missing_importer_is_a_set_up_error_before_anything_starts() {
     let dir = temp_dir("missing");
