@@ -301,7 +301,7 @@ fn the_gate_fails_a_hungrier_configuration_and_passes_the_same_one() {
     std::fs::write(
         &scenario,
         "budget: 512MB\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [3]\n  IMPORT_BATCH_SIZE: [50]\n\
-         workload:\n  users:\n    - platform: lichess\n      games: 1000\n      limit: 2000\n",
+         workload:\n  users:\n    - platform: lichess\n      games: 2000\n      limit: 2000\n",
     )
     .expect("scenario");
     let importer = importer_bin();
@@ -337,7 +337,8 @@ fn the_gate_fails_a_hungrier_configuration_and_passes_the_same_one() {
         serde_json::from_slice(&std::fs::read(&baseline).expect("baseline")).expect("json");
     assert!(b.machine.cores >= 1 && b.cells.contains_key("c3-b50-p2000"));
 
-    // A batch of 10,000 holds every game of an import at once: it really costs more.
+    // A batch of 10,000 holds every game of an import at once (2,000 games, about 6 MiB): it really
+    // costs more than the gate's 3 MiB floor, even if the three imports barely overlap.
     let (code, text) = gate(&["--set", "IMPORT_BATCH_SIZE=10000"]);
     assert_eq!(code, Some(1), "{text}");
     let line = text

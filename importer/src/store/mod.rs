@@ -87,8 +87,11 @@ pub enum Submitted {
     QueueFull,
 }
 
-/// Statements per insert are capped so that SQLite's and PostgreSQL's bound-parameter limits hold.
-const ROWS_PER_INSERT: usize = 500;
+/// Rows per INSERT statement within a batch's transaction. Each statement's arguments are copied
+/// (by sqlx for its worker, then by SQLite when bound), so a statement per whole batch held
+/// about two extra copies of the batch's PGN while writing; 25 rows keep that copy small and
+/// write as fast as 500 (store bench: SQLite 24,000 rows/s either way).
+const ROWS_PER_INSERT: usize = 25;
 
 /// A pool on one of the two supported databases.
 #[derive(Clone, Debug)]
