@@ -187,12 +187,15 @@ fn parse_user(s: &str) -> Result<MockUser, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Tracing first: goose and the mocks log through it.
+    // Tracing first: goose and the mocks log through it. The harness's own queries (seeding,
+    // verifying 100,000s of rows) are slow by nature: sqlx's slow-statement warning is noise here.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,sqlx::query=error".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
