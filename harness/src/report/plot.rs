@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::combinators::{LogCoord, WithKeyPoints};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
@@ -21,6 +22,23 @@ fn ensure_font() {
             tracing::warn!("bundled font rejected; plots will have no text");
         }
     });
+}
+
+/// A log-scale axis labelled at 1, 2 and 5 of each decade: plotters' own log key points put
+/// 10 × 10 and the next decade's 100 a rounding error apart, and drew that label twice.
+fn log_axis(lo: f64, hi: f64) -> WithKeyPoints<LogCoord<f64>> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        ticks.extend(
+            [1.0, 2.0, 5.0]
+                .map(|m| m * decade)
+                .into_iter()
+                .filter(|t| (lo..=hi).contains(t)),
+        );
+        decade *= 10.0;
+    }
+    (lo..hi).log_scale().with_key_points(ticks)
 }
 
 fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
@@ -195,7 +213,7 @@ impl Draw for PeakPlot<'_> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(min_x..max_x, (min_y..budget * 1.3).log_scale())
+            .build_cartesian_2d(min_x..max_x, log_axis(min_y, budget * 1.3))
             .map_err(e)?;
         chart
             .configure_mesh()
@@ -287,7 +305,7 @@ impl Draw for CapacityPlot<'_> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d((0.8f64..max_x).log_scale(), (min_y..budget * 1.3).log_scale())
+            .build_cartesian_2d((0.8f64..max_x).log_scale(), log_axis(min_y, budget * 1.3))
             .map_err(e)?;
         chart
             .configure_mesh()
