@@ -53,7 +53,6 @@ trait Draw {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
 }
 
-/// Draws `what` with the backend the file's extension names.
 /// The axes every RSS timeline shares: seconds since healthy against MiB, both from 0, mesh drawn.
 fn rss_over_time<'a, DB: DrawingBackend>(
     root: &'a DrawingArea<DB, Shift>,
@@ -79,6 +78,7 @@ fn rss_over_time<'a, DB: DrawingBackend>(
     Ok(chart)
 }
 
+/// Draws `what` with the backend the file's extension names.
 fn render_with<D: Draw>(path: &Path, size: (u32, u32), what: &D) -> Result<(), Error> {
     ensure_font();
     let err = plot_err(path);

@@ -860,7 +860,7 @@ async fn ten_times_the_slots_at_once_queue_in_order_and_overflow_with_429() {
     // Twenty requests, twelve imports: memory follows the slots, not the requests. This debug
     // build peaks near 20 MiB; twelve imports each holding its whole stream (1.8 MB) would add
     // about 22 MiB and cross the bound.
-    let peak_mib = imp.peak_rss_kib() / 1024;
+    let peak_mib = imp.peak_rss() >> 20;
     eprintln!("peak resident memory of the debug importer: {peak_mib} MiB");
     assert!(
         peak_mib < 48,

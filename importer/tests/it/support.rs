@@ -176,15 +176,10 @@ impl Importer {
         }
     }
 
-    /// The kernel's peak resident set (`VmHWM`) of the running importer, in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
+    /// The kernel's peak resident set (`VmHWM`) of the running importer, in bytes.
+    pub fn peak_rss(&self) -> u64 {
         let pid = self.child.id().expect("importer running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status")
+        harness::observer::vm_hwm(pid).expect("VmHWM in /proc/PID/status")
     }
 
     /// Everything it printed.
