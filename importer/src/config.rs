@@ -340,6 +340,10 @@ mod tests {
         assert!(cfg.max_concurrent_imports >= 1);
         assert_eq!(cfg.database_kind, DatabaseKind::Sqlite);
         assert_eq!(cfg.db_pool_size, 2, "SQLite: one writer, two connections");
+        assert_eq!(
+            cfg.sqlite_cache_kib, 512,
+            "an import appends: a small page cache per connection"
+        );
         let pg = parse(&["--database-url", "postgres://u@h/db"]).unwrap();
         assert_eq!(pg.db_pool_size, 5);
         assert_eq!(parse(&["--db-pool-size", "7"]).unwrap().db_pool_size, 7);

@@ -266,6 +266,28 @@ fn an_allocator_build_is_checked_by_its_version() {
     assert!(err.contains("not allocator mimalloc"), "{err}");
 }
 
+/// A paced lichess stream keeps its schedule: 400 games at 4,000 games/s take about 0.1 s.
+/// A sleep per game (at least the timer's 1 ms) would take 0.4 s or more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_stream_sends_at_the_rate_asked() {
+    let user = MockUser::new("paced", Platform::Lichess, 400);
+    let opts = harness::mock::Options {
+        lichess_games_per_sec: 4000,
+        prerender: true,
+        ..Default::default()
+    };
+    let mocks = harness::mock::Upstreams::start_with(&[user], opts)
+        .await
+        .expect("mocks");
+    let url = format!("{}/api/games/user/paced?max=400", mocks.lichess_url());
+    let started = std::time::Instant::now();
+    let body = reqwest::get(&url).await.expect("GET").text().await.expect("body");
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(body.matches("[Event ").count(), 400);
+    assert!(secs >= 0.095, "not faster than asked: {secs:.3} s");
+    assert!(secs < 0.3, "400 games at 4,000/s took {secs:.3} s");
+}
+
 #[tokio::test]
 async fn a_missing_importer_is_a_set_up_error_before_anything_starts() {
     let dir = temp_dir("missing");
