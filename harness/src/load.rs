@@ -63,6 +63,30 @@ pub struct ImportRecord {
     pub wait_secs: Option<f64>,
     /// Time running (server clock: started -> finished).
     pub run_secs: Option<f64>,
+    /// When the import started running (server clock).
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished (server clock).
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The most imports running at once among `records`, from the server's start and finish times:
+/// what a cell really measured, however many it asked for. An import without both times is not counted.
+pub fn max_running(records: &[ImportRecord]) -> u32 {
+    // Ends sort before starts at the same instant: an import that starts as another ends ran after it.
+    let mut events: Vec<(DateTime<Utc>, i32)> = records
+        .iter()
+        .filter_map(|r| Some([(r.started_at?, 1), (r.finished_at?, -1)]))
+        .flatten()
+        .collect();
+    events.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in events {
+        now += step;
+        most = most.max(now);
+    }
+    u32::try_from(most).unwrap_or(0)
 }
 
 /// A summary of goose's request metrics.
@@ -113,9 +137,12 @@ fn current_plan() -> Option<Arc<Plan>> {
     PLAN.lock().ok().and_then(|p| p.clone())
 }
 
+fn time_of(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str()?.parse().ok()
+}
+
 fn secs_between(a: &Value, b: &Value) -> Option<f64> {
-    let a: DateTime<Utc> = a.as_str()?.parse().ok()?;
-    let b: DateTime<Utc> = b.as_str()?.parse().ok()?;
+    let (a, b) = (time_of(a)?, time_of(b)?);
     Some((b - a).num_milliseconds() as f64 / 1000.0)
 }
 
@@ -209,6 +236,8 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
             rec.games_failed_parse = job["games_failed_parse"].as_i64().unwrap_or(0);
             rec.wait_secs = secs_between(&job["created_at"], &job["started_at"]);
             rec.run_secs = secs_between(&job["started_at"], &job["finished_at"]);
+            rec.started_at = time_of(&job["started_at"]);
+            rec.finished_at = time_of(&job["finished_at"]);
             rec.ended_at = plan.origin.elapsed().as_secs_f64();
             break;
         }
@@ -281,4 +310,30 @@ pub async fn run(
     let mut imports = plan.records.lock().map(|r| r.clone()).unwrap_or_default();
     imports.sort_by(|a, b| a.user.cmp(&b.user));
     Ok(LoadResult { imports, requests })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ran(from_ms: i64, to_ms: i64) -> ImportRecord {
+        let at = |ms| DateTime::<Utc>::from_timestamp_millis(ms);
+        ImportRecord {
+            started_at: at(from_ms),
+            finished_at: at(to_ms),
+            ..ImportRecord::default()
+        }
+    }
+
+    #[test]
+    fn max_running_counts_overlaps_not_requests() {
+        // One after another, touching: one at a time.
+        assert_eq!(max_running(&[ran(0, 10), ran(10, 20), ran(20, 30)]), 1);
+        // Two overlap, the third after both.
+        assert_eq!(max_running(&[ran(0, 10), ran(5, 15), ran(16, 20)]), 2);
+        assert_eq!(max_running(&[ran(0, 30), ran(1, 29), ran(2, 28), ran(3, 4)]), 4);
+        // Never started: not counted.
+        assert_eq!(max_running(&[ran(0, 10), ImportRecord::default()]), 1);
+        assert_eq!(max_running(&[]), 0);
+    }
 }

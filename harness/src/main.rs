@@ -383,8 +383,7 @@ async fn serve_mocks(
             lichess_games_per_sec: pace,
             lichess_listener: Some(bind(lichess_port)?),
             chess_com_listener: Some(bind(chesscom_port)?),
-            lichess_stream: false,
-            prerender: false,
+            ..Default::default()
         },
     )
     .await

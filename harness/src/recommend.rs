@@ -321,7 +321,6 @@ async fn validate_under_limit(
     let mut v = s.clone();
     v.name = format!("{}-validation", s.name);
     v.budget_bytes = budget_bytes;
-    v.raw.upstream.stream = true;
     v.raw.cell_timeout_secs = v.raw.cell_timeout_secs.max(600);
     v.cells = vec![level_cell(config, env, n, imports)];
     let vopts = Options {

@@ -84,6 +84,12 @@ pub struct CellRun {
     /// pgn-reader's own rate over the same games, when the scenario asks for it.
     #[serde(default)]
     pub reference_parse: Option<crate::reference::ParseRate>,
+    /// The most imports running at once (server times), whatever the cell asked for.
+    #[serde(default)]
+    pub max_running: u32,
+    /// What each mock provider served: requests, 429s, most requests in flight at once.
+    #[serde(default)]
+    pub upstream: std::collections::BTreeMap<String, crate::mock::Served>,
 }
 
 fn one_instance() -> u32 {

@@ -333,6 +333,8 @@ fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
         crash: None,
         instances: 1,
         reference_parse: None,
+        max_running: 0,
+        upstream: Default::default(),
     }
 }
 
@@ -374,8 +376,9 @@ async fn measure(
         mock::Options {
             seed: s.raw.upstream.seed,
             lichess_games_per_sec: s.raw.upstream.pace_games_per_sec,
-            lichess_stream: s.raw.upstream.stream,
+            chess_com_latency: std::time::Duration::from_millis(s.raw.upstream.chesscom_latency_ms),
             prerender: s.raw.upstream.prerender,
+            policy: s.raw.upstream.policy.clone(),
             ..Default::default()
         },
     )
@@ -392,6 +395,8 @@ async fn measure(
     };
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("RUST_LOG".into(), "info,sqlx=warn".into());
+    // Both providers refuse clients that name no contact; a scenario may set its own.
+    env.insert("UPSTREAM_USER_AGENT".into(), HARNESS_USER_AGENT.into());
     env.extend(s.raw.env.clone());
     env.extend(cell.env.clone());
     env.insert("DATABASE_URL".into(), db.url());
@@ -544,8 +549,22 @@ async fn measure(
     let last_end = load.imports.iter().map(|i| i.ended_at).fold(0.0, f64::max);
     let load_secs = (last_end - first_post).max(0.0);
     let games_imported: i64 = load.imports.iter().map(|i| i.games_imported).sum();
+    let upstream = mocks.served();
+    let max_running = load::max_running(&load.imports);
+    let rate_limited: Vec<String> = upstream
+        .iter()
+        .filter(|(_, served)| served.rate_limited > 0)
+        .map(|(provider, served)| format!("{provider} {}", served.rate_limited))
+        .collect();
     let error = if oom_killed {
         Some("oom-killed".to_string())
+    } else if !rate_limited.is_empty() && !s.raw.upstream.expect_rate_limits {
+        // A 429 from a mock is one production would have served too: the settings break the rules.
+        Some(format!(
+            "the mocks served 429 Too Many Requests ({}): these settings break the providers' rules \
+             (set upstream.expect_rate_limits: true only where 429s are the point)",
+            rate_limited.join(", ")
+        ))
     } else if let (Some(c), None) = (&s.raw.crash, &crash) {
         // A fault scenario whose fault never happened proves nothing: say so instead of passing.
         Some(format!(
@@ -595,9 +614,20 @@ async fn measure(
             let imported: Vec<(MockUser, u64)> = users.iter().map(|(u, _, l)| (u.clone(), *l)).collect();
             crate::reference::measure(&imported, s.raw.upstream.seed)
         }),
+        max_running,
+        upstream,
     };
     Ok((run, samples))
 }
+
+/// The User-Agent the harness gives the importer: the mocks, like the providers, refuse one without a contact.
+pub const HARNESS_USER_AGENT: &str = concat!(
+    "chess-games-importer-harness/",
+    env!("CARGO_PKG_VERSION"),
+    " (+",
+    env!("CARGO_PKG_REPOSITORY"),
+    ")"
+);
 
 /// One importer process of a cell, with what it takes to start it again.
 struct Member {

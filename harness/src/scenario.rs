@@ -176,12 +176,18 @@ pub struct Upstream {
     /// Seed of the synthetic games.
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// Serve lichess with the streaming responder instead of wiremock (implied by a pace).
-    #[serde(default)]
-    pub stream: bool,
     /// Generate every lichess game before the cell starts, so games/s measures the importer, not the generator.
     #[serde(default)]
     pub prerender: bool,
+    /// chess.com: milliseconds before each answer, a model of its response time (0: none).
+    #[serde(default)]
+    pub chesscom_latency_ms: u64,
+    /// The providers' rules the mocks enforce (default: lichess's and chess.com's own), or `off`.
+    #[serde(default)]
+    pub policy: crate::mock::Policy,
+    /// A cell in which the mocks served a 429 fails unless this is true (fault scenarios).
+    #[serde(default)]
+    pub expect_rate_limits: bool,
 }
 
 fn default_seed() -> u64 {
@@ -193,8 +199,10 @@ impl Default for Upstream {
         Upstream {
             pace_games_per_sec: 0,
             seed: default_seed(),
-            stream: false,
             prerender: false,
+            chesscom_latency_ms: 0,
+            policy: crate::mock::Policy::default(),
+            expect_rate_limits: false,
         }
     }
 }
@@ -489,6 +497,17 @@ impl Checked {
             return Err(invalid(
                 "max_spread_pct",
                 format!("{} is not in 0..=1000", g.max_spread_pct),
+            ));
+        }
+        if let crate::mock::Policy::Enforced(rules) = &raw.upstream.policy
+            && let Some(problem) = rules.problem()
+        {
+            return Err(invalid("policy", problem));
+        }
+        if raw.upstream.chesscom_latency_ms > 60_000 {
+            return Err(invalid(
+                "chesscom_latency_ms",
+                format!("{} is not in 0..=60000", raw.upstream.chesscom_latency_ms),
             ));
         }
         if raw.cell_timeout_secs == 0 {

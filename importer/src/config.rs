@@ -102,6 +102,32 @@ pub struct RawConfig {
     /// How often a process with a free slot looks for imports queued by others, ms (50..=60000).
     #[arg(long, env = "JOB_POLL_MILLIS", default_value = "1000")]
     pub job_poll_millis: String,
+    /// lichess export streams in flight (1..=256): each running lichess import holds one. lichess
+    /// allows 2 per address and asks for 1 (lila's `api.ip.download` limit); above 2 it answers 429.
+    #[arg(long, env = "LICHESS_MAX_STREAMS", default_value = "1")]
+    pub lichess_max_streams: String,
+    /// chess.com requests in flight (1..=256): each running chess.com import makes one at a time.
+    /// chess.com: "serial access is unlimited; parallel requests may trigger 429".
+    #[arg(long, env = "CHESSCOM_MAX_REQUESTS", default_value = "1")]
+    pub chesscom_max_requests: String,
+    /// What the provider lanes count: `process` (this process's imports: each process has its own
+    /// egress address) or `database` (every process's running imports on the database: processes
+    /// that share one address).
+    #[arg(long, env = "PROVIDER_LANES_SCOPE", default_value = "process")]
+    pub provider_lanes_scope: String,
+    /// The whole User-Agent header sent to lichess and chess.com. Both providers refuse clients
+    /// that do not identify themselves with a contact: name a URL or an e-mail address.
+    #[arg(long, env = "UPSTREAM_USER_AGENT")]
+    pub upstream_user_agent: Option<String>,
+}
+
+/// What the provider lanes count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LanesScope {
+    /// This process's running imports (each process has its own egress address).
+    Process,
+    /// Every process's running imports on the shared database (one egress address for all).
+    Database,
 }
 
 /// How an import recognises games that are already stored.
@@ -167,6 +193,78 @@ pub struct Config {
     pub worker_threads: usize,
     /// SQLite page cache per connection, KiB.
     pub sqlite_cache_kib: u32,
+    /// lichess streams in flight (a lane each).
+    pub lichess_max_streams: usize,
+    /// chess.com requests in flight (a lane each).
+    pub chesscom_max_requests: usize,
+    /// What the lanes count.
+    pub lanes_scope: LanesScope,
+    /// The User-Agent header as configured; `None`: the built-in default, which names no operator.
+    pub user_agent: Option<String>,
+}
+
+impl Config {
+    /// Lanes of `platform`: imports of that provider that may run at once.
+    pub fn lanes(&self, platform: crate::job::Platform) -> usize {
+        match platform {
+            crate::job::Platform::Lichess => self.lichess_max_streams,
+            crate::job::Platform::ChessCom => self.chesscom_max_requests,
+        }
+    }
+
+    /// Warnings worth one log line each at start: settings that work but that a provider will punish.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.lichess_max_streams > 2 {
+            out.push(format!(
+                "LICHESS_MAX_STREAMS={} but lichess refuses more than 2 export streams per address \
+                 (429, then a penalty of a minute or more); use 1 or 2 unless each stream leaves from its own address",
+                self.lichess_max_streams
+            ));
+        }
+        if let Some(ua) = &self.user_agent
+            && !has_contact(ua)
+        {
+            out.push(format!(
+                "UPSTREAM_USER_AGENT={ua:?} names neither a URL nor an e-mail address: \
+                 lichess answers such clients 404 and chess.com 403"
+            ));
+        }
+        if self.user_agent.is_none() {
+            out.push(
+                "UPSTREAM_USER_AGENT is not set: the User-Agent names this software but no contact for its operator; \
+                 lichess and chess.com refuse clients they cannot reach, so set it with a URL or an e-mail address"
+                    .into(),
+            );
+        }
+        out
+    }
+}
+
+/// Whether a User-Agent names a contact: a URL or an e-mail address, the two forms lichess's and
+/// chess.com's API docs ask for.
+pub fn has_contact(user_agent: &str) -> bool {
+    user_agent.contains("http://")
+        || user_agent.contains("https://")
+        || user_agent
+            .split(|c: char| c.is_whitespace() || "()<>;,".contains(c))
+            .any(|w| {
+                w.split_once('@')
+                    .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+            })
+}
+
+fn user_agent(value: &str) -> Result<String, ConfigError> {
+    let v = value.trim();
+    // Printable ASCII only: anything else is not a valid header value everywhere.
+    if v.is_empty() || v.len() > 512 || !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(ConfigError {
+            var: "UPSTREAM_USER_AGENT",
+            value: value.to_string(),
+            accepted: "1 to 512 printable ASCII characters, naming a contact (URL or e-mail)".into(),
+        });
+    }
+    Ok(v.to_string())
 }
 
 fn int_in<T>(var: &'static str, value: &str, lo: T, hi: T) -> Result<T, ConfigError>
@@ -314,6 +412,20 @@ impl Config {
             )?),
             worker_threads: int_in("WORKER_THREADS", &raw.worker_threads, 1, 64)?,
             sqlite_cache_kib: int_in("SQLITE_CACHE_KIB", &raw.sqlite_cache_kib, 64, 1_048_576)?,
+            lichess_max_streams: int_in("LICHESS_MAX_STREAMS", &raw.lichess_max_streams, 1, 256)?,
+            chesscom_max_requests: int_in("CHESSCOM_MAX_REQUESTS", &raw.chesscom_max_requests, 1, 256)?,
+            lanes_scope: match raw.provider_lanes_scope.trim() {
+                "process" => LanesScope::Process,
+                "database" => LanesScope::Database,
+                other => {
+                    return Err(ConfigError {
+                        var: "PROVIDER_LANES_SCOPE",
+                        value: other.to_string(),
+                        accepted: "`process` or `database`".into(),
+                    });
+                }
+            },
+            user_agent: raw.upstream_user_agent.as_deref().map(user_agent).transpose()?,
         })
     }
 }
@@ -407,6 +519,72 @@ mod tests {
             parse(&["--job-poll-millis", "10"]).unwrap_err().var,
             "JOB_POLL_MILLIS"
         );
+    }
+
+    #[test]
+    fn lanes_scope_and_user_agent_are_checked() {
+        let cfg = parse(&[]).unwrap();
+        assert_eq!((cfg.lichess_max_streams, cfg.chesscom_max_requests), (1, 1));
+        assert_eq!(cfg.lanes_scope, LanesScope::Process);
+        assert!(cfg.user_agent.is_none());
+        assert!(
+            cfg.warnings().iter().any(|w| w.contains("UPSTREAM_USER_AGENT")),
+            "no contact configured: one warning naming the setting"
+        );
+        for (flag, var) in [
+            ("--lichess-max-streams", "LICHESS_MAX_STREAMS"),
+            ("--chesscom-max-requests", "CHESSCOM_MAX_REQUESTS"),
+        ] {
+            for bad in ["0", "257", "two"] {
+                assert_eq!(parse(&[flag, bad]).unwrap_err().var, var, "{bad}");
+            }
+        }
+        let three = parse(&["--lichess-max-streams", "3"]).unwrap();
+        assert!(
+            three
+                .warnings()
+                .iter()
+                .any(|w| w.contains("LICHESS_MAX_STREAMS=3"))
+        );
+        assert!(
+            parse(&[
+                "--lichess-max-streams",
+                "2",
+                "--upstream-user-agent",
+                "x (ops@example.org)"
+            ])
+            .unwrap()
+            .warnings()
+            .is_empty()
+        );
+        let anonymous = parse(&["--upstream-user-agent", "my-importer/1.0"]).unwrap();
+        assert!(
+            anonymous
+                .warnings()
+                .iter()
+                .any(|w| w.contains("neither a URL nor an e-mail"))
+        );
+        assert!(has_contact("x/1 (+https://example.org/bot)"));
+        assert!(has_contact("x/1 (ops@example.org)"));
+        assert!(!has_contact("x/1 (@handle)"));
+        assert!(has_contact(crate::upstream::USER_AGENT));
+        assert_eq!(
+            parse(&["--provider-lanes-scope", "database"])
+                .unwrap()
+                .lanes_scope,
+            LanesScope::Database
+        );
+        assert_eq!(
+            parse(&["--provider-lanes-scope", "global"]).unwrap_err().var,
+            "PROVIDER_LANES_SCOPE"
+        );
+        for bad in ["", "  ", "caf\u{e9}", "a\nb"] {
+            assert_eq!(
+                parse(&["--upstream-user-agent", bad]).unwrap_err().var,
+                "UPSTREAM_USER_AGENT",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

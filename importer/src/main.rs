@@ -86,15 +86,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(&config.database_url, config.db_pool_size, config.sqlite_cache_kib)
         .await
         .with_context(|| format!("opening {}", redact(&config.database_url)))?;
-    let client = Client::new(ClientConfig {
-        max_connections: config.http_max_connections,
-        pool_max_idle_per_host: config.http_pool_max_idle_per_host,
-        rate_limit_wait: config.rate_limit_wait,
-        backoff_base: Duration::from_millis(500),
-        read_timeout: config.read_timeout,
-        lichess_token: config.lichess_token.clone(),
-    })?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let metrics = Arc::new(Metrics::default());
+    let client = Client::new(
+        ClientConfig {
+            max_connections: config.http_max_connections,
+            lichess_lanes: config.lichess_max_streams,
+            chess_com_lanes: config.chesscom_max_requests,
+            user_agent: config.user_agent.clone(),
+            pool_max_idle_per_host: config.http_pool_max_idle_per_host,
+            rate_limit_wait: config.rate_limit_wait,
+            backoff_base: Duration::from_millis(500),
+            read_timeout: config.read_timeout,
+            lichess_token: config.lichess_token.clone(),
+        },
+        Arc::clone(&metrics),
+    )?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(ImportContext {
         store: store.clone(),

@@ -20,14 +20,17 @@ use crate::upstream::{Client, GameSource, UpstreamError};
 /// Why an import failed; the message is what the job's `error` says.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    /// The account does not exist.
-    #[error("user {user} not found on {platform}")]
+    /// The provider answered 404 with an empty body: its answer for an unknown or closed account.
+    #[error("user {user} not found on {platform} (unknown or closed account)")]
     UserNotFound {
         /// The username.
         user: String,
         /// The platform name.
         platform: &'static str,
     },
+    /// The provider refused (any status but an empty 404) or kept rate limiting: its message names it.
+    #[error(transparent)]
+    Refused(UpstreamError),
     /// Any other upstream failure.
     #[error("{platform} upstream: {source}")]
     Upstream {
@@ -240,6 +243,9 @@ async fn import_into(b: &mut Batcher<'_>) -> Result<(), ImportError> {
             user: job.user_id.clone(),
             platform,
         },
+        source @ (UpstreamError::Refused { .. } | UpstreamError::RateLimited { .. }) => {
+            ImportError::Refused(source)
+        }
         source => ImportError::Upstream { platform, source },
     };
     let mut source = GameSource::open(

@@ -2,23 +2,26 @@
 //! process; the rest wait, first come, first served, in a queue that lives in
 //! the database and that every process on it shares.
 //!
-//! A process claims the oldest queued job when it has a free slot (at once on
+//! A slot takes the oldest queued job whose provider has a free lane
+//! (`LICHESS_MAX_STREAMS`, `CHESSCOM_MAX_REQUESTS`), so a slot is never held by
+//! an import that waits for its provider. A process claims when it has a free slot (at once on
 //! a local submission or a finished import, otherwise every `JOB_POLL_MILLIS`),
 //! and holds it by a lease it renews; a job whose owner stopped renewing is
 //! claimed again by whoever looks next. Every write of a running import is
 //! guarded by its owner, so a process that lost a job writes nothing more for it.
 //! What this module keeps in memory is only the set of jobs it runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Mutex;
 
+use crate::config::LanesScope;
 use crate::job::{Counters, Job, JobStatus, Platform};
 use crate::pipeline::{ImportContext, ImportError, run_import};
-use crate::store::{StoreError, Submitted};
+use crate::store::{ClaimLanes, StoreError, Submitted};
 
 /// What a submission came to.
 #[derive(Debug)]
@@ -44,8 +47,8 @@ pub enum Admission {
 #[derive(Default)]
 struct State {
     stopping: bool,
-    /// Ids of the jobs this process runs.
-    running: HashSet<String>,
+    /// The jobs this process runs, by id.
+    running: HashMap<String, Platform>,
 }
 
 /// The slot keeper.
@@ -131,7 +134,7 @@ impl Scheduler {
         let every = self.ctx.config.job_lease / 3;
         loop {
             tokio::time::sleep(every).await;
-            let ours: HashSet<String> = self.state.lock().await.running.clone();
+            let ours: HashSet<String> = self.state.lock().await.running.keys().cloned().collect();
             if ours.is_empty() {
                 if *self.ctx.stopping.borrow() {
                     return;
@@ -156,18 +159,38 @@ impl Scheduler {
         }
     }
 
-    /// Claims queued jobs while a slot is free.
+    /// The lanes a claim may use now: free ones of this process, or the shared limits.
+    fn claim_lanes(&self, state: &State) -> ClaimLanes {
+        let lanes = |p| i64::try_from(self.ctx.config.lanes(p)).unwrap_or(i64::MAX);
+        match self.ctx.config.lanes_scope {
+            LanesScope::Database => ClaimLanes::Shared(lanes(Platform::Lichess), lanes(Platform::ChessCom)),
+            LanesScope::Process => {
+                let free = |p| {
+                    let running = state.running.values().filter(|r| **r == p).count();
+                    lanes(p) - i64::try_from(running).unwrap_or(i64::MAX)
+                };
+                ClaimLanes::Free(free(Platform::Lichess), free(Platform::ChessCom))
+            }
+        }
+    }
+
+    /// Claims queued jobs while a slot is free, each only where its provider has a free lane: no
+    /// slot is ever held by an import waiting for a lane.
     async fn fill(self: &Arc<Self>, state: &mut State) -> Vec<String> {
         let mut started = Vec::new();
         while !state.stopping && state.running.len() < self.max {
+            let lanes = self.claim_lanes(state);
+            if matches!(lanes, ClaimLanes::Free(l, c) if l <= 0 && c <= 0) {
+                break;
+            }
             match self
                 .ctx
                 .store
-                .claim_job(self.owner(), now_ms(), self.lease_until())
+                .claim_job(self.owner(), now_ms(), self.lease_until(), lanes)
                 .await
             {
                 Ok(Some(job)) => {
-                    state.running.insert(job.import_id.clone());
+                    state.running.insert(job.import_id.clone(), job.platform);
                     started.push(job.import_id.clone());
                     self.spawn(job, self.max - state.running.len());
                 }

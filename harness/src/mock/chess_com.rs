@@ -1,22 +1,22 @@
 //! chess.com published-data API: archive list, month as JSON, month as PGN.
 
 use serde_json::json;
-use wiremock::{Request, Respond, ResponseTemplate};
 
 use super::games::{self, SyntheticGame};
-use super::{MockUser, Users};
+use super::{Answer, MockUser, Plain, Users};
 
-pub(super) struct Responder {
-    pub users: Users,
-    pub seed: u64,
-    /// This server's own URL, for the archive list's absolute URLs.
-    pub base: String,
+fn json_answer(status: u16, body: String) -> Answer {
+    Answer::Whole {
+        status,
+        mime: "application/json",
+        body,
+    }
 }
 
-fn not_found(name: &str) -> ResponseTemplate {
-    ResponseTemplate::new(404).set_body_raw(
+fn not_found(name: &str) -> Answer {
+    json_answer(
+        404,
         json!({"code": 0, "message": format!("User \"{name}\" not found.")}).to_string(),
-        "application/json",
     )
 }
 
@@ -64,19 +64,24 @@ fn game_json(g: &SyntheticGame, base_tc: String) -> serde_json::Value {
     })
 }
 
-impl Respond for Responder {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let segs: Vec<&str> = req.url.path().trim_matches('/').split('/').collect();
-        let (name, rest) = match segs.as_slice() {
-            ["pub", "player", name, "games", rest @ ..] => (*name, rest),
-            _ => return ResponseTemplate::new(404),
-        };
-        let Some(state) = self.users.get(&name.to_ascii_lowercase()) else {
-            return not_found(name);
-        };
-        if let Some(fault) = state.fault() {
-            return fault.template();
-        }
+/// Routes a request as chess.com's published-data API does; `base` is the mock's own URL, for the
+/// archive list's absolute URLs.
+pub(super) fn answer(users: &Users, seed: u64, base: &str, method: &str, url: &reqwest::Url) -> Answer {
+    let segs: Vec<&str> = url.path().trim_matches('/').split('/').collect();
+    let (name, rest) = match segs.as_slice() {
+        ["pub", "player", name, "games", rest @ ..] => (*name, rest),
+        _ => return Answer::Status(Plain::status(404)),
+    };
+    if method != "GET" {
+        return Answer::Status(Plain::status(405));
+    }
+    let Some(state) = users.get(&name.to_ascii_lowercase()) else {
+        return not_found(name);
+    };
+    if let Some(fault) = state.fault() {
+        return Answer::Status(fault);
+    }
+    {
         let user = &state.user;
         let lower = user.key();
         match rest {
@@ -85,11 +90,10 @@ impl Respond for Responder {
                     .into_iter()
                     .map(|m| {
                         let (y, mo) = games::year_month(m);
-                        format!("{}/pub/player/{lower}/games/{y:04}/{mo:02}", self.base)
+                        format!("{}/pub/player/{lower}/games/{y:04}/{mo:02}", base)
                     })
                     .collect();
-                ResponseTemplate::new(200)
-                    .set_body_raw(json!({ "archives": archives }).to_string(), "application/json")
+                json_answer(200, json!({ "archives": archives }).to_string())
             }
             [year, month] | [year, month, "pgn"] => {
                 let (Ok(y), Ok(m)) = (year.parse::<i32>(), month.parse::<u32>()) else {
@@ -103,16 +107,20 @@ impl Respond for Responder {
                     // The PGN file is newest first.
                     let mut body = String::new();
                     for i in range {
-                        body.push_str(&games::generate(user, self.seed, i).pgn);
+                        body.push_str(&games::generate(user, seed, i).pgn);
                         body.push_str("\n\n");
                     }
-                    ResponseTemplate::new(200).set_body_raw(body, "application/x-chess-pgn")
+                    Answer::Whole {
+                        status: 200,
+                        mime: "application/x-chess-pgn",
+                        body,
+                    }
                 } else {
                     // The JSON month is sorted by ascending end_time.
                     let list: Vec<_> = range
                         .rev()
                         .map(|i| {
-                            let g = games::generate(user, self.seed, i);
+                            let g = games::generate(user, seed, i);
                             let tc = if g.clock.1 == 0 {
                                 g.clock.0.to_string()
                             } else {
@@ -121,8 +129,7 @@ impl Respond for Responder {
                             game_json(&g, tc)
                         })
                         .collect();
-                    ResponseTemplate::new(200)
-                        .set_body_raw(json!({ "games": list }).to_string(), "application/json")
+                    json_answer(200, json!({ "games": list }).to_string())
                 }
             }
             _ => not_found(name),

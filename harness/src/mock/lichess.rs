@@ -1,15 +1,9 @@
 //! `GET /api/games/user/{username}`: PGN or NDJSON, filtered and ordered as lichess does.
 
 use serde_json::json;
-use wiremock::{Request, Respond, ResponseTemplate};
 
 use super::games::{self, SyntheticGame};
-use super::{Plain, Users, flag};
-
-pub(super) struct Responder {
-    pub users: Users,
-    pub seed: u64,
-}
+use super::{Answer, Plain, Users, flag};
 
 /// Which games a query selects, by index (0 = newest), in the order served.
 pub fn select(user: &super::MockUser, url: &reqwest::Url) -> Vec<u64> {
@@ -86,14 +80,6 @@ fn ndjson(g: &SyntheticGame, with_pgn: Option<&str>) -> String {
     let mut line = obj.to_string();
     line.push('\n');
     line
-}
-
-/// What the lichess API answers to a request, before it is delivered.
-pub(super) enum Answer {
-    /// A bare status (404, 405, or an injected fault).
-    Status(Plain),
-    /// Games to send, in this order, in this format.
-    Games(Selection),
 }
 
 /// How the stream of this answer misbehaves, if it does.
@@ -200,22 +186,6 @@ pub(super) fn answer(users: &Users, method: &str, url: &reqwest::Url, accept: Op
         comments: flag(url, "clocks").unwrap_or(false) || flag(url, "evals").unwrap_or(false),
         opening: flag(url, "opening").unwrap_or(false),
     })
-}
-
-impl Respond for Responder {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let accept = req.headers.get("accept").and_then(|v| v.to_str().ok());
-        match answer(&self.users, req.method.as_str(), &req.url, accept) {
-            Answer::Status(plain) => plain.template(),
-            Answer::Games(sel) => {
-                let mut body = String::new();
-                for &i in &sel.indices {
-                    body.push_str(&sel.render(self.seed, i));
-                }
-                ResponseTemplate::new(200).set_body_raw(body, sel.mime())
-            }
-        }
-    }
 }
 
 #[cfg(test)]

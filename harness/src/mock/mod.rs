@@ -1,25 +1,25 @@
-//! Mock lichess and chess.com, faithful to `shared/UPSTREAM.md`, on wiremock.
+//! Mock lichess and chess.com, faithful to `shared/UPSTREAM.md`, rules included.
 //!
-//! Each provider is one wiremock server whose single responder routes by
-//! path, so that query parameters (`max`, `since`, `until`, `sort`), the
-//! `Accept` header and per-user faults behave as the real API does. Request
-//! recording is off: wiremock would otherwise keep every request for the
-//! life of the server. wiremock sends each response whole; the paced stream
-//! (lichess's ~20 games a second) is the job of `stream.rs`, which gives the
-//! same answers through `lichess::answer`.
+//! Each provider is one small server (`serve.rs`) that first applies the
+//! provider's rules (`policy.rs`: streams in flight, the penalty after a 429,
+//! the User-Agent), then routes by path in `lichess::answer` or
+//! `chess_com::answer`, so that query parameters (`max`, `since`, `until`,
+//! `sort`), the `Accept` header and per-user faults behave as the real API
+//! does. The servers keep counts of what they served, never the requests.
 
 mod chess_com;
 pub mod games;
 mod lichess;
-mod stream;
+pub mod policy;
+mod serve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
-use wiremock::matchers::any;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub use policy::{Policy, Rules, Served};
 
 /// A game provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,11 +78,6 @@ impl MockUser {
         }
     }
 
-    /// Whether serving this user needs the streaming responder (wiremock cannot cut or stall a body).
-    pub fn needs_stream(&self) -> bool {
-        self.cut_after.is_some() || self.stall_after.is_some()
-    }
-
     /// The name as shown in PGN.
     pub fn display_name(&self) -> String {
         self.name.clone()
@@ -121,15 +116,23 @@ impl Plain {
     fn status(status: u16) -> Plain {
         Plain { status, body: None }
     }
+}
 
-    /// As a wiremock response.
-    fn template(&self) -> ResponseTemplate {
-        let t = ResponseTemplate::new(self.status);
-        match self.body {
-            Some((body, mime)) => t.set_body_raw(body, mime),
-            None => t,
-        }
-    }
+/// What a provider answers to a request, before it is delivered.
+enum Answer {
+    /// A bare status (404, 405, or an injected fault), maybe with a small body.
+    Status(Plain),
+    /// A whole body (chess.com's JSON and month PGN).
+    Whole {
+        /// HTTP status.
+        status: u16,
+        /// Content type.
+        mime: &'static str,
+        /// The body.
+        body: String,
+    },
+    /// lichess games to stream, in this order, in this format.
+    Games(lichess::Selection),
 }
 
 impl UserState {
@@ -138,13 +141,16 @@ impl UserState {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
         let status = *self.user.faults.get(n)?;
         let mut resp = Plain::status(status);
-        if status == 429 && self.user.platform == Platform::Lichess {
+        resp.body = match (self.user.platform, status) {
             // lichess sends no Retry-After; this body is what it says.
-            resp.body = Some((
-                r#"{"error":"Please only run 1 request(s) at a time"}"#,
-                "application/json",
-            ));
-        }
+            (Platform::Lichess, 429) => Some((policy::LICHESS_429_BODY, "application/json")),
+            // chess.com answers its errors with a JSON object; a 404 for an existing account says this.
+            (Platform::ChessCom, 404 | 500..=599) => {
+                Some((policy::CHESS_COM_INTERNAL_ERROR, "application/json"))
+            }
+            // lichess's closed account, and the rest: an empty body.
+            _ => None,
+        };
         Some(resp)
     }
 }
@@ -180,41 +186,65 @@ pub struct Options {
     pub seed: u64,
     /// lichess games per second per stream; 0 is unpaced.
     pub lichess_games_per_sec: u32,
-    /// Serve lichess with the streaming responder even unpaced (wiremock builds each body whole,
-    /// which for hundreds of imports at once costs the harness gigabytes).
-    pub lichess_stream: bool,
+    /// chess.com: time before each answer, a model of its response time (0: none).
+    pub chess_com_latency: std::time::Duration,
     /// Generate every lichess game once at start, so that serving measures the importer, not the generator.
     pub prerender: bool,
+    /// The providers' rules, or `Policy::Off`.
+    pub policy: Policy,
     /// Serve lichess on this listener instead of a free port.
     pub lichess_listener: Option<std::net::TcpListener>,
     /// Serve chess.com on this listener instead of a free port.
     pub chess_com_listener: Option<std::net::TcpListener>,
 }
 
-enum Lichess {
-    Wiremock(MockServer),
-    Streaming {
-        base: String,
-        task: tokio::task::JoinHandle<()>,
-    },
+struct Server {
+    base: String,
+    task: tokio::task::JoinHandle<()>,
+    enforcer: Arc<policy::Enforcer>,
 }
 
 /// Both mock providers, running; they stop when this is dropped.
 pub struct Upstreams {
-    lichess: Lichess,
-    chess_com: MockServer,
+    lichess: Server,
+    chess_com: Server,
 }
 
-async fn wiremock_on(listener: Option<std::net::TcpListener>) -> MockServer {
-    let mut builder = MockServer::builder().disable_request_recording();
-    if let Some(l) = listener {
-        builder = builder.listener(l);
-    }
-    builder.start().await
+async fn start_server(
+    platform: Platform,
+    listener: Option<std::net::TcpListener>,
+    users: Users,
+    opts: &Options,
+) -> std::io::Result<Server> {
+    let listener = match listener {
+        Some(l) => l,
+        None => std::net::TcpListener::bind("127.0.0.1:0")?,
+    };
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let enforcer = Arc::new(policy::Enforcer::new(platform, &opts.policy));
+    let per_sec = opts.lichess_games_per_sec;
+    let latency = opts.chess_com_latency;
+    let task = serve::serve(
+        listener,
+        serve::Shared {
+            platform,
+            users,
+            seed: opts.seed,
+            pace: (platform == Platform::Lichess && per_sec > 0)
+                .then(|| std::time::Duration::from_secs_f64(1.0 / f64::from(per_sec))),
+            latency: (platform == Platform::ChessCom && !latency.is_zero()).then_some(latency),
+            base: base.clone(),
+            enforcer: Arc::clone(&enforcer),
+        },
+    )
+    .await?;
+    Ok(Server { base, task, enforcer })
 }
 
 impl Upstreams {
-    /// Starts both mocks on free loopback ports, unpaced.
+    /// Starts both mocks on free loopback ports, unpaced, enforcing the providers' rules.
     pub async fn start(users: &[MockUser], seed: u64) -> std::io::Result<Upstreams> {
         Self::start_with(
             users,
@@ -227,61 +257,42 @@ impl Upstreams {
     }
 
     /// Starts both mocks as `opts` says.
-    pub async fn start_with(users: &[MockUser], opts: Options) -> std::io::Result<Upstreams> {
+    pub async fn start_with(users: &[MockUser], mut opts: Options) -> std::io::Result<Upstreams> {
         let lichess_users = users_of(users, Platform::Lichess, opts.prerender.then_some(opts.seed));
-        let needs_stream = users
-            .iter()
-            .any(|u| u.platform == Platform::Lichess && u.needs_stream());
-        let lichess = if opts.lichess_games_per_sec > 0 || opts.lichess_stream || needs_stream {
-            let listener = match opts.lichess_listener {
-                Some(l) => l,
-                None => std::net::TcpListener::bind("127.0.0.1:0")?,
-            };
-            let (base, task) =
-                stream::serve(listener, lichess_users, opts.seed, opts.lichess_games_per_sec).await?;
-            Lichess::Streaming { base, task }
-        } else {
-            let server = wiremock_on(opts.lichess_listener).await;
-            Mock::given(any())
-                .respond_with(lichess::Responder {
-                    users: lichess_users,
-                    seed: opts.seed,
-                })
-                .mount(&server)
-                .await;
-            Lichess::Wiremock(server)
-        };
-        let chess_com = wiremock_on(opts.chess_com_listener).await;
-        Mock::given(any())
-            .respond_with(chess_com::Responder {
-                users: users_of(users, Platform::ChessCom, None),
-                seed: opts.seed,
-                base: chess_com.uri(),
-            })
-            .mount(&chess_com)
-            .await;
-        Ok(Upstreams { lichess, chess_com })
+        let chess_com_users = users_of(users, Platform::ChessCom, None);
+        let (l, c) = (opts.lichess_listener.take(), opts.chess_com_listener.take());
+        Ok(Upstreams {
+            lichess: start_server(Platform::Lichess, l, lichess_users, &opts).await?,
+            chess_com: start_server(Platform::ChessCom, c, chess_com_users, &opts).await?,
+        })
     }
 
     /// Base URL to give the importer as LICHESS_BASE_URL.
     pub fn lichess_url(&self) -> String {
-        match &self.lichess {
-            Lichess::Wiremock(s) => s.uri(),
-            Lichess::Streaming { base, .. } => base.clone(),
-        }
+        self.lichess.base.clone()
     }
 
     /// Base URL to give the importer as CHESSCOM_BASE_URL.
     pub fn chess_com_url(&self) -> String {
-        self.chess_com.uri()
+        self.chess_com.base.clone()
+    }
+
+    /// What each provider served so far: requests, 429s, most requests in flight at once.
+    pub fn served(&self) -> std::collections::BTreeMap<String, Served> {
+        [
+            (Platform::Lichess, &self.lichess),
+            (Platform::ChessCom, &self.chess_com),
+        ]
+        .into_iter()
+        .map(|(p, s)| (p.as_str().to_string(), s.enforcer.served()))
+        .collect()
     }
 }
 
 impl Drop for Upstreams {
     fn drop(&mut self) {
-        if let Lichess::Streaming { task, .. } = &self.lichess {
-            task.abort();
-        }
+        self.lichess.task.abort();
+        self.chess_com.task.abort();
     }
 }
 

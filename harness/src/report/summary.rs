@@ -146,9 +146,9 @@ pub fn summary_markdown(results: &RunResults) -> String {
     }
     let _ = writeln!(
         out,
-        "| cell | imports | idle MiB | peak MiB | sampled peak MiB | per import MiB | spread % | games/s | wait median s | first queued waited s | wait max s | verified | budget |"
+        "| cell | imports | ran at once | idle MiB | peak MiB | sampled peak MiB | per import MiB | spread % | games/s | wait median s | first queued waited s | wait max s | verified | budget |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, runs) in by_cell(results) {
         let good: Vec<&CellRun> = runs.iter().copied().filter(|r| r.error.is_none()).collect();
         let med = |f: fn(&CellRun) -> u64| median(good.iter().map(|r| f(r)));
@@ -178,9 +178,10 @@ pub fn summary_markdown(results: &RunResults) -> String {
         let verified = runs.iter().all(|r| r.verification.ok);
         let fits = runs.iter().all(|r| r.fits_budget);
         let errors: Vec<&str> = runs.iter().filter_map(|r| r.error.as_deref()).collect();
+        let ran = runs.iter().map(|r| r.max_running).min().unwrap_or(0);
         let _ = writeln!(
             out,
-            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} | {wait_median:.1} | {first_queued} | {:.1} | {} | {}{} |",
+            "| {label} | {} | {ran} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} | {wait_median:.1} | {first_queued} | {:.1} | {} | {}{} |",
             runs.first().map_or(0, |r| r.cell.imports),
             mib(med(|r| r.idle_rss)),
             mib(med(|r| r.peak_hwm)),
@@ -198,6 +199,8 @@ pub fn summary_markdown(results: &RunResults) -> String {
             },
         );
     }
+    concurrency(results, &mut out);
+    upstream(results, &mut out);
     effects(results, &mut out);
     crashes(results, &mut out);
     reference(results, &mut out);
@@ -219,6 +222,81 @@ pub fn summary_markdown(results: &RunResults) -> String {
         "\nFiles: `results.json`, `samples.csv`, `memory-timeline.png`/`.svg`, `peak-vs-config.png`/`.svg`, one folder per cell run with the importer's log."
     );
     out
+}
+
+/// Cells that asked for more imports at once than ran at once: their peak is not the figure their
+/// label suggests, so the summary says it before anyone reads it as one.
+fn concurrency(results: &RunResults, out: &mut String) {
+    let lines: Vec<String> = by_cell(results)
+        .into_iter()
+        .filter_map(|(label, runs)| {
+            let asked = runs.first()?.cell.imports;
+            let ran = runs.iter().map(|r| r.max_running).min()?;
+            (ran < asked).then(|| {
+                let mostly = if u64::from(ran) * 2 <= u64::from(asked) {
+                    "mostly queued: this cell is not a measurement of that many imports at once"
+                } else {
+                    "some queued"
+                };
+                format!(
+                    "- {label}: {asked} imports requested, at most {ran} ran at once (slots or provider lanes); {mostly}"
+                )
+            })
+        })
+        .collect();
+    if !lines.is_empty() {
+        let _ = writeln!(
+            out,
+            "
+## Imports that queued
+
+{}",
+            lines.join(
+                "
+"
+            )
+        );
+    }
+}
+
+/// What the mock providers served: requests, 429s, most requests in flight at once (medians for
+/// requests, the worst run for the rest).
+fn upstream(results: &RunResults, out: &mut String) {
+    let providers = ["lichess", "chess.com"];
+    let mut lines = Vec::new();
+    for (label, runs) in by_cell(results) {
+        let mut cols = Vec::new();
+        for p in providers {
+            let served: Vec<crate::mock::Served> =
+                runs.iter().filter_map(|r| r.upstream.get(p).copied()).collect();
+            if served.is_empty() {
+                cols.push("– | – | –".to_string());
+                continue;
+            }
+            cols.push(format!(
+                "{} | {} | {}",
+                median(served.iter().map(|s| s.requests)),
+                served.iter().map(|s| s.rate_limited).max().unwrap_or(0),
+                served.iter().map(|s| s.max_in_flight).max().unwrap_or(0),
+            ));
+        }
+        lines.push(format!("| {label} | {} |", cols.join(" | ")));
+    }
+    if results.cells.iter().all(|c| c.upstream.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "
+## What the providers served
+
+The mocks enforce lichess's and chess.com's rules unless the scenario says `upstream.policy: off`. Requests: median; 429s and most in flight at once: the worst run.
+
+| cell | lichess requests | lichess 429s | lichess most in flight | chess.com requests | chess.com 429s | chess.com most in flight |
+|---|---|---|---|---|---|---|
+{}",
+        lines.join("\n")
+    );
 }
 
 /// The kill -9 each cell run suffered, so that a green table is read as "survived it".

@@ -281,7 +281,12 @@ async fn a_paced_stream_sends_at_the_rate_asked() {
         .expect("mocks");
     let url = format!("{}/api/games/user/paced?max=400", mocks.lichess_url());
     let started = std::time::Instant::now();
-    let body = reqwest::get(&url).await.expect("GET").text().await.expect("body");
+    // The mocks, like lichess, refuse a client that names no contact.
+    let http = reqwest::Client::builder()
+        .user_agent(harness::run::HARNESS_USER_AGENT)
+        .build()
+        .expect("client");
+    let body = http.get(&url).send().await.expect("GET").text().await.expect("body");
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(body.matches("[Event ").count(), 400);
     assert!(secs >= 0.095, "not faster than asked: {secs:.3} s");

@@ -75,6 +75,17 @@ fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 /// Advisory lock keys (arbitrary constants, the same in every process).
 const MIGRATION_LOCK: i64 = 0x1e55_0001;
 const SUBMIT_LOCK: i64 = 0x1e55_0002;
+const CLAIM_LOCK: i64 = 0x1e55_0003;
+
+/// Which providers a claim may take an import of: the provider lanes as the claim statement sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimLanes {
+    /// Lanes free in the claiming process: (lichess, chess.com). A provider with 0 is skipped.
+    Free(i64, i64),
+    /// Lanes shared by every process on the database: (lichess, chess.com) limits, compared in the
+    /// statement with the running imports of that provider whose lease holds.
+    Shared(i64, i64),
+}
 
 /// What recording a new job came to.
 #[derive(Debug, PartialEq)]
@@ -295,36 +306,70 @@ impl Store {
         })
     }
 
-    /// Takes the oldest queued job, or a running one whose lease expired, for `owner` until `lease_until` (Unix ms).
-    pub async fn claim_job(&self, owner: &str, now_ms: i64, lease_until: i64) -> Result<Option<Job>> {
-        let sql = match self {
-            Store::Sqlite(_) => format!(
-                "UPDATE import_jobs SET status = 'running', owner = $1, lease_until = $2, \
-                 started_at = COALESCE(started_at, $3) \
-                 WHERE id = (SELECT id FROM import_jobs WHERE status = 'queued' \
-                   OR (status = 'running' AND COALESCE(lease_until, 0) < $4) ORDER BY rowid LIMIT 1) \
-                 RETURNING {JOB_COLUMNS}"
-            ),
+    /// Takes the oldest queued job whose provider has a free lane (or a running one whose lease expired)
+    /// for `owner` until `lease_until` (Unix ms).
+    ///
+    /// The lane test is part of the statement: with [`ClaimLanes::Shared`] it counts every process's
+    /// running imports of the provider, under an advisory lock on PostgreSQL so that two processes
+    /// claiming at once cannot both take the last lane.
+    pub async fn claim_job(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until: i64,
+        lanes: ClaimLanes,
+    ) -> Result<Option<Job>> {
+        let (order, skip_locked) = match self {
+            Store::Sqlite(_) => ("rowid", ""),
             // SKIP LOCKED: processes claiming at once each take a different job, none waits.
-            Store::Postgres(_) => format!(
-                "UPDATE import_jobs SET status = 'running', owner = $1, lease_until = $2, \
-                 started_at = COALESCE(started_at, $3) \
-                 WHERE id = (SELECT id FROM import_jobs WHERE status = 'queued' \
-                   OR (status = 'running' AND COALESCE(lease_until, 0) < $4) ORDER BY seq LIMIT 1 \
-                   FOR UPDATE SKIP LOCKED) \
-                 RETURNING {JOB_COLUMNS}"
-            ),
+            Store::Postgres(_) => ("seq", "FOR UPDATE SKIP LOCKED"),
         };
+        let (lichess, chess_com, shared) = match lanes {
+            ClaimLanes::Free(l, c) => (l, c, false),
+            ClaimLanes::Shared(l, c) => (l, c, true),
+        };
+        // Lanes in use: none to subtract when the caller counted its own free lanes.
+        let in_use = |platform: &str| {
+            if shared {
+                format!(
+                    "(SELECT COUNT(*) FROM import_jobs r WHERE r.status = 'running' \
+                     AND r.platform = '{platform}' AND COALESCE(r.lease_until, 0) >= $4)"
+                )
+            } else {
+                "0".to_string()
+            }
+        };
+        let sql = format!(
+            "UPDATE import_jobs SET status = 'running', owner = $1, lease_until = $2, \
+             started_at = COALESCE(started_at, $3) \
+             WHERE id = (SELECT id FROM import_jobs WHERE (status = 'queued' \
+               OR (status = 'running' AND COALESCE(lease_until, 0) < $4)) \
+               AND ((platform = 'lichess' AND $5 > {}) OR (platform = 'chess.com' AND $6 > {})) \
+               ORDER BY {order} LIMIT 1 {skip_locked}) \
+             RETURNING {JOB_COLUMNS}",
+            in_use("lichess"),
+            in_use("chess.com"),
+        );
+        let lock = (matches!(lanes, ClaimLanes::Shared(..)) && matches!(self, Store::Postgres(_)))
+            .then_some(CLAIM_LOCK);
         let started = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+        let op = "claiming a queued import";
         on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_err(op))?;
+            if let Some(key) = lock {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await.map_err(query_err(op))?;
+            }
             let row = sqlx::query(&sql)
                 .bind(owner)
                 .bind(lease_until)
                 .bind(started)
                 .bind(now_ms)
-                .fetch_optional(pool)
+                .bind(lichess)
+                .bind(chess_com)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(query_err("claiming a queued import"))?;
+                .map_err(query_err(op))?;
+            tx.commit().await.map_err(query_err(op))?;
             row.as_ref().map(job_from_row).transpose()
         })
     }
@@ -348,7 +393,9 @@ impl Store {
             .map_err(query_err("requeueing imports left running"))
     }
 
-    /// Place of a queued job (1 = next), across every process; 0 when it is not queued.
+    /// Place of a queued job among the queued imports of its provider (1 = next), across every
+    /// process; 0 when it is not queued. Imports of the other provider do not wait for the same lane,
+    /// so they are not counted.
     pub async fn queue_position(&self, id: &str) -> Result<i64> {
         let order = match self {
             Store::Sqlite(_) => "rowid",
@@ -356,7 +403,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT COUNT(*) FROM import_jobs q JOIN import_jobs me ON q.{order} <= me.{order} \
-             WHERE me.id = $1 AND me.status = 'queued' AND q.status = 'queued'"
+             WHERE me.id = $1 AND me.status = 'queued' AND q.status = 'queued' AND q.platform = me.platform"
         );
         on_pool!(self, pool => sqlx::query_scalar(&sql).bind(id).fetch_one(pool).await)
             .map_err(query_err("finding a queue position"))

@@ -8,6 +8,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::{BodyFramer, Client, MAX_RESUMES, UpstreamError, user_url};
+use crate::job::Platform;
 use crate::pgn::Framed;
 
 #[derive(Deserialize)]
@@ -38,7 +39,7 @@ impl ChessComSource {
     /// Reads the archive list.
     pub async fn open(client: &Client, base: &str, user: &str) -> Result<Self, UpstreamError> {
         let url = user_url(base, &["pub", "player"], user, &["games", "archives"])?;
-        let resp = client.get(&url, "application/json", false).await?;
+        let resp = client.get(&url, "application/json", Platform::ChessCom).await?;
         let body = resp.response.bytes().await.map_err(UpstreamError::Transport)?;
         let archives: Archives = serde_json::from_slice(&body)
             .map_err(|e| UpstreamError::BadResponse(format!("archive list of {user}: {e}")))?;
@@ -77,11 +78,21 @@ impl ChessComSource {
                         &self.user,
                         &["games", &format!("{year:04}"), &format!("{month:02}"), "pgn"],
                     )?;
-                    match self.client.get(&url, "application/x-chess-pgn", false).await {
+                    match self
+                        .client
+                        .get(&url, "application/x-chess-pgn", Platform::ChessCom)
+                        .await
+                    {
                         Ok(body) => self.framer.start(body),
                         // A month listed but gone is not worth failing the import for.
                         Err(UpstreamError::NotFound) => {
                             tracing::warn!(%url, "listed month not found, skipped");
+                            continue;
+                        }
+                        Err(UpstreamError::Refused {
+                            status: 404, said, ..
+                        }) => {
+                            tracing::warn!(%url, said = %said, "listed month answered 404, skipped");
                             continue;
                         }
                         Err(e) => return Err(e),
@@ -101,7 +112,10 @@ impl ChessComSource {
                     };
                     tracing::warn!(%url, error = %source, resume = self.resumes, "chess.com month broke, reading it again");
                     tokio::time::sleep(self.client.backoff(self.resumes - 1)).await;
-                    let body = self.client.get(&url, "application/x-chess-pgn", false).await?;
+                    let body = self
+                        .client
+                        .get(&url, "application/x-chess-pgn", Platform::ChessCom)
+                        .await?;
                     self.framer.start(body);
                 }
             }

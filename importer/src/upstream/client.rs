@@ -1,39 +1,58 @@
-//! The one HTTP client every import shares: connection limits, User-Agent,
-//! timeouts, and the retry policy for 429, 5xx and transport errors.
+//! The one HTTP client every import shares: connection limits, provider
+//! lanes, one cool-down per provider after a 429, the User-Agent, timeouts,
+//! and the retry policy for 5xx and transport errors.
 //!
-//! A response is returned together with its permit from the global
-//! `HTTP_MAX_CONNECTIONS` semaphore; the permit lives as long as the body is
-//! being read, so the limit counts streams in flight, not just requests.
+//! A response is returned together with its permits (the global
+//! `HTTP_MAX_CONNECTIONS` one and its provider's lane); they live as long as
+//! the body is being read, so the limits count streams in flight, not just
+//! requests.
+//!
+//! Why a cool-down shared by every import: lichess asks for a full minute of
+//! silence after any 429 (its API docs), and its concurrency counter is kept
+//! per address, so one import retrying on its own while the others keep
+//! asking only prolongs the penalty for all of them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Response, StatusCode, Url};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::UpstreamError;
+use super::said::Said;
+use crate::job::Platform;
+use crate::metrics::Metrics;
 
-/// Identifies us to the providers, as chess.com asks.
+/// The default User-Agent: this software, its version and its home. It names no operator, so the
+/// importer warns at start until `UPSTREAM_USER_AGENT` gives a contact.
 pub const USER_AGENT: &str = concat!(
     "chess-games-importer/",
     env!("CARGO_PKG_VERSION"),
-    " (+https://example.invalid/chess-importer; ops@example.invalid)"
+    " (+",
+    env!("CARGO_PKG_REPOSITORY"),
+    ")"
 );
 
 /// Retries of a 5xx answer or a transport error before the import fails.
 const MAX_TRANSIENT_RETRIES: u32 = 4;
-/// 429 answers tolerated in a row before the import fails.
+/// 429 answers tolerated in a row, each followed by a cool-down, before the import fails.
 const MAX_RATE_LIMITED: u32 = 10;
+/// Most bytes of an error body read to say what the provider said.
+const ERROR_BODY_BYTES: usize = 8 * 1024;
 
 /// Settings of the shared client.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Requests (and streams) in flight, all imports together.
     pub max_connections: usize,
+    /// lichess requests in flight (`LICHESS_MAX_STREAMS`).
+    pub lichess_lanes: usize,
+    /// chess.com requests in flight (`CHESSCOM_MAX_REQUESTS`).
+    pub chess_com_lanes: usize,
     /// Idle connections kept per host.
     pub pool_max_idle_per_host: usize,
-    /// Wait after a 429 with no Retry-After.
+    /// Cool-down after a 429 with no Retry-After.
     pub rate_limit_wait: Duration,
     /// First backoff after a transient failure; doubled each time, with jitter.
     pub backoff_base: Duration,
@@ -41,13 +60,56 @@ pub struct ClientConfig {
     pub read_timeout: Duration,
     /// Bearer token for lichess.
     pub lichess_token: Option<String>,
+    /// The User-Agent header; `None`: [`USER_AGENT`].
+    pub user_agent: Option<String>,
 }
 
-/// A response being read, holding its connection permit.
+/// A response being read, holding its connection permit and its provider lane.
 pub struct Streaming {
     /// The response.
     pub response: Response,
     _permit: OwnedSemaphorePermit,
+    _lane: OwnedSemaphorePermit,
+}
+
+/// What the client keeps per provider.
+struct Provider {
+    lanes: Arc<Semaphore>,
+    /// No request to this provider before this instant.
+    cool_down_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Provider {
+    fn new(lanes: usize) -> Provider {
+        Provider {
+            lanes: Arc::new(Semaphore::new(lanes.max(1))),
+            cool_down_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn cooling_until(&self) -> Option<tokio::time::Instant> {
+        let until = *self.cool_down_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.filter(|u| *u > tokio::time::Instant::now())
+    }
+
+    /// Extends the cool-down to `now + wait`; returns the seconds added (0 when one already lasts longer).
+    fn cool_down(&self, wait: Duration) -> (f64, bool) {
+        let now = tokio::time::Instant::now();
+        let mut until = self.cool_down_until.lock().unwrap_or_else(|e| e.into_inner());
+        let current = until.filter(|u| *u > now);
+        let new_end = now + wait;
+        match current {
+            Some(end) if end >= new_end => (0.0, false),
+            Some(end) => {
+                *until = Some(new_end);
+                ((new_end - end).as_secs_f64(), false)
+            }
+            None => {
+                *until = Some(new_end);
+                (wait.as_secs_f64(), true)
+            }
+        }
+    }
 }
 
 /// The shared upstream client.
@@ -55,7 +117,10 @@ pub struct Streaming {
 pub struct Client {
     http: reqwest::Client,
     permits: Arc<Semaphore>,
+    lichess: Arc<Provider>,
+    chess_com: Arc<Provider>,
     cfg: Arc<ClientConfig>,
+    metrics: Arc<Metrics>,
 }
 
 fn jitter(base: Duration) -> Duration {
@@ -79,11 +144,29 @@ fn retry_after(resp: &Response) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(3600)))
 }
 
+/// Reads at most [`ERROR_BODY_BYTES`] of an error response and says what it says.
+async fn said(mut resp: Response) -> Said {
+    let html = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("html"));
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(ERROR_BODY_BYTES);
+    Said::of(&body, html)
+}
+
 impl Client {
     /// Builds the client.
-    pub fn new(cfg: ClientConfig) -> Result<Client, UpstreamError> {
+    pub fn new(cfg: ClientConfig, metrics: Arc<Metrics>) -> Result<Client, UpstreamError> {
         let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
+            .user_agent(cfg.user_agent.as_deref().unwrap_or(USER_AGENT))
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
@@ -94,21 +177,51 @@ impl Client {
         Ok(Client {
             http,
             permits: Arc::new(Semaphore::new(cfg.max_connections)),
+            lichess: Arc::new(Provider::new(cfg.lichess_lanes)),
+            chess_com: Arc::new(Provider::new(cfg.chess_com_lanes)),
             cfg: Arc::new(cfg),
+            metrics,
         })
     }
 
-    /// GETs `url`, retrying what is worth retrying; 404 and 410 come back as errors of their own.
-    pub async fn get(&self, url: &Url, accept: &str, lichess: bool) -> Result<Streaming, UpstreamError> {
+    fn provider(&self, platform: Platform) -> &Arc<Provider> {
+        match platform {
+            Platform::Lichess => &self.lichess,
+            Platform::ChessCom => &self.chess_com,
+        }
+    }
+
+    /// Waits while `platform` cools down after a 429.
+    async fn wait_cool_down(&self, platform: Platform) {
+        while let Some(until) = self.provider(platform).cooling_until() {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    /// GETs `url` from `platform`: waits for its cool-down and a lane, retries 5xx and transport
+    /// errors; a 404 with an empty body is `NotFound`, any other refusal says what the provider said.
+    pub async fn get(&self, url: &Url, accept: &str, platform: Platform) -> Result<Streaming, UpstreamError> {
+        let provider = platform.as_str();
         let mut transient = 0;
         let mut limited = 0;
         loop {
+            self.wait_cool_down(platform).await;
+            let lane = Arc::clone(&self.provider(platform).lanes)
+                .acquire_owned()
+                .await
+                .map_err(|_| UpstreamError::ShuttingDown)?;
             let permit = Arc::clone(&self.permits)
                 .acquire_owned()
                 .await
                 .map_err(|_| UpstreamError::ShuttingDown)?;
+            // Another import's 429 may have arrived while this one waited for its permits.
+            if self.provider(platform).cooling_until().is_some() {
+                continue;
+            }
             let mut req = self.http.get(url.clone()).header(ACCEPT, accept);
-            if lichess && let Some(token) = &self.cfg.lichess_token {
+            if platform == Platform::Lichess
+                && let Some(token) = &self.cfg.lichess_token
+            {
                 req = req.header(AUTHORIZATION, format!("Bearer {token}"));
             }
             let failure = match req.send().await {
@@ -117,41 +230,58 @@ impl Client {
                         return Ok(Streaming {
                             response: resp,
                             _permit: permit,
+                            _lane: lane,
                         });
                     }
-                    StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound),
-                    StatusCode::GONE => return Err(UpstreamError::Gone),
                     StatusCode::TOO_MANY_REQUESTS => {
-                        drop(permit);
+                        drop((permit, lane));
+                        let wait = retry_after(&resp).unwrap_or(self.cfg.rate_limit_wait);
+                        // Read for the log only: a 429's body is never taken for games.
+                        let said = said(resp).await;
+                        self.metrics.rate_limited(platform);
+                        let (added, started) = self.provider(platform).cool_down(wait);
+                        self.metrics.cooled_down(platform, added);
+                        if started {
+                            tracing::warn!(provider, %url, wait_secs = wait.as_secs_f64(), said = %said,
+                                "rate limited (429): no request to this provider until the cool-down ends");
+                        }
                         limited += 1;
                         if limited > MAX_RATE_LIMITED {
-                            return Err(UpstreamError::RateLimited { url: url.to_string() });
+                            return Err(UpstreamError::RateLimited {
+                                provider,
+                                times: limited,
+                                said,
+                            });
                         }
-                        let wait = retry_after(&resp).unwrap_or(self.cfg.rate_limit_wait);
-                        tracing::warn!(%url, wait_secs = wait.as_secs_f64(), "upstream rate limit, waiting");
-                        tokio::time::sleep(wait).await;
                         continue;
                     }
-                    s if s.is_server_error() => UpstreamError::Status {
+                    s if s.is_server_error() => UpstreamError::Refused {
+                        provider,
                         status: s.as_u16(),
-                        url: url.to_string(),
+                        said: said(resp).await,
                     },
                     s => {
-                        return Err(UpstreamError::Status {
-                            status: s.as_u16(),
-                            url: url.to_string(),
+                        let said = said(resp).await;
+                        return Err(if s == StatusCode::NOT_FOUND && said.is_empty() {
+                            UpstreamError::NotFound
+                        } else {
+                            UpstreamError::Refused {
+                                provider,
+                                status: s.as_u16(),
+                                said,
+                            }
                         });
                     }
                 },
                 Err(e) => UpstreamError::Transport(e),
             };
-            drop(permit);
+            drop((permit, lane));
             transient += 1;
             if transient > MAX_TRANSIENT_RETRIES {
                 return Err(failure);
             }
             let wait = jitter(self.cfg.backoff_base * 2u32.pow(transient - 1));
-            tracing::warn!(%url, error = %failure, attempt = transient, wait_ms = wait.as_millis() as u64, "upstream failed, retrying");
+            tracing::warn!(provider, %url, error = %failure, attempt = transient, wait_ms = wait.as_millis() as u64, "upstream failed, retrying");
             tokio::time::sleep(wait).await;
         }
     }
@@ -159,5 +289,33 @@ impl Client {
     /// How long to back off before reopening a broken stream.
     pub fn backoff(&self, attempt: u32) -> Duration {
         jitter(self.cfg.backoff_base * 2u32.pow(attempt.min(6)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cool_down_is_extended_never_shortened() {
+        let p = Provider::new(1);
+        assert!(p.cooling_until().is_none());
+        assert_eq!(p.cool_down(Duration::from_millis(300)), (0.3, true));
+        assert!(p.cooling_until().is_some());
+        // A shorter wait asked meanwhile changes nothing.
+        assert_eq!(p.cool_down(Duration::from_millis(50)), (0.0, false));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A longer one extends it by the difference only.
+        let (added, started) = p.cool_down(Duration::from_millis(300));
+        assert!(!started);
+        assert!((0.05..0.2).contains(&added), "{added}");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(p.cooling_until().is_none());
+    }
+
+    #[test]
+    fn the_default_user_agent_names_the_software_and_its_home() {
+        assert!(USER_AGENT.starts_with("chess-games-importer/"));
+        assert!(USER_AGENT.contains("(+http"), "{USER_AGENT}");
     }
 }

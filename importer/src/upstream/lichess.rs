@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use reqwest::Url;
 
 use super::{BodyFramer, Client, MAX_RESUMES, UpstreamError, user_url};
+use crate::job::Platform;
 use crate::pgn::Framed;
 
 const PGN: &str = "application/x-chess-pgn";
@@ -37,7 +38,7 @@ impl LichessSource {
             oldest: None,
             resumes: 0,
         };
-        let body = source.client.get(&source.url, PGN, true).await?;
+        let body = source.client.get(&source.url, PGN, Platform::Lichess).await?;
         source.framer.start(body);
         Ok(source)
     }
@@ -59,7 +60,7 @@ impl LichessSource {
                     tracing::warn!(url = %self.url, error = %source, resume = self.resumes, "lichess stream broke, resuming");
                     tokio::time::sleep(wait).await;
                     let url = self.resume_url();
-                    let body = self.client.get(&url, PGN, true).await?;
+                    let body = self.client.get(&url, PGN, Platform::Lichess).await?;
                     self.framer.start(body);
                 }
             }

@@ -12,11 +12,13 @@
 mod chess_com;
 mod client;
 mod lichess;
+mod said;
 
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 
 pub use client::{Client, ClientConfig, USER_AGENT};
+pub use said::Said;
 
 use crate::job::Platform;
 use crate::pgn::{Framed, Splitter};
@@ -27,25 +29,30 @@ const MAX_RESUMES: u32 = 5;
 /// Why a source could not deliver.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// 404: unknown or closed account.
-    #[error("user not found")]
+    /// 404 with an empty body: the provider's answer for an unknown or closed account.
+    #[error("user not found (unknown or closed account)")]
     NotFound,
-    /// 410: the provider asks never to request this again.
-    #[error("the provider answered 410 Gone")]
-    Gone,
-    /// Too many 429 answers in a row.
-    #[error("still rate limited by {url} after repeated waits")]
-    RateLimited {
-        /// The URL.
-        url: String,
-    },
-    /// An unexpected status (after retries, for a 5xx).
-    #[error("{url} answered {status}")]
-    Status {
+    /// Any other answer that is not games, after retries for a 5xx; says what the provider said.
+    #[error("{}", refusal(provider, *status, said))]
+    Refused {
+        /// `lichess` or `chess.com`.
+        provider: &'static str,
         /// HTTP status.
         status: u16,
-        /// The URL.
-        url: String,
+        /// What the body said.
+        said: Said,
+    },
+    /// 429 answers kept coming after each cool-down.
+    #[error(
+        "{provider} kept answering 429 Too Many Requests ({times} times, each followed by a cool-down); the last said {said}"
+    )]
+    RateLimited {
+        /// `lichess` or `chess.com`.
+        provider: &'static str,
+        /// 429s received by this request.
+        times: u32,
+        /// What the last 429 said.
+        said: Said,
     },
     /// Connection, timeout or body error (after retries).
     #[error("upstream transport error: {0}")]
@@ -68,6 +75,24 @@ pub enum UpstreamError {
     /// The process is stopping.
     #[error("shutting down")]
     ShuttingDown,
+}
+
+/// The job's error for a refusal: the provider's status and words, and what the provider documents
+/// the status to mean where it documents it (`../shared/UPSTREAM.md`).
+fn refusal(provider: &str, status: u16, said: &Said) -> String {
+    let answered = match said {
+        Said::Json(words) | Said::Text(words) => format!("{provider} answered {status}: {words}"),
+        other => format!("{provider} answered {status} with {other}"),
+    };
+    match (provider, status) {
+        ("lichess", 404) if said.is_html() => {
+            "lichess refused the request (404 page): set UPSTREAM_USER_AGENT with a contact".to_string()
+        }
+        (_, 403) => format!(
+            "{answered} ({provider} refuses a User-Agent that names no contact: set UPSTREAM_USER_AGENT with a URL or an e-mail address)"
+        ),
+        _ => answered,
+    }
 }
 
 /// Reads one response body into framed games; keeps a broken body's error until
@@ -173,5 +198,63 @@ impl GameSource {
         if let GameSource::Lichess(s) = self {
             s.note_played_at(at);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(provider: &'static str, status: u16, body: &[u8], html: bool) -> String {
+        UpstreamError::Refused {
+            provider,
+            status,
+            said: Said::of(body, html),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn each_refusal_says_what_the_provider_said() {
+        let page = b"<!DOCTYPE html><html><head><title>Page not found</title></head></html>";
+        assert_eq!(
+            refused("lichess", 404, page, true),
+            "lichess refused the request (404 page): set UPSTREAM_USER_AGENT with a contact"
+        );
+        let forbidden = refused(
+            "chess.com",
+            403,
+            b"<html><title>Just a moment...</title></html>",
+            true,
+        );
+        assert!(
+            forbidden.starts_with("chess.com answered 403 with an HTML page titled \"Just a moment...\""),
+            "{forbidden}"
+        );
+        assert!(forbidden.contains("UPSTREAM_USER_AGENT"), "{forbidden}");
+        let case = include_bytes!("../../tests/data/chesscom-404-internal-error.json");
+        assert_eq!(
+            refused("chess.com", 404, case, false),
+            "chess.com answered 404: An internal error has occurred. Please contact Chess.com Developer's Forum \
+             for further help https://www.chess.com/club/chess-com-developer-community ."
+        );
+        // The same body with a 5xx says the same words with its own status.
+        assert!(
+            refused("chess.com", 500, case, false).starts_with("chess.com answered 500: An internal error")
+        );
+        assert_eq!(
+            refused("lichess", 410, b"", false),
+            "lichess answered 410 with an empty body"
+        );
+        assert_eq!(
+            UpstreamError::RateLimited {
+                provider: "lichess",
+                times: 11,
+                said: Said::of(br#"{"error":"Please only run 1 request(s) at a time"}"#, false),
+            }
+            .to_string(),
+            "lichess kept answering 429 Too Many Requests (11 times, each followed by a cool-down); \
+             the last said Please only run 1 request(s) at a time"
+        );
     }
 }

@@ -1,11 +1,12 @@
-//! Integration tests: the real `importer` binary against the wiremock
-//! upstreams of the harness library, on SQLite and on PostgreSQL.
+//! Integration tests: the real `importer` binary against the mock upstreams
+//! of the harness library (which enforce lichess's and chess.com's rules), on
+//! SQLite and on PostgreSQL.
 
 mod support;
 
 use std::process::Command;
 
-use harness::mock::{MockUser, Platform, Upstreams};
+use harness::mock::{MockUser, Platform, Policy, Rules, Upstreams};
 use serde_json::json;
 use support::{Importer, TestDb, importer_bin};
 
@@ -19,6 +20,18 @@ fn chess_com(name: &str, games: u64, months: u32) -> MockUser {
     MockUser {
         months,
         ..MockUser::new(name, Platform::ChessCom, games)
+    }
+}
+
+/// Mocks with the providers' rules and lichess's penalty after a 429 shortened to `secs`.
+fn penalty_of(secs: f64) -> harness::mock::Options {
+    harness::mock::Options {
+        seed: SEED,
+        policy: Policy::Enforced(Rules {
+            penalty_secs: secs,
+            ..Rules::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -112,7 +125,11 @@ async fn three_imports_with_two_slots(db: TestDb) {
     let imp = Importer::start(
         &db,
         &mocks,
-        &[("MAX_CONCURRENT_IMPORTS", "2"), ("IMPORT_BATCH_SIZE", "10")],
+        &[
+            ("MAX_CONCURRENT_IMPORTS", "2"),
+            ("LICHESS_MAX_STREAMS", "2"),
+            ("IMPORT_BATCH_SIZE", "10"),
+        ],
     )
     .await;
     let mut ids = Vec::new();
@@ -163,9 +180,16 @@ async fn unknown_user_fails_with_reason(db: TestDb) {
     let imp = Importer::start(&db, &mocks, &[]).await;
     let job = imp.import("nobody_here", "lichess", 10).await;
     assert_eq!(job["status"], "failed");
-    assert_eq!(job["error"], "user nobody_here not found on lichess");
+    assert_eq!(
+        job["error"],
+        "user nobody_here not found on lichess (unknown or closed account)"
+    );
+    // chess.com says it in a JSON error object: its words reach the job.
     let job = imp.import("nobody_here", "chess.com", 10).await;
-    assert_eq!(job["error"], "user nobody_here not found on chess.com");
+    assert_eq!(
+        job["error"],
+        "chess.com answered 404: User \"nobody_here\" not found."
+    );
 }
 on_both_databases!(unknown_user, unknown_user_fails_with_reason);
 
@@ -211,7 +235,9 @@ async fn rate_limits_and_server_errors_are_waited_out(db: TestDb) {
             ..chess_com("flakycc", 40, 2)
         },
     ];
-    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
+    let mocks = Upstreams::start_with(&users, penalty_of(1.0))
+        .await
+        .expect("mocks");
     let imp = Importer::start(&db, &mocks, &[("UPSTREAM_RATE_LIMIT_WAIT_SECS", "1")]).await;
     let job = imp.import("flaky", "lichess", 500).await;
     assert_eq!(
@@ -225,7 +251,16 @@ async fn rate_limits_and_server_errors_are_waited_out(db: TestDb) {
         (Some("completed"), Some(40)),
         "{job}"
     );
-    assert!(imp.log_text().contains("upstream rate limit, waiting"));
+    assert!(
+        imp.log_text().contains("rate limited (429)"),
+        "{}",
+        imp.log_text()
+    );
+    assert_eq!(
+        mocks.served()["lichess"].rate_limited,
+        1,
+        "the one injected 429, no other"
+    );
 }
 on_both_databases!(upstream_faults, rate_limits_and_server_errors_are_waited_out);
 
@@ -795,6 +830,7 @@ async fn ten_times_the_slots_at_once_queue_in_order_and_overflow_with_429() {
     let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
     let env = [
         ("MAX_CONCURRENT_IMPORTS", "2"),
+        ("LICHESS_MAX_STREAMS", "2"),
         ("IMPORT_QUEUE_CAPACITY", "10"),
         ("IMPORT_BATCH_SIZE", "1"),
     ];
@@ -947,4 +983,285 @@ async fn two_processes_share_the_queue_and_survive_a_kill_9() {
         "the survivor resumed the killed process's import:\n{}",
         b.log_text()
     );
+}
+
+/// Three lichess imports with three slots and the default lane: one stream at a time, 0 429s.
+async fn lichess_imports_take_one_lane(db: TestDb) {
+    let users: Vec<MockUser> = (1..=3).map(|i| lichess(&format!("lane{i}"), 300)).collect();
+    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
+    let imp = Importer::start(&db, &mocks, &[("MAX_CONCURRENT_IMPORTS", "3")]).await;
+    let answers: Vec<serde_json::Value> =
+        futures_util::future::join_all(users.iter().map(|u| submit(&imp, &u.name))).await;
+    let states: Vec<(&str, u64)> = answers
+        .iter()
+        .map(|a| {
+            (
+                a["status"].as_str().unwrap_or_default(),
+                a["queue_position"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    let mut sorted = states.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        vec![("queued", 1), ("queued", 2), ("running", 0)],
+        "one runs, two wait for the lane in order: {answers:?}"
+    );
+    for a in &answers {
+        let done = imp.wait(a["import_id"].as_str().unwrap_or_default()).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["games_imported"], 300, "{done}");
+    }
+    let served = mocks.served()["lichess"];
+    assert_eq!(served.rate_limited, 0, "{served:?}");
+    assert_eq!(served.max_in_flight, 1, "LICHESS_MAX_STREAMS=1: {served:?}");
+    let metrics = imp.get_text("/metrics").await;
+    assert!(
+        metrics.contains("importer_upstream_rate_limited_total{provider=\"lichess\"} 0"),
+        "{metrics}"
+    );
+}
+on_both_databases!(lichess_lane, lichess_imports_take_one_lane);
+
+/// With 2 slots, lichess A and B and chess.com C posted in that order: C runs beside A, and B
+/// starts only when A has ended: no slot is held by an import waiting for its lane.
+async fn a_free_slot_takes_the_oldest_import_whose_lane_is_free(db: TestDb) {
+    let users = [
+        lichess("order_a", 400),
+        lichess("order_b", 100),
+        chess_com("order_c", 100, 2),
+    ];
+    // Paced: A streams for about a second, long enough for C to be posted and start beside it.
+    let opts = harness::mock::Options {
+        seed: SEED,
+        lichess_games_per_sec: 400,
+        ..Default::default()
+    };
+    let mocks = Upstreams::start_with(&users, opts).await.expect("mocks");
+    let imp = Importer::start(
+        &db,
+        &mocks,
+        &[("MAX_CONCURRENT_IMPORTS", "2"), ("IMPORT_BATCH_SIZE", "5")],
+    )
+    .await;
+    let mut answers = Vec::new();
+    for (u, platform) in [
+        ("order_a", "lichess"),
+        ("order_b", "lichess"),
+        ("order_c", "chess.com"),
+    ] {
+        let (status, body) = imp
+            .post(json!({"user_id": u, "platform": platform, "limit": 1000}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        answers.push(body);
+    }
+    assert_eq!(answers[0]["status"], "running", "{}", answers[0]);
+    assert_eq!(
+        (
+            answers[1]["status"].as_str(),
+            answers[1]["queue_position"].as_u64()
+        ),
+        (Some("queued"), Some(1)),
+        "B waits first in line for the lichess lane: {}",
+        answers[1]
+    );
+    assert_eq!(
+        answers[2]["status"], "running",
+        "C takes the second slot: {}",
+        answers[2]
+    );
+    let mut done = Vec::new();
+    for a in &answers {
+        let job = imp.wait(a["import_id"].as_str().unwrap_or_default()).await;
+        assert_eq!(job["status"], "completed", "{job}");
+        done.push(job);
+    }
+    let at = |j: &serde_json::Value, k: &str| {
+        j[k].as_str()
+            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            .unwrap_or_else(|| panic!("{k} of {j}"))
+    };
+    assert!(
+        at(&done[1], "started_at") >= at(&done[0], "finished_at"),
+        "B started after A ended: {} / {}",
+        done[0],
+        done[1]
+    );
+    assert!(
+        at(&done[2], "started_at") < at(&done[0], "finished_at"),
+        "C ran beside A: {} / {}",
+        done[0],
+        done[2]
+    );
+    assert_eq!(mocks.served()["lichess"].rate_limited, 0);
+}
+on_both_databases!(
+    claim_by_lane,
+    a_free_slot_takes_the_oldest_import_whose_lane_is_free
+);
+
+/// A 429 makes the whole process wait: no request to lichess from any import until the wait
+/// has passed. The mock serves a 429 to every lichess request inside its penalty window (as long
+/// as the importer's wait), so a single 429 served in all proves that none came early.
+async fn a_429_silences_the_provider_for_every_import(db: TestDb) {
+    let users = [
+        MockUser {
+            faults: vec![429],
+            ..lichess("cool_a", 50)
+        },
+        lichess("cool_b", 50),
+    ];
+    let mocks = Upstreams::start_with(&users, penalty_of(2.0))
+        .await
+        .expect("mocks");
+    let imp = Importer::start(
+        &db,
+        &mocks,
+        &[
+            ("MAX_CONCURRENT_IMPORTS", "2"),
+            ("LICHESS_MAX_STREAMS", "2"),
+            ("UPSTREAM_RATE_LIMIT_WAIT_SECS", "2"),
+        ],
+    )
+    .await;
+    let a = submit(&imp, "cool_a").await;
+    // B is posted once A has had its 429: its first request falls inside the cool-down.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while mocks.served()["lichess"].rate_limited == 0 {
+        assert!(std::time::Instant::now() < deadline, "no 429 served");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let limited_at = std::time::Instant::now();
+    let b = submit(&imp, "cool_b").await;
+    for job in [&a, &b] {
+        let done = imp.wait(job["import_id"].as_str().unwrap_or_default()).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["games_imported"], 50, "{done}");
+    }
+    assert!(
+        limited_at.elapsed().as_secs_f64() >= 1.5,
+        "both waited out the cool-down"
+    );
+    let served = mocks.served()["lichess"];
+    assert_eq!(
+        served.rate_limited, 1,
+        "no lichess request inside the wait: {served:?}"
+    );
+    assert_eq!(served.requests, 3, "A's 429, then A and B: {served:?}");
+    let log = imp.log_text();
+    assert_eq!(
+        log.matches("rate limited (429)").count(),
+        1,
+        "one line per cool-down:\n{log}"
+    );
+    let metrics = imp.get_text("/metrics").await;
+    assert!(
+        metrics.contains("importer_upstream_rate_limited_total{provider=\"lichess\"} 1"),
+        "{metrics}"
+    );
+    let cooled: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("importer_upstream_cooldown_seconds_total{provider=\"lichess\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!((cooled - 2.0).abs() < 0.01, "{metrics}");
+}
+on_both_databases!(shared_cool_down, a_429_silences_the_provider_for_every_import);
+
+/// Each kind of refusal gives the provider's own words, and none is retried.
+async fn refusals_are_told_apart(db: TestDb) {
+    let users = [
+        MockUser {
+            faults: vec![404],
+            ..chess_com("exists_cc", 10, 1)
+        },
+        MockUser {
+            faults: vec![500, 500, 500, 500, 500],
+            ..chess_com("broken_cc", 10, 1)
+        },
+        lichess("someone", 10),
+    ];
+    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
+    let imp = Importer::start(&db, &mocks, &[("UPSTREAM_USER_AGENT", "my-importer/1.0")]).await;
+    let job = imp.import("someone", "lichess", 10).await;
+    assert_eq!(
+        job["error"], "lichess refused the request (404 page): set UPSTREAM_USER_AGENT with a contact",
+        "{job}"
+    );
+    let job = imp.import("exists_cc", "chess.com", 10).await;
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("chess.com answered 403: Forbidden"), "{job}");
+    assert!(error.contains("set UPSTREAM_USER_AGENT"), "{job}");
+    assert!(
+        imp.log_text().contains("UPSTREAM_USER_AGENT"),
+        "a warning at start names the setting"
+    );
+    assert_eq!(mocks.served()["lichess"].requests, 1, "a 404 page is not retried");
+    assert_eq!(mocks.served()["chess.com"].requests, 1, "a 403 is not retried");
+    assert_eq!(imp.stop().await, Some(0));
+
+    // With a contact: chess.com's JSON error for an account that exists, with its status;
+    // a 5xx is retried (4 times) before its words reach the job.
+    let imp = Importer::start(&db, &mocks, &[]).await;
+    let job = imp.import("exists_cc", "chess.com", 10).await;
+    assert_eq!(
+        job["error"],
+        "chess.com answered 404: An internal error has occurred. Please contact Chess.com Developer's Forum \
+         for further help https://www.chess.com/club/chess-com-developer-community .",
+        "{job}"
+    );
+    let job = imp.import("broken_cc", "chess.com", 10).await;
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("chess.com answered 500: An internal error"),
+        "{job}"
+    );
+    let job = imp.import("someone", "lichess", 10).await;
+    assert_eq!(job["status"], "completed", "{job}");
+}
+on_both_databases!(refusals, refusals_are_told_apart);
+
+/// Two processes behind one address, `PROVIDER_LANES_SCOPE=database`: their lichess imports
+/// together stay within the lane (2), where each process alone would allow 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_scope_counts_every_process() {
+    let db = TestDb::postgres().await;
+    let users: Vec<MockUser> = (1..=6).map(|i| lichess(&format!("scoped{i}"), 200)).collect();
+    let opts = harness::mock::Options {
+        seed: SEED,
+        lichess_games_per_sec: 400,
+        ..Default::default()
+    };
+    let mocks = Upstreams::start_with(&users, opts).await.expect("mocks");
+    let env = |id| {
+        [
+            ("INSTANCE_ID", id),
+            ("MAX_CONCURRENT_IMPORTS", "2"),
+            ("LICHESS_MAX_STREAMS", "2"),
+            ("PROVIDER_LANES_SCOPE", "database"),
+            ("JOB_POLL_MILLIS", "50"),
+        ]
+    };
+    let a = Importer::start(&db, &mocks, &env("scope-a")).await;
+    let b = Importer::start(&db, &mocks, &env("scope-b")).await;
+    let mut ids = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let imp = if i % 2 == 0 { &a } else { &b };
+        ids.push((i % 2, submit(imp, &u.name).await));
+    }
+    let running = ids.iter().filter(|(_, v)| v["status"] == "running").count();
+    assert_eq!(running, 2, "two lanes among both processes: {ids:?}");
+    for (k, job) in &ids {
+        let imp = if *k == 0 { &a } else { &b };
+        let done = imp.wait(job["import_id"].as_str().unwrap_or_default()).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["games_imported"], 200, "{done}");
+    }
+    let served = mocks.served()["lichess"];
+    assert_eq!(served.rate_limited, 0, "{served:?}");
+    assert!(served.max_in_flight <= 2, "{served:?}");
 }
