@@ -230,7 +230,10 @@ fn concurrency(results: &RunResults, out: &mut String) {
     let lines: Vec<String> = by_cell(results)
         .into_iter()
         .filter_map(|(label, runs)| {
-            let asked = runs.first()?.cell.imports;
+            let first = runs.first()?;
+            // What the cell's slots allow: imports beyond them queue by design, lanes are the question.
+            let slots = first.cell.max_concurrent_imports.saturating_mul(first.instances.max(1));
+            let asked = first.cell.imports.min(slots);
             let ran = runs.iter().map(|r| r.max_running).min()?;
             (ran < asked).then(|| {
                 let mostly = if u64::from(ran) * 2 <= u64::from(asked) {
@@ -239,7 +242,8 @@ fn concurrency(results: &RunResults, out: &mut String) {
                     "some queued"
                 };
                 format!(
-                    "- {label}: {asked} imports requested, at most {ran} ran at once (slots or provider lanes); {mostly}"
+                    "- {label}: {asked} slots for {} imports, but at most {ran} ran at once (the provider lanes held the rest); {mostly}",
+                    first.cell.imports
                 )
             })
         })

@@ -286,7 +286,14 @@ async fn a_paced_stream_sends_at_the_rate_asked() {
         .user_agent(harness::run::HARNESS_USER_AGENT)
         .build()
         .expect("client");
-    let body = http.get(&url).send().await.expect("GET").text().await.expect("body");
+    let body = http
+        .get(&url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(body.matches("[Event ").count(), 400);
     assert!(secs >= 0.095, "not faster than asked: {secs:.3} s");
