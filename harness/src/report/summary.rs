@@ -231,35 +231,22 @@ fn concurrency(results: &RunResults, out: &mut String) {
         .into_iter()
         .filter_map(|(label, runs)| {
             let first = runs.first()?;
-            // What the cell's slots allow: imports beyond them queue by design, lanes are the question.
+            // What the cell's slots allow: imports beyond them queue by design.
             let slots = first.cell.max_concurrent_imports.saturating_mul(first.instances.max(1));
             let asked = first.cell.imports.min(slots);
             let ran = runs.iter().map(|r| r.max_running).min()?;
-            (ran < asked).then(|| {
-                let mostly = if u64::from(ran) * 2 <= u64::from(asked) {
-                    "mostly queued: this cell is not a measurement of that many imports at once"
-                } else {
-                    "some queued"
-                };
+            // Mostly queued: at most half of what the slots allow ever ran together.
+            (u64::from(ran) * 2 <= u64::from(asked)).then(|| {
                 format!(
-                    "- {label}: {asked} slots for {} imports, but at most {ran} ran at once (the provider lanes held the rest); {mostly}",
+                    "- {label}: {asked} slots for {} imports, but at most {ran} ran at once: the others queued, \
+                     so this cell is not a measurement of {asked} imports at once",
                     first.cell.imports
                 )
             })
         })
         .collect();
     if !lines.is_empty() {
-        let _ = writeln!(
-            out,
-            "
-## Imports that queued
-
-{}",
-            lines.join(
-                "
-"
-            )
-        );
+        let _ = writeln!(out, "\n## Imports that mostly queued\n\n{}", lines.join("\n"));
     }
 }
 
@@ -291,14 +278,11 @@ fn upstream(results: &RunResults, out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "
-## What the providers served
-
-The mocks enforce lichess's and chess.com's rules unless the scenario says `upstream.policy: off`. Requests: median; 429s and most in flight at once: the worst run.
-
-| cell | lichess requests | lichess 429s | lichess most in flight | chess.com requests | chess.com 429s | chess.com most in flight |
-|---|---|---|---|---|---|---|
-{}",
+        "\n## What the providers served\n\n\
+         The mocks enforce lichess's and chess.com's rules unless the scenario says `upstream.policy: off`. \
+         Requests: median; 429s and most in flight at once: the worst run.\n\n\
+         | cell | lichess requests | lichess 429s | lichess most in flight | chess.com requests | chess.com 429s | chess.com most in flight |\n\
+         |---|---|---|---|---|---|---|\n{}",
         lines.join("\n")
     );
 }

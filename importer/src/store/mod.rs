@@ -355,21 +355,25 @@ impl Store {
         let started = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
         let op = "claiming a queued import";
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(query_err(op))?;
-            if let Some(key) = lock {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await.map_err(query_err(op))?;
-            }
-            let row = sqlx::query(&sql)
+            let query = sqlx::query(&sql)
                 .bind(owner)
                 .bind(lease_until)
                 .bind(started)
                 .bind(now_ms)
                 .bind(lichess)
-                .bind(chess_com)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(query_err(op))?;
-            tx.commit().await.map_err(query_err(op))?;
+                .bind(chess_com);
+            // One statement unless lanes are shared: a transaction costs two more round trips, and
+            // a claim waits behind every import's writes for a connection.
+            let row = match lock {
+                None => query.fetch_optional(pool).await.map_err(query_err(op))?,
+                Some(key) => {
+                    let mut tx = pool.begin().await.map_err(query_err(op))?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await.map_err(query_err(op))?;
+                    let row = query.fetch_optional(&mut *tx).await.map_err(query_err(op))?;
+                    tx.commit().await.map_err(query_err(op))?;
+                    row
+                }
+            };
             row.as_ref().map(job_from_row).transpose()
         })
     }
