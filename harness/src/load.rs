@@ -74,10 +74,13 @@ pub struct ImportRecord {
 /// The most imports running at once among `records`, from the server's start and finish times:
 /// what a cell really measured, however many it asked for. An import without both times is not counted.
 pub fn max_running(records: &[ImportRecord]) -> u32 {
-    // Ends sort before starts at the same instant: an import that starts as another ends ran after it.
-    let mut events: Vec<(DateTime<Utc>, i32)> = records
+    // In whole milliseconds, as the importer stores a start (a finish has more digits, and the
+    // next import's start, truncated, could seem to precede it). Ends sort before starts at the
+    // same millisecond: an import that starts as another ends ran after it.
+    let ms = |t: DateTime<Utc>| t.timestamp_millis();
+    let mut events: Vec<(i64, i32)> = records
         .iter()
-        .filter_map(|r| Some([(r.started_at?, 1), (r.finished_at?, -1)]))
+        .filter_map(|r| Some([(ms(r.started_at?), 1), (ms(r.finished_at?), -1)]))
         .flatten()
         .collect();
     events.sort();
@@ -329,6 +332,13 @@ mod tests {
     fn max_running_counts_overlaps_not_requests() {
         // One after another, touching: one at a time.
         assert_eq!(max_running(&[ran(0, 10), ran(10, 20), ran(20, 30)]), 1);
+        // A finish with microseconds, the next start truncated to the same millisecond: after it.
+        let finish = DateTime::<Utc>::from_timestamp_micros(10_400);
+        let end = ImportRecord {
+            finished_at: finish,
+            ..ran(0, 0)
+        };
+        assert_eq!(max_running(&[end, ran(10, 20)]), 1);
         // Two overlap, the third after both.
         assert_eq!(max_running(&[ran(0, 10), ran(5, 15), ran(16, 20)]), 2);
         assert_eq!(max_running(&[ran(0, 30), ran(1, 29), ran(2, 28), ran(3, 4)]), 4);
