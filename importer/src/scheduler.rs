@@ -64,6 +64,12 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// Now, in whole milliseconds: the precision of a claim's `started_at`, so that an import that
+/// starts when another finishes never seems to have started first.
+fn now_to_ms() -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp_millis(now_ms()).unwrap_or_else(Utc::now)
+}
+
 impl Scheduler {
     /// A scheduler with the context's limits; `stop` is the sender of the context's `stopping`.
     pub fn new(ctx: Arc<ImportContext>, stop: tokio::sync::watch::Sender<bool>) -> Arc<Scheduler> {
@@ -312,7 +318,7 @@ impl Scheduler {
                         JobStatus::Failed,
                         &Counters::default(),
                         Some("internal error"),
-                        Utc::now(),
+                        now_to_ms(),
                     )
                     .await;
             }
@@ -353,7 +359,7 @@ impl Scheduler {
                 status,
                 &counters,
                 error.as_deref(),
-                Utc::now(),
+                now_to_ms(),
             )
             .await
         {

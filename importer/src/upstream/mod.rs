@@ -250,7 +250,11 @@ mod tests {
             UpstreamError::RateLimited {
                 provider: "lichess",
                 times: 11,
-                said: Said::of(br#"{"error":"Please only run 1 request(s) at a time"}"#, false),
+                // lichess's body for a stream beyond its limit (shared/cases/lichess-429-concurrency.txt).
+                said: Said::of(
+                    include_bytes!("../../tests/data/lichess-429-concurrency.json"),
+                    false
+                ),
             }
             .to_string(),
             "lichess kept answering 429 Too Many Requests (11 times, each followed by a cool-down); \

@@ -121,7 +121,13 @@ async fn three_imports_with_two_slots(db: TestDb) {
         lichess("slot_b", 400),
         lichess("slot_c", 400),
     ];
-    let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
+    // Paced (about a second an import), so that none ends before the third is posted.
+    let opts = harness::mock::Options {
+        seed: SEED,
+        lichess_games_per_sec: 400,
+        ..Default::default()
+    };
+    let mocks = Upstreams::start_with(&users, opts).await.expect("mocks");
     let imp = Importer::start(
         &db,
         &mocks,
