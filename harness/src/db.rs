@@ -136,7 +136,7 @@ impl CellDb {
         let ids: Vec<(String, String)> = (0..stored)
             .map(|i| {
                 let at = chrono::DateTime::from_timestamp(games::created_at(user, i), 0).unwrap_or_default();
-                (games::game_id(user, i), at.to_rfc3339())
+                (games::stored_key(user, i), at.to_rfc3339())
             })
             .collect();
         with_conn!(self, conn => {

@@ -24,7 +24,7 @@ pub struct Expectation {
 impl Expectation {
     /// Ids seeded before the import.
     pub fn seeded_ids(&self) -> impl Iterator<Item = String> + '_ {
-        (0..self.seeded).map(|i| crate::mock::games::game_id(&self.user, i))
+        (0..self.seeded).map(|i| crate::mock::games::stored_key(&self.user, i))
     }
 
     /// Ids the import must add: the `limit` newest well-formed games not seeded.

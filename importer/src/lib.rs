@@ -4,6 +4,7 @@
 //! at a time. See ARCHITECTURE.md for the map and the invariants.
 
 pub mod config;
+pub mod game_key;
 pub mod http;
 pub mod job;
 pub mod metrics;

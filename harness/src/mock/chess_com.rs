@@ -34,7 +34,7 @@ fn months_back_of(year: i32, month: u32) -> Option<u32> {
     u32::try_from(newest - this).ok()
 }
 
-fn game_json(g: &SyntheticGame, base_tc: String) -> serde_json::Value {
+fn game_json(g: &SyntheticGame, kind: &str, base_tc: String) -> serde_json::Value {
     let result = |white: bool| match (g.result, white) {
         ("1-0", true) | ("0-1", false) => "win",
         ("1/2-1/2", _) => "agreed",
@@ -48,16 +48,20 @@ fn game_json(g: &SyntheticGame, base_tc: String) -> serde_json::Value {
         })
     };
     json!({
-        "url": format!("https://www.chess.com/game/live/{}", g.id),
+        "url": format!("https://www.chess.com/game/{kind}/{}", g.id),
         "pgn": g.pgn,
         "time_control": base_tc,
         "end_time": g.ended_at,
         "rated": true,
         "tcn": "",
-        "uuid": format!("{:032x}", g.id.parse::<u128>().unwrap_or(0)),
+        "uuid": format!("{:032x}", g.id.parse::<u128>().unwrap_or(0) * 2 + u128::from(kind == "daily")),
         "initial_setup": "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
         "fen": "",
-        "time_class": games::speed(g.clock).replace("ultraBullet", "bullet").replace("classical", "rapid"),
+        "time_class": if kind == "daily" {
+            "daily".to_string()
+        } else {
+            games::speed(g.clock).replace("ultraBullet", "bullet").replace("classical", "rapid")
+        },
         "rules": "chess",
         "white": player(&g.white, g.white_elo, true),
         "black": player(&g.black, g.black_elo, false),
@@ -126,7 +130,7 @@ pub(super) fn answer(users: &Users, seed: u64, base: &str, method: &str, url: &r
                             } else {
                                 format!("{}+{}", g.clock.0, g.clock.1)
                             };
-                            game_json(&g, tc)
+                            game_json(&g, games::chess_com_kind(user, i), tc)
                         })
                         .collect();
                     json_answer(200, json!({ "games": list }).to_string())

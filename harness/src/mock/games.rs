@@ -50,7 +50,29 @@ fn hash(s: &str) -> u64 {
 
 const B62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// The provider's id of game `index` of `user`: unique per user.
+/// chess.com: whether game `index` is a daily (correspondence) game. Every tenth is, and it carries
+/// the number of the live game before it: chess.com numbers live and daily games in two separate
+/// sequences (chess-web-api#20), so a bare number is not a key.
+pub fn is_daily(user: &MockUser, index: u64) -> bool {
+    user.platform == Platform::ChessCom && index % 10 == 9
+}
+
+/// The key the importer stores game `index` of `user` under: lichess's id, chess.com's `live/N` or
+/// `daily/N`. Unique per user.
+pub fn stored_key(user: &MockUser, index: u64) -> String {
+    match user.platform {
+        Platform::Lichess => game_id(user, index),
+        Platform::ChessCom => format!("{}/{}", chess_com_kind(user, index), game_id(user, index)),
+    }
+}
+
+/// `live` or `daily`, as chess.com's game URLs say it.
+pub fn chess_com_kind(user: &MockUser, index: u64) -> &'static str {
+    if is_daily(user, index) { "daily" } else { "live" }
+}
+
+/// The provider's number or id of game `index` of `user`: on chess.com a daily game shares its
+/// number with a live one; [`stored_key`] is unique.
 pub fn game_id(user: &MockUser, index: u64) -> String {
     match user.platform {
         Platform::Lichess => {
@@ -68,7 +90,10 @@ pub fn game_id(user: &MockUser, index: u64) -> String {
             }
             id
         }
-        Platform::ChessCom => (10_000_000_000 + (hash(&user.name) % 1000) * 10_000_000 + index).to_string(),
+        Platform::ChessCom => {
+            let number = index - u64::from(is_daily(user, index));
+            (10_000_000_000 + (hash(&user.name) % 1000) * 10_000_000 + number).to_string()
+        }
     }
 }
 
@@ -281,12 +306,14 @@ pub fn generate(user: &MockUser, seed: u64, index: u64) -> SyntheticGame {
         };
         let _ = write!(
             pgn,
-            "[Event \"Live Chess\"]\n[Site \"Chess.com\"]\n[Date \"{date}\"]\n[Round \"-\"]\n[White \"{white}\"]\n\
+            "[Event \"{event}\"]\n[Site \"Chess.com\"]\n[Date \"{date}\"]\n[Round \"-\"]\n[White \"{white}\"]\n\
              [Black \"{black}\"]\n[Result \"{result}\"]\n[CurrentPosition \"{fen}\"]\n[Timezone \"UTC\"]\n\
              [ECO \"{eco}\"]\n[ECOUrl \"https://www.chess.com/openings/{slug}\"]\n[UTCDate \"{date}\"]\n\
              [UTCTime \"{time}\"]\n[WhiteElo \"{white_elo}\"]\n[BlackElo \"{black_elo}\"]\n[TimeControl \"{tc}\"]\n\
              [Termination \"{termination}\"]\n[StartTime \"{time}\"]\n[EndDate \"{end_date}\"]\n[EndTime \"{end_time}\"]\n\
-             [Link \"https://www.chess.com/game/live/{id}\"]\n\n",
+             [Link \"https://www.chess.com/game/{kind}/{id}\"]\n\n",
+            kind = chess_com_kind(user, index),
+            event = if is_daily(user, index) { "Let's Play!" } else { "Live Chess" },
             fen = shakmaty::fen::Fen::from_position(&pos, shakmaty::EnPassantMode::Legal),
             slug = opening.replace([' ', ':', '\''], "-"),
             end_date = end.format("%Y.%m.%d"),
@@ -371,8 +398,13 @@ mod tests {
     fn ids_are_unique_and_times_decrease() {
         for platform in [Platform::Lichess, Platform::ChessCom] {
             let u = user(platform, 3000, 15);
-            let ids: std::collections::HashSet<_> = (0..3000).map(|i| game_id(&u, i)).collect();
-            assert_eq!(ids.len(), 3000);
+            let keys: std::collections::HashSet<_> = (0..3000).map(|i| stored_key(&u, i)).collect();
+            assert_eq!(keys.len(), 3000);
+            if platform == Platform::ChessCom {
+                // Live and daily numbers overlap, as on chess.com: only the key is unique.
+                assert_eq!(game_id(&u, 9), game_id(&u, 8));
+                assert_eq!(stored_key(&u, 9), format!("daily/{}", game_id(&u, 8)));
+            }
             assert!((1..3000).all(|i| created_at(&u, i) < created_at(&u, i - 1)));
             let months: std::collections::HashSet<_> = (0..3000).map(|i| month_of(&u, i)).collect();
             assert_eq!(months.len(), 15);

@@ -92,7 +92,7 @@ impl MockUser {
     pub fn valid_ids(&self) -> impl Iterator<Item = (u64, String)> + '_ {
         (0..self.games)
             .filter(|i| !self.malformed.contains(i))
-            .map(|i| (i, games::game_id(self, i)))
+            .map(|i| (i, games::stored_key(self, i)))
     }
 }
 

@@ -165,13 +165,10 @@ fn game_id(platform: Platform, tags: &Tags) -> Option<String> {
                     .map(str::to_string)
             })
             .filter(|id| id.len() == 8 && id.bytes().all(|b| b.is_ascii_alphanumeric())),
-        Platform::ChessCom => tags
-            .link
-            .as_deref()
-            .or(tags.site.as_deref())
-            .and_then(last_path_segment)
-            .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
-            .map(str::to_string),
+        Platform::ChessCom => [tags.link.as_deref(), tags.site.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(crate::game_key::chess_com_key),
     }
 }
 
@@ -186,6 +183,16 @@ fn played_at(tags: &Tags) -> Option<DateTime<Utc>> {
     Some(date.and_time(time).and_utc())
 }
 
+/// LF line endings: chess.com has served months with CRLF, and the same game must be the same
+/// bytes whichever way it arrived.
+fn normalise_line_endings(pgn: std::borrow::Cow<'_, str>) -> String {
+    if pgn.contains('\r') {
+        pgn.replace("\r\n", "\n").replace('\r', "\n")
+    } else {
+        pgn.into_owned()
+    }
+}
+
 /// Parses one framed game of `platform` into a row, or says why it cannot be stored.
 pub fn parse_game(platform: Platform, bytes: &[u8]) -> Result<GameRow, ParseFailure> {
     let mut reader = Reader::new(bytes);
@@ -198,7 +205,7 @@ pub fn parse_game(platform: Platform, bytes: &[u8]) -> Result<GameRow, ParseFail
         return Err(ParseFailure::NoTags);
     }
     let provider_game_id = game_id(platform, &tags).ok_or(ParseFailure::NoGameId)?;
-    let pgn = String::from_utf8_lossy(bytes.trim_ascii()).into_owned();
+    let pgn = normalise_line_endings(String::from_utf8_lossy(bytes.trim_ascii()));
     Ok(GameRow {
         provider_game_id,
         played_at: played_at(&tags),
@@ -258,8 +265,84 @@ mod tests {
     fn chess_com_id_comes_from_link() {
         let pgn = "[Event \"Live Chess\"]\n[Site \"Chess.com\"]\n[UTCDate \"2024.01.02\"]\n[UTCTime \"10:00:00\"]\n[Link \"https://www.chess.com/game/live/4814018950\"]\n\n1. e4 {[%clk 0:25:02.6]} 1... e5 {[%clk 0:25:06.8]} 0-1\n";
         let row = parse_game(Platform::ChessCom, pgn.as_bytes()).unwrap();
-        assert_eq!(row.provider_game_id, "4814018950");
+        assert_eq!(row.provider_game_id, "live/4814018950");
         assert_eq!(row.ply_count, 2);
+    }
+
+    /// Every game of a case file, framed by the splitter as a stream would be.
+    fn rows_of(platform: Platform, file: &[u8]) -> Vec<GameRow> {
+        let mut splitter = crate::pgn::Splitter::new();
+        // In small pieces, as a network delivers them.
+        for chunk in file.chunks(7) {
+            splitter.push(chunk);
+        }
+        splitter.finish();
+        std::iter::from_fn(|| splitter.next_game())
+            .map(|framed| match framed {
+                crate::pgn::Framed::Game(bytes) => parse_game(platform, &bytes).expect("parses"),
+                crate::pgn::Framed::Oversized => panic!("oversized"),
+            })
+            .collect()
+    }
+
+    fn case(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/data/cases/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn reported_shapes_give_their_right_values() {
+        let zh = rows_of(Platform::Lichess, &case("lichess-crazyhouse-pawn-drops.pgn"));
+        assert_eq!(
+            zh.iter().map(|r| (r.provider_game_id.as_str(), r.variant.as_str(), r.ply_count)).collect::<Vec<_>>(),
+            [("zH4pUt7q", "Crazyhouse", 35)]
+        );
+        let cc_zh = rows_of(Platform::ChessCom, &case("chesscom-crazyhouse-bare-pawn-drop.pgn"));
+        assert_eq!(
+            cc_zh.iter().map(|r| (r.provider_game_id.as_str(), r.ply_count)).collect::<Vec<_>>(),
+            [("live/145023877113", 32)],
+            "the bare pawn drop @f2+ is a ply"
+        );
+        let rk = rows_of(Platform::Lichess, &case("lichess-racing-kings-standard-fen.pgn"));
+        assert_eq!(
+            rk.iter().map(|r| (r.provider_game_id.as_str(), r.ply_count)).collect::<Vec<_>>(),
+            [("rKq9Tz2m", 11)]
+        );
+        let ai = rows_of(Platform::Lichess, &case("lichess-ai-opponent.pgn"));
+        assert_eq!(ai.len(), 1);
+        assert_eq!((ai[0].white_elo, ai[0].time_control.as_deref()), (None, Some("-")));
+        let pair = rows_of(Platform::ChessCom, &case("chesscom-live-and-daily-same-number.pgn"));
+        assert_eq!(
+            pair.iter().map(|r| (r.provider_game_id.as_str(), r.ply_count)).collect::<Vec<_>>(),
+            [("daily/412345678", 22), ("live/412345678", 24)]
+        );
+        let query = rows_of(Platform::ChessCom, &case("chesscom-link-with-query.pgn"));
+        assert_eq!(query[0].provider_game_id, "daily/412345678");
+        let repeated = rows_of(Platform::Lichess, &case("lichess-repeated-game.pgn"));
+        let ids: std::collections::HashSet<&str> = repeated.iter().map(|r| r.provider_game_id.as_str()).collect();
+        assert_eq!((repeated.len(), ids.len()), (6, 4), "six games in the export, four distinct");
+    }
+
+    #[test]
+    fn crlf_is_stored_as_lf_and_equals_the_lf_file() {
+        let crlf = case("chesscom-crlf.pgn");
+        assert!(crlf.windows(2).any(|w| w == b"\r\n"), "the case has CRLF");
+        let lf: Vec<u8> = String::from_utf8_lossy(&crlf).replace("\r\n", "\n").into_bytes();
+        let (a, b) = (rows_of(Platform::ChessCom, &crlf), rows_of(Platform::ChessCom, &lf));
+        assert_eq!(a.len(), 2);
+        assert_eq!(a, b, "the same games whichever line endings they came with");
+        for row in &a {
+            let fields = [
+                Some(row.pgn.as_str()),
+                row.white.as_deref(),
+                row.black.as_deref(),
+                row.result.as_deref(),
+                row.time_control.as_deref(),
+                row.eco.as_deref(),
+                row.termination.as_deref(),
+            ];
+            assert!(fields.iter().flatten().all(|f| !f.contains('\r')), "{row:?}");
+        }
     }
 
     #[test]

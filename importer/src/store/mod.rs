@@ -243,6 +243,70 @@ impl Store {
                     .map_err(fail(version))?;
                 tx.commit().await.map_err(fail(version))?;
             }
+            // Version 3 is code, not SQL: a key is read from each row's stored PGN.
+            let version = schema::REKEY_VERSION;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail(version))?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM importer_schema WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(fail(version))?;
+            if done.is_none() {
+                let mut after = 0i64;
+                let (mut rekeyed, mut kept) = (0u64, 0u64);
+                loop {
+                    // Paged, so that no more than a page of PGN is held however many rows there are.
+                    let page: Vec<(i64, String)> = sqlx::query_as(
+                        "SELECT id, pgn FROM games WHERE platform = 'chess.com' \
+                         AND provider_game_id NOT LIKE '%/%' AND id > $1 ORDER BY id LIMIT 500",
+                    )
+                    .bind(after)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(fail(version))?;
+                    let Some(&(last, _)) = page.last() else { break };
+                    after = last;
+                    for (id, pgn) in page {
+                        let key = ["Link", "Site"]
+                            .iter()
+                            .filter_map(|tag| crate::game_key::tag_value(&pgn, tag))
+                            .find_map(|url| crate::game_key::chess_com_key(&url));
+                        let Some(key) = key else {
+                            kept += 1;
+                            continue;
+                        };
+                        sqlx::query("UPDATE games SET provider_game_id = $1 WHERE id = $2")
+                            .bind(key)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(fail(version))?;
+                        rekeyed += 1;
+                    }
+                }
+                // Stored PGN with LF only, as every new game is stored.
+                sqlx::query("UPDATE games SET pgn = REPLACE(REPLACE(pgn, $1, $2), $3, $2) WHERE pgn LIKE $4")
+                    .bind("\r\n")
+                    .bind("\n")
+                    .bind("\r")
+                    .bind("%\r%")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail(version))?;
+                sqlx::query("INSERT INTO importer_schema (version) VALUES ($1)")
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail(version))?;
+                tx.commit().await.map_err(fail(version))?;
+                if rekeyed > 0 || kept > 0 {
+                    tracing::info!(rekeyed, kept_without_link = kept,
+                        "chess.com games re-keyed as live/N or daily/N (migration {version})");
+                }
+            } else {
+                tx.commit().await.map_err(fail(version))?;
+            }
             if let Some(key) = lock {
                 sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await.map_err(fail(0))?;
             }

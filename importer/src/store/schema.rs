@@ -7,6 +7,11 @@
 /// Creates the table that records applied migrations.
 pub const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS importer_schema (version BIGINT PRIMARY KEY)";
 
+/// The migration that re-keys chess.com rows stored before the key kept the kind (`live/N`,
+/// `daily/N`, see `game_key`) and turns stored CRLF into LF. It is code, not SQL (a key is read
+/// from each row's PGN), and runs after the SQL migrations in one transaction of its own.
+pub const REKEY_VERSION: i64 = 3;
+
 /// SQLite migrations, in order.
 pub const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
