@@ -48,7 +48,11 @@ pub fn tag_value<'a>(pgn: &'a str, name: &str) -> Option<std::borrow::Cow<'a, st
         if !rest.starts_with([' ', '\t']) {
             continue;
         }
-        let Some(value) = rest.trim_start().strip_prefix('"').and_then(|v| v.strip_suffix("\"]")) else {
+        let Some(value) = rest
+            .trim_start()
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix("\"]"))
+        else {
             continue;
         };
         return Some(if value.contains('\\') {
@@ -67,14 +71,35 @@ mod tests {
     #[test]
     fn chess_com_keys_keep_the_kind_in_every_form_seen() {
         for (url, key) in [
-            ("https://www.chess.com/game/live/412345678", Some("live/412345678")),
-            ("https://www.chess.com/live/game/412345678", Some("live/412345678")),
-            ("https://www.chess.com/game/daily/412345678", Some("daily/412345678")),
-            ("https://www.chess.com/daily/game/412345678", Some("daily/412345678")),
+            (
+                "https://www.chess.com/game/live/412345678",
+                Some("live/412345678"),
+            ),
+            (
+                "https://www.chess.com/live/game/412345678",
+                Some("live/412345678"),
+            ),
+            (
+                "https://www.chess.com/game/daily/412345678",
+                Some("daily/412345678"),
+            ),
+            (
+                "https://www.chess.com/daily/game/412345678",
+                Some("daily/412345678"),
+            ),
             ("https://www.chess.com/game/412345678", Some("live/412345678")),
-            ("https://www.chess.com/game/daily/412345678?move=0", Some("daily/412345678")),
-            ("https://www.chess.com/game/live/412345678#analysis", Some("live/412345678")),
-            ("https://www.chess.com/game/live/412345678/", Some("live/412345678")),
+            (
+                "https://www.chess.com/game/daily/412345678?move=0",
+                Some("daily/412345678"),
+            ),
+            (
+                "https://www.chess.com/game/live/412345678#analysis",
+                Some("live/412345678"),
+            ),
+            (
+                "https://www.chess.com/game/live/412345678/",
+                Some("live/412345678"),
+            ),
             ("Chess.com", None),
             ("https://www.chess.com/member/412345678", None),
             ("https://www.chess.com/game/live/abc", None),
@@ -87,11 +112,17 @@ mod tests {
     #[test]
     fn tags_are_read_from_the_tag_section_only() {
         let pgn = "[Event \"Live \\\"Chess\\\"\"]\r\n[Link \"https://www.chess.com/game/daily/9\"]\n\n1. e4 {[Link \"x\"]} 1-0";
-        assert_eq!(tag_value(pgn, "Link").as_deref(), Some("https://www.chess.com/game/daily/9"));
+        assert_eq!(
+            tag_value(pgn, "Link").as_deref(),
+            Some("https://www.chess.com/game/daily/9")
+        );
         assert_eq!(tag_value(pgn, "Event").as_deref(), Some("Live \"Chess\""));
         assert_eq!(tag_value(pgn, "Site"), None);
         // A tag name that only starts like another is not it.
         assert_eq!(tag_value("[Links \"a\"]\n", "Link"), None);
-        assert_eq!(tag_value("[Links \"a\"]\n[Link \"b\"]\n", "Link").as_deref(), Some("b"));
+        assert_eq!(
+            tag_value("[Links \"a\"]\n[Link \"b\"]\n", "Link").as_deref(),
+            Some("b")
+        );
     }
 }

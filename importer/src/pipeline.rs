@@ -15,7 +15,7 @@ use crate::job::{Counters, Job, Platform};
 use crate::metrics::Metrics;
 use crate::pgn::{Framed, GameRow, parse_game};
 use crate::store::{Store, StoreError};
-use crate::upstream::{Client, GameSource, UpstreamError};
+use crate::upstream::{Client, GameSource, Item, UpstreamError};
 
 /// Why an import failed; the message is what the job's `error` says.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +191,115 @@ impl Batcher<'_> {
     }
 }
 
+/// The games of one chess.com month, surveyed before any is stored: the month PGN's order is not
+/// documented, so when the limit ends inside a month the newest of it (by end time) must be chosen.
+/// Only a small key per game is kept; the rows themselves only while they fit one batch.
+#[derive(Default)]
+struct MonthSurvey {
+    /// (end time in ms, `None` last; arrival; key) of each game of the month that parsed.
+    games: Vec<(Option<i64>, usize, String)>,
+    /// The rows, while the month has not outgrown a batch: such a month need not be read again.
+    held: Option<Vec<GameRow>>,
+}
+
+/// What to store of a surveyed month.
+enum Choice {
+    /// Nothing: every game is stored already.
+    Nothing,
+    /// These rows, held from the survey.
+    Held(Vec<GameRow>),
+    /// The games with these keys, read again.
+    Reread(HashSet<String>),
+}
+
+impl MonthSurvey {
+    fn new(batch: usize) -> MonthSurvey {
+        MonthSurvey {
+            games: Vec::new(),
+            held: Some(Vec::with_capacity(batch.min(1024))),
+        }
+    }
+
+    fn push(&mut self, row: GameRow, batch: usize) {
+        let end = row.ended_at.map(|t| t.timestamp_millis());
+        self.games
+            .push((end, self.games.len(), row.provider_game_id.clone()));
+        if let Some(held) = &mut self.held {
+            if held.len() < batch {
+                held.push(row);
+            } else {
+                self.held = None;
+            }
+        }
+    }
+}
+
+impl Batcher<'_> {
+    /// Decides what to store of a surveyed month: its new games, and when more are new than the
+    /// limit leaves room for, the newest by end time (ties: the order received).
+    async fn choose(&mut self, survey: MonthSurvey) -> Result<Choice, StoreError> {
+        let MonthSurvey { mut games, held } = survey;
+        // A month read again after a break repeats games: each counts once.
+        let mut seen = HashSet::with_capacity(games.len());
+        let before = games.len();
+        games.retain(|g| seen.insert(g.2.clone()));
+        drop(seen);
+        self.counters.games_skipped_existing += (before - games.len()) as i64;
+        let stored: HashSet<String> = match &self.preloaded {
+            Some(known) => games
+                .iter()
+                .filter(|g| known.contains(&g.2))
+                .map(|g| g.2.clone())
+                .collect(),
+            None => {
+                let mut stored = HashSet::new();
+                let keys: Vec<&str> = games.iter().map(|g| g.2.as_str()).collect();
+                for page in keys.chunks(self.ctx.config.existing_games_page_size) {
+                    stored.extend(
+                        with_retry(&self.job.import_id, "checking stored games", || {
+                            self.ctx
+                                .store
+                                .stored_among(&self.job.user_id, self.job.platform, page)
+                        })
+                        .await?,
+                    );
+                }
+                stored
+            }
+        };
+        let before = games.len();
+        games.retain(|g| !stored.contains(&g.2));
+        self.counters.games_skipped_existing += (before - games.len()) as i64;
+        if games.is_empty() {
+            return Ok(Choice::Nothing);
+        }
+        let room = usize::try_from(self.remaining().max(0)).unwrap_or(usize::MAX);
+        if games.len() > room {
+            // Newest first; a game without an end time after those with one.
+            games.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            games.truncate(room);
+        }
+        let chosen: HashSet<String> = games.into_iter().map(|g| g.2).collect();
+        Ok(match held {
+            Some(mut rows) => {
+                let mut wanted = chosen;
+                rows.retain(|r| wanted.remove(&r.provider_game_id));
+                Choice::Held(rows)
+            }
+            None => Choice::Reread(chosen),
+        })
+    }
+
+    /// Adds a row to the batch and writes the batch when it is full.
+    async fn push(&mut self, row: GameRow) -> Result<(), StoreError> {
+        self.rows.push(row);
+        if self.rows.len() >= self.ctx.config.import_batch_size {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
 /// Attempts at each database step of a batch; a step is all or nothing, so a retry never doubles a game.
 const DB_ATTEMPTS: u32 = 3;
 
@@ -256,6 +365,12 @@ async fn import_into(b: &mut Batcher<'_>) -> Result<(), ImportError> {
     )
     .await
     .map_err(upstream)?;
+    let batch = ctx.config.import_batch_size;
+    // chess.com months are surveyed first (see `MonthSurvey`); lichess streams newest first.
+    let by_month = job.platform == Platform::ChessCom;
+    let mut survey = MonthSurvey::new(batch);
+    // During a month's second reading: the keys still to store.
+    let mut rereading: Option<HashSet<String>> = None;
     loop {
         // A stalled stream must not hold up a shutdown: stop waiting, commit what is read.
         let next = tokio::select! {
@@ -266,29 +381,68 @@ async fn import_into(b: &mut Batcher<'_>) -> Result<(), ImportError> {
             }
             next = source.next() => next.map_err(upstream)?,
         };
-        let Some(framed) = next else { break };
-        b.counters.games_fetched += 1;
+        let Some(item) = next else { break };
+        let framed = match item {
+            Item::Game(framed) => framed,
+            Item::MonthEnd if rereading.take().is_some() => {
+                b.flush().await?;
+                if b.remaining() <= 0 {
+                    return Ok(());
+                }
+                continue;
+            }
+            Item::MonthEnd => {
+                match b
+                    .choose(std::mem::replace(&mut survey, MonthSurvey::new(batch)))
+                    .await?
+                {
+                    Choice::Nothing => {}
+                    Choice::Held(rows) => {
+                        for row in rows {
+                            b.push(row).await?;
+                        }
+                        b.flush().await?;
+                        if b.remaining() <= 0 {
+                            return Ok(());
+                        }
+                    }
+                    Choice::Reread(keys) => {
+                        source.reread_month().await.map_err(upstream)?;
+                        rereading = Some(keys);
+                    }
+                }
+                continue;
+            }
+        };
         let parsed = match framed {
             Framed::Game(bytes) => parse_game(job.platform, &bytes),
             Framed::Oversized => Err(crate::pgn::ParseFailure::Oversized),
         };
+        if let Some(keys) = &mut rereading {
+            // Counted in the survey already: only the chosen games are taken, each once.
+            if let Ok(row) = parsed
+                && keys.remove(&row.provider_game_id)
+            {
+                b.push(row).await?;
+            }
+            continue;
+        }
+        b.counters.games_fetched += 1;
         match parsed {
+            Ok(row) if by_month => survey.push(row, batch),
             Ok(row) => {
                 if let Some(at) = row.played_at {
                     source.note_played_at(at);
                 }
-                b.rows.push(row);
+                b.push(row).await?;
+                if b.remaining() <= 0 {
+                    return Ok(());
+                }
             }
             Err(reason) => {
                 b.counters.games_failed_parse += 1;
                 ctx.metrics.game_failed_parse();
                 tracing::warn!(import_id = %job.import_id, user = %job.user_id, platform, %reason, "game skipped: does not parse");
-            }
-        }
-        if b.rows.len() >= ctx.config.import_batch_size {
-            b.flush().await?;
-            if b.remaining() <= 0 {
-                return Ok(());
             }
         }
     }

@@ -108,9 +108,14 @@ pub(super) fn answer(users: &Users, seed: u64, base: &str, method: &str, url: &r
                     .map(|back| games::indices_of_month(user, back))
                     .unwrap_or(0..0);
                 if rest.len() == 3 {
-                    // The PGN file is newest first.
+                    // Newest first, unless the user says otherwise: chess.com documents no order.
+                    let order: Box<dyn Iterator<Item = u64>> = if user.oldest_first {
+                        Box::new(range.rev())
+                    } else {
+                        Box::new(range)
+                    };
                     let mut body = String::new();
-                    for i in range {
+                    for i in order {
                         body.push_str(&games::generate(user, seed, i).pgn);
                         body.push_str("\n\n");
                     }

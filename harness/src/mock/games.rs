@@ -313,7 +313,11 @@ pub fn generate(user: &MockUser, seed: u64, index: u64) -> SyntheticGame {
              [Termination \"{termination}\"]\n[StartTime \"{time}\"]\n[EndDate \"{end_date}\"]\n[EndTime \"{end_time}\"]\n\
              [Link \"https://www.chess.com/game/{kind}/{id}\"]\n\n",
             kind = chess_com_kind(user, index),
-            event = if is_daily(user, index) { "Let's Play!" } else { "Live Chess" },
+            event = if is_daily(user, index) {
+                "Let's Play!"
+            } else {
+                "Live Chess"
+            },
             fen = shakmaty::fen::Fen::from_position(&pos, shakmaty::EnPassantMode::Legal),
             slug = opening.replace([' ', ':', '\''], "-"),
             end_date = end.format("%Y.%m.%d"),

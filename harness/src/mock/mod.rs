@@ -61,6 +61,8 @@ pub struct MockUser {
     pub cut_after: Option<u64>,
     /// lichess: the first stream stops sending, without closing, after this many games.
     pub stall_after: Option<u64>,
+    /// chess.com: serve each month PGN oldest game first (chess.com documents no order).
+    pub oldest_first: bool,
 }
 
 impl MockUser {
@@ -75,6 +77,7 @@ impl MockUser {
             faults: Vec::new(),
             cut_after: None,
             stall_after: None,
+            oldest_first: false,
         }
     }
 

@@ -19,6 +19,9 @@ pub struct GameRow {
     pub provider_game_id: String,
     /// When the game was played (its start, UTC), when the PGN says.
     pub played_at: Option<DateTime<Utc>>,
+    /// When it ended: `EndDate`/`EndTime` (chess.com), else `played_at`. Orders the games of a
+    /// chess.com month; not stored.
+    pub ended_at: Option<DateTime<Utc>>,
     /// White's name.
     pub white: Option<String>,
     /// Black's name.
@@ -70,6 +73,8 @@ struct Tags {
     link: Option<String>,
     utc_date: Option<String>,
     utc_time: Option<String>,
+    end_date: Option<String>,
+    end_time: Option<String>,
     date: Option<String>,
     white: Option<String>,
     black: Option<String>,
@@ -108,6 +113,8 @@ impl Visitor for RowVisitor {
             b"Link" => &mut tags.link,
             b"UTCDate" => &mut tags.utc_date,
             b"UTCTime" => &mut tags.utc_time,
+            b"EndDate" => &mut tags.end_date,
+            b"EndTime" => &mut tags.end_time,
             b"Date" => &mut tags.date,
             b"White" => &mut tags.white,
             b"Black" => &mut tags.black,
@@ -172,15 +179,19 @@ fn game_id(platform: Platform, tags: &Tags) -> Option<String> {
     }
 }
 
-fn played_at(tags: &Tags) -> Option<DateTime<Utc>> {
-    let date = tags.utc_date.as_deref().or(tags.date.as_deref())?;
-    let date = NaiveDate::parse_from_str(date, "%Y.%m.%d").ok()?;
-    let time = tags
-        .utc_time
-        .as_deref()
+fn date_time(date: Option<&str>, time: Option<&str>) -> Option<DateTime<Utc>> {
+    let date = NaiveDate::parse_from_str(date?, "%Y.%m.%d").ok()?;
+    let time = time
         .and_then(|t| NaiveTime::parse_from_str(t, "%H:%M:%S").ok())
         .unwrap_or_default();
     Some(date.and_time(time).and_utc())
+}
+
+fn played_at(tags: &Tags) -> Option<DateTime<Utc>> {
+    date_time(
+        tags.utc_date.as_deref().or(tags.date.as_deref()),
+        tags.utc_time.as_deref(),
+    )
 }
 
 /// LF line endings: chess.com has served months with CRLF, and the same game must be the same
@@ -206,9 +217,11 @@ pub fn parse_game(platform: Platform, bytes: &[u8]) -> Result<GameRow, ParseFail
     }
     let provider_game_id = game_id(platform, &tags).ok_or(ParseFailure::NoGameId)?;
     let pgn = normalise_line_endings(String::from_utf8_lossy(bytes.trim_ascii()));
+    let played_at = played_at(&tags);
     Ok(GameRow {
         provider_game_id,
-        played_at: played_at(&tags),
+        played_at,
+        ended_at: date_time(tags.end_date.as_deref(), tags.end_time.as_deref()).or(played_at),
         white: tags.white,
         black: tags.black,
         white_elo: tags.white_elo,
@@ -294,33 +307,56 @@ mod tests {
     fn reported_shapes_give_their_right_values() {
         let zh = rows_of(Platform::Lichess, &case("lichess-crazyhouse-pawn-drops.pgn"));
         assert_eq!(
-            zh.iter().map(|r| (r.provider_game_id.as_str(), r.variant.as_str(), r.ply_count)).collect::<Vec<_>>(),
+            zh.iter()
+                .map(|r| (r.provider_game_id.as_str(), r.variant.as_str(), r.ply_count))
+                .collect::<Vec<_>>(),
             [("zH4pUt7q", "Crazyhouse", 35)]
         );
-        let cc_zh = rows_of(Platform::ChessCom, &case("chesscom-crazyhouse-bare-pawn-drop.pgn"));
+        let cc_zh = rows_of(
+            Platform::ChessCom,
+            &case("chesscom-crazyhouse-bare-pawn-drop.pgn"),
+        );
         assert_eq!(
-            cc_zh.iter().map(|r| (r.provider_game_id.as_str(), r.ply_count)).collect::<Vec<_>>(),
+            cc_zh
+                .iter()
+                .map(|r| (r.provider_game_id.as_str(), r.ply_count))
+                .collect::<Vec<_>>(),
             [("live/145023877113", 32)],
             "the bare pawn drop @f2+ is a ply"
         );
         let rk = rows_of(Platform::Lichess, &case("lichess-racing-kings-standard-fen.pgn"));
         assert_eq!(
-            rk.iter().map(|r| (r.provider_game_id.as_str(), r.ply_count)).collect::<Vec<_>>(),
+            rk.iter()
+                .map(|r| (r.provider_game_id.as_str(), r.ply_count))
+                .collect::<Vec<_>>(),
             [("rKq9Tz2m", 11)]
         );
         let ai = rows_of(Platform::Lichess, &case("lichess-ai-opponent.pgn"));
         assert_eq!(ai.len(), 1);
-        assert_eq!((ai[0].white_elo, ai[0].time_control.as_deref()), (None, Some("-")));
-        let pair = rows_of(Platform::ChessCom, &case("chesscom-live-and-daily-same-number.pgn"));
         assert_eq!(
-            pair.iter().map(|r| (r.provider_game_id.as_str(), r.ply_count)).collect::<Vec<_>>(),
+            (ai[0].white_elo, ai[0].time_control.as_deref()),
+            (None, Some("-"))
+        );
+        let pair = rows_of(
+            Platform::ChessCom,
+            &case("chesscom-live-and-daily-same-number.pgn"),
+        );
+        assert_eq!(
+            pair.iter()
+                .map(|r| (r.provider_game_id.as_str(), r.ply_count))
+                .collect::<Vec<_>>(),
             [("daily/412345678", 22), ("live/412345678", 24)]
         );
         let query = rows_of(Platform::ChessCom, &case("chesscom-link-with-query.pgn"));
         assert_eq!(query[0].provider_game_id, "daily/412345678");
         let repeated = rows_of(Platform::Lichess, &case("lichess-repeated-game.pgn"));
-        let ids: std::collections::HashSet<&str> = repeated.iter().map(|r| r.provider_game_id.as_str()).collect();
-        assert_eq!((repeated.len(), ids.len()), (6, 4), "six games in the export, four distinct");
+        let ids: std::collections::HashSet<&str> =
+            repeated.iter().map(|r| r.provider_game_id.as_str()).collect();
+        assert_eq!(
+            (repeated.len(), ids.len()),
+            (6, 4),
+            "six games in the export, four distinct"
+        );
     }
 
     #[test]
@@ -328,7 +364,10 @@ mod tests {
         let crlf = case("chesscom-crlf.pgn");
         assert!(crlf.windows(2).any(|w| w == b"\r\n"), "the case has CRLF");
         let lf: Vec<u8> = String::from_utf8_lossy(&crlf).replace("\r\n", "\n").into_bytes();
-        let (a, b) = (rows_of(Platform::ChessCom, &crlf), rows_of(Platform::ChessCom, &lf));
+        let (a, b) = (
+            rows_of(Platform::ChessCom, &crlf),
+            rows_of(Platform::ChessCom, &lf),
+        );
         assert_eq!(a.len(), 2);
         assert_eq!(a, b, "the same games whichever line endings they came with");
         for row in &a {

@@ -7,9 +7,8 @@
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::{BodyFramer, Client, MAX_RESUMES, UpstreamError, user_url};
+use super::{BodyFramer, Client, Item, MAX_RESUMES, UpstreamError, user_url};
 use crate::job::Platform;
-use crate::pgn::Framed;
 
 #[derive(Deserialize)]
 struct Archives {
@@ -30,10 +29,15 @@ pub struct ChessComSource {
     user: String,
     /// Months not yet read, oldest first: the next is popped from the end.
     months: Vec<(u16, u8)>,
+    /// The month being read, until its `MonthEnd`.
     current: Option<Url>,
+    /// The month read last, for `reread_month`.
+    last: Option<Url>,
     framer: BodyFramer,
     resumes: u32,
 }
+
+const PGN: &str = "application/x-chess-pgn";
 
 impl ChessComSource {
     /// Reads the archive list.
@@ -58,17 +62,21 @@ impl ChessComSource {
             user: user.to_string(),
             months,
             current: None,
+            last: None,
             framer: BodyFramer::new(),
             resumes: 0,
         })
     }
 
-    /// The next game.
-    pub async fn next(&mut self) -> Result<Option<Framed>, UpstreamError> {
+    /// The next game, or the end of a month (each month ends with one `MonthEnd`).
+    pub async fn next(&mut self) -> Result<Option<Item>, UpstreamError> {
         loop {
             match self.framer.next().await {
-                Ok(Some(game)) => return Ok(Some(game)),
+                Ok(Some(game)) => return Ok(Some(Item::Game(game))),
                 Ok(None) => {
+                    if self.current.take().is_some() {
+                        return Ok(Some(Item::MonthEnd));
+                    }
                     let Some((year, month)) = self.months.pop() else {
                         return Ok(None);
                     };
@@ -78,11 +86,7 @@ impl ChessComSource {
                         &self.user,
                         &["games", &format!("{year:04}"), &format!("{month:02}"), "pgn"],
                     )?;
-                    match self
-                        .client
-                        .get(&url, "application/x-chess-pgn", Platform::ChessCom)
-                        .await
-                    {
+                    match self.client.get(&url, PGN, Platform::ChessCom).await {
                         Ok(body) => self.framer.start(body),
                         // A month listed but gone is not worth failing the import for.
                         Err(UpstreamError::NotFound) => {
@@ -98,6 +102,7 @@ impl ChessComSource {
                         Err(e) => return Err(e),
                     }
                     self.current = Some(url);
+                    self.last = self.current.clone();
                 }
                 Err(source) => {
                     self.resumes += 1;
@@ -112,14 +117,22 @@ impl ChessComSource {
                     };
                     tracing::warn!(%url, error = %source, resume = self.resumes, "chess.com month broke, reading it again");
                     tokio::time::sleep(self.client.backoff(self.resumes - 1)).await;
-                    let body = self
-                        .client
-                        .get(&url, "application/x-chess-pgn", Platform::ChessCom)
-                        .await?;
+                    let body = self.client.get(&url, PGN, Platform::ChessCom).await?;
                     self.framer.start(body);
                 }
             }
         }
+    }
+
+    /// Reads the month that just ended again, from its first game; it ends with another `MonthEnd`.
+    pub async fn reread_month(&mut self) -> Result<(), UpstreamError> {
+        let Some(url) = self.last.clone() else {
+            return Err(UpstreamError::BadResponse("no month to read again".into()));
+        };
+        let body = self.client.get(&url, PGN, Platform::ChessCom).await?;
+        self.framer.start(body);
+        self.current = Some(url);
+        Ok(())
     }
 }
 

@@ -145,7 +145,17 @@ impl BodyFramer {
     }
 }
 
-/// Where the games of one import come from, newest first.
+/// What a source hands out next.
+#[derive(Debug)]
+pub enum Item {
+    /// One framed game.
+    Game(Framed),
+    /// chess.com: the month being read has ended (its games are not in a documented order, so
+    /// the pipeline chooses among them; `reread_month` serves the month again).
+    MonthEnd,
+}
+
+/// Where the games of one import come from, newest first (chess.com: newest month first).
 pub enum GameSource {
     /// lichess export stream.
     Lichess(lichess::LichessSource),
@@ -185,11 +195,21 @@ impl GameSource {
         })
     }
 
-    /// The next game, newest first; `Ok(None)` when the user has no more.
-    pub async fn next(&mut self) -> Result<Option<Framed>, UpstreamError> {
+    /// The next game or month end; `Ok(None)` when the user has no more.
+    pub async fn next(&mut self) -> Result<Option<Item>, UpstreamError> {
         match self {
-            GameSource::Lichess(s) => s.next().await,
+            GameSource::Lichess(s) => Ok(s.next().await?.map(Item::Game)),
             GameSource::ChessCom(s) => s.next().await,
+        }
+    }
+
+    /// chess.com: serves the month that just ended again, from its first game.
+    pub async fn reread_month(&mut self) -> Result<(), UpstreamError> {
+        match self {
+            GameSource::Lichess(_) => Err(UpstreamError::BadResponse(
+                "lichess has no months to read again".into(),
+            )),
+            GameSource::ChessCom(s) => s.reread_month().await,
         }
     }
 

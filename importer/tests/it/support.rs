@@ -56,6 +56,28 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` (several statements allowed) against this database, creating a SQLite file if needed.
+    pub async fn execute(&self, sql: &str) {
+        match self {
+            TestDb::Sqlite(_) => {
+                let opts: sqlx::sqlite::SqliteConnectOptions = self.url().parse().expect("sqlite url");
+                let mut c = sqlx::SqliteConnection::connect_with(&opts.create_if_missing(true))
+                    .await
+                    .expect("sqlite");
+                sqlx::raw_sql(sql).execute(&mut c).await.expect("execute");
+            }
+            TestDb::Postgres(_) => {
+                let mut c = sqlx::PgConnection::connect(&self.url()).await.expect("postgres");
+                sqlx::raw_sql(sql).execute(&mut c).await.expect("execute");
+            }
+        }
+    }
+
+    /// Which database this is.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres(_))
+    }
+
     /// Runs a scalar count query against this database.
     pub async fn count(&self, sql: &str, user: &str) -> i64 {
         match self {
