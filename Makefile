@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness gate faults bench fuzz allocators run test fmt lint check-pg release
+.PHONY: harness gate faults bench fuzz allocators run test fmt lint check-pg chromium release
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -46,8 +46,8 @@ allocators: release
 run:
 	$(CARGO) run --release -p importer
 
-## test: formatting, lints, and every test on SQLite and PostgreSQL
-test: fmt lint check-pg
+## test: formatting, lints, and every test on SQLite and PostgreSQL (installs Chromium when missing)
+test: fmt lint check-pg chromium
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) run -q -p harness -- check scenarios/*.yaml
 
@@ -60,6 +60,13 @@ lint:
 ## check-pg: fail early, and clearly, when PostgreSQL is not reachable
 check-pg:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432; the tests need it (they never skip)." >&2; exit 1; }
+
+## chromium: Debian's Chromium, which the report.html browser test needs; installed when missing
+chromium:
+	@command -v chromium > /dev/null || { \
+	  echo "installing Debian's chromium for the report.html browser test" >&2; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium > /dev/null; }
 
 release:
 	$(CARGO) build --release --workspace

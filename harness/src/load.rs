@@ -131,6 +131,8 @@ struct Plan {
     deadline: Instant,
     poll_every: Duration,
     records: Mutex<Vec<ImportRecord>>,
+    /// `API_TOKEN` of the importers, sent as a bearer token when set.
+    token: Option<String>,
 }
 
 static PLAN: Mutex<Option<Arc<Plan>>> = Mutex::new(None);
@@ -138,6 +140,14 @@ static ATTACK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn current_plan() -> Option<Arc<Plan>> {
     PLAN.lock().ok().and_then(|p| p.clone())
+}
+
+/// Adds `Authorization: Bearer <token>` when the importers require one.
+fn with_token(req: reqwest::RequestBuilder, token: &Option<String>) -> reqwest::RequestBuilder {
+    match token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    }
 }
 
 fn time_of(v: &Value) -> Option<DateTime<Utc>> {
@@ -184,10 +194,11 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
         .method(GooseMethod::Post)
         .path(post_url.as_str())
         .name("/api/v1/import-more-games")
-        .set_request_builder(
+        .set_request_builder(with_token(
             user.get_request_builder(&GooseMethod::Post, &post_url)?
                 .json(&body),
-        )
+            &plan.token,
+        ))
         .build();
     let (status, admitted, transport) = json_of(user.request(post).await?).await;
     rec.post_status = status;
@@ -214,6 +225,10 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
         let req = GooseRequest::builder()
             .path(url.as_str())
             .name("/api/v1/imports/{id}")
+            .set_request_builder(with_token(
+                user.get_request_builder(&GooseMethod::Get, &url)?,
+                &plan.token,
+            ))
             .build();
         let (code, job, _) = json_of(user.request(req).await?).await;
         // Any process on the shared database knows the import: when one stops answering
@@ -253,11 +268,13 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
 
 /// Runs one attack: all imports requested at once, each to the importer its spec names
 /// among `bases`, and polled to its end.
+/// `token`: the importers' `API_TOKEN`, sent with every request when set.
 pub async fn run(
     bases: &[String],
     specs: Vec<ImportSpec>,
     origin: Instant,
     timeout: Duration,
+    token: Option<&str>,
 ) -> Result<LoadResult, Error> {
     let _one_at_a_time = ATTACK.lock().await;
     let users = specs.len();
@@ -271,6 +288,7 @@ pub async fn run(
         deadline: Instant::now() + timeout,
         poll_every: Duration::from_millis(100),
         records: Mutex::new(Vec::new()),
+        token: token.map(str::to_string),
     });
     *PLAN.lock().map_err(|_| Error("plan lock poisoned".into()))? = Some(Arc::clone(&plan));
     // Goose keeps some fields private, so the configuration is filled in place.

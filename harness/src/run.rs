@@ -460,7 +460,13 @@ async fn measure(
         .collect();
     let bases: Vec<String> = fleet.members.iter().map(|m| m.server.base.clone()).collect();
     let timeout = Duration::from_secs(s.raw.cell_timeout_secs);
-    let load_fut = load::run(&bases, specs, origin, timeout);
+    let load_fut = load::run(
+        &bases,
+        specs,
+        origin,
+        timeout,
+        env.get("API_TOKEN").map(String::as_str),
+    );
     tokio::pin!(load_fut);
     let mut crash = None;
     let load = match &s.raw.crash {

@@ -74,6 +74,13 @@ pub struct RawConfig {
     /// Port set by hosting platforms; used when BIND_ADDR is not set.
     #[arg(long, env = "PORT", hide = true)]
     pub port: Option<String>,
+    /// The token every API client must send as `Authorization: Bearer <token>` (all endpoints but
+    /// /healthz). Required when BIND_ADDR is not a loopback address, unless ALLOW_UNAUTHENTICATED.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// `true`: serve without API_TOKEN on a non-loopback address (a private network only).
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED", default_value = "false")]
+    pub allow_unauthenticated: String,
     /// Optional bearer token for lichess (raises its rate limit).
     #[arg(long, env = "LICHESS_TOKEN", hide_env_values = true)]
     pub lichess_token: Option<String>,
@@ -185,6 +192,8 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     /// lichess bearer token.
     pub lichess_token: Option<String>,
+    /// The token API clients must send; `None`: no authentication (loopback, or explicitly allowed).
+    pub api_token: Option<String>,
     /// Wait after a 429 without Retry-After.
     pub rate_limit_wait: Duration,
     /// Silence after which a stream is stalled.
@@ -350,6 +359,39 @@ impl Config {
             }
         };
         let lichess_token = raw.lichess_token.filter(|t| !t.trim().is_empty());
+        let api_token = match raw.api_token {
+            Some(t) if t.len() >= 16 && t.bytes().all(|b| (0x21..0x7f).contains(&b)) => Some(t),
+            Some(_) => {
+                return Err(ConfigError {
+                    var: "API_TOKEN",
+                    // Never echoed: a token that is almost right is still a secret.
+                    value: "(hidden)".into(),
+                    accepted: "16 to any number of printable ASCII characters without spaces".into(),
+                });
+            }
+            None => None,
+        };
+        let allow_unauthenticated = match raw.allow_unauthenticated.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(ConfigError {
+                    var: "ALLOW_UNAUTHENTICATED",
+                    value: other.to_string(),
+                    accepted: "`true` or `false`".into(),
+                });
+            }
+        };
+        if api_token.is_none() && !allow_unauthenticated && !bind_addr.ip().is_loopback() {
+            return Err(ConfigError {
+                var: "API_TOKEN",
+                value: String::new(),
+                accepted: format!(
+                    "a token, because BIND_ADDR {bind_addr} is not loopback and every endpoint would answer \
+                     anyone; or ALLOW_UNAUTHENTICATED=true on a private network"
+                ),
+            });
+        }
         let kind = database_kind(&raw.database_url)?;
         let instance_id = match raw.instance_id {
             Some(id) if valid_instance_id(&id) => id,
@@ -398,6 +440,7 @@ impl Config {
             chesscom_base_url: base_url("CHESSCOM_BASE_URL", &raw.chesscom_base_url)?,
             bind_addr,
             lichess_token,
+            api_token,
             rate_limit_wait: Duration::from_secs(int_in(
                 "UPSTREAM_RATE_LIMIT_WAIT_SECS",
                 &raw.upstream_rate_limit_wait_secs,
@@ -588,8 +631,38 @@ mod tests {
     }
 
     #[test]
+    fn a_public_address_needs_a_token_or_the_explicit_opt_out() {
+        let err = parse(&["--port", "9000"]).unwrap_err();
+        assert_eq!(err.var, "API_TOKEN");
+        assert!(err.to_string().contains("ALLOW_UNAUTHENTICATED=true"), "{err}");
+        let token = "0123456789abcdef-token";
+        assert_eq!(
+            parse(&["--port", "9000", "--api-token", token])
+                .unwrap()
+                .api_token
+                .as_deref(),
+            Some(token)
+        );
+        assert!(
+            parse(&["--port", "9000", "--allow-unauthenticated", "true"])
+                .unwrap()
+                .api_token
+                .is_none()
+        );
+        assert_eq!(
+            parse(&["--allow-unauthenticated", "yes"]).unwrap_err().var,
+            "ALLOW_UNAUTHENTICATED"
+        );
+        // Loopback needs nothing; a short token is refused without being echoed.
+        assert!(parse(&[]).unwrap().api_token.is_none());
+        let short = parse(&["--api-token", "secret"]).unwrap_err();
+        assert_eq!(short.var, "API_TOKEN");
+        assert!(!short.to_string().contains("secret"), "{short}");
+    }
+
+    #[test]
     fn port_sets_public_bind_address_unless_bind_addr_given() {
-        let cfg = parse(&["--port", "9000"]).unwrap();
+        let cfg = parse(&["--port", "9000", "--allow-unauthenticated", "true"]).unwrap();
         assert_eq!(cfg.bind_addr.to_string(), "0.0.0.0:9000");
         let cfg = parse(&["--port", "9000", "--bind-addr", "127.0.0.1:7000"]).unwrap();
         assert_eq!(cfg.bind_addr.to_string(), "127.0.0.1:7000");

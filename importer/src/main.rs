@@ -134,6 +134,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         scheduler: Arc::clone(&scheduler),
         metrics,
         queue_capacity: config.import_queue_capacity,
+        api_token: config.api_token.as_deref().map(Arc::from),
     };
     // On SIGTERM the server keeps answering (POST: 503) while running imports
     // commit their batch; then it stops. The whole must fit in 10 s.

@@ -404,7 +404,7 @@ fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
         .into_iter()
         .find(|p| Path::new(p).is_file())
         .unwrap_or_else(|| {
-            panic!("Chromium is needed for this test: apt-get install chromium (.ci/run does)")
+            panic!("Chromium is needed for this test: `make chromium` or `make test` installs it")
         });
     std::process::Command::new(bin)
         .args([

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
+    /// `API_TOKEN` is set and the request did not carry it.
+    #[error("{0}: send `Authorization: Bearer <API_TOKEN>`")]
+    Unauthorized(&'static str),
     /// The queue is full; retry after the given seconds.
     #[error("import queue is full ({capacity} waiting); retry later")]
     QueueFull {
@@ -48,6 +51,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) => {
@@ -56,6 +60,10 @@ impl IntoResponse for ApiError {
             }
         };
         let mut resp = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if matches!(self, ApiError::Unauthorized(_)) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let ApiError::QueueFull { retry_after_secs, .. } = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

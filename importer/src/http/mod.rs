@@ -7,12 +7,14 @@ mod imports;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 pub use error::ApiError;
 
@@ -34,18 +36,46 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Queue capacity, for the 429 message.
     pub queue_capacity: usize,
+    /// The token every request but `/healthz` must carry; `None`: none needed.
+    pub api_token: Option<Arc<str>>,
 }
 
 /// The router of the whole API.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let guarded = Router::new()
         .route("/api/v1/import-more-games", post(imports::create))
         .route("/api/v1/imports/{import_id}", get(imports::show))
-        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(guarded)
+        // Open: a platform's health check carries no token, and it says nothing but up or down.
+        .route("/healthz", get(healthz))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Lets a request through only with `Authorization: Bearer <API_TOKEN>`, when a token is set.
+/// Compared in constant time, so that the answer's timing tells nothing of the token.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.api_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
+        if !ok {
+            let why = if given.is_some() {
+                "wrong token in the Authorization header"
+            } else {
+                "missing Authorization header"
+            };
+            return ApiError::Unauthorized(why).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {

@@ -1528,3 +1528,142 @@ async fn stored_chess_com_keys_are_migrated(db: TestDb) {
     assert_eq!(db.games_of("player_a").await, 2);
 }
 on_both_databases!(rekey_migration, stored_chess_com_keys_are_migrated);
+
+const TOKEN: &str = "it-token-0123456789abcdef";
+
+/// With `API_TOKEN` set, every endpoint but /healthz needs it: no token or a wrong one is a 401
+/// naming the header, and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_token_guards_every_endpoint_but_healthz() {
+    let db = TestDb::sqlite();
+    let mocks = Upstreams::start(&[lichess("guarded", 20)], SEED)
+        .await
+        .expect("mocks");
+    let imp = Importer::start(&db, &mocks, &[("API_TOKEN", TOKEN)]).await;
+    let http = reqwest::Client::new();
+    let body = json!({"user_id": "guarded", "platform": "lichess", "limit": 20});
+    for auth in [
+        None,
+        Some("Bearer wrong-token-0123456789"),
+        Some("Basic Zm9vOmJhcg=="),
+    ] {
+        let mut post = http
+            .post(format!("{}/api/v1/import-more-games", imp.base))
+            .json(&body);
+        let mut show = http.get(format!(
+            "{}/api/v1/imports/00000000-0000-0000-0000-000000000000",
+            imp.base
+        ));
+        let mut metrics = http.get(format!("{}/metrics", imp.base));
+        if let Some(a) = auth {
+            post = post.header("authorization", a);
+            show = show.header("authorization", a);
+            metrics = metrics.header("authorization", a);
+        }
+        for req in [post, show, metrics] {
+            let resp = req.send().await.expect("request");
+            assert_eq!(resp.status(), 401, "{auth:?}");
+            assert_eq!(
+                resp.headers().get("www-authenticate").map(|v| v.as_bytes()),
+                Some(&b"Bearer"[..])
+            );
+            let err: serde_json::Value = resp.json().await.expect("json");
+            assert!(
+                err["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Authorization"),
+                "{err}"
+            );
+        }
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM import_jobs WHERE user_id = $1", "guarded")
+            .await,
+        0
+    );
+    let health = http
+        .get(format!("{}/healthz", imp.base))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200, "/healthz stays open");
+
+    let created: serde_json::Value = http
+        .post(format!("{}/api/v1/import-more-games", imp.base))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("json");
+    let id = created["import_id"].as_str().expect("an import id").to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let job: serde_json::Value = http
+            .get(format!("{}/api/v1/imports/{id}", imp.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        if job["status"] == "completed" {
+            assert_eq!(job["games_imported"], 20, "{job}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let metrics = http
+        .get(format!("{}/metrics", imp.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), 200);
+    assert!(!imp.log_text().contains(TOKEN), "the token is never logged");
+}
+
+/// A public address without a token is refused at start, unless explicitly allowed.
+#[tokio::test]
+async fn a_public_address_without_a_token_is_refused_unless_allowed() {
+    let db = TestDb::sqlite();
+    let (code, stderr) = run_with_env(&[("DATABASE_URL", &db.url()), ("BIND_ADDR", "0.0.0.0:0")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("API_TOKEN") && stderr.contains("ALLOW_UNAUTHENTICATED=true"),
+        "{stderr}"
+    );
+    // The opt-out: it serves on every address, loopback included.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mocks = Upstreams::start(&[], SEED).await.expect("mocks");
+    let bind = format!("0.0.0.0:{port}");
+    let imp = Importer::start(
+        &db,
+        &mocks,
+        &[("BIND_ADDR", &bind), ("ALLOW_UNAUTHENTICATED", "true")],
+    )
+    .await;
+    assert!(imp.base.starts_with("http://127.0.0.1:"));
+    let (status, _) = imp
+        .post(json!({"user_id": "nobody_here", "platform": "lichess", "limit": 1}))
+        .await;
+    assert_eq!(status, 202);
+    // Help shows no token value even when one is set.
+    let out = Command::new(importer_bin())
+        .env_clear()
+        .env("API_TOKEN", TOKEN)
+        .arg("--help")
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("API_TOKEN") && !help.contains(TOKEN), "{help}");
+}

@@ -159,7 +159,12 @@ pub fn importer_bin() -> &'static str {
 impl Importer {
     /// Starts the importer on `db` against `mocks` with extra environment, and waits for /healthz.
     pub async fn start(db: &TestDb, mocks: &Upstreams, env: &[(&str, &str)]) -> Importer {
-        let port = free_port();
+        // A test that sets BIND_ADDR (a public address, say) is reached on its port.
+        let port = env
+            .iter()
+            .find(|(k, _)| *k == "BIND_ADDR")
+            .and_then(|(_, v)| v.parse::<std::net::SocketAddr>().ok())
+            .map_or_else(free_port, |a| a.port());
         let log = std::env::temp_dir().join(format!("{}.log", unique("importer")));
         let out = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(importer_bin());
