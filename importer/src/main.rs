@@ -147,8 +147,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             );
         }
     };
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(drain)
+    importer::http::serve::serve(listener, app(state), drain)
         .await
         .context("serving HTTP")?;
     tracing::info!("stopped; unfinished imports resume at the next start");

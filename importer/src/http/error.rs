@@ -25,6 +25,9 @@ pub enum ApiError {
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
+    /// The request took longer than the limit, in seconds.
+    #[error("request not complete within {0} s")]
+    RequestTimeout(u64),
     /// `API_TOKEN` is set and the request did not carry it.
     #[error("{0}: send `Authorization: Bearer <API_TOKEN>`")]
     Unauthorized(&'static str),
@@ -52,6 +55,7 @@ impl IntoResponse for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) => {

@@ -4,6 +4,7 @@
 
 mod error;
 mod imports;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -53,7 +54,16 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(timeout))
         .with_state(state)
+}
+
+/// Answers 408 to a request that takes longer than `serve::REQUEST_TIMEOUT` (a slow body, say).
+async fn timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(serve::REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::RequestTimeout(serve::REQUEST_TIMEOUT.as_secs()).into_response(),
+    }
 }
 
 /// Lets a request through only with `Authorization: Bearer <API_TOKEN>`, when a token is set.

@@ -1667,3 +1667,138 @@ async fn a_public_address_without_a_token_is_refused_unless_allowed() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("API_TOKEN") && !help.contains(TOKEN), "{help}");
 }
+
+/// A flood of idle and slow-header connections while imports run, bounded in count and time:
+/// the imports complete exactly, /healthz keeps answering within 1 s, memory stays within twice
+/// the peak of the same imports without the flood, the server cuts the silent connections after
+/// its header read timeout, and the descriptors come back once the clients are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_clients_neither_block_nor_leak() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const IDLE: usize = 2000;
+    const SLOW: usize = 200;
+    let db = TestDb::sqlite();
+    let users: Vec<MockUser> = (0..8).map(|i| lichess(&format!("flood{i}"), 600)).collect();
+    let opts = harness::mock::Options {
+        seed: SEED,
+        lichess_games_per_sec: 300,
+        ..Default::default()
+    };
+    let mocks = Upstreams::start_with(&users, opts).await.expect("mocks");
+    let imp = Importer::start(
+        &db,
+        &mocks,
+        &[("MAX_CONCURRENT_IMPORTS", "4"), ("LICHESS_MAX_STREAMS", "2")],
+    )
+    .await;
+    let idle_fds = imp.open_fds();
+    // The same work without the flood: the reference peak.
+    let run4 = |names: &[MockUser]| {
+        let names: Vec<String> = names.iter().map(|u| u.name.clone()).collect();
+        let imp = &imp;
+        async move {
+            let jobs = futures_util::future::join_all(names.iter().map(|n| submit(imp, n))).await;
+            for j in jobs {
+                let done = imp.wait(j["import_id"].as_str().unwrap_or_default()).await;
+                assert_eq!(done["status"], "completed", "{done}");
+                assert_eq!(done["games_imported"], 600, "{done}");
+            }
+        }
+    };
+    run4(&users[..4]).await;
+    let reference_peak = imp.peak_rss();
+
+    let addr = imp.base.trim_start_matches("http://").to_string();
+    let started = std::time::Instant::now();
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("idle connection"),
+        );
+    }
+    let stop_slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut slow = Vec::with_capacity(SLOW);
+    for _ in 0..SLOW {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("slow connection");
+        let stop = std::sync::Arc::clone(&stop_slow);
+        slow.push(tokio::spawn(async move {
+            let header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            for b in header.iter().cycle() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) || s.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }));
+    }
+    let flood_fds = imp.open_fds();
+    assert!(
+        flood_fds >= idle_fds + IDLE,
+        "the flood is held open: {flood_fds} descriptors"
+    );
+    let work = run4(&users[4..]);
+    tokio::pin!(work);
+    let (mut worst_health, mut max_rss) = (std::time::Duration::ZERO, 0u64);
+    let http = reqwest::Client::new();
+    loop {
+        tokio::select! {
+            () = &mut work => break,
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                let t = std::time::Instant::now();
+                let r = http.get(format!("{}/healthz", imp.base)).timeout(std::time::Duration::from_secs(5)).send().await;
+                assert!(r.is_ok_and(|r| r.status() == 200), "healthz during the flood");
+                worst_health = worst_health.max(t.elapsed());
+                max_rss = max_rss.max(imp.rss());
+            }
+        }
+    }
+    // The silent connections are cut by the server once its header read timeout has passed.
+    let wait = importer::http::serve::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(2);
+    tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
+    let mut cut = 0;
+    for s in idle.iter_mut().take(50) {
+        let mut buf = [0u8; 1];
+        if matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        ) {
+            cut += 1;
+        }
+    }
+    stop_slow.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(idle);
+    for t in slow {
+        let _ = t.await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut after = imp.open_fds();
+    while after > idle_fds + 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = imp.open_fds();
+    }
+    eprintln!(
+        "flood: {IDLE} idle + {SLOW} slow-header connections; descriptors idle {idle_fds}, flooded {flood_fds}, after {after}; \
+         worst /healthz {:.0} ms; RSS max {:.1} MiB with the flood vs a peak of {:.1} MiB without; {cut}/50 idle connections cut",
+        worst_health.as_secs_f64() * 1000.0,
+        max_rss as f64 / 1048576.0,
+        reference_peak as f64 / 1048576.0
+    );
+    assert!(
+        worst_health < std::time::Duration::from_secs(1),
+        "{worst_health:?}"
+    );
+    assert!(max_rss <= 2 * reference_peak, "{max_rss} vs {reference_peak}");
+    assert_eq!(cut, 50, "silent connections are closed by the server");
+    assert!(
+        after <= idle_fds + 5,
+        "descriptors back to idle: {after} vs {idle_fds}"
+    );
+    for u in &users {
+        assert_eq!(db.distinct_games_of(&u.key()).await, 600);
+        assert_eq!(db.games_of(&u.key()).await, 600);
+    }
+}

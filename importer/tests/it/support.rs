@@ -209,6 +209,26 @@ impl Importer {
         harness::observer::vm_hwm(pid).expect("VmHWM in /proc/PID/status")
     }
 
+    /// Its resident set now (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        let pid = self.child.id().expect("importer running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
+    /// Its open file descriptors now.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.child.id().expect("importer running");
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fd dir")
+            .count()
+    }
+
     /// Everything it printed.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
