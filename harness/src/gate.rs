@@ -108,6 +108,8 @@ pub enum Verdict {
     Erratic,
     /// The baseline has no such cell (a warning).
     NoBaseline,
+    /// API latency above the scenario's limit.
+    TooSlow,
     /// Not verified, OOM-killed or not measured.
     Failed,
 }
@@ -115,7 +117,10 @@ pub enum Verdict {
 impl Verdict {
     /// Whether this verdict fails the gate.
     pub fn fails(self) -> bool {
-        matches!(self, Verdict::Regression | Verdict::OverBudget | Verdict::Failed)
+        matches!(
+            self,
+            Verdict::Regression | Verdict::OverBudget | Verdict::TooSlow | Verdict::Failed
+        )
     }
 
     fn mark(self) -> &'static str {
@@ -134,9 +139,9 @@ pub struct Check {
     pub cell: String,
     /// `peak_rss`, `memory_per_import`, `budget` or `delivery`.
     pub metric: String,
-    /// Baseline value, bytes.
+    /// Baseline value, bytes (µs for a latency check).
     pub baseline: Option<u64>,
-    /// Measured median, bytes.
+    /// Measured median, bytes (a latency check: the worst repeat's p99, µs).
     pub measured: u64,
     /// Change against the baseline, percent.
     pub change_pct: Option<f64>,
@@ -167,6 +172,9 @@ pub struct Decision {
 
 /// Medians of one cell's runs.
 struct Stats {
+    /// Worst repeat's p99 of the POSTs and of the GETs, µs.
+    post_p99_us: u64,
+    get_p99_us: u64,
     peak: u64,
     per_import: u64,
     idle: u64,
@@ -181,7 +189,21 @@ fn stats(runs: &[CellRun], erratic: bool) -> Stats {
     problems.extend(runs.iter().flat_map(|r| r.verification.problems.clone()));
     problems.sort();
     problems.dedup();
+    let p99 = |name: &str| {
+        runs.iter()
+            .flat_map(|r| {
+                r.load
+                    .requests
+                    .iter()
+                    .filter(|q| q.name == name)
+                    .map(|q| (q.p99_ms * 1000.0) as u64)
+            })
+            .max()
+            .unwrap_or(0)
+    };
     Stats {
+        post_p99_us: p99("POST /api/v1/import-more-games"),
+        get_p99_us: p99("GET /api/v1/imports/{id}"),
         peak: median(ok.iter().map(|r| r.peak)),
         per_import: median(ok.iter().map(|r| r.per_import)),
         idle: median(ok.iter().map(|r| r.idle_rss)),
@@ -358,6 +380,28 @@ pub async fn gate(
                 mib(limit)
             ),
         });
+        for (metric, limit_ms, measured_us) in [
+            ("post_p99", g.max_post_p99_ms, st.post_p99_us),
+            ("get_p99", g.max_get_p99_ms, st.get_p99_us),
+        ] {
+            let Some(limit_ms) = limit_ms else { continue };
+            let limit_us = (limit_ms * 1000.0) as u64;
+            let slow = measured_us > limit_us;
+            checks.push(Check {
+                cell: label.clone(),
+                metric: metric.into(),
+                baseline: None,
+                measured: measured_us,
+                change_pct: None,
+                tolerance: limit_us,
+                verdict: if slow { Verdict::TooSlow } else { Verdict::Pass },
+                message: format!(
+                    "{label} {metric} {:.1} ms {} the scenario's limit {limit_ms:.1} ms",
+                    measured_us as f64 / 1000.0,
+                    if slow { ">" } else { "<=" },
+                ),
+            });
+        }
         if st.erratic {
             warnings.push(format!(
                 "{label}: repeats spread {:.1} % even after a rerun: erratic",
@@ -453,6 +497,15 @@ fn fmt_mib(v: Option<u64>) -> String {
     v.map_or("–".into(), |b| format!("{:.2} MiB", mib(b)))
 }
 
+/// A check's value in its unit: MiB, or ms for a latency check.
+fn fmt_value(metric: &str, v: Option<u64>) -> String {
+    if metric.ends_with("_p99") {
+        v.map_or("–".into(), |us| format!("{:.1} ms", us as f64 / 1000.0))
+    } else {
+        fmt_mib(v)
+    }
+}
+
 /// The columns of the ✓/✗ table, one row per check, for either rendering.
 fn rows(d: &Decision) -> Vec<[String; 8]> {
     d.checks
@@ -462,10 +515,10 @@ fn rows(d: &Decision) -> Vec<[String; 8]> {
                 c.verdict.mark().to_string(),
                 c.cell.clone(),
                 c.metric.clone(),
-                fmt_mib(c.baseline),
-                fmt_mib(Some(c.measured)),
+                fmt_value(&c.metric, c.baseline),
+                fmt_value(&c.metric, Some(c.measured)),
                 c.change_pct.map_or("–".into(), |p| format!("{p:+.1} %")),
-                fmt_mib(Some(c.tolerance)),
+                fmt_value(&c.metric, Some(c.tolerance)),
                 format!("{:?}", c.verdict),
             ]
         })

@@ -234,6 +234,12 @@ pub struct Gate {
     /// Repeats of a cell whose peaks spread more than this (percent of the median) are rerun once, then `erratic`.
     #[serde(default = "default_max_spread_pct")]
     pub max_spread_pct: f64,
+    /// Slowest 99th percentile of `POST /api/v1/import-more-games` a cell may show, ms (worst repeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_post_p99_ms: Option<f64>,
+    /// Slowest 99th percentile of `GET /api/v1/imports/{id}` a cell may show, ms (worst repeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_get_p99_ms: Option<f64>,
 }
 
 fn default_tolerance_pct() -> f64 {
@@ -252,6 +258,8 @@ impl Default for Gate {
             tolerance_pct: default_tolerance_pct(),
             tolerance_floor_mb: default_tolerance_floor_mb(),
             max_spread_pct: default_max_spread_pct(),
+            max_post_p99_ms: None,
+            max_get_p99_ms: None,
         }
     }
 }

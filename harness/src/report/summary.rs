@@ -201,6 +201,7 @@ pub fn summary_markdown(results: &RunResults) -> String {
     }
     concurrency(results, &mut out);
     upstream(results, &mut out);
+    api_latency(results, &mut out);
     effects(results, &mut out);
     crashes(results, &mut out);
     reference(results, &mut out);
@@ -283,6 +284,59 @@ fn upstream(results: &RunResults, out: &mut String) {
          Requests: median; 429s and most in flight at once: the worst run.\n\n\
          | cell | lichess requests | lichess 429s | lichess most in flight | chess.com requests | chess.com 429s | chess.com most in flight |\n\
          |---|---|---|---|---|---|---|\n{}",
+        lines.join("\n")
+    );
+}
+
+/// How fast the API answered while the cell ran (goose's per-request times; the worst repeat),
+/// and the wait users saw from sending their POST to their import running (harness clock).
+fn api_latency(results: &RunResults, out: &mut String) {
+    let mut lines = Vec::new();
+    for (label, runs) in by_cell(results) {
+        let worst = |name: &str, f: fn(&crate::load::RequestSummary) -> f64| {
+            runs.iter()
+                .flat_map(|r| r.load.requests.iter().filter(|q| q.name == name).map(f))
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+                .map_or("–".to_string(), |v| format!("{v:.0}"))
+        };
+        let cols = |name: &str| {
+            format!(
+                "{} | {} | {} | {}",
+                worst(name, |q| q.p50_ms),
+                worst(name, |q| q.p95_ms),
+                worst(name, |q| q.p99_ms),
+                worst(name, |q| q.max_ms)
+            )
+        };
+        let waits: Vec<f64> = runs
+            .iter()
+            .flat_map(|r| r.load.imports.iter().filter_map(|i| i.client_wait_secs))
+            .collect();
+        let wait = if waits.is_empty() {
+            "– | –".to_string()
+        } else {
+            format!(
+                "{:.1} | {:.1}",
+                median_f64(waits.iter().copied()),
+                waits.iter().copied().fold(0.0, f64::max)
+            )
+        };
+        lines.push(format!(
+            "| {label} | {} | {} | {wait} |",
+            cols("POST /api/v1/import-more-games"),
+            cols("GET /api/v1/imports/{id}")
+        ));
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## API latency\n\n\
+         Milliseconds, the worst repeat. Wait from POST: seconds from sending the POST to the first poll \
+         that saw the import running (harness clock, 0.1 s polls), admission included.\n\n\
+         | cell | POST p50 | POST p95 | POST p99 | POST max | GET p50 | GET p95 | GET p99 | GET max | wait from POST median s | wait from POST max s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n{}",
         lines.join("\n")
     );
 }

@@ -537,3 +537,46 @@ fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
         "nothing ran"
     );
 }
+
+/// The gate holds a scenario's API latency limit: a POST p99 over it fails the gate and says so.
+#[test]
+fn the_gate_fails_a_cell_whose_post_p99_exceeds_its_limit() {
+    let dir = temp_dir("gate-latency");
+    let scenario = dir.join("latency.yaml");
+    std::fs::write(
+        &scenario,
+        "budget: 512MB\nrepeats: 1\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [1]\n\
+         workload:\n  users:\n    - platform: lichess\n      games: 50\n      limit: 50\n\
+         gate:\n  max_post_p99_ms: 0.001\n  max_get_p99_ms: 60000\n",
+    )
+    .expect("scenario");
+    let (scenario, importer, out, baseline) = (
+        scenario.to_string_lossy().into_owned(),
+        importer_bin().to_string_lossy().into_owned(),
+        dir.join("reports").to_string_lossy().into_owned(),
+        dir.join("baseline.json").to_string_lossy().into_owned(),
+    );
+    let (code, text) = harness_cmd(&[
+        "gate",
+        &scenario,
+        "--importer",
+        &importer,
+        "--out",
+        &out,
+        "--no-progress",
+        "--baseline",
+        &baseline,
+        "--update-baseline",
+    ]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("✗ c1-b50-p2000 post_p99") && l.contains("> the scenario's limit 0.0 ms")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("get_p99") && l.contains("Pass")),
+        "the GET limit holds: {text}"
+    );
+    assert!(!Path::new(&baseline).exists(), "a failed run writes no baseline");
+}
