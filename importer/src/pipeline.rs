@@ -116,6 +116,22 @@ impl Batcher<'_> {
         self.job.limit - self.counters.games_imported
     }
 
+    /// Which of `keys` are stored already, asked a page (`EXISTING_GAMES_PAGE_SIZE`) at a time.
+    async fn stored_among(&self, keys: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let mut stored = HashSet::new();
+        for page in keys.chunks(self.ctx.config.existing_games_page_size) {
+            stored.extend(
+                with_retry(&self.job.import_id, "checking stored games", || {
+                    self.ctx
+                        .store
+                        .stored_among(&self.job.user_id, self.job.platform, page)
+                })
+                .await?,
+            );
+        }
+        Ok(stored)
+    }
+
     /// Writes the batch's new games (at most the remaining limit), then empties it.
     async fn flush(&mut self) -> Result<(), StoreError> {
         if self.rows.is_empty() {
@@ -140,19 +156,8 @@ impl Batcher<'_> {
                 .map(|r| r.provider_game_id.clone())
                 .collect(),
             None => {
-                let mut stored = HashSet::new();
                 let ids: Vec<&str> = self.rows.iter().map(|r| r.provider_game_id.as_str()).collect();
-                for page in ids.chunks(self.ctx.config.existing_games_page_size) {
-                    stored.extend(
-                        with_retry(&self.job.import_id, "checking stored games", || {
-                            self.ctx
-                                .store
-                                .stored_among(&self.job.user_id, self.job.platform, page)
-                        })
-                        .await?,
-                    );
-                }
-                stored
+                self.stored_among(&ids).await?
             }
         };
         let before = self.rows.len();
@@ -252,19 +257,8 @@ impl Batcher<'_> {
                 .map(|g| g.2.clone())
                 .collect(),
             None => {
-                let mut stored = HashSet::new();
                 let keys: Vec<&str> = games.iter().map(|g| g.2.as_str()).collect();
-                for page in keys.chunks(self.ctx.config.existing_games_page_size) {
-                    stored.extend(
-                        with_retry(&self.job.import_id, "checking stored games", || {
-                            self.ctx
-                                .store
-                                .stored_among(&self.job.user_id, self.job.platform, page)
-                        })
-                        .await?,
-                    );
-                }
-                stored
+                self.stored_among(&keys).await?
             }
         };
         let before = games.len();
