@@ -23,6 +23,15 @@ fn chess_com(name: &str, games: u64, months: u32) -> MockUser {
     }
 }
 
+/// Mocks with the providers' rules, lichess streaming `games_per_sec` games a second per stream.
+fn paced(games_per_sec: u32) -> harness::mock::Options {
+    harness::mock::Options {
+        seed: SEED,
+        lichess_games_per_sec: games_per_sec,
+        ..Default::default()
+    }
+}
+
 /// Mocks with the providers' rules and lichess's penalty after a 429 shortened to `secs`.
 fn penalty_of(secs: f64) -> harness::mock::Options {
     harness::mock::Options {
@@ -122,12 +131,7 @@ async fn three_imports_with_two_slots(db: TestDb) {
         lichess("slot_c", 400),
     ];
     // Paced (about a second an import), so that none ends before the third is posted.
-    let opts = harness::mock::Options {
-        seed: SEED,
-        lichess_games_per_sec: 400,
-        ..Default::default()
-    };
-    let mocks = Upstreams::start_with(&users, opts).await.expect("mocks");
+    let mocks = Upstreams::start_with(&users, paced(400)).await.expect("mocks");
     let imp = Importer::start(
         &db,
         &mocks,
@@ -1039,12 +1043,7 @@ async fn a_free_slot_takes_the_oldest_import_whose_lane_is_free(db: TestDb) {
         chess_com("order_c", 100, 2),
     ];
     // Paced: A streams for about a second, long enough for C to be posted and start beside it.
-    let opts = harness::mock::Options {
-        seed: SEED,
-        lichess_games_per_sec: 400,
-        ..Default::default()
-    };
-    let mocks = Upstreams::start_with(&users, opts).await.expect("mocks");
+    let mocks = Upstreams::start_with(&users, paced(400)).await.expect("mocks");
     let imp = Importer::start(
         &db,
         &mocks,
@@ -1238,12 +1237,7 @@ async fn database_scope_counts_every_process() {
     let db = TestDb::postgres().await;
     // 2.5 s a stream: none ends while the six are posted.
     let users: Vec<MockUser> = (1..=6).map(|i| lichess(&format!("scoped{i}"), 1000)).collect();
-    let opts = harness::mock::Options {
-        seed: SEED,
-        lichess_games_per_sec: 400,
-        ..Default::default()
-    };
-    let mocks = Upstreams::start_with(&users, opts).await.expect("mocks");
+    let mocks = Upstreams::start_with(&users, paced(400)).await.expect("mocks");
     let env = |id| {
         [
             ("INSTANCE_ID", id),
@@ -1679,12 +1673,7 @@ async fn idle_and_slow_clients_neither_block_nor_leak() {
     const SLOW: usize = 200;
     let db = TestDb::sqlite();
     let users: Vec<MockUser> = (0..8).map(|i| lichess(&format!("flood{i}"), 600)).collect();
-    let opts = harness::mock::Options {
-        seed: SEED,
-        lichess_games_per_sec: 300,
-        ..Default::default()
-    };
-    let mocks = Upstreams::start_with(&users, opts).await.expect("mocks");
+    let mocks = Upstreams::start_with(&users, paced(300)).await.expect("mocks");
     let imp = Importer::start(
         &db,
         &mocks,
