@@ -10,18 +10,38 @@
 //! claimed again by whoever looks next. Every write of a running import is
 //! guarded by its owner, so a process that lost a job writes nothing more for it.
 //! What this module keeps in memory is only the set of jobs it runs.
+//!
+//! The scheduler's own tasks (admission, claiming, renewal, each import's start and end) run on
+//! the runtime that serves the API; only the imports themselves run on `imports`, so that neither
+//! a request nor a claim waits in a run queue behind hundreds of imports parsing PGN.
+//!
+//! Submissions are admitted by one task, in groups: every request that arrived while the previous
+//! group was being admitted is recorded, positioned and, where a slot and a lane are free, started,
+//! in one queue transaction (`store::QueueTx`). A burst of 512 requests costs a few commits, not
+//! 512 one after the other, and each request's answer is as exact as if it had come alone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::config::LanesScope;
 use crate::job::{Counters, Job, JobStatus, Platform};
 use crate::pipeline::{ImportContext, ImportError, run_import};
-use crate::store::{ClaimLanes, StoreError, Submitted};
+use crate::store::{ClaimLanes, QueueTx, StoreError};
+
+/// Most submissions admitted in one transaction.
+const ADMISSION_GROUP: usize = 256;
+
+/// A submission waiting for the admitting task.
+struct Request {
+    user: String,
+    platform: Platform,
+    limit: i64,
+    reply: oneshot::Sender<Result<Admission, StoreError>>,
+}
 
 /// What a submission came to.
 #[derive(Debug)]
@@ -54,10 +74,15 @@ struct State {
 /// The slot keeper.
 pub struct Scheduler {
     ctx: Arc<ImportContext>,
+    /// The runtime the imports run on.
+    imports: tokio::runtime::Handle,
     stop: tokio::sync::watch::Sender<bool>,
     state: Mutex<State>,
     max: usize,
     capacity: usize,
+    requests: mpsc::Sender<Request>,
+    /// The admitting task's end of `requests`, until `start` hands it over.
+    inbox: std::sync::Mutex<Option<mpsc::Receiver<Request>>>,
 }
 
 fn now_ms() -> i64 {
@@ -71,18 +96,27 @@ fn now_to_ms() -> chrono::DateTime<Utc> {
 }
 
 impl Scheduler {
-    /// A scheduler with the context's limits; `stop` is the sender of the context's `stopping`.
-    pub fn new(ctx: Arc<ImportContext>, stop: tokio::sync::watch::Sender<bool>) -> Arc<Scheduler> {
+    /// A scheduler with the context's limits; `stop` is the sender of the context's `stopping`;
+    /// imports run on `imports`, everything else on the runtime that calls [`Scheduler::start`].
+    pub fn new(
+        ctx: Arc<ImportContext>,
+        stop: tokio::sync::watch::Sender<bool>,
+        imports: tokio::runtime::Handle,
+    ) -> Arc<Scheduler> {
         let (max, capacity) = (
             ctx.config.max_concurrent_imports,
             ctx.config.import_queue_capacity,
         );
+        let (requests, inbox) = mpsc::channel(4 * ADMISSION_GROUP);
         Arc::new(Scheduler {
             ctx,
+            imports,
             stop,
             state: Mutex::new(State::default()),
             max,
             capacity,
+            requests,
+            inbox: std::sync::Mutex::new(Some(inbox)),
         })
     }
 
@@ -100,7 +134,7 @@ impl Scheduler {
     /// running is its own; on PostgreSQL only those of the same `INSTANCE_ID`
     /// are, and the others are taken over when their lease expires.
     pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
-        let only_process = matches!(self.ctx.store, crate::store::Store::Sqlite(_));
+        let only_process = self.ctx.store.is_sqlite();
         let back = self
             .ctx
             .store
@@ -113,6 +147,11 @@ impl Scheduler {
             );
         }
         self.fill(&mut *self.state.lock().await).await;
+        let inbox = self.inbox.lock().ok().and_then(|mut i| i.take());
+        if let Some(inbox) = inbox {
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.keep_admitting(inbox).await });
+        }
         let this = Arc::clone(self);
         tokio::spawn(async move { this.keep_claiming().await });
         let this = Arc::clone(self);
@@ -177,79 +216,255 @@ impl Scheduler {
         }
     }
 
-    /// Claims queued jobs while a slot is free, each only where its provider has a free lane: no
-    /// slot is ever held by an import waiting for a lane.
-    async fn fill(self: &Arc<Self>, state: &mut State) -> Vec<String> {
-        let mut started = Vec::new();
-        while !state.stopping && state.running.len() < self.max {
+    /// Whether a job of `platform` just queued could start now: a slot is free, and its lane is
+    /// (or lanes are shared, and only the claim statement can tell).
+    fn may_start(&self, state: &State, platform: Platform) -> bool {
+        if state.stopping || state.running.len() >= self.max {
+            return false;
+        }
+        match self.claim_lanes(state) {
+            ClaimLanes::Shared(..) => true,
+            ClaimLanes::Free(l, c) => match platform {
+                Platform::Lichess => l > 0,
+                Platform::ChessCom => c > 0,
+            },
+        }
+    }
+
+    /// Claims, in `tx`, at most `most` queued jobs while a slot is free, each only where its
+    /// provider has a free lane: no slot is ever held by an import waiting for a lane. Claimed jobs
+    /// are counted as running at once and pushed to `started`; the caller starts them once `tx`
+    /// has committed.
+    async fn claim_into(
+        &self,
+        tx: &mut QueueTx<'_>,
+        state: &mut State,
+        started: &mut Vec<Job>,
+        most: usize,
+    ) -> Result<(), StoreError> {
+        let before = started.len();
+        while !state.stopping && state.running.len() < self.max && started.len() - before < most {
             let lanes = self.claim_lanes(state);
             if matches!(lanes, ClaimLanes::Free(l, c) if l <= 0 && c <= 0) {
                 break;
             }
-            match self
-                .ctx
-                .store
-                .claim_job(self.owner(), now_ms(), self.lease_until(), lanes)
-                .await
+            match tx
+                .claim(self.owner(), now_ms(), self.lease_until(), lanes)
+                .await?
             {
-                Ok(Some(job)) => {
+                Some(job) => {
                     state.running.insert(job.import_id.clone(), job.platform);
-                    started.push(job.import_id.clone());
-                    self.spawn(job, self.max - state.running.len());
+                    started.push(job);
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim a queued import; retrying later");
-                    break;
-                }
+                None => break,
             }
         }
-        started
+        Ok(())
+    }
+
+    /// Starts what `claim_into` claimed, once its transaction has committed.
+    fn start_claimed(self: &Arc<Self>, state: &State, started: Vec<Job>) {
+        let free = self.max - state.running.len();
+        for job in started {
+            self.spawn(job, free);
+        }
+    }
+
+    /// Forgets the jobs of a transaction that did not commit: they are still queued.
+    fn unclaim(state: &mut State, started: &[Job]) {
+        for job in started {
+            state.running.remove(&job.import_id);
+        }
+    }
+
+    /// Claims queued jobs while a slot and a lane are free, and starts them; returns their ids.
+    async fn fill(self: &Arc<Self>, state: &mut State) -> Vec<String> {
+        if state.stopping || state.running.len() >= self.max {
+            return Vec::new();
+        }
+        if matches!(self.claim_lanes(state), ClaimLanes::Free(l, c) if l <= 0 && c <= 0) {
+            return Vec::new();
+        }
+        let mut started = Vec::new();
+        let round = async {
+            let mut tx = self.ctx.store.begin_queue().await?;
+            self.claim_into(&mut tx, state, &mut started, usize::MAX).await?;
+            tx.commit().await
+        };
+        if let Err(e) = round.await {
+            Self::unclaim(state, &started);
+            tracing::warn!(error = %e, "cannot claim a queued import; retrying later");
+            return Vec::new();
+        }
+        let ids = started.iter().map(|j| j.import_id.clone()).collect();
+        self.start_claimed(state, started);
+        ids
     }
 
     /// Records a new import for `user` and runs or queues it.
+    ///
+    /// Answered by the admitting task (see the module's docs) once the import is recorded.
     pub async fn submit(
         self: &Arc<Self>,
         user: String,
         platform: Platform,
         limit: i64,
     ) -> Result<Admission, StoreError> {
-        let mut state = self.state.lock().await;
-        if state.stopping {
+        if *self.ctx.stopping.borrow() {
             return Ok(Admission::ShuttingDown);
         }
-        let mut job = Job {
-            import_id: uuid::Uuid::new_v4().to_string(),
-            user_id: user,
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            user,
             platform,
             limit,
-            status: JobStatus::Queued,
-            counters: Counters::default(),
-            error: None,
-            created_at: Utc::now(),
-            started_at: None,
-            finished_at: None,
+            reply,
         };
-        // With a free slot here the job does not wait, so the queue's capacity does not apply.
-        let max_queued = if state.running.len() < self.max {
-            i64::MAX
-        } else {
-            i64::try_from(self.capacity).unwrap_or(i64::MAX)
-        };
-        // Recorded before it runs, so a crash right after leaves a resumable job.
-        match self.ctx.store.submit_job(&job, max_queued).await? {
-            Submitted::Queued => {}
-            Submitted::Existing(import_id) => return Ok(Admission::Existing { import_id }),
-            Submitted::QueueFull => return Ok(Admission::QueueFull),
+        if self.requests.send(request).await.is_err() {
+            return Ok(Admission::ShuttingDown);
         }
-        let started = self.fill(&mut state).await;
-        let position = if started.contains(&job.import_id) {
-            job.status = JobStatus::Running;
-            0
-        } else {
-            self.queue_position(&job.import_id).await?
-        };
-        Ok(Admission::Accepted { job, position })
+        // The admitting task ends only with the process.
+        answer.await.unwrap_or(Ok(Admission::ShuttingDown))
+    }
+
+    async fn keep_admitting(self: Arc<Self>, mut inbox: mpsc::Receiver<Request>) {
+        while let Some(first) = inbox.recv().await {
+            let mut group = vec![first];
+            while group.len() < ADMISSION_GROUP {
+                match inbox.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.admit(group).await;
+        }
+    }
+
+    /// Admits a group of submissions in one transaction and answers each.
+    async fn admit(self: &Arc<Self>, group: Vec<Request>) {
+        let mut state = self.state.lock().await;
+        if state.stopping {
+            for request in group {
+                let _ = request.reply.send(Ok(Admission::ShuttingDown));
+            }
+            return;
+        }
+        let mut started = Vec::new();
+        let began = std::time::Instant::now();
+        match self.admit_in_tx(&mut state, &group, &mut started).await {
+            Ok(answers) => {
+                tracing::debug!(
+                    requests = group.len(),
+                    started = started.len(),
+                    ms = began.elapsed().as_secs_f64() * 1e3,
+                    "admitted"
+                );
+                self.start_claimed(&state, started);
+                for (request, answer) in group.into_iter().zip(answers) {
+                    let _ = request.reply.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                Self::unclaim(&mut state, &started);
+                tracing::warn!(error = %e, requests = group.len(), "cannot admit imports");
+                let e = Arc::new(e);
+                for request in group {
+                    let _ = request.reply.send(Err(StoreError::Group(Arc::clone(&e))));
+                }
+            }
+        }
+    }
+
+    /// Decides each request in turn as if it had come alone (the user's active import; the queue's
+    /// capacity, which applies only when no slot is free; a start where a slot and the provider's
+    /// lane are free), then records the group in one statement and positions what waits.
+    ///
+    /// In one transaction of a handful of statements whatever the group's size: a burst of 512
+    /// requests used to cost three statements each, one request after the other.
+    async fn admit_in_tx(
+        &self,
+        state: &mut State,
+        group: &[Request],
+        started: &mut Vec<Job>,
+    ) -> Result<Vec<Admission>, StoreError> {
+        let mut tx = self.ctx.store.begin_queue().await?;
+        tx.lock_submissions().await?;
+        let users: Vec<(&str, Platform)> = group.iter().map(|r| (r.user.as_str(), r.platform)).collect();
+        let mut active = tx.active_among(&users).await?;
+        let mut queued = tx.queued_count().await?;
+        // Shared lanes are counted by the claim statement, across processes.
+        let shared = matches!(self.claim_lanes(state), ClaimLanes::Shared(..));
+        let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
+        let mut answers = Vec::with_capacity(group.len());
+        let mut recorded = Vec::new();
+        for request in group {
+            let key = (request.user.clone(), request.platform);
+            if let Some(import_id) = active.get(&key) {
+                answers.push(Admission::Existing {
+                    import_id: import_id.clone(),
+                });
+                continue;
+            }
+            // With a free slot here the job does not wait, so the queue's capacity does not apply.
+            if state.running.len() >= self.max && queued >= capacity {
+                answers.push(Admission::QueueFull);
+                continue;
+            }
+            let mut job = Job {
+                import_id: uuid::Uuid::new_v4().to_string(),
+                user_id: request.user.clone(),
+                platform: request.platform,
+                limit: request.limit,
+                status: JobStatus::Queued,
+                counters: Counters::default(),
+                error: None,
+                created_at: Utc::now(),
+                started_at: None,
+                finished_at: None,
+            };
+            active.insert(key, job.import_id.clone());
+            // Anything older that could start has started, so this job is the one a slot takes.
+            if !shared && self.may_start(state, job.platform) {
+                job.status = JobStatus::Running;
+                job.started_at = Some(now_to_ms());
+                state.running.insert(job.import_id.clone(), job.platform);
+                started.push(job.clone());
+            } else {
+                queued += 1;
+            }
+            answers.push(Admission::Accepted {
+                job: job.clone(),
+                position: 0,
+            });
+            recorded.push(job);
+        }
+        // Recorded before any runs, so a crash right after leaves resumable jobs.
+        tx.insert_jobs(&recorded, self.owner(), self.lease_until())
+            .await?;
+        if shared {
+            self.claim_into(&mut tx, state, started, usize::MAX).await?;
+        }
+        let running: HashSet<&str> = started.iter().map(|j| j.import_id.as_str()).collect();
+        let waiting: Vec<&str> = recorded
+            .iter()
+            .map(|j| j.import_id.as_str())
+            .filter(|id| !running.contains(id))
+            .collect();
+        let positions = tx.queue_positions(&waiting).await?;
+        tx.commit().await?;
+        for answer in &mut answers {
+            if let Admission::Accepted { job, position } = answer {
+                if running.contains(job.import_id.as_str()) {
+                    job.status = JobStatus::Running;
+                } else {
+                    *position = positions
+                        .get(&job.import_id)
+                        .and_then(|p| usize::try_from(*p).ok())
+                        .unwrap_or_default();
+                }
+            }
+        }
+        Ok(answers)
     }
 
     /// Stops taking imports and tells running ones to commit and stop.
@@ -279,7 +494,7 @@ impl Scheduler {
 
     /// Whether the process is stopping.
     pub async fn is_stopping(&self) -> bool {
-        self.state.lock().await.stopping
+        *self.ctx.stopping.borrow()
     }
 
     /// Place of a queued job among every process's (1 = next); 0 when it is not waiting.
@@ -302,46 +517,41 @@ impl Scheduler {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let id = job.import_id.clone();
-            // The import runs in a task of its own so that even a panic frees its slot.
-            let worker = {
-                let this = Arc::clone(&this);
-                tokio::spawn(async move { this.run(job).await })
-            };
-            if let Err(e) = worker.await {
-                tracing::error!(import_id = %id, error = %e, "import task died");
-                let _ = this
-                    .ctx
-                    .store
-                    .finish_job(
-                        &id,
-                        this.owner(),
-                        JobStatus::Failed,
-                        &Counters::default(),
-                        Some("internal error"),
-                        now_to_ms(),
-                    )
-                    .await;
-            }
+            this.run(job).await;
             this.release(&id).await;
         });
     }
 
+    /// Runs one import on the imports' runtime and records how it ended.
     async fn run(&self, job: Job) {
         let started = std::time::Instant::now();
-        let (status, counters, error) = match run_import(&self.ctx, &job).await {
-            Ok(c) => (JobStatus::Completed, c, None),
-            Err((ImportError::Interrupted, c)) => {
+        let worker = {
+            let (ctx, job) = (Arc::clone(&self.ctx), job.clone());
+            // A task of its own, so that even a panic frees its slot.
+            self.imports.spawn(async move { run_import(&ctx, &job).await })
+        };
+        let (status, counters, error) = match worker.await {
+            Ok(Ok(c)) => (JobStatus::Completed, c, None),
+            Ok(Err((ImportError::Interrupted, c))) => {
                 tracing::info!(import_id = %job.import_id, imported = c.games_imported, "import interrupted by shutdown; resumable");
                 if let Err(e) = self.ctx.store.requeue_job(&job.import_id, self.owner(), &c).await {
                     tracing::error!(import_id = %job.import_id, error = %e, "cannot leave the import resumable");
                 }
                 return;
             }
-            Err((ImportError::Store(StoreError::LeaseLost(_)), _)) => {
+            Ok(Err((ImportError::Store(StoreError::LeaseLost(_)), _))) => {
                 tracing::warn!(import_id = %job.import_id, "import taken over by another process; stopping it here");
                 return;
             }
-            Err((e, c)) => (JobStatus::Failed, c, Some(e.to_string())),
+            Ok(Err((e, c))) => (JobStatus::Failed, c, Some(e.to_string())),
+            Err(e) => {
+                tracing::error!(import_id = %job.import_id, error = %e, "import task died");
+                (
+                    JobStatus::Failed,
+                    Counters::default(),
+                    Some("internal error".to_string()),
+                )
+            }
         };
         tracing::info!(
             import_id = %job.import_id, user = %job.user_id, platform = job.platform.as_str(),

@@ -213,18 +213,25 @@ pub struct Upstreams {
     chess_com: Server,
 }
 
-async fn start_server(
+fn start_server(
     platform: Platform,
     listener: Option<std::net::TcpListener>,
     users: Users,
     opts: &Options,
 ) -> std::io::Result<Server> {
     let listener = match listener {
-        Some(l) => l,
-        None => std::net::TcpListener::bind("127.0.0.1:0")?,
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)?
+        }
+        // A backlog of 1024, as a server's: std's 128 dropped the SYNs of 256 imports starting at
+        // once, and each dropped one cost its import a second (the client's SYN retransmit).
+        None => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            socket.listen(1024)?
+        }
     };
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     let base = format!("http://{}", listener.local_addr()?);
     let enforcer = Arc::new(policy::Enforcer::new(platform, &opts.policy));
     let per_sec = opts.lichess_games_per_sec;
@@ -241,8 +248,7 @@ async fn start_server(
             base: base.clone(),
             enforcer: Arc::clone(&enforcer),
         },
-    )
-    .await?;
+    );
     Ok(Server { base, task, enforcer })
 }
 
@@ -265,8 +271,8 @@ impl Upstreams {
         let chess_com_users = users_of(users, Platform::ChessCom, None);
         let (l, c) = (opts.lichess_listener.take(), opts.chess_com_listener.take());
         Ok(Upstreams {
-            lichess: start_server(Platform::Lichess, l, lichess_users, &opts).await?,
-            chess_com: start_server(Platform::ChessCom, c, chess_com_users, &opts).await?,
+            lichess: start_server(Platform::Lichess, l, lichess_users, &opts)?,
+            chess_com: start_server(Platform::ChessCom, c, chess_com_users, &opts)?,
         })
     }
 

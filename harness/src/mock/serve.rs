@@ -160,15 +160,12 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
 }
 
 /// Serves one provider on `listener`; returns the task (abort it to stop).
-pub(super) async fn serve(
-    listener: tokio::net::TcpListener,
-    shared: Shared,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub(super) fn serve(listener: tokio::net::TcpListener, shared: Shared) -> tokio::task::JoinHandle<()> {
     let platform = shared.platform;
     let app = Router::new().fallback(handle).with_state(Arc::new(shared));
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, provider = platform.as_str(), "mock stopped");
         }
-    }))
+    })
 }

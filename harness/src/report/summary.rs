@@ -333,8 +333,8 @@ fn api_latency(results: &RunResults, out: &mut String) {
     let _ = writeln!(
         out,
         "\n## API latency\n\n\
-         Milliseconds, the worst repeat. Wait from POST: seconds from sending the POST to the first poll \
-         that saw the import running (harness clock, 0.1 s polls), admission included.\n\n\
+         Milliseconds, the worst repeat. Wait from POST: seconds from sending the POST until \
+         the import started (the server's start time: the importer runs on the harness's machine, one clock), admission included.\n\n\
          | cell | POST p50 | POST p95 | POST p99 | POST max | GET p50 | GET p95 | GET p99 | GET max | wait from POST median s | wait from POST max s |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n{}",
         lines.join("\n")

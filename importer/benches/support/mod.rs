@@ -17,7 +17,7 @@ pub async fn claimed_job(store: &Store, owner: &str, user: &str) -> Job {
         started_at: None,
         finished_at: None,
     };
-    store.submit_job(&job, i64::MAX).await.expect("job recorded");
+    store.insert_job(&job, owner, 0).await.expect("job recorded");
     let now = chrono::Utc::now().timestamp_millis();
     store
         .claim_job(owner, now, now + 3_600_000, ClaimLanes::Free(1, 1))

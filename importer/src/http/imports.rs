@@ -184,11 +184,12 @@ pub async fn show(
     if import_id.len() > 64 {
         return Err(not_found());
     }
-    let job = state.store.job(&import_id).await?.ok_or_else(not_found)?;
-    let queue_position = match job.status {
-        JobStatus::Queued => state.scheduler.queue_position(&import_id).await?,
-        _ => 0,
-    };
+    let (job, position) = state
+        .store
+        .job_with_position(&import_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let queue_position = usize::try_from(position).unwrap_or(0);
     Ok(Json(JobView { job, queue_position }))
 }
 

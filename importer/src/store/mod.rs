@@ -8,15 +8,19 @@
 //! the unique key (user_id, platform, provider_game_id) is the last guard
 //! against a game stored twice.
 
+mod gate;
 mod schema;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+use sqlx::{PgPool, QueryBuilder, SqlitePool};
+
+use gate::WriteGate;
 
 use crate::job::{Counters, Job, JobStatus, Platform};
 use crate::pgn::GameRow;
@@ -48,6 +52,9 @@ pub enum StoreError {
     /// Another process took the job over (its lease had expired): this one must stop.
     #[error("import {0} was taken over by another importer process")]
     LeaseLost(String),
+    /// A failure shared by every request of a group (see `QueueTx`): each is told the same cause.
+    #[error(transparent)]
+    Group(Arc<StoreError>),
     /// A stored row holds a value this version does not know.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt {
@@ -64,7 +71,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 impl StoreError {
     /// Whether trying the same step again can help.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, StoreError::LeaseLost(_) | StoreError::Corrupt { .. })
+        match self {
+            StoreError::Group(e) => e.is_transient(),
+            StoreError::LeaseLost(_) | StoreError::Corrupt { .. } => false,
+            _ => true,
+        }
     }
 }
 
@@ -72,32 +83,8 @@ fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { op, source }
 }
 
-/// Advisory lock keys (arbitrary constants, the same in every process).
+/// Advisory lock key (an arbitrary constant, the same in every process).
 const MIGRATION_LOCK: i64 = 0x1e55_0001;
-const SUBMIT_LOCK: i64 = 0x1e55_0002;
-const CLAIM_LOCK: i64 = 0x1e55_0003;
-
-/// Which providers a claim may take an import of: the provider lanes as the claim statement sees them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimLanes {
-    /// Lanes free in the claiming process: (lichess, chess.com). A provider with 0 is skipped.
-    Free(i64, i64),
-    /// Lanes shared by every process on the database: (lichess, chess.com) limits, compared in the
-    /// statement with the running imports of that provider whose lease holds.
-    Shared(i64, i64),
-}
-
-/// What recording a new job came to.
-#[derive(Debug, PartialEq)]
-pub enum Submitted {
-    /// Recorded, queued.
-    Queued,
-    /// The user already has a queued or running import: its id.
-    Existing(String),
-    /// As many jobs are queued as the queue holds.
-    QueueFull,
-}
-
 /// Rows per INSERT statement within a batch's transaction. Each statement's arguments are copied
 /// (by sqlx for its worker, then by SQLite when bound), so a statement per whole batch held
 /// about two extra copies of the batch's PGN while writing; 25 rows keep that copy small and
@@ -106,66 +93,42 @@ const ROWS_PER_INSERT: usize = 25;
 
 /// A pool on one of the two supported databases.
 #[derive(Clone, Debug)]
-pub enum Store {
-    /// Embedded SQLite file.
+enum Pool {
     Sqlite(SqlitePool),
-    /// PostgreSQL server.
     Postgres(PgPool),
+}
+
+/// Connections of the queue pool: one writes at a time (admissions, claims, renewals, ends), the
+/// others serve reads. With 512 clients polling their import every 0.1 s, one reader was the
+/// queue (GET p99 212 ms, capacity-512); an SQLite connection here holds a few pages of
+/// `import_jobs`, not games.
+const QUEUE_POOL_SIZE: u32 = 4;
+
+/// The database: games and import jobs, on SQLite or PostgreSQL.
+///
+/// Two pools: the imports read and write games on `games`, the queue's statements run on `queue`,
+/// so that admitting an import never waits for a connection behind the imports' batches.
+#[derive(Clone, Debug)]
+pub struct Store {
+    games: Pool,
+    queue: Pool,
+    /// SQLite: this process's writes, one at a time, the queue's first. `None` on PostgreSQL.
+    gate: Option<Arc<WriteGate>>,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool, once per backend.
 macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
+    ($pool_expr:expr, $pool:ident => $body:expr) => {
+        match $pool_expr {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
         }
     };
 }
 
-const JOB_COLUMNS: &str = "id, user_id, platform, game_limit, status, games_fetched, games_imported, \
-     games_skipped_existing, games_failed_parse, error, created_at, started_at, finished_at";
+mod queue;
 
-fn job_from_row<R>(row: &R) -> Result<Job>
-where
-    R: Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    let get_err = |e| StoreError::Query {
-        op: "reading an import job",
-        source: e,
-    };
-    let platform: String = row.try_get("platform").map_err(get_err)?;
-    let status: String = row.try_get("status").map_err(get_err)?;
-    Ok(Job {
-        import_id: row.try_get("id").map_err(get_err)?,
-        user_id: row.try_get("user_id").map_err(get_err)?,
-        platform: Platform::parse(&platform).ok_or_else(|| StoreError::Corrupt {
-            table: "import_jobs",
-            detail: format!("unknown platform {platform:?}"),
-        })?,
-        limit: row.try_get("game_limit").map_err(get_err)?,
-        status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
-            table: "import_jobs",
-            detail: format!("unknown status {status:?}"),
-        })?,
-        counters: Counters {
-            games_fetched: row.try_get("games_fetched").map_err(get_err)?,
-            games_imported: row.try_get("games_imported").map_err(get_err)?,
-            games_skipped_existing: row.try_get("games_skipped_existing").map_err(get_err)?,
-            games_failed_parse: row.try_get("games_failed_parse").map_err(get_err)?,
-        },
-        error: row.try_get("error").map_err(get_err)?,
-        created_at: row.try_get("created_at").map_err(get_err)?,
-        started_at: row.try_get("started_at").map_err(get_err)?,
-        finished_at: row.try_get("finished_at").map_err(get_err)?,
-    })
-}
+pub use queue::{ClaimLanes, QueueTx};
 
 /// `Ok` when an owner-guarded update touched the job, `LeaseLost` when another process owns it now.
 fn owned(rows: u64, id: &str) -> Result<()> {
@@ -177,7 +140,9 @@ fn owned(rows: u64, id: &str) -> Result<()> {
 }
 
 impl Store {
-    /// Opens the pool for `url` (creating a SQLite file if missing) and brings the schema up to date.
+    /// Opens the pools for `url` (creating a SQLite file if missing) and brings the schema up to date.
+    ///
+    /// `pool_size` connections for the imports, and [`QUEUE_POOL_SIZE`] more for the queue.
     pub async fn connect(url: &str, pool_size: u32, sqlite_cache_kib: u32) -> Result<Store> {
         let store = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
@@ -188,36 +153,46 @@ impl Store {
                 .busy_timeout(Duration::from_secs(30))
                 // Negative: a size in KiB. Each connection has its own cache.
                 .pragma("cache_size", format!("-{sqlite_cache_kib}"));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(pool_size)
-                .min_connections(0)
-                .connect_with(opts)
-                .await
-                .map_err(StoreError::Connect)?;
-            Store::Sqlite(pool)
+            let pool = |size| {
+                SqlitePoolOptions::new()
+                    .max_connections(size)
+                    .min_connections(0)
+                    .connect_with(opts.clone())
+            };
+            Store {
+                games: Pool::Sqlite(pool(pool_size).await.map_err(StoreError::Connect)?),
+                queue: Pool::Sqlite(pool(QUEUE_POOL_SIZE).await.map_err(StoreError::Connect)?),
+                gate: Some(Arc::new(WriteGate::default())),
+            }
         } else {
             let opts = PgConnectOptions::from_str(url).map_err(StoreError::Connect)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(pool_size)
-                .min_connections(0)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(opts)
-                .await
-                .map_err(StoreError::Connect)?;
-            Store::Postgres(pool)
+            let pool = |size| {
+                PgPoolOptions::new()
+                    .max_connections(size)
+                    .min_connections(0)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts.clone())
+            };
+            Store {
+                games: Pool::Postgres(pool(pool_size).await.map_err(StoreError::Connect)?),
+                queue: Pool::Postgres(pool(QUEUE_POOL_SIZE).await.map_err(StoreError::Connect)?),
+                gate: None,
+            }
         };
         store.migrate().await?;
         Ok(store)
     }
 
+    /// Whether the database is an SQLite file (which only this process uses).
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self.games, Pool::Sqlite(_))
+    }
+
     async fn migrate(&self) -> Result<()> {
         let fail = |version| move |source| StoreError::Migrate { version, source };
         // Processes starting at once on one PostgreSQL apply migrations one after the other.
-        let lock = match self {
-            Store::Sqlite(_) => None,
-            Store::Postgres(_) => Some(MIGRATION_LOCK),
-        };
-        on_pool!(self, pool => {
+        let lock = (!self.is_sqlite()).then_some(MIGRATION_LOCK);
+        on_pool!(&self.games, pool => {
             let mut conn = pool.acquire().await.map_err(fail(0))?;
             if let Some(key) = lock {
                 sqlx::query("SELECT pg_advisory_lock($1)").bind(key).execute(&mut *conn).await.map_err(fail(0))?;
@@ -315,213 +290,17 @@ impl Store {
     }
 
     fn migrations(&self) -> &'static [(i64, &'static str)] {
-        match self {
-            Store::Sqlite(_) => schema::SQLITE,
-            Store::Postgres(_) => schema::POSTGRES,
+        if self.is_sqlite() {
+            schema::SQLITE
+        } else {
+            schema::POSTGRES
         }
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<()> {
-        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+        on_pool!(&self.queue, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
             .map_err(query_err("checking the database"))
-    }
-
-    /// Records a new queued job unless the user already has one active or `max_queued` jobs are queued.
-    pub async fn submit_job(&self, job: &Job, max_queued: i64) -> Result<Submitted> {
-        let op = "recording an import job";
-        let insert = "INSERT INTO import_jobs (id, user_id, platform, game_limit, status, created_at) \
-                      SELECT $1, $2, $3, $4, 'queued', $5 \
-                      WHERE (SELECT COUNT(*) FROM import_jobs WHERE status = 'queued') < $6 \
-                      ON CONFLICT (user_id, platform) WHERE status IN ('queued', 'running') DO NOTHING";
-        let active = "SELECT id FROM import_jobs WHERE user_id = $1 AND platform = $2 \
-                      AND status IN ('queued', 'running')";
-        let lock = matches!(self, Store::Postgres(_)).then_some(SUBMIT_LOCK);
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(query_err(op))?;
-            // The count and the insert must see the same queue, across processes too.
-            if let Some(key) = lock {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await.map_err(query_err(op))?;
-            }
-            let inserted = sqlx::query(insert)
-                .bind(&job.import_id)
-                .bind(&job.user_id)
-                .bind(job.platform.as_str())
-                .bind(job.limit)
-                .bind(job.created_at)
-                .bind(max_queued)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err(op))?
-                .rows_affected();
-            let outcome = if inserted == 1 {
-                Submitted::Queued
-            } else {
-                let existing: Option<String> = sqlx::query_scalar(active)
-                    .bind(&job.user_id)
-                    .bind(job.platform.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(query_err(op))?;
-                existing.map_or(Submitted::QueueFull, Submitted::Existing)
-            };
-            tx.commit().await.map_err(query_err(op))?;
-            Ok(outcome)
-        })
-    }
-
-    /// Takes the oldest queued job whose provider has a free lane (or a running one whose lease expired)
-    /// for `owner` until `lease_until` (Unix ms).
-    ///
-    /// The lane test is part of the statement: with [`ClaimLanes::Shared`] it counts every process's
-    /// running imports of the provider, under an advisory lock on PostgreSQL so that two processes
-    /// claiming at once cannot both take the last lane.
-    pub async fn claim_job(
-        &self,
-        owner: &str,
-        now_ms: i64,
-        lease_until: i64,
-        lanes: ClaimLanes,
-    ) -> Result<Option<Job>> {
-        let (order, skip_locked) = match self {
-            Store::Sqlite(_) => ("rowid", ""),
-            // SKIP LOCKED: processes claiming at once each take a different job, none waits.
-            Store::Postgres(_) => ("seq", "FOR UPDATE SKIP LOCKED"),
-        };
-        let (lichess, chess_com, shared) = match lanes {
-            ClaimLanes::Free(l, c) => (l, c, false),
-            ClaimLanes::Shared(l, c) => (l, c, true),
-        };
-        // Lanes in use: none to subtract when the caller counted its own free lanes.
-        let in_use = |platform: &str| {
-            if shared {
-                format!(
-                    "(SELECT COUNT(*) FROM import_jobs r WHERE r.status = 'running' \
-                     AND r.platform = '{platform}' AND COALESCE(r.lease_until, 0) >= $4)"
-                )
-            } else {
-                "0".to_string()
-            }
-        };
-        let sql = format!(
-            "UPDATE import_jobs SET status = 'running', owner = $1, lease_until = $2, \
-             started_at = COALESCE(started_at, $3) \
-             WHERE id = (SELECT id FROM import_jobs WHERE (status = 'queued' \
-               OR (status = 'running' AND COALESCE(lease_until, 0) < $4)) \
-               AND ((platform = 'lichess' AND $5 > {}) OR (platform = 'chess.com' AND $6 > {})) \
-               ORDER BY {order} LIMIT 1 {skip_locked}) \
-             RETURNING {JOB_COLUMNS}",
-            in_use("lichess"),
-            in_use("chess.com"),
-        );
-        let lock = (matches!(lanes, ClaimLanes::Shared(..)) && matches!(self, Store::Postgres(_)))
-            .then_some(CLAIM_LOCK);
-        let started = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
-        let op = "claiming a queued import";
-        on_pool!(self, pool => {
-            let query = sqlx::query(&sql)
-                .bind(owner)
-                .bind(lease_until)
-                .bind(started)
-                .bind(now_ms)
-                .bind(lichess)
-                .bind(chess_com);
-            // One statement unless lanes are shared: a transaction costs two more round trips, and
-            // a claim waits behind every import's writes for a connection.
-            let row = match lock {
-                None => query.fetch_optional(pool).await.map_err(query_err(op))?,
-                Some(key) => {
-                    let mut tx = pool.begin().await.map_err(query_err(op))?;
-                    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await.map_err(query_err(op))?;
-                    let row = query.fetch_optional(&mut *tx).await.map_err(query_err(op))?;
-                    tx.commit().await.map_err(query_err(op))?;
-                    row
-                }
-            };
-            row.as_ref().map(job_from_row).transpose()
-        })
-    }
-
-    /// Extends the leases of the jobs `owner` runs; returns the ids it still owns.
-    pub async fn renew_leases(&self, owner: &str, lease_until: i64) -> Result<Vec<String>> {
-        let sql =
-            "UPDATE import_jobs SET lease_until = $2 WHERE owner = $1 AND status = 'running' RETURNING id";
-        on_pool!(self, pool => sqlx::query_scalar(sql).bind(owner).bind(lease_until).fetch_all(pool).await)
-            .map_err(query_err("renewing import leases"))
-    }
-
-    /// Puts back in the queue the running jobs of `owner`, or every running job when `owner` is `None`.
-    ///
-    /// At start: a process that crashed cannot renew, and the same process
-    /// (same owner, or the only one on a SQLite file) need not wait for its leases to expire.
-    pub async fn requeue_running(&self, owner: Option<&str>) -> Result<u64> {
-        let sql = "UPDATE import_jobs SET status = 'queued', owner = NULL, lease_until = NULL \
-                   WHERE status = 'running' AND ($1 IS NULL OR owner = $1)";
-        on_pool!(self, pool => sqlx::query(sql).bind(owner).execute(pool).await.map(|r| r.rows_affected()))
-            .map_err(query_err("requeueing imports left running"))
-    }
-
-    /// Place of a queued job among the queued imports of its provider (1 = next), across every
-    /// process; 0 when it is not queued. Imports of the other provider do not wait for the same lane,
-    /// so they are not counted.
-    pub async fn queue_position(&self, id: &str) -> Result<i64> {
-        let order = match self {
-            Store::Sqlite(_) => "rowid",
-            Store::Postgres(_) => "seq",
-        };
-        let sql = format!(
-            "SELECT COUNT(*) FROM import_jobs q JOIN import_jobs me ON q.{order} <= me.{order} \
-             WHERE me.id = $1 AND me.status = 'queued' AND q.status = 'queued' AND q.platform = me.platform"
-        );
-        on_pool!(self, pool => sqlx::query_scalar(&sql).bind(id).fetch_one(pool).await)
-            .map_err(query_err("finding a queue position"))
-    }
-
-    /// How many jobs are queued, across every process.
-    pub async fn queued_count(&self) -> Result<i64> {
-        let sql = "SELECT COUNT(*) FROM import_jobs WHERE status = 'queued'";
-        on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
-            .map_err(query_err("counting queued imports"))
-    }
-
-    /// One job by id.
-    pub async fn job(&self, id: &str) -> Result<Option<Job>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM import_jobs WHERE id = $1");
-        on_pool!(self, pool => {
-            let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await
-                .map_err(query_err("reading an import job"))?;
-            row.as_ref().map(job_from_row).transpose()
-        })
-    }
-
-    /// Ends a job with its final counters and, when it failed, the reason.
-    pub async fn finish_job(
-        &self,
-        id: &str,
-        owner: &str,
-        status: JobStatus,
-        counters: &Counters,
-        error: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        let sql = "UPDATE import_jobs SET status = $2, games_fetched = $3, games_imported = $4, \
-                   games_skipped_existing = $5, games_failed_parse = $6, error = $7, finished_at = $8, \
-                   owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $9";
-        let updated = on_pool!(self, pool => sqlx::query(sql)
-            .bind(id)
-            .bind(status.as_str())
-            .bind(counters.games_fetched)
-            .bind(counters.games_imported)
-            .bind(counters.games_skipped_existing)
-            .bind(counters.games_failed_parse)
-            .bind(error)
-            .bind(at)
-            .bind(owner)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(query_err("finishing an import job"))?;
-        owned(updated, id)
     }
 
     /// Which of `ids` are already stored for this user and platform.
@@ -530,8 +309,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let op = query_err("checking which games are stored");
-        match self {
-            Store::Sqlite(pool) => {
+        match &self.games {
+            Pool::Sqlite(pool) => {
                 let mut qb = QueryBuilder::new("SELECT provider_game_id FROM games WHERE user_id = ");
                 qb.push_bind(user)
                     .push(" AND platform = ")
@@ -544,7 +323,7 @@ impl Store {
                 sep.push_unseparated(")");
                 qb.build_query_scalar().fetch_all(pool).await.map_err(op)
             }
-            Store::Postgres(pool) => sqlx::query_scalar(
+            Pool::Postgres(pool) => sqlx::query_scalar(
                 "SELECT provider_game_id FROM games \
                  WHERE user_id = $1 AND platform = $2 AND provider_game_id = ANY($3)",
             )
@@ -568,7 +347,7 @@ impl Store {
         let sql = "SELECT provider_game_id FROM games WHERE user_id = $1 AND platform = $2 \
                    AND provider_game_id > $3 ORDER BY provider_game_id LIMIT $4";
         let limit = i64::try_from(page_size).unwrap_or(i64::MAX);
-        on_pool!(self, pool => sqlx::query_scalar(sql)
+        on_pool!(&self.games, pool => sqlx::query_scalar(sql)
             .bind(user)
             .bind(platform.as_str())
             .bind(after.unwrap_or(""))
@@ -592,7 +371,8 @@ impl Store {
     ) -> Result<u64> {
         let op = "writing a batch of games";
         let (job_id, user, platform) = (job.import_id.as_str(), job.user_id.as_str(), job.platform);
-        on_pool!(self, pool => {
+        let _turn = self.games_turn().await;
+        on_pool!(&self.games, pool => {
             let mut tx = pool.begin().await.map_err(query_err(op))?;
             let mut inserted = 0;
             for chunk in rows.chunks(ROWS_PER_INSERT) {
@@ -678,7 +458,8 @@ impl Store {
                    owner = CASE WHEN $6 IS NULL THEN owner END, \
                    lease_until = CASE WHEN $6 IS NULL THEN lease_until END \
                    WHERE id = $1 AND owner = $7";
-        let updated = on_pool!(self, pool => sqlx::query(sql)
+        let _turn = self.games_turn().await;
+        let updated = on_pool!(&self.games, pool => sqlx::query(sql)
             .bind(id)
             .bind(counters.games_fetched)
             .bind(counters.games_imported)
@@ -693,8 +474,16 @@ impl Store {
         owned(updated, id)
     }
 
-    /// Closes the pool.
+    /// Closes the pools.
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        on_pool!(&self.queue, pool => pool.close().await);
+        on_pool!(&self.games, pool => pool.close().await);
+    }
+
+    async fn games_turn(&self) -> Option<gate::Turn<'_>> {
+        match &self.gate {
+            Some(gate) => Some(gate.games().await),
+            None => None,
+        }
     }
 }

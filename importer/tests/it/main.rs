@@ -922,6 +922,44 @@ async fn ten_times_the_slots_at_once_queue_in_order_and_overflow_with_429() {
     );
 }
 
+/// The same user asked for many times at once (requests that arrive together are admitted
+/// together): one import is created, every other answer is 200 with its id, and its games are
+/// stored once; on PostgreSQL as on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_user_requested_at_once_gets_one_import() {
+    for db in [TestDb::sqlite(), TestDb::postgres().await] {
+        let users = [lichess("twice", 300), lichess("other", 300)];
+        let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
+        let imp = Importer::start(&db, &mocks, &[("MAX_CONCURRENT_IMPORTS", "1")]).await;
+        let posts = (0..20).map(|i| {
+            let user = if i % 2 == 0 { "TWICE" } else { "other" };
+            imp.post(json!({"user_id": user, "platform": "lichess", "limit": 1000}))
+        });
+        let answers = futures_util::future::join_all(posts).await;
+        for user in ["twice", "other"] {
+            let mine: Vec<&(u16, serde_json::Value)> = answers
+                .iter()
+                .zip(0..)
+                .filter(|(_, i)| (i % 2 == 0) == (user == "twice"))
+                .map(|(a, _)| a)
+                .collect();
+            let created: Vec<_> = mine.iter().filter(|a| a.0 == 202).collect();
+            assert_eq!(created.len(), 1, "one import for {user}: {answers:?}");
+            let id = &created[0].1["import_id"];
+            assert!(
+                mine.iter()
+                    .all(|a| (a.0 == 202 || a.0 == 200) && &a.1["import_id"] == id),
+                "every answer names the same import: {mine:?}"
+            );
+            let done = imp.wait(id.as_str().unwrap_or_default()).await;
+            assert_eq!(done["status"], "completed", "{done}");
+        }
+        for u in &users {
+            assert_eq!(db.games_of(&u.key()).await, 300);
+        }
+    }
+}
+
 /// POSTs a lichess import and expects it accepted; returns the answer.
 async fn submit(imp: &Importer, user: &str) -> serde_json::Value {
     let (status, body) = imp
@@ -1680,7 +1718,6 @@ async fn idle_and_slow_clients_neither_block_nor_leak() {
         &[("MAX_CONCURRENT_IMPORTS", "4"), ("LICHESS_MAX_STREAMS", "2")],
     )
     .await;
-    let idle_fds = imp.open_fds();
     // The same work without the flood: the reference peak.
     let run4 = |names: &[MockUser]| {
         let names: Vec<String> = names.iter().map(|u| u.name.clone()).collect();
@@ -1696,6 +1733,8 @@ async fn idle_and_slow_clients_neither_block_nor_leak() {
     };
     run4(&users[..4]).await;
     let reference_peak = imp.peak_rss();
+    // After the same work: the database pools are open as far as that work needs them.
+    let idle_fds = imp.open_fds();
 
     let addr = imp.base.trim_start_matches("http://").to_string();
     let started = std::time::Instant::now();

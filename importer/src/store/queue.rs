@@ -1,0 +1,456 @@
+//! The import queue's statements: admit, claim, renew, finish, read.
+//!
+//! They run on the store's queue pool, never on the connections the imports write their batches
+//! on, and on SQLite take the writer ahead of the imports (see `gate`): a submission, a claim or a
+//! lease renewal waits milliseconds however many imports are writing. A group of submissions and
+//! the claims they allow are one transaction ([`QueueTx`]), so a burst of requests costs one commit
+//! per group rather than several per request.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Row};
+
+use super::gate::Turn;
+use super::{Pool, Result, Store, StoreError, owned, query_err};
+use crate::job::{Counters, Job, JobStatus, Platform};
+
+/// Advisory lock keys (arbitrary constants, the same in every process).
+const SUBMIT_LOCK: i64 = 0x1e55_0002;
+const CLAIM_LOCK: i64 = 0x1e55_0003;
+
+/// Which providers a claim may take an import of: the provider lanes as the claim statement sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimLanes {
+    /// Lanes free in the claiming process: (lichess, chess.com). A provider with 0 is skipped.
+    Free(i64, i64),
+    /// Lanes shared by every process on the database: (lichess, chess.com) limits, compared in the
+    /// statement with the running imports of that provider whose lease holds.
+    Shared(i64, i64),
+}
+
+const JOB_COLUMNS: &str = "id, user_id, platform, game_limit, status, games_fetched, games_imported, \
+     games_skipped_existing, games_failed_parse, error, created_at, started_at, finished_at";
+
+fn job_from_row<R>(row: &R) -> Result<Job>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let get_err = |e| StoreError::Query {
+        op: "reading an import job",
+        source: e,
+    };
+    let platform: String = row.try_get("platform").map_err(get_err)?;
+    let status: String = row.try_get("status").map_err(get_err)?;
+    Ok(Job {
+        import_id: row.try_get("id").map_err(get_err)?,
+        user_id: row.try_get("user_id").map_err(get_err)?,
+        platform: Platform::parse(&platform).ok_or_else(|| StoreError::Corrupt {
+            table: "import_jobs",
+            detail: format!("unknown platform {platform:?}"),
+        })?,
+        limit: row.try_get("game_limit").map_err(get_err)?,
+        status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+            table: "import_jobs",
+            detail: format!("unknown status {status:?}"),
+        })?,
+        counters: Counters {
+            games_fetched: row.try_get("games_fetched").map_err(get_err)?,
+            games_imported: row.try_get("games_imported").map_err(get_err)?,
+            games_skipped_existing: row.try_get("games_skipped_existing").map_err(get_err)?,
+            games_failed_parse: row.try_get("games_failed_parse").map_err(get_err)?,
+        },
+        error: row.try_get("error").map_err(get_err)?,
+        created_at: row.try_get("created_at").map_err(get_err)?,
+        started_at: row.try_get("started_at").map_err(get_err)?,
+        finished_at: row.try_get("finished_at").map_err(get_err)?,
+    })
+}
+
+enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Runs `$body` with `$tx` bound to the concrete transaction, once per backend.
+macro_rules! on_tx {
+    ($tx:expr, $t:ident => $body:expr) => {
+        match $tx {
+            Tx::Sqlite($t) => $body,
+            Tx::Postgres($t) => $body,
+        }
+    };
+}
+
+/// One transaction of queue statements: submissions, claims, positions. Nothing it did is seen by
+/// anyone, nor kept, until [`QueueTx::commit`]; dropped, it rolls back.
+pub struct QueueTx<'s> {
+    tx: Tx,
+    /// Advisory locks taken so far (PostgreSQL), held until the end of the transaction.
+    submit_locked: bool,
+    claim_locked: bool,
+    /// SQLite: this process's writer, held until the end of the transaction.
+    _turn: Option<Turn<'s>>,
+}
+
+impl QueueTx<'_> {
+    fn order(&self) -> &'static str {
+        match self.tx {
+            Tx::Sqlite(_) => "rowid",
+            Tx::Postgres(_) => "seq",
+        }
+    }
+
+    async fn advisory_lock(&mut self, key: i64) -> Result<()> {
+        if let Tx::Postgres(tx) = &mut self.tx {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(key)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_err("waiting for the queue's lock"))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the queue's lock for submissions (PostgreSQL: every process's submissions wait for
+    /// one another's transaction, so that what [`QueueTx::active_among`] and
+    /// [`QueueTx::queued_count`] read still holds when [`QueueTx::insert_jobs`] writes). SQLite:
+    /// the writer this transaction holds already is that lock.
+    pub async fn lock_submissions(&mut self) -> Result<()> {
+        if !self.submit_locked {
+            self.advisory_lock(SUBMIT_LOCK).await?;
+            self.submit_locked = true;
+        }
+        Ok(())
+    }
+
+    /// The queued or running import of each of `users` that has one: (user, platform) → id.
+    pub async fn active_among(
+        &mut self,
+        users: &[(&str, Platform)],
+    ) -> Result<HashMap<(String, Platform), String>> {
+        if users.is_empty() {
+            return Ok(HashMap::new());
+        }
+        on_tx!(&mut self.tx, tx => {
+            let mut qb = QueryBuilder::new(
+                "SELECT user_id, platform, id FROM import_jobs WHERE status IN ('queued', 'running')                  AND user_id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for (user, _) in users {
+                sep.push_bind(*user);
+            }
+            sep.push_unseparated(")");
+            let rows: Vec<(String, String, String)> = qb
+                .build_query_as()
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(query_err("finding users' active imports"))?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(user, platform, id)| Some(((user, Platform::parse(&platform)?), id)))
+                .collect())
+        })
+    }
+
+    /// How many jobs are queued, across every process.
+    pub async fn queued_count(&mut self) -> Result<i64> {
+        let sql = "SELECT COUNT(*) FROM import_jobs WHERE status = 'queued'";
+        on_tx!(&mut self.tx, tx => sqlx::query_scalar(sql).fetch_one(&mut **tx).await)
+            .map_err(query_err("counting queued imports"))
+    }
+
+    /// Records new jobs, in the order given (the queue's order), in one statement: queued, or
+    /// running for `owner` until `lease_until` (Unix ms) where the job's status says running.
+    ///
+    /// No conflict is ignored: a user with an active import here is a caller's error, and fails
+    /// the whole transaction rather than losing a job it was told was recorded.
+    pub async fn insert_jobs(&mut self, jobs: &[Job], owner: &str, lease_until: i64) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        on_tx!(&mut self.tx, tx => {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO import_jobs (id, user_id, platform, game_limit, status, created_at, \
+                 started_at, owner, lease_until) ",
+            );
+            qb.push_values(jobs, |mut b, job| {
+                let running = job.status == JobStatus::Running;
+                b.push_bind(&job.import_id)
+                    .push_bind(&job.user_id)
+                    .push_bind(job.platform.as_str())
+                    .push_bind(job.limit)
+                    .push_bind(job.status.as_str())
+                    .push_bind(job.created_at)
+                    .push_bind(job.started_at)
+                    .push_bind(running.then_some(owner))
+                    .push_bind(running.then_some(lease_until));
+            });
+            qb.build()
+                .execute(&mut **tx)
+                .await
+                .map_err(query_err("recording import jobs"))?;
+            Ok(())
+        })
+    }
+
+    /// Takes the oldest queued job whose provider has a free lane (or a running one whose lease
+    /// expired) for `owner` until `lease_until` (Unix ms).
+    ///
+    /// The lane test is part of the statement: with [`ClaimLanes::Shared`] it counts every process's
+    /// running imports of the provider, under an advisory lock on PostgreSQL so that two processes
+    /// claiming at once cannot both take the last lane.
+    pub async fn claim(
+        &mut self,
+        owner: &str,
+        now_ms: i64,
+        lease_until: i64,
+        lanes: ClaimLanes,
+    ) -> Result<Option<Job>> {
+        let order = self.order();
+        // SKIP LOCKED: processes claiming at once each take a different job, none waits.
+        let skip_locked = match self.tx {
+            Tx::Sqlite(_) => "",
+            Tx::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        };
+        let (lichess, chess_com, shared) = match lanes {
+            ClaimLanes::Free(l, c) => (l, c, false),
+            ClaimLanes::Shared(l, c) => (l, c, true),
+        };
+        if shared && !self.claim_locked {
+            self.advisory_lock(CLAIM_LOCK).await?;
+            self.claim_locked = true;
+        }
+        // Lanes in use: none to subtract when the caller counted its own free lanes.
+        let in_use = |platform: &str| {
+            if shared {
+                format!(
+                    "(SELECT COUNT(*) FROM import_jobs r WHERE r.status = 'running' \
+                     AND r.platform = '{platform}' AND COALESCE(r.lease_until, 0) >= $4)"
+                )
+            } else {
+                "0".to_string()
+            }
+        };
+        let sql = format!(
+            "UPDATE import_jobs SET status = 'running', owner = $1, lease_until = $2, \
+             started_at = COALESCE(started_at, $3) \
+             WHERE id = (SELECT id FROM import_jobs WHERE (status = 'queued' \
+               OR (status = 'running' AND COALESCE(lease_until, 0) < $4)) \
+               AND ((platform = 'lichess' AND $5 > {}) OR (platform = 'chess.com' AND $6 > {})) \
+               ORDER BY {order} LIMIT 1 {skip_locked}) \
+             RETURNING {JOB_COLUMNS}",
+            in_use("lichess"),
+            in_use("chess.com"),
+        );
+        let started = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+        on_tx!(&mut self.tx, tx => {
+            let row = sqlx::query(&sql)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(started)
+                .bind(now_ms)
+                .bind(lichess)
+                .bind(chess_com)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(query_err("claiming a queued import"))?;
+            row.as_ref().map(job_from_row).transpose()
+        })
+    }
+
+    /// Places in the queue of `ids` among the queued imports of their provider (1 = next), across
+    /// every process; an id that is not queued is absent from the answer.
+    pub async fn queue_positions(&mut self, ids: &[&str]) -> Result<HashMap<String, i64>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let order = self.order();
+        let head = format!(
+            "SELECT id, pos FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY platform ORDER BY {order}) AS pos \
+             FROM import_jobs WHERE status = 'queued') q WHERE id IN ("
+        );
+        on_tx!(&mut self.tx, tx => {
+            let mut qb = QueryBuilder::new(head);
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(*id);
+            }
+            sep.push_unseparated(")");
+            let rows: Vec<(String, i64)> = qb
+                .build_query_as()
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(query_err("finding queue positions"))?;
+            Ok(rows.into_iter().collect())
+        })
+    }
+
+    /// Makes what this transaction did visible and lasting.
+    pub async fn commit(self) -> Result<()> {
+        on_tx!(self.tx, tx => tx.commit().await).map_err(query_err("committing queue changes"))
+    }
+}
+
+impl Store {
+    /// Opens a transaction on the queue pool (on SQLite, with this process's writer).
+    pub async fn begin_queue(&self) -> Result<QueueTx<'_>> {
+        let turn = match &self.gate {
+            Some(gate) => Some(gate.queue().await),
+            None => None,
+        };
+        let begin = query_err("opening a queue transaction");
+        let tx = match &self.queue {
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin().await.map_err(begin)?),
+            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(begin)?),
+        };
+        Ok(QueueTx {
+            tx,
+            submit_locked: false,
+            claim_locked: false,
+            _turn: turn,
+        })
+    }
+
+    /// Records one new job as it is, in a transaction of its own (see [`QueueTx::insert_jobs`]).
+    pub async fn insert_job(&self, job: &Job, owner: &str, lease_until: i64) -> Result<()> {
+        let mut tx = self.begin_queue().await?;
+        tx.insert_jobs(std::slice::from_ref(job), owner, lease_until)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Claims one job, in a transaction of its own (see [`QueueTx::claim`]).
+    pub async fn claim_job(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until: i64,
+        lanes: ClaimLanes,
+    ) -> Result<Option<Job>> {
+        let mut tx = self.begin_queue().await?;
+        let job = tx.claim(owner, now_ms, lease_until, lanes).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    /// Extends the leases of the jobs `owner` runs; returns the ids it still owns.
+    pub async fn renew_leases(&self, owner: &str, lease_until: i64) -> Result<Vec<String>> {
+        let sql =
+            "UPDATE import_jobs SET lease_until = $2 WHERE owner = $1 AND status = 'running' RETURNING id";
+        let _turn = self.queue_turn().await;
+        on_pool!(&self.queue, pool => sqlx::query_scalar(sql).bind(owner).bind(lease_until).fetch_all(pool).await)
+            .map_err(query_err("renewing import leases"))
+    }
+
+    /// Puts back in the queue the running jobs of `owner`, or every running job when `owner` is `None`.
+    ///
+    /// At start: a process that crashed cannot renew, and the same process
+    /// (same owner, or the only one on a SQLite file) need not wait for its leases to expire.
+    pub async fn requeue_running(&self, owner: Option<&str>) -> Result<u64> {
+        let sql = "UPDATE import_jobs SET status = 'queued', owner = NULL, lease_until = NULL \
+                   WHERE status = 'running' AND ($1 IS NULL OR owner = $1)";
+        let _turn = self.queue_turn().await;
+        on_pool!(&self.queue, pool => sqlx::query(sql).bind(owner).execute(pool).await.map(|r| r.rows_affected()))
+            .map_err(query_err("requeueing imports left running"))
+    }
+
+    /// Place of a queued job among the queued imports of its provider (1 = next), across every
+    /// process; 0 when it is not queued. Imports of the other provider do not wait for the same lane,
+    /// so they are not counted.
+    pub async fn queue_position(&self, id: &str) -> Result<i64> {
+        let order = match self.queue {
+            Pool::Sqlite(_) => "rowid",
+            Pool::Postgres(_) => "seq",
+        };
+        let sql = format!(
+            "SELECT COUNT(*) FROM import_jobs q JOIN import_jobs me ON q.{order} <= me.{order} \
+             WHERE me.id = $1 AND me.status = 'queued' AND q.status = 'queued' AND q.platform = me.platform"
+        );
+        on_pool!(&self.queue, pool => sqlx::query_scalar(&sql).bind(id).fetch_one(pool).await)
+            .map_err(query_err("finding a queue position"))
+    }
+
+    /// How many jobs are queued, across every process.
+    pub async fn queued_count(&self) -> Result<i64> {
+        let sql = "SELECT COUNT(*) FROM import_jobs WHERE status = 'queued'";
+        on_pool!(&self.queue, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
+            .map_err(query_err("counting queued imports"))
+    }
+
+    /// One job by id, with its place in its provider's queue (1 = next; 0 when it is not queued),
+    /// in one statement: a client polling its import costs one query.
+    pub async fn job_with_position(&self, id: &str) -> Result<Option<(Job, i64)>> {
+        let order = match self.queue {
+            Pool::Sqlite(_) => "rowid",
+            Pool::Postgres(_) => "seq",
+        };
+        let columns = JOB_COLUMNS
+            .split(", ")
+            .map(|c| format!("me.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {columns}, CASE WHEN me.status = 'queued' THEN \
+               (SELECT COUNT(*) FROM import_jobs q WHERE q.status = 'queued' \
+                AND q.platform = me.platform AND q.{order} <= me.{order}) ELSE 0 END AS position \
+             FROM import_jobs me WHERE me.id = $1"
+        );
+        on_pool!(&self.queue, pool => {
+            let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await
+                .map_err(query_err("reading an import job"))?;
+            match row {
+                None => Ok(None),
+                Some(row) => {
+                    let position: i64 = row.try_get("position")
+                        .map_err(query_err("reading an import job"))?;
+                    Ok(Some((job_from_row(&row)?, position)))
+                }
+            }
+        })
+    }
+
+    /// Ends a job with its final counters and, when it failed, the reason.
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        owner: &str,
+        status: JobStatus,
+        counters: &Counters,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let sql = "UPDATE import_jobs SET status = $2, games_fetched = $3, games_imported = $4, \
+                   games_skipped_existing = $5, games_failed_parse = $6, error = $7, finished_at = $8, \
+                   owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $9";
+        let _turn = self.queue_turn().await;
+        let updated = on_pool!(&self.queue, pool => sqlx::query(sql)
+            .bind(id)
+            .bind(status.as_str())
+            .bind(counters.games_fetched)
+            .bind(counters.games_imported)
+            .bind(counters.games_skipped_existing)
+            .bind(counters.games_failed_parse)
+            .bind(error)
+            .bind(at)
+            .bind(owner)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(query_err("finishing an import job"))?;
+        owned(updated, id)
+    }
+
+    async fn queue_turn(&self) -> Option<Turn<'_>> {
+        match &self.gate {
+            Some(gate) => Some(gate.queue().await),
+            None => None,
+        }
+    }
+}
