@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness gate faults bench fuzz allocators run test fmt lint check-pg chromium release
+.PHONY: harness gate faults bench fuzz allocators run test fmt lint check-pg chromium release contract openapi
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -46,10 +46,26 @@ allocators: release
 run:
 	$(CARGO) run --release -p importer
 
-## test: formatting, lints, and every test on SQLite and PostgreSQL (installs Chromium when missing)
+## test: formatting, lints, every test on SQLite and PostgreSQL, the scenarios, the API contract (installs Chromium and schemathesis when missing)
 test: fmt lint check-pg chromium
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) run -q -p harness -- check scenarios/*.yaml
+	$(MAKE) contract
+
+CONTRACT_VENV := target/contract-venv
+## contract: schemathesis (pinned: importer/contract/requirements.txt) against the real importer on SQLite with the mocks; 45 s, loopback only
+contract: $(CONTRACT_VENV)/.installed
+	$(CARGO) build -q -p importer -p harness
+	importer/contract/run.sh target/debug/importer target/debug/harness $(CONTRACT_VENV)/bin/st
+
+$(CONTRACT_VENV)/.installed: importer/contract/requirements.txt
+	python3 -m venv $(CONTRACT_VENV)
+	$(CONTRACT_VENV)/bin/pip install -q --disable-pip-version-check -r importer/contract/requirements.txt
+	touch $@
+
+## openapi: regenerate importer/openapi.json, the committed API contract, from the code
+openapi:
+	$(CARGO) run -q -p importer -- --openapi > importer/openapi.json
 
 fmt:
 	$(CARGO) fmt --all -- --check

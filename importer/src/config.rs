@@ -35,6 +35,9 @@ pub struct ConfigError {
                   a flag wins over the environment. A bad value stops the program with exit code 2."
 )]
 pub struct RawConfig {
+    /// Print the API's OpenAPI document (JSON, as importer/openapi.json) and exit.
+    #[arg(long)]
+    pub openapi: bool,
     /// Imports running at once (1..=256); the rest wait in the queue.
     #[arg(long, env = "MAX_CONCURRENT_IMPORTS", default_value = "3")]
     pub max_concurrent_imports: String,

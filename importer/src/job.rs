@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// A game provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub enum Platform {
     /// lichess.org
     #[serde(rename = "lichess")]
@@ -54,7 +54,7 @@ impl Platform {
 }
 
 /// Where an import job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting for a free slot.
@@ -91,7 +91,7 @@ impl JobStatus {
 }
 
 /// Progress of one import; written with each batch, in the batch's transaction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Counters {
     /// Games received from the upstream.
     pub games_fetched: i64,
@@ -104,7 +104,7 @@ pub struct Counters {
 }
 
 /// An import job as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Job {
     /// Its id.
     pub import_id: String,

@@ -63,7 +63,12 @@ const IMPORT_NICE: i32 = 10;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let config = match Config::from_raw(RawConfig::parse()) {
+    let raw = RawConfig::parse();
+    if raw.openapi {
+        print!("{}", importer::http::openapi::pretty_json());
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_raw(raw) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

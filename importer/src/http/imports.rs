@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{ApiError, AppState, MAX_BODY_BYTES};
+use super::{ApiError, AppState, ErrorBody, MAX_BODY_BYTES};
 use crate::job::{Job, JobStatus, Platform};
 use crate::scheduler::Admission;
 
@@ -65,7 +65,9 @@ pub fn parse_request(body: &[u8]) -> Result<ImportRequest, ApiError> {
     }
     let limit = match obj.remove("limit") {
         None | Some(Value::Null) => DEFAULT_LIMIT,
-        Some(Value::Number(n)) => match n.as_i64() {
+        // JSON has one number type: 581.0 and 5.81e2 are the integer 581, as JSON Schema's
+        // `integer` says (found by schemathesis: a schema-valid `581.0` was refused).
+        Some(Value::Number(n)) => match integral(&n) {
             Some(l) if (1..=MAX_LIMIT).contains(&l) => l,
             _ => {
                 return Err(bad(format!(
@@ -83,6 +85,15 @@ pub fn parse_request(body: &[u8]) -> Result<ImportRequest, ApiError> {
     })
 }
 
+/// `n` as an integer when it has no fractional part (`581`, `581.0`, `5.81e2`), within i64.
+fn integral(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        let f = n.as_f64()?;
+        // Bounds as f64: i64::MAX itself rounds up to 2^63, which does not fit.
+        (f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f)).then_some(f as i64)
+    })
+}
+
 fn reject_unknown(rest: &Map<String, Value>) -> Result<(), ApiError> {
     match rest.keys().next() {
         Some(k) => Err(bad(format!(
@@ -93,15 +104,94 @@ fn reject_unknown(rest: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Serialize)]
+/// The request body, as the OpenAPI document states it: one shape per platform, since their
+/// username rules differ. `parse_request` reads the body field by field (so that each rejection
+/// names its field); the contract check (`make contract`) holds the two to the same rules.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ImportRequestBody {
+    /// A lichess user.
+    Lichess(LichessImport),
+    /// A chess.com user.
+    ChessCom(ChessComImport),
+}
+
+/// `"lichess"`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum LichessName {
+    /// lichess.org
+    #[serde(rename = "lichess")]
+    Lichess,
+}
+
+/// `"chess.com"`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum ChessComName {
+    /// chess.com
+    #[serde(rename = "chess.com")]
+    ChessCom,
+}
+
+/// An import of a lichess user's games.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct LichessImport {
+    /// The platform.
+    platform: LichessName,
+    /// The lichess username, any case.
+    #[schema(min_length = 2, max_length = 30, pattern = "^[A-Za-z0-9_-]+$")]
+    user_id: String,
+    /// Most new games to store; 500 when absent or null.
+    #[schema(minimum = 1, maximum = 10000, nullable = true, required = false)]
+    limit: Option<i64>,
+}
+
+/// An import of a chess.com user's games.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ChessComImport {
+    /// The platform.
+    platform: ChessComName,
+    /// The chess.com username, any case.
+    #[schema(min_length = 3, max_length = 25, pattern = "^[A-Za-z0-9_-]+$")]
+    user_id: String,
+    /// Most new games to store; 500 when absent or null.
+    #[schema(minimum = 1, maximum = 10000, nullable = true, required = false)]
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 /// Answer to an accepted import request.
 pub struct Admitted {
+    /// The import's id.
     import_id: String,
+    /// `running` or `queued` when just created; any status for the user's existing import.
     status: JobStatus,
+    /// Place among the queued imports of its provider (1 = next); 0 when it is not queued.
     queue_position: usize,
 }
 
 /// Starts or queues an import; the same user and platform already active answers 200 with that import.
+#[utoipa::path(post, path = "/api/v1/import-more-games",
+    request_body(content = ImportRequestBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Created: running (queue_position 0) or queued", body = Admitted),
+        (status = 200, description = "The user already has an import queued or running on this platform: that one", body = Admitted),
+        (status = 400, description = "The body is not a valid request; the message names the field", body = ErrorBody),
+        (status = 401, description = "`API_TOKEN` is set and the request did not carry it", body = ErrorBody),
+        (status = 408, description = "The request was not complete within 120 s", body = ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        (status = 429, description = "No slot free and the queue is full", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds after which to try again"))),
+        (status = 500, description = "The database failed; the cause is logged, not sent", body = ErrorBody),
+        (status = 503, description = "The process is stopping", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -162,15 +252,24 @@ pub async fn create(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 /// An import as `GET /api/v1/imports/{id}` shows it.
 pub struct JobView {
     #[serde(flatten)]
     job: Job,
+    /// Place among the queued imports of its provider (1 = next); 0 when it is not queued.
     queue_position: usize,
 }
 
 /// One import's status and counters.
+#[utoipa::path(get, path = "/api/v1/imports/{import_id}",
+    params(("import_id" = String, Path, description = "The id a POST answered")),
+    responses(
+        (status = 200, description = "The import", body = JobView),
+        (status = 401, description = "`API_TOKEN` is set and the request did not carry it", body = ErrorBody),
+        (status = 404, description = "No import with this id", body = ErrorBody),
+        (status = 500, description = "The database failed; the cause is logged, not sent", body = ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     Path(import_id): Path<String>,
@@ -199,6 +298,21 @@ mod tests {
 
     fn err(body: &str) -> String {
         parse_request(body.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_limit_is_any_json_number_with_no_fractional_part() {
+        let limit = |l: &str| {
+            parse_request(format!(r#"{{"user_id":"abc","platform":"lichess","limit":{l}}}"#).as_bytes())
+                .map(|r| r.limit)
+        };
+        assert_eq!(limit("581").ok(), Some(581));
+        assert_eq!(limit("581.0").ok(), Some(581));
+        assert_eq!(limit("5.81e2").ok(), Some(581));
+        assert_eq!(limit("1e4").ok(), Some(10_000));
+        for refused in ["1.5", "0.0", "1e5", "-1", "1e300", "10000.5"] {
+            assert!(limit(refused).is_err(), "{refused} accepted");
+        }
     }
 
     #[test]

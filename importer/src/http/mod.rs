@@ -4,6 +4,7 @@
 
 mod error;
 mod imports;
+pub mod openapi;
 pub mod serve;
 
 use std::sync::Arc;
@@ -14,10 +15,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 use subtle::ConstantTimeEq;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
@@ -47,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/import-more-games", post(imports::create))
         .route("/api/v1/imports/{import_id}", get(imports::show))
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(guarded)
@@ -88,26 +89,48 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     next.run(req).await
 }
 
-async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+/// `/healthz`'s body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, `shutting down` or `database unavailable`.
+    pub status: &'static str,
+}
+
+/// Whether this process takes imports: the database answers and it is not stopping.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses(
+    (status = 200, description = "Up: the database answers", body = Health),
+    (status = 503, description = "Stopping, or the database does not answer", body = Health),
+))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     if state.scheduler.is_stopping().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "shutting down"})),
+            Json(Health {
+                status: "shutting down",
+            }),
         );
     }
     match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
+        Ok(()) => (StatusCode::OK, Json(Health { status: "ok" })),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "database unavailable"})),
+                Json(Health {
+                    status: "database unavailable",
+                }),
             )
         }
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// Counters and gauges in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text exposition (version 0.0.4)", body = String, content_type = "text/plain"),
+    (status = 401, description = "`API_TOKEN` is set and the request did not carry it", body = ErrorBody),
+    (status = 500, description = "The database failed; the cause is logged, not sent", body = ErrorBody),
+))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (active, queued) = state.scheduler.load().await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
