@@ -389,12 +389,19 @@ impl Scheduler {
     ) -> Result<Vec<Admission>, StoreError> {
         let mut tx = self.ctx.store.begin_queue().await?;
         tx.lock_submissions().await?;
+        // Older jobs first: one queued through another process, or left by a failed claim, may
+        // be startable here. Once they are claimed, and while this transaction holds the
+        // submissions' lock, a new job that can start is the oldest that can.
+        self.claim_into(&mut tx, state, started, usize::MAX).await?;
         let users: Vec<(&str, Platform)> = group.iter().map(|r| (r.user.as_str(), r.platform)).collect();
         let mut active = tx.active_among(&users).await?;
         let mut queued = tx.queued_count().await?;
         // Shared lanes are counted by the claim statement, across processes.
         let shared = matches!(self.claim_lanes(state), ClaimLanes::Shared(..));
         let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
+        // Slots a job of this group may still take: a job one of them takes is not "in the
+        // queue", so the queue's capacity applies only once they are spoken for.
+        let mut free_left = self.max.saturating_sub(state.running.len());
         let mut answers = Vec::with_capacity(group.len());
         let mut recorded = Vec::new();
         for request in group {
@@ -405,8 +412,7 @@ impl Scheduler {
                 });
                 continue;
             }
-            // With a free slot here the job does not wait, so the queue's capacity does not apply.
-            if state.running.len() >= self.max && queued >= capacity {
+            if free_left == 0 && queued >= capacity {
                 answers.push(Admission::QueueFull);
                 continue;
             }
@@ -429,6 +435,10 @@ impl Scheduler {
                 job.started_at = Some(now_to_ms());
                 state.running.insert(job.import_id.clone(), job.platform);
                 started.push(job.clone());
+                free_left = free_left.saturating_sub(1);
+            } else if shared && free_left > 0 {
+                // Shared lanes: the claim after the insert may give it a slot.
+                free_left -= 1;
             } else {
                 queued += 1;
             }

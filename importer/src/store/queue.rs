@@ -307,7 +307,10 @@ impl Store {
         };
         let begin = query_err("opening a queue transaction");
         let tx = match &self.queue {
-            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin().await.map_err(begin)?),
+            // IMMEDIATE: the write lock is taken at the start, waiting `busy_timeout` for it. A
+            // deferred transaction that reads first and writes later fails at once (SQLITE_BUSY)
+            // when another connection's rollback still holds the lock after its gate turn ended.
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await.map_err(begin)?),
             Pool::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(begin)?),
         };
         Ok(QueueTx {

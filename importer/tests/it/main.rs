@@ -834,7 +834,17 @@ async fn postgres_connection_lost_mid_batch_is_retried_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_times_the_slots_at_once_queue_in_order_and_overflow_with_429() {
-    let db = TestDb::sqlite();
+    ten_times_the_slots_at_once(TestDb::sqlite(), "process").await;
+}
+
+/// The same burst with lanes counted across processes: admitted jobs are claimed after the
+/// group's insert, and the queue's capacity still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_times_the_slots_at_once_with_lanes_shared_on_postgres() {
+    ten_times_the_slots_at_once(TestDb::postgres().await, "database").await;
+}
+
+async fn ten_times_the_slots_at_once(db: TestDb, lanes_scope: &str) {
     // One game per transaction: no import can finish before all twenty requests are answered.
     let users: Vec<MockUser> = (0..20).map(|i| lichess(&format!("burst{i:02}"), 600)).collect();
     let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
@@ -843,6 +853,7 @@ async fn ten_times_the_slots_at_once_queue_in_order_and_overflow_with_429() {
         ("LICHESS_MAX_STREAMS", "2"),
         ("IMPORT_QUEUE_CAPACITY", "10"),
         ("IMPORT_BATCH_SIZE", "1"),
+        ("PROVIDER_LANES_SCOPE", lanes_scope),
     ];
     let imp = Importer::start(&db, &mocks, &env).await;
     let http = reqwest::Client::new();
