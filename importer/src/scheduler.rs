@@ -507,12 +507,6 @@ impl Scheduler {
         *self.ctx.stopping.borrow()
     }
 
-    /// Place of a queued job among every process's (1 = next); 0 when it is not waiting.
-    pub async fn queue_position(&self, import_id: &str) -> Result<usize, StoreError> {
-        let position = self.ctx.store.queue_position(import_id).await?;
-        Ok(usize::try_from(position).unwrap_or(0))
-    }
-
     /// (running here, queued across every process) now.
     pub async fn load(&self) -> Result<(usize, usize), StoreError> {
         let running = self.state.lock().await.running.len();

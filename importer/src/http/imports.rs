@@ -229,11 +229,10 @@ pub async fn create(
             }),
         )),
         Admission::Existing { import_id } => {
-            let position = state.scheduler.queue_position(&import_id).await?;
-            let status = if position > 0 {
-                JobStatus::Queued
-            } else {
-                JobStatus::Running
+            // As it stands now: it may have started, or ended, since it was found active.
+            let (status, position) = match state.store.job_with_position(&import_id).await? {
+                Some((job, position)) => (job.status, usize::try_from(position).unwrap_or(0)),
+                None => (JobStatus::Running, 0),
             };
             Ok((
                 StatusCode::OK,

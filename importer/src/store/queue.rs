@@ -365,22 +365,6 @@ impl Store {
             .map_err(query_err("requeueing imports left running"))
     }
 
-    /// Place of a queued job among the queued imports of its provider (1 = next), across every
-    /// process; 0 when it is not queued. Imports of the other provider do not wait for the same lane,
-    /// so they are not counted.
-    pub async fn queue_position(&self, id: &str) -> Result<i64> {
-        let order = match self.queue {
-            Pool::Sqlite(_) => "rowid",
-            Pool::Postgres(_) => "seq",
-        };
-        let sql = format!(
-            "SELECT COUNT(*) FROM import_jobs q JOIN import_jobs me ON q.{order} <= me.{order} \
-             WHERE me.id = $1 AND me.status = 'queued' AND q.status = 'queued' AND q.platform = me.platform"
-        );
-        on_pool!(&self.queue, pool => sqlx::query_scalar(&sql).bind(id).fetch_one(pool).await)
-            .map_err(query_err("finding a queue position"))
-    }
-
     /// How many jobs are queued, across every process.
     pub async fn queued_count(&self) -> Result<i64> {
         let sql = "SELECT COUNT(*) FROM import_jobs WHERE status = 'queued'";
