@@ -244,10 +244,10 @@ impl Scheduler {
     ) -> Result<(), StoreError> {
         let before = started.len();
         while !state.stopping && state.running.len() < self.max && started.len() - before < most {
-            let lanes = self.claim_lanes(state);
-            if matches!(lanes, ClaimLanes::Free(l, c) if l <= 0 && c <= 0) {
+            if self.no_free_lane(state) {
                 break;
             }
+            let lanes = self.claim_lanes(state);
             match tx
                 .claim(self.owner(), now_ms(), self.lease_until(), lanes)
                 .await?
@@ -277,13 +277,17 @@ impl Scheduler {
         }
     }
 
-    /// Claims queued jobs while a slot and a lane are free, and starts them; returns their ids.
-    async fn fill(self: &Arc<Self>, state: &mut State) -> Vec<String> {
-        if state.stopping || state.running.len() >= self.max {
-            return Vec::new();
-        }
-        if matches!(self.claim_lanes(state), ClaimLanes::Free(l, c) if l <= 0 && c <= 0) {
-            return Vec::new();
+    /// Whether this process's lanes are all taken (never with shared lanes: the claim statement
+    /// counts those).
+    fn no_free_lane(&self, state: &State) -> bool {
+        matches!(self.claim_lanes(state), ClaimLanes::Free(l, c) if l <= 0 && c <= 0)
+    }
+
+    /// Claims queued jobs while a slot and a lane are free, and starts them; returns how many.
+    async fn fill(self: &Arc<Self>, state: &mut State) -> usize {
+        // Nothing to claim: no transaction to open.
+        if state.stopping || state.running.len() >= self.max || self.no_free_lane(state) {
+            return 0;
         }
         let mut started = Vec::new();
         let round = async {
@@ -294,11 +298,11 @@ impl Scheduler {
         if let Err(e) = round.await {
             Self::unclaim(state, &started);
             tracing::warn!(error = %e, "cannot claim a queued import; retrying later");
-            return Vec::new();
+            return 0;
         }
-        let ids = started.iter().map(|j| j.import_id.clone()).collect();
+        let count = started.len();
         self.start_claimed(state, started);
-        ids
+        count
     }
 
     /// Records a new import for `user` and runs or queues it.
@@ -587,7 +591,7 @@ impl Scheduler {
         if state.stopping {
             return;
         }
-        if self.fill(&mut state).await.is_empty() {
+        if self.fill(&mut state).await == 0 {
             tracing::info!(
                 "import slot freed (available slots: {}/{})",
                 self.max - state.running.len(),

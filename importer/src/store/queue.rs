@@ -29,6 +29,9 @@ pub enum ClaimLanes {
     Shared(i64, i64),
 }
 
+/// Jobs queued, across every process.
+const QUEUED_COUNT: &str = "SELECT COUNT(*) FROM import_jobs WHERE status = 'queued'";
+
 const JOB_COLUMNS: &str = "id, user_id, platform, game_limit, status, games_fetched, games_imported, \
      games_skipped_existing, games_failed_parse, error, created_at, started_at, finished_at";
 
@@ -161,8 +164,7 @@ impl QueueTx<'_> {
 
     /// How many jobs are queued, across every process.
     pub async fn queued_count(&mut self) -> Result<i64> {
-        let sql = "SELECT COUNT(*) FROM import_jobs WHERE status = 'queued'";
-        on_tx!(&mut self.tx, tx => sqlx::query_scalar(sql).fetch_one(&mut **tx).await)
+        on_tx!(&mut self.tx, tx => sqlx::query_scalar(QUEUED_COUNT).fetch_one(&mut **tx).await)
             .map_err(query_err("counting queued imports"))
     }
 
@@ -367,8 +369,7 @@ impl Store {
 
     /// How many jobs are queued, across every process.
     pub async fn queued_count(&self) -> Result<i64> {
-        let sql = "SELECT COUNT(*) FROM import_jobs WHERE status = 'queued'";
-        on_pool!(&self.queue, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
+        on_pool!(&self.queue, pool => sqlx::query_scalar(QUEUED_COUNT).fetch_one(pool).await)
             .map_err(query_err("counting queued imports"))
     }
 
