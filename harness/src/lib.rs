@@ -3,21 +3,28 @@
 //!
 //! The harness never links the importer: it drives the real binary over HTTP,
 //! exactly as a deploy would.
+//!
+//! The modules stand in the order data flows through a run; each uses only
+//! the ones before it (`tests/it/layout.rs` holds the tree to that):
+//! `upstream` → `target` → `load` → `observe` → `verify` → `scenario` →
+//! `session` → `analysis` → `report` → `cli`.
 
-pub mod capacity;
-pub mod cgroup;
-pub mod compare;
-pub mod db;
-pub mod gate;
-pub mod load;
-pub mod mock;
-pub mod observer;
-pub mod recommend;
-pub mod reference;
-pub mod report;
-pub mod results;
-pub mod run;
-pub mod scenario;
-pub mod stats;
+pub mod upstream;
+
 pub mod target;
+
+pub mod load;
+
+pub mod observe;
+
 pub mod verify;
+
+pub mod scenario;
+
+pub mod session;
+
+pub mod analysis;
+
+pub mod report;
+
+pub mod cli;

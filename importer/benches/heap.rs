@@ -6,7 +6,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use harness::mock::{MockUser, Platform as MockPlatform, games};
+use harness::upstream::{MockUser, Platform as MockPlatform, games};
 use importer::pgn::{Framed, GameRow, Splitter, parse_game};
 use importer::store::Store;
 use importer::{Counters, Platform};

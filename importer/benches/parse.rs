@@ -1,12 +1,12 @@
 //! Parsing throughput: the importer's splitter + row parser against
-//! pgn-reader's own reading (`harness::reference`, the yardstick the perf
+//! pgn-reader's own reading (`harness::observe::parse_rate`, the yardstick the perf
 //! scenarios use too) over the same bytes, so the ratio is measured in one run.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use harness::mock::{MockUser, Platform as MockPlatform, games};
-use harness::reference::read_all;
+use harness::observe::parse_rate::read_all;
+use harness::upstream::{MockUser, Platform as MockPlatform, games};
 use importer::Platform;
 use importer::pgn::{Framed, Splitter, parse_game};
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use harness::mock::{MockUser, Platform as MockPlatform, games};
+use harness::upstream::{MockUser, Platform as MockPlatform, games};
 use importer::pgn::{GameRow, parse_game};
 use importer::store::Store;
 use importer::{Counters, Job, Platform};

@@ -166,14 +166,6 @@ pub fn write_run(dir: &Path, title: &str) -> Result<(), Error> {
     write_file(&dir.join("report.html"), page(title, &md, &svgs).as_bytes())
 }
 
-/// Writes a compare's page.
-pub fn write_compare(path: &Path, cmp: &crate::compare::Comparison, svgs: &[PathBuf]) -> Result<(), Error> {
-    write_file(
-        path,
-        page("harness compare", &crate::compare::markdown(cmp), svgs).as_bytes(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,12 @@
-//! Reports of a run: `results.json`, `samples.csv`, plots and `summary.md`.
+//! Reports: what a run measured and what the analysis decided, rendered as
+//! `results.json`, `samples.csv`, plots, `summary.md` and `report.html`
+//! (and a gate's, a recommendation's or a comparison's own files).
 
+pub mod compare;
+pub mod gate;
 pub mod html;
 pub mod plot;
+pub mod recommend;
 pub mod summary;
 
 use std::io::Write;
@@ -10,8 +15,9 @@ use std::path::{Path, PathBuf};
 pub use plot::{peak_vs_config, timeline};
 pub use summary::summary_markdown;
 
-use crate::observer::Sample;
-use crate::results::RunResults;
+use crate::observe::{Sample, Timeline};
+use crate::session::Outcome;
+use crate::session::results::RunResults;
 
 /// A report that could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -33,22 +39,17 @@ pub enum Error {
         /// What plotters said.
         message: String,
     },
-    /// results.json could not be encoded.
-    #[error("cannot encode results: {0}")]
+    /// JSON could not be encoded.
+    #[error("cannot encode: {0}")]
     Json(#[from] serde_json::Error),
-}
-
-/// RSS over time of one cell run, with the moments imports started and ended.
-#[derive(Debug, Clone)]
-pub struct Timeline {
-    /// Cell label.
-    pub label: String,
-    /// 0-based repeat.
-    pub repeat: u32,
-    /// The samples.
-    pub samples: Vec<Sample>,
-    /// Seconds at which an import was posted or ended.
-    pub marks: Vec<f64>,
+    /// A run's `results.json` could not be read back.
+    #[error("{path}: {message}")]
+    Input {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -89,6 +90,46 @@ pub fn write_all(dir: &Path, results: &RunResults, timelines: &[Timeline]) -> Re
     write_file(&dir.join("summary.md"), summary_markdown(results).as_bytes())?;
     html::write_run(dir, &format!("harness run: {}", results.scenario))?;
     Ok(())
+}
+
+/// Writes every report of a finished run into its folder and points `latest` beside it there.
+pub fn write_run(outcome: &Outcome) -> Result<(), Error> {
+    write_all(&outcome.dir, &outcome.results, &outcome.timelines)?;
+    let latest = outcome.dir.with_file_name("latest");
+    let _ = std::fs::remove_file(&latest);
+    if let Some(name) = outcome.dir.file_name() {
+        let _ = std::os::unix::fs::symlink(name, &latest);
+    }
+    Ok(())
+}
+
+/// A run read back from its report folder.
+pub struct Loaded {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// What it measured.
+    pub results: RunResults,
+}
+
+/// Reads `results.json` from a report folder or the file itself.
+pub fn read_results(path: &Path) -> Result<Loaded, Error> {
+    let file = if path.is_dir() {
+        path.join("results.json")
+    } else {
+        path.to_path_buf()
+    };
+    let bytes = std::fs::read(&file).map_err(|e| Error::Input {
+        path: path.to_path_buf(),
+        message: format!("cannot read {}: {e}", file.display()),
+    })?;
+    let results: RunResults = serde_json::from_slice(&bytes).map_err(|e| Error::Input {
+        path: path.to_path_buf(),
+        message: format!("not a harness results.json: {e}"),
+    })?;
+    let dir = file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    Ok(Loaded { dir, results })
 }
 
 /// Samples of the first repeat of `label` from a `samples.csv` (empty when absent).

@@ -9,8 +9,9 @@ use plotters::coord::combinators::{LogCoord, WithKeyPoints};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::{Error, Timeline};
-use crate::results::{RunResults, median, mib};
+use super::Error;
+use crate::observe::Timeline;
+use crate::session::results::{RunResults, median, mib};
 
 static FONT: Once = Once::new();
 
@@ -272,7 +273,7 @@ pub fn peak_vs_config(path: &Path, results: &RunResults) -> Result<(), Error> {
 }
 
 struct CapacityPlot<'a> {
-    rec: &'a crate::recommend::Recommendation,
+    rec: &'a crate::analysis::recommend::Recommendation,
 }
 
 impl Draw for CapacityPlot<'_> {
@@ -372,19 +373,19 @@ impl Draw for CapacityPlot<'_> {
 }
 
 /// `capacity.{png,svg}`: measured points, the fitted lines, the budget, the recommended points (crosses).
-pub fn capacity(path: &Path, rec: &crate::recommend::Recommendation) -> Result<(), Error> {
+pub fn capacity(path: &Path, rec: &crate::analysis::recommend::Recommendation) -> Result<(), Error> {
     render_with(path, (1200, 800), &CapacityPlot { rec })
 }
 
 struct ComparePeakPlot<'a> {
-    cmp: &'a crate::compare::Comparison,
+    cmp: &'a crate::analysis::compare::Comparison,
 }
 
 impl Draw for ComparePeakPlot<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
         root.fill(&WHITE).map_err(e)?;
-        let rows: Vec<&crate::compare::Row> =
+        let rows: Vec<&crate::analysis::compare::Row> =
             self.cmp.rows.iter().filter(|r| r.metric == "peak RSS").collect();
         let labels: Vec<String> = rows.iter().map(|r| r.cell.clone()).collect();
         let max_y = rows
@@ -463,14 +464,14 @@ impl Draw for ComparePeakPlot<'_> {
 }
 
 /// `compare-peak.{png,svg}`: both runs' peaks per cell on one chart.
-pub fn compare_peak(path: &Path, cmp: &crate::compare::Comparison) -> Result<(), Error> {
+pub fn compare_peak(path: &Path, cmp: &crate::analysis::compare::Comparison) -> Result<(), Error> {
     render_with(path, (1200, 700), &ComparePeakPlot { cmp })
 }
 
 struct CompareTimelinePlot<'a> {
     cell: &'a str,
-    before: &'a [crate::observer::Sample],
-    after: &'a [crate::observer::Sample],
+    before: &'a [crate::observe::Sample],
+    after: &'a [crate::observe::Sample],
 }
 
 impl Draw for CompareTimelinePlot<'_> {
@@ -507,8 +508,8 @@ impl Draw for CompareTimelinePlot<'_> {
 pub fn compare_timeline(
     path: &Path,
     cell: &str,
-    before: &[crate::observer::Sample],
-    after: &[crate::observer::Sample],
+    before: &[crate::observe::Sample],
+    after: &[crate::observe::Sample],
 ) -> Result<(), Error> {
     render_with(path, (1200, 600), &CompareTimelinePlot { cell, before, after })
 }

@@ -3,44 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::results::{CellRun, RunResults, median, median_f64, mib};
-
-/// Runs of the same cell, in the order cells first appear.
-pub fn by_cell(results: &RunResults) -> Vec<(String, Vec<&CellRun>)> {
-    let mut order: Vec<String> = Vec::new();
-    let mut groups: BTreeMap<String, Vec<&CellRun>> = BTreeMap::new();
-    for c in &results.cells {
-        if !groups.contains_key(&c.cell.label) {
-            order.push(c.cell.label.clone());
-        }
-        groups.entry(c.cell.label.clone()).or_default().push(c);
-    }
-    order
-        .into_iter()
-        .map(|l| {
-            let runs = groups.remove(&l).unwrap_or_default();
-            (l, runs)
-        })
-        .collect()
-}
-
-/// (max - min) / median of the peaks, in percent.
-pub fn spread_pct(runs: &[&CellRun]) -> f64 {
-    let peaks: Vec<u64> = runs
-        .iter()
-        .filter(|r| r.error.is_none())
-        .map(|r| r.peak)
-        .collect();
-    let (Some(&lo), Some(&hi)) = (peaks.iter().min(), peaks.iter().max()) else {
-        return 0.0;
-    };
-    let mid = median(peaks.iter().copied());
-    if mid == 0 {
-        0.0
-    } else {
-        (hi - lo) as f64 * 100.0 / mid as f64
-    }
-}
+use crate::analysis::stats::spread_pct;
+use crate::session::results::{CellRun, RunResults, by_cell, median, median_f64, mib};
 
 /// Peaks and per-import figures of the cells that share one value of a setting.
 type PeaksAndPerImport = (Vec<u64>, Vec<u64>);
@@ -259,7 +223,7 @@ fn upstream(results: &RunResults, out: &mut String) {
     for (label, runs) in by_cell(results) {
         let mut cols = Vec::new();
         for p in providers {
-            let served: Vec<crate::mock::Served> =
+            let served: Vec<crate::upstream::Served> =
                 runs.iter().filter_map(|r| r.upstream.get(p).copied()).collect();
             if served.is_empty() {
                 cols.push("– | – | –".to_string());
@@ -373,7 +337,7 @@ fn reference(results: &RunResults, out: &mut String) {
     let lines: Vec<String> = by_cell(results)
         .into_iter()
         .filter_map(|(label, runs)| {
-            let rates: Vec<&crate::reference::ParseRate> =
+            let rates: Vec<&crate::observe::parse_rate::ParseRate> =
                 runs.iter().filter_map(|r| r.reference_parse.as_ref()).collect();
             let first = rates.first()?;
             let parse = median_f64(rates.iter().map(|r| r.games_per_sec));

@@ -1,13 +1,15 @@
 //! Harness integration tests: the verifier on crafted databases, and one short
 //! real run of the importer binary that checks the reports.
 
+mod layout;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use harness::db::{CellDb, JobRow};
-use harness::mock::{MockUser, Platform};
-use harness::run::{self, Options};
 use harness::scenario::Checked;
+use harness::session::{self, Options};
+use harness::target::db::{CellDb, JobRow};
+use harness::upstream::{MockUser, Platform};
 use harness::verify::{self, Expectation};
 use sqlx::Connection;
 
@@ -162,7 +164,7 @@ async fn a_short_real_run_writes_every_report() {
          \x20   - platform: chess.com\n      games: 90\n      months: 3\n      limit: 500\n",
         importer_bin(),
     );
-    let outcome = run::run(&s, &opts).await.expect("run");
+    let outcome = harness::cli::run::run(&s, &opts).await.expect("run");
     let cell = &outcome.results.cells[0];
     assert!(cell.error.is_none(), "{:?}", cell.error);
     assert!(cell.verification.ok, "{:?}", cell.verification.problems);
@@ -202,7 +204,7 @@ async fn a_short_real_run_writes_every_report() {
     }
     let csv = std::fs::read_to_string(outcome.dir.join("samples.csv")).expect("csv");
     assert!(csv.lines().count() > 10);
-    let back: harness::results::RunResults =
+    let back: harness::session::results::RunResults =
         serde_json::from_slice(&std::fs::read(outcome.dir.join("results.json")).expect("json"))
             .expect("parses");
     assert_eq!(back.cells.len(), 1);
@@ -225,7 +227,7 @@ async fn a_crash_mid_import_is_survived_and_one_that_never_strikes_fails() {
         )
     };
     let (s, opts) = scenario_in(&dir, "struck", &yaml(100), importer_bin());
-    let outcome = run::run(&s, &opts).await.expect("run");
+    let outcome = harness::cli::run::run(&s, &opts).await.expect("run");
     let cell = &outcome.results.cells[0];
     let crash = cell.crash.as_ref().expect("the crash struck");
     assert!(crash.restarted && crash.stored_at_kill >= 100, "{crash:?}");
@@ -234,7 +236,7 @@ async fn a_crash_mid_import_is_survived_and_one_that_never_strikes_fails() {
     assert_eq!(cell.games_imported, 400);
 
     let (s, opts) = scenario_in(&dir, "never", &yaml(100_000), importer_bin());
-    let outcome = run::run(&s, &opts).await.expect("run");
+    let outcome = harness::cli::run::run(&s, &opts).await.expect("run");
     let cell = &outcome.results.cells[0];
     assert!(cell.crash.is_none());
     assert!(
@@ -252,17 +254,20 @@ async fn a_crash_mid_import_is_survived_and_one_that_never_strikes_fails() {
 #[test]
 fn an_allocator_build_is_checked_by_its_version() {
     let bin = importer_bin();
-    assert_eq!(run::importer_for(&bin, None).expect("glibc build"), bin);
-    assert_eq!(run::importer_for(&bin, Some("glibc")).expect("glibc build"), bin);
+    assert_eq!(session::importer_for(&bin, None).expect("glibc build"), bin);
+    assert_eq!(
+        session::importer_for(&bin, Some("glibc")).expect("glibc build"),
+        bin
+    );
     let dir = temp_dir("alloc");
-    let err = run::importer_for(&dir.join("importer"), Some("jemalloc")).expect_err("not built");
+    let err = session::importer_for(&dir.join("importer"), Some("jemalloc")).expect_err("not built");
     assert!(
         err.contains("importer-jemalloc") && err.contains("make allocators"),
         "{err}"
     );
     // A glibc build under the jemalloc name is refused, not measured as jemalloc.
     std::fs::copy(&bin, dir.join("importer-mimalloc")).expect("copy");
-    let err = run::importer_for(&dir.join("importer"), Some("mimalloc")).expect_err("wrong build");
+    let err = session::importer_for(&dir.join("importer"), Some("mimalloc")).expect_err("wrong build");
     assert!(err.contains("not allocator mimalloc"), "{err}");
 }
 
@@ -271,19 +276,19 @@ fn an_allocator_build_is_checked_by_its_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_stream_sends_at_the_rate_asked() {
     let user = MockUser::new("paced", Platform::Lichess, 400);
-    let opts = harness::mock::Options {
+    let opts = harness::upstream::Options {
         lichess_games_per_sec: 4000,
         prerender: true,
         ..Default::default()
     };
-    let mocks = harness::mock::Upstreams::start_with(&[user], opts)
+    let mocks = harness::upstream::Upstreams::start_with(&[user], opts)
         .await
         .expect("mocks");
     let url = format!("{}/api/games/user/paced?max=400", mocks.lichess_url());
     let started = std::time::Instant::now();
     // The mocks, like lichess, refuse a client that names no contact.
     let http = reqwest::Client::builder()
-        .user_agent(harness::run::HARNESS_USER_AGENT)
+        .user_agent(harness::session::HARNESS_USER_AGENT)
         .build()
         .expect("client");
     let body = http
@@ -309,7 +314,7 @@ async fn a_missing_importer_is_a_set_up_error_before_anything_starts() {
         "budget: 512MB\nworkload:\n  users:\n    - platform: lichess\n      games: 5\n",
         dir.join("no-such-importer"),
     );
-    let err = run::run(&s, &opts).await.err().expect("fails");
+    let err = harness::cli::run::run(&s, &opts).await.err().expect("fails");
     assert!(err.to_string().contains("no-such-importer"), "{err}");
     assert!(!dir.join("reports").exists(), "nothing written");
 }
@@ -367,7 +372,7 @@ fn the_gate_fails_a_hungrier_configuration_and_passes_the_same_one() {
 
     let (code, text) = gate(&["--update-baseline"]);
     assert_eq!(code, Some(0), "{text}");
-    let b: harness::gate::Baseline =
+    let b: harness::analysis::gate::Baseline =
         serde_json::from_slice(&std::fs::read(&baseline).expect("baseline")).expect("json");
     assert!(b.machine.cores >= 1 && b.cells.contains_key("c3-b50-p2000"));
 
@@ -442,7 +447,7 @@ async fn report_html_renders_in_a_real_browser_and_loads_nothing() {
          workload:\n  imports: 3\n  users:\n    - platform: lichess\n      games: 60\n      limit: 100\n",
         importer_bin(),
     );
-    let outcome = run::run(&s, &opts).await.expect("run");
+    let outcome = harness::cli::run::run(&s, &opts).await.expect("run");
     let page = outcome.dir.join("report.html");
     let html = std::fs::read_to_string(&page).expect("report.html");
     for banned in ["<script", "<link", "<img", "@import", "url(", "src="] {

@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Command;
 
-use harness::mock::{MockUser, Platform, Policy, Rules, Upstreams};
+use harness::upstream::{MockUser, Platform, Policy, Rules, Upstreams};
 use serde_json::json;
 use support::{Importer, TestDb, importer_bin};
 
@@ -24,8 +24,8 @@ fn chess_com(name: &str, games: u64, months: u32) -> MockUser {
 }
 
 /// Mocks with the providers' rules, lichess streaming `games_per_sec` games a second per stream.
-fn paced(games_per_sec: u32) -> harness::mock::Options {
-    harness::mock::Options {
+fn paced(games_per_sec: u32) -> harness::upstream::Options {
+    harness::upstream::Options {
         seed: SEED,
         lichess_games_per_sec: games_per_sec,
         ..Default::default()
@@ -33,8 +33,8 @@ fn paced(games_per_sec: u32) -> harness::mock::Options {
 }
 
 /// Mocks with the providers' rules and lichess's penalty after a 429 shortened to `secs`.
-fn penalty_of(secs: f64) -> harness::mock::Options {
-    harness::mock::Options {
+fn penalty_of(secs: f64) -> harness::upstream::Options {
+    harness::upstream::Options {
         seed: SEED,
         policy: Policy::Enforced(Rules {
             penalty_secs: secs,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use harness::mock::Upstreams;
+use harness::upstream::Upstreams;
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::process::{Child, Command};
@@ -206,7 +206,7 @@ impl Importer {
     /// The kernel's peak resident set (`VmHWM`) of the running importer, in bytes.
     pub fn peak_rss(&self) -> u64 {
         let pid = self.child.id().expect("importer running");
-        harness::observer::vm_hwm(pid).expect("VmHWM in /proc/PID/status")
+        harness::observe::vm_hwm(pid).expect("VmHWM in /proc/PID/status")
     }
 
     /// Its resident set now (`VmRSS`), in bytes.

@@ -1,4 +1,5 @@
-//! `harness run`: every cell of a scenario, each repeat, one after another.
+//! One run of a scenario: every cell, each repeat, one after another, wired
+//! from the parts before it (upstream, target, load, observe, verify).
 //!
 //! Per cell: fresh mocks and database, the importer started with the cell's
 //! environment, an idle second, goose drives the imports while the observer
@@ -6,21 +7,22 @@
 //! stopped with SIGTERM and delivery is verified. Cells never overlap, so
 //! one cell's load cannot inflate another's memory.
 
+pub mod results;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cgroup;
-use crate::db::CellDb;
 use crate::load::{self, ImportSpec};
-use crate::mock::{self, MockUser, Platform, Upstreams};
-use crate::observer::{self, Sample};
-use crate::report;
-use crate::results::{CellRun, CrashRecord, Machine, RunResults, mib};
+use crate::observe::{self, Sample, Timeline};
 use crate::scenario::{Cell, Checked, Crash, Database};
+use crate::session::results::{CellRun, CrashRecord, Machine, RunResults, mib};
 use crate::target;
+use crate::target::cgroup;
+use crate::target::db::CellDb;
+use crate::upstream::{self, MockUser, Platform, Upstreams};
 use crate::verify::{self, Expectation, Verification};
 
 /// How often the observer samples RSS.
@@ -57,15 +59,12 @@ pub struct Options {
     pub enforce: Enforce,
 }
 
-/// A run that could not start, or whose reports could not be written.
+/// A run that could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The set-up is wrong (missing binary, unreachable database).
     #[error("set-up: {0}")]
     Setup(String),
-    /// Writing the reports failed.
-    #[error(transparent)]
-    Report(#[from] report::Error),
     /// A folder could not be made.
     #[error("cannot create {path}: {source}")]
     Io {
@@ -77,12 +76,14 @@ pub enum Error {
     },
 }
 
-/// A finished run.
+/// A finished run: what `report` renders into its folder.
 pub struct Outcome {
-    /// The report folder.
+    /// The report folder (holding, so far, each cell run's importer log).
     pub dir: PathBuf,
     /// What was measured.
     pub results: RunResults,
+    /// RSS over time of each cell run, for `samples.csv` and the timeline plot.
+    pub timelines: Vec<Timeline>,
 }
 
 /// The importer binary a scenario runs.
@@ -103,7 +104,7 @@ pub struct Session<'a> {
     bar: ProgressBar,
     started: chrono::DateTime<chrono::Utc>,
     wall: Instant,
-    timelines: Vec<report::Timeline>,
+    timelines: Vec<Timeline>,
     enforced: Option<String>,
     limit_available: bool,
 }
@@ -229,7 +230,7 @@ impl<'a> Session<'a> {
             run.games_per_sec,
             run.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
         ));
-        self.timelines.push(report::Timeline {
+        self.timelines.push(Timeline {
             label: cell.label.clone(),
             repeat,
             samples,
@@ -249,8 +250,8 @@ impl<'a> Session<'a> {
         self.bar.inc_length(n);
     }
 
-    /// Writes the reports and links `latest`.
-    pub fn finish(self, cells: Vec<CellRun>) -> Result<Outcome, Error> {
+    /// Ends the run: what it measured, for `report` to write.
+    pub fn finish(self, cells: Vec<CellRun>) -> Outcome {
         self.bar.finish_and_clear();
         // The importer limits glibc to one arena unless MALLOC_ARENA_MAX is given.
         let mut allocator = match self.s.raw.env.get("MALLOC_ARENA_MAX") {
@@ -275,16 +276,11 @@ impl<'a> Session<'a> {
             enforced: self.enforced.clone(),
             cells,
         };
-        report::write_all(&self.dir, &results, &self.timelines)?;
-        let latest = self.opts.out_root.join(&self.s.name).join("latest");
-        let _ = std::fs::remove_file(&latest);
-        if let Some(name) = self.dir.file_name() {
-            let _ = std::os::unix::fs::symlink(name, &latest);
-        }
-        Ok(Outcome {
+        Outcome {
             dir: self.dir,
             results,
-        })
+            timelines: self.timelines,
+        }
     }
 }
 
@@ -293,7 +289,7 @@ pub fn repeats(s: &Checked, opts: &Options) -> u32 {
     opts.repeats.unwrap_or(s.raw.repeats)
 }
 
-/// Runs the scenario and writes its reports.
+/// Runs every cell of the scenario, each repeat; writes nothing but the importers' logs.
 pub async fn run(s: &Checked, opts: &Options) -> Result<Outcome, Error> {
     let repeats = repeats(s, opts);
     let mut session = Session::start(s, opts, s.cells.len() as u64 * u64::from(repeats)).await?;
@@ -303,7 +299,7 @@ pub async fn run(s: &Checked, opts: &Options) -> Result<Outcome, Error> {
             cells.push(session.measure(cell, repeat).await);
         }
     }
-    session.finish(cells)
+    Ok(session.finish(cells))
 }
 
 fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
@@ -373,7 +369,7 @@ async fn measure(
     let mock_users: Vec<MockUser> = users.iter().map(|(u, _, _)| u.clone()).collect();
     let mocks = Upstreams::start_with(
         &mock_users,
-        mock::Options {
+        upstream::Options {
             seed: s.raw.upstream.seed,
             lichess_games_per_sec: s.raw.upstream.pace_games_per_sec,
             chess_com_latency: std::time::Duration::from_millis(s.raw.upstream.chesscom_latency_ms),
@@ -445,7 +441,7 @@ async fn measure(
     for (k, m) in fleet.members.iter().enumerate() {
         fleet
             .samplers
-            .push((k, observer::Server::start(m.server.pid(), origin, SAMPLE_EVERY)));
+            .push((k, observe::Sampler::start(m.server.pid(), origin, SAMPLE_EVERY)));
     }
     tokio::time::sleep(IDLE_WINDOW).await;
     let specs = users
@@ -488,7 +484,7 @@ async fn measure(
     let peak_hwm = fleet
         .members
         .iter()
-        .filter_map(|m| observer::vm_hwm(m.server.pid()))
+        .filter_map(|m| observe::vm_hwm(m.server.pid()))
         .max()
         .unwrap_or(0);
     let mut timelines: Vec<(usize, Vec<Sample>)> =
@@ -517,7 +513,7 @@ async fn measure(
         .unwrap_or(0);
     let idle = timelines
         .iter()
-        .filter_map(|(_, v)| observer::median_rss(v, 0.0, IDLE_WINDOW.as_secs_f64()))
+        .filter_map(|(_, v)| observe::median_rss(v, 0.0, IDLE_WINDOW.as_secs_f64()))
         .max()
         .unwrap_or(0);
     let mut samples: Vec<Sample> = timelines
@@ -618,7 +614,7 @@ async fn measure(
         // Measured after the importer stopped, so the two never share the CPU.
         reference_parse: s.raw.reference_parse.then(|| {
             let imported: Vec<(MockUser, u64)> = users.iter().map(|(u, _, l)| (u.clone(), *l)).collect();
-            crate::reference::measure(&imported, s.raw.upstream.seed)
+            crate::observe::parse_rate::measure(&imported, s.raw.upstream.seed)
         }),
         max_running,
         upstream,
@@ -647,7 +643,7 @@ struct Member {
 #[derive(Default)]
 struct Fleet {
     members: Vec<Member>,
-    samplers: Vec<(usize, observer::Server)>,
+    samplers: Vec<(usize, observe::Sampler)>,
 }
 
 impl Fleet {
@@ -682,7 +678,7 @@ impl Fleet {
                 .await
                 .map_err(|e| format!("restart after the crash: {e}"))?;
             self.samplers
-                .push((k, observer::Server::start(server.pid(), origin, SAMPLE_EVERY)));
+                .push((k, observe::Sampler::start(server.pid(), origin, SAMPLE_EVERY)));
             m.server = server;
         }
         Ok(CrashRecord {

@@ -1,4 +1,4 @@
-//! `harness compare BEFORE AFTER`: two runs, cell by cell, with a verdict
+//! Two runs compared cell by cell (`harness compare BEFORE AFTER`), with a verdict
 //! that takes the repeats into account.
 //!
 //! A difference is called only when Welch's t-test over the repeats gives
@@ -7,67 +7,21 @@
 //! decides pass or fail, so compare exits 0 unless its inputs are unusable.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::report;
-use crate::results::{CellRun, RunResults, median_f64, mib};
-use crate::stats;
+use crate::analysis::stats;
+use crate::session::results::{CellRun, RunResults, median_f64, mib};
 
 /// Significance level of the test.
 pub const ALPHA: f64 = 0.05;
 
-/// Inputs that cannot be compared (exit 2).
+/// Runs that cannot be compared (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Not a results.json or a folder holding one.
-    #[error("{path}: {message}")]
-    Input {
-        /// The path given.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
     /// No cell label in common.
     #[error("no cells in common between {0} and {1}")]
     NothingInCommon(String, String),
-    /// An output could not be written.
-    #[error(transparent)]
-    Report(#[from] report::Error),
-    /// Encoding failed.
-    #[error("cannot encode: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-/// A run read back from disk.
-pub struct Loaded {
-    /// Its folder.
-    pub dir: PathBuf,
-    /// What it measured.
-    pub results: RunResults,
-}
-
-/// Reads `results.json` from a report folder or the file itself.
-pub fn load(path: &Path) -> Result<Loaded, Error> {
-    let file = if path.is_dir() {
-        path.join("results.json")
-    } else {
-        path.to_path_buf()
-    };
-    let bytes = std::fs::read(&file).map_err(|e| Error::Input {
-        path: path.to_path_buf(),
-        message: format!("cannot read {}: {e}", file.display()),
-    })?;
-    let results: RunResults = serde_json::from_slice(&bytes).map_err(|e| Error::Input {
-        path: path.to_path_buf(),
-        message: format!("not a harness results.json: {e}"),
-    })?;
-    let dir = file
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    Ok(Loaded { dir, results })
 }
 
 /// Which direction is better for a metric.
@@ -227,8 +181,13 @@ fn row(cell: &str, m: &Metric, before: &[&CellRun], after: &[&CellRun]) -> Optio
     })
 }
 
-/// Compares two runs and writes `compare.md`, `compare.json`, the plots and `report.html` into `out`.
-pub fn compare(before: &Loaded, after: &Loaded, out: &Path) -> Result<Comparison, Error> {
+/// Compares two runs' cells that both have, metric by metric. `before` and `after` name the
+/// runs (scenario and folder, as the report shows them); `out` is where the caller writes it.
+pub fn compare(
+    (before_name, before): (&str, &RunResults),
+    (after_name, after): (&str, &RunResults),
+    out: &str,
+) -> Result<Comparison, Error> {
     let group = |r: &RunResults| {
         let mut m: BTreeMap<String, Vec<CellRun>> = BTreeMap::new();
         for c in r.cells.iter().filter(|c| c.error.is_none()) {
@@ -236,12 +195,12 @@ pub fn compare(before: &Loaded, after: &Loaded, out: &Path) -> Result<Comparison
         }
         m
     };
-    let (gb, ga) = (group(&before.results), group(&after.results));
+    let (gb, ga) = (group(before), group(after));
     let common: Vec<&String> = gb.keys().filter(|k| ga.contains_key(*k)).collect();
     if common.is_empty() {
         return Err(Error::NothingInCommon(
-            before.dir.display().to_string(),
-            after.dir.display().to_string(),
+            before_name.to_string(),
+            after_name.to_string(),
         ));
     }
     let unmatched: Vec<String> = gb
@@ -255,71 +214,18 @@ pub fn compare(before: &Loaded, after: &Loaded, out: &Path) -> Result<Comparison
         let (b, a): (Vec<&CellRun>, Vec<&CellRun>) = (gb[*cell].iter().collect(), ga[*cell].iter().collect());
         rows.extend(METRICS.iter().filter_map(|m| row(cell, m, &b, &a)));
     }
-    std::fs::create_dir_all(out).map_err(|source| report::Error::Write {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    let cmp = Comparison {
-        before: format!("{} ({})", before.results.scenario, before.dir.display()),
-        after: format!("{} ({})", after.results.scenario, after.dir.display()),
+    Ok(Comparison {
+        before: format!("{} ({before_name})", before.scenario),
+        after: format!("{} ({after_name})", after.scenario),
         rows,
         unmatched,
-        out: out.display().to_string(),
-    };
-    report::write_file(&out.join("compare.json"), &serde_json::to_vec_pretty(&cmp)?)?;
-    report::write_file(&out.join("compare.md"), markdown(&cmp).as_bytes())?;
-    let mut svgs = Vec::new();
-    for ext in ["png", "svg"] {
-        report::plot::compare_peak(&out.join(format!("compare-peak.{ext}")), &cmp)?;
-    }
-    svgs.push(out.join("compare-peak.svg"));
-    for cell in common.iter().take(4) {
-        let tb = report::read_samples(&before.dir.join("samples.csv"), cell);
-        let ta = report::read_samples(&after.dir.join("samples.csv"), cell);
-        if tb.is_empty() || ta.is_empty() {
-            continue;
-        }
-        for ext in ["png", "svg"] {
-            let path = out.join(format!("compare-timeline-{cell}.{ext}"));
-            report::plot::compare_timeline(&path, cell, &tb, &ta)?;
-        }
-        svgs.push(out.join(format!("compare-timeline-{cell}.svg")));
-    }
-    report::html::write_compare(&out.join("report.html"), &cmp, &svgs)?;
-    Ok(cmp)
+        out: out.to_string(),
+    })
 }
 
-/// The comparison as Markdown.
-pub fn markdown(c: &Comparison) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "# Compare\n\nbefore: {}  \nafter: {}\n", c.before, c.after);
-    let _ = writeln!(
-        out,
-        "Verdicts: Welch's t-test over the repeats, p < {ALPHA}, and a change above 5 % (and the metric's floor); anything else is \"no change\".\n"
-    );
-    let _ = writeln!(out, "| cell | metric | before | after | change | p | verdict |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-    for r in &c.rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.2} {u} | {:.2} {u} | {:+.2} {u} ({:+.1} %) | {} | {} |",
-            r.cell,
-            r.metric,
-            r.before_median,
-            r.after_median,
-            r.change,
-            r.change_pct,
-            r.p_value.map_or("–".into(), |p| format!("{p:.4}")),
-            r.verdict,
-            u = r.unit
-        );
-    }
-    if !c.unmatched.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nCells on one side only, not compared: {}",
-            c.unmatched.join(", ")
-        );
-    }
-    out
+/// The cells both runs have, in the order of the comparison's rows.
+pub fn common_cells(c: &Comparison) -> Vec<&str> {
+    let mut cells: Vec<&str> = c.rows.iter().map(|r| r.cell.as_str()).collect();
+    cells.dedup();
+    cells
 }

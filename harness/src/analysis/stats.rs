@@ -1,7 +1,11 @@
-//! Welch's t-test on the repeats of two runs. The Student t distribution comes from `statrs`
-//! (a maintained statistics crate) rather than our own incomplete beta function.
+//! Statistics over repeats: Welch's t-test on the repeats of two runs, and
+//! the spread of a cell's peaks. The Student t distribution comes from
+//! `statrs` (a maintained statistics crate) rather than our own incomplete
+//! beta function.
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
+
+use crate::session::results::{CellRun, median};
 
 /// Mean and unbiased variance.
 pub fn mean_var(xs: &[f64]) -> (f64, f64) {
@@ -44,6 +48,24 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
     let t = (mb - ma) / se2.sqrt();
     let df = se2 * se2 / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
     Some((t, df, t_two_sided_p(t, df)))
+}
+
+/// (max - min) / median of the peaks, in percent.
+pub fn spread_pct(runs: &[&CellRun]) -> f64 {
+    let peaks: Vec<u64> = runs
+        .iter()
+        .filter(|r| r.error.is_none())
+        .map(|r| r.peak)
+        .collect();
+    let (Some(&lo), Some(&hi)) = (peaks.iter().min(), peaks.iter().max()) else {
+        return 0.0;
+    };
+    let mid = median(peaks.iter().copied());
+    if mid == 0 {
+        0.0
+    } else {
+        (hi - lo) as f64 * 100.0 / mid as f64
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::JobRow;
-use crate::mock::MockUser;
+use crate::target::db::JobRow;
+use crate::upstream::MockUser;
 
 /// What one import should leave in the database.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub struct Expectation {
 impl Expectation {
     /// Ids seeded before the import.
     pub fn seeded_ids(&self) -> impl Iterator<Item = String> + '_ {
-        (0..self.seeded).map(|i| crate::mock::games::stored_key(&self.user, i))
+        (0..self.seeded).map(|i| crate::upstream::games::stored_key(&self.user, i))
     }
 
     /// Ids the import must add: the `limit` newest well-formed games not seeded.

@@ -1,5 +1,7 @@
 //! What a run measured, as written to `results.json` and read back by later commands.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::load::LoadResult;
@@ -83,13 +85,13 @@ pub struct CellRun {
     pub instances: u32,
     /// pgn-reader's own rate over the same games, when the scenario asks for it.
     #[serde(default)]
-    pub reference_parse: Option<crate::reference::ParseRate>,
+    pub reference_parse: Option<crate::observe::parse_rate::ParseRate>,
     /// The most imports running at once (server times), whatever the cell asked for.
     #[serde(default)]
     pub max_running: u32,
     /// What each mock provider served: requests, 429s, most requests in flight at once.
     #[serde(default)]
-    pub upstream: std::collections::BTreeMap<String, crate::mock::Served>,
+    pub upstream: std::collections::BTreeMap<String, crate::upstream::Served>,
 }
 
 fn one_instance() -> u32 {
@@ -179,4 +181,23 @@ pub fn median_f64(values: impl IntoIterator<Item = f64>) -> f64 {
 /// Bytes as MiB, for people.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Runs of the same cell, in the order cells first appear.
+pub fn by_cell(results: &RunResults) -> Vec<(String, Vec<&CellRun>)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: BTreeMap<String, Vec<&CellRun>> = BTreeMap::new();
+    for c in &results.cells {
+        if !groups.contains_key(&c.cell.label) {
+            order.push(c.cell.label.clone());
+        }
+        groups.entry(c.cell.label.clone()).or_default().push(c);
+    }
+    order
+        .into_iter()
+        .map(|l| {
+            let runs = groups.remove(&l).unwrap_or_default();
+            (l, runs)
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::mock::Platform;
+use crate::upstream::Platform;
 
 /// A scenario that cannot be used; the message names file, line and key.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +184,7 @@ pub struct Upstream {
     pub chesscom_latency_ms: u64,
     /// The providers' rules the mocks enforce (default: lichess's and chess.com's own), or `off`.
     #[serde(default)]
-    pub policy: crate::mock::Policy,
+    pub policy: crate::upstream::Policy,
     /// A cell in which the mocks served a 429 fails unless this is true (fault scenarios).
     #[serde(default)]
     pub expect_rate_limits: bool,
@@ -201,7 +201,7 @@ impl Default for Upstream {
             seed: default_seed(),
             prerender: false,
             chesscom_latency_ms: 0,
-            policy: crate::mock::Policy::default(),
+            policy: crate::upstream::Policy::default(),
             expect_rate_limits: false,
         }
     }
@@ -507,7 +507,7 @@ impl Checked {
                 format!("{} is not in 0..=1000", g.max_spread_pct),
             ));
         }
-        if let crate::mock::Policy::Enforced(rules) = &raw.upstream.policy
+        if let crate::upstream::Policy::Enforced(rules) = &raw.upstream.policy
             && let Some(problem) = rules.problem()
         {
             return Err(invalid("policy", problem));

@@ -1,6 +1,6 @@
-//! `harness gate`: the memory regression gate CI runs.
+//! The memory regression gate's decision.
 //!
-//! Each cell runs at least three times; the medians are checked against the
+//! Each cell runs at least three times (`cli::gate` runs them); the medians are checked against the
 //! budget (less the headroom) and against a committed baseline, with a
 //! tolerance that is the larger of a percentage and a floor in MiB. A cell
 //! whose repeats spread too much is rerun once; if it is still noisy it is
@@ -8,21 +8,18 @@
 //! failure when it is not, never a silent pass.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::report;
-use crate::report::summary::spread_pct;
-use crate::results::{CellRun, Machine, median, mib};
-use crate::run::{self, Options, Session};
+use crate::analysis::stats::spread_pct;
 use crate::scenario::Checked;
+use crate::session::results::{CellRun, Machine, RunResults, median, mib};
 
 /// Fewest repeats the gate takes a median over.
 pub const MIN_REPEATS: u32 = 3;
 
-/// Why the gate could not decide (exit 2).
+/// A baseline that cannot be read (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No baseline to compare with.
@@ -36,15 +33,6 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// The run could not start or report.
-    #[error(transparent)]
-    Run(#[from] run::Error),
-    /// An output could not be written.
-    #[error(transparent)]
-    Report(#[from] report::Error),
-    /// The baseline could not be encoded.
-    #[error("cannot encode: {0}")]
-    Json(#[from] serde_json::Error),
 }
 
 /// One cell's reference figures.
@@ -123,7 +111,8 @@ impl Verdict {
         )
     }
 
-    fn mark(self) -> &'static str {
+    /// ✓, ⚠ or ✗.
+    pub fn mark(self) -> &'static str {
         match self {
             Verdict::Pass | Verdict::Better => "✓",
             Verdict::Erratic | Verdict::NoBaseline => "⚠",
@@ -171,19 +160,28 @@ pub struct Decision {
 }
 
 /// Medians of one cell's runs.
-struct Stats {
-    /// Worst repeat's p99 of the POSTs and of the GETs, µs.
-    post_p99_us: u64,
-    get_p99_us: u64,
-    peak: u64,
-    per_import: u64,
-    idle: u64,
-    spread: f64,
-    erratic: bool,
-    problems: Vec<String>,
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Worst repeat's p99 of the POSTs, µs.
+    pub post_p99_us: u64,
+    /// Worst repeat's p99 of the GETs, µs.
+    pub get_p99_us: u64,
+    /// Median peak, bytes.
+    pub peak: u64,
+    /// Median memory per import, bytes.
+    pub per_import: u64,
+    /// Median idle RSS, bytes.
+    pub idle: u64,
+    /// Spread of the peaks, percent of their median.
+    pub spread: f64,
+    /// Still too noisy after a rerun.
+    pub erratic: bool,
+    /// Why runs failed, deduplicated.
+    pub problems: Vec<String>,
 }
 
-fn stats(runs: &[CellRun], erratic: bool) -> Stats {
+/// The medians a cell is judged on; `erratic` when its repeats spread too much even after a rerun.
+pub fn stats(runs: &[CellRun], erratic: bool) -> Stats {
     let ok: Vec<&CellRun> = runs.iter().filter(|r| r.error.is_none()).collect();
     let mut problems: Vec<String> = runs.iter().filter_map(|r| r.error.clone()).collect();
     problems.extend(runs.iter().flat_map(|r| r.verification.problems.clone()));
@@ -220,7 +218,8 @@ pub fn tolerance(base: u64, pct: f64, floor_mib: f64) -> u64 {
     by_pct.max(floor) as u64
 }
 
-fn relative(cell: &str, metric: &str, base: u64, measured: u64, tol: u64, erratic: bool) -> Check {
+/// A measured median against its baseline with tolerance `tol`; erratic repeats never pass silently.
+pub fn relative(cell: &str, metric: &str, base: u64, measured: u64, tol: u64, erratic: bool) -> Check {
     let change = if base > 0 {
         (measured as f64 - base as f64) * 100.0 / base as f64
     } else {
@@ -296,60 +295,24 @@ fn machine_warnings(base: &Machine, now: &Machine) -> Vec<String> {
     w
 }
 
-/// Runs the gate; with `update`, writes the baseline from this run instead of comparing.
-pub async fn gate(
+/// Judges each cell's stats against the budget, the scenario's latency limits and, when given,
+/// the baseline. `per_cell` is in the scenario's cell order; `reports` and `wall_secs` are recorded.
+pub fn decide(
     s: &Checked,
-    opts: &Options,
-    baseline_path: &Path,
-    update: bool,
-) -> Result<Decision, Error> {
-    let baseline = if update {
-        None
-    } else {
-        Some(Baseline::load(baseline_path)?)
-    };
-    let repeats = run::repeats(s, opts).max(MIN_REPEATS);
+    baseline: Option<&Baseline>,
+    per_cell: &[(String, Stats)],
+    machine: &Machine,
+    reports: String,
+    wall_secs: f64,
+) -> Decision {
     let g = &s.raw.gate;
-    let wall = std::time::Instant::now();
-    let mut session = Session::start(s, opts, s.cells.len() as u64 * u64::from(repeats)).await?;
-    let mut all_runs = Vec::new();
-    let mut per_cell: Vec<(String, Stats)> = Vec::new();
-    for cell in &s.cells {
-        let mut measured = Vec::new();
-        for r in 0..repeats {
-            measured.push(session.measure(cell, r).await);
-        }
-        let spread = |runs: &[CellRun]| spread_pct(&runs.iter().collect::<Vec<_>>());
-        let (mut used_from, mut erratic) = (0, false);
-        let first_spread = spread(&measured);
-        if first_spread > g.max_spread_pct {
-            session.say(format!(
-                "{}: peaks spread {first_spread:.1} % > {:.1} %, running it again",
-                cell.label, g.max_spread_pct
-            ));
-            session.add_to_total(u64::from(repeats));
-            for r in repeats..2 * repeats {
-                measured.push(session.measure(cell, r).await);
-            }
-            if spread(&measured[repeats as usize..]) <= g.max_spread_pct {
-                used_from = repeats as usize;
-            } else {
-                // Still noisy: judge on every run, and say so.
-                erratic = true;
-            }
-        }
-        per_cell.push((cell.label.clone(), stats(&measured[used_from..], erratic)));
-        all_runs.extend(measured);
-    }
-    let outcome = session.finish(all_runs)?;
-    let now = &outcome.results.machine;
     let limit = (s.budget_bytes as f64 * (1.0 - s.headroom)) as u64;
     let mut checks = Vec::new();
     let mut warnings = Vec::new();
-    if let Some(b) = &baseline {
-        warnings.extend(machine_warnings(&b.machine, now));
+    if let Some(b) = baseline {
+        warnings.extend(machine_warnings(&b.machine, machine));
     }
-    for (label, st) in &per_cell {
+    for (label, st) in per_cell {
         if !st.problems.is_empty() {
             checks.push(Check {
                 cell: label.clone(),
@@ -408,7 +371,7 @@ pub async fn gate(
                 st.spread
             ));
         }
-        let Some(b) = &baseline else { continue };
+        let Some(b) = baseline else { continue };
         match b.cells.get(label) {
             None => {
                 warnings.push(format!("{label}: not in the baseline, not compared"));
@@ -435,199 +398,39 @@ pub async fn gate(
         }
     }
     let failed = checks.iter().any(|c| c.verdict.fails());
-    if update {
-        if failed {
-            warnings.push("baseline NOT written: the run itself failed".into());
-        } else {
-            let b = Baseline {
-                scenario: s.name.clone(),
-                created_at: chrono::Utc::now().to_rfc3339(),
-                machine: now.clone(),
-                cells: per_cell
-                    .iter()
-                    .map(|(label, st)| {
-                        let runs = outcome
-                            .results
-                            .cells
-                            .iter()
-                            .filter(|c| &c.cell.label == label)
-                            .count();
-                        (
-                            label.clone(),
-                            BaselineCell {
-                                peak: st.peak,
-                                per_import: st.per_import,
-                                idle: st.idle,
-                                repeats: runs,
-                                spread_pct: st.spread,
-                            },
-                        )
-                    })
-                    .collect(),
-            };
-            if let Some(parent) = baseline_path.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            report::write_file(baseline_path, &serde_json::to_vec_pretty(&b)?)?;
-        }
-    }
-    let decision = Decision {
+    Decision {
         scenario: s.name.clone(),
         exit_code: u8::from(failed),
         checks,
         warnings,
-        reports: outcome.dir.display().to_string(),
-        wall_secs: wall.elapsed().as_secs_f64(),
-    };
-    let run_summary = report::summary_markdown(&outcome.results);
-    report::write_file(
-        &outcome.dir.join("summary.md"),
-        format!("{}\n{run_summary}", markdown(&decision)).as_bytes(),
-    )?;
-    report::html::write_run(&outcome.dir, &format!("harness gate: {}", s.name))?;
-    report::write_file(&outcome.dir.join("junit.xml"), junit(&decision).as_bytes())?;
-    report::write_file(
-        &outcome.dir.join("decision.json"),
-        &serde_json::to_vec_pretty(&decision)?,
-    )?;
-    Ok(decision)
-}
-
-fn fmt_mib(v: Option<u64>) -> String {
-    v.map_or("–".into(), |b| format!("{:.2} MiB", mib(b)))
-}
-
-/// A check's value in its unit: MiB, or ms for a latency check.
-fn fmt_value(metric: &str, v: Option<u64>) -> String {
-    if metric.ends_with("_p99") {
-        v.map_or("–".into(), |us| format!("{:.1} ms", us as f64 / 1000.0))
-    } else {
-        fmt_mib(v)
+        reports,
+        wall_secs,
     }
 }
 
-/// The columns of the ✓/✗ table, one row per check, for either rendering.
-fn rows(d: &Decision) -> Vec<[String; 8]> {
-    d.checks
-        .iter()
-        .map(|c| {
-            [
-                c.verdict.mark().to_string(),
-                c.cell.clone(),
-                c.metric.clone(),
-                fmt_value(&c.metric, c.baseline),
-                fmt_value(&c.metric, Some(c.measured)),
-                c.change_pct.map_or("–".into(), |p| format!("{p:+.1} %")),
-                fmt_value(&c.metric, Some(c.tolerance)),
-                format!("{:?}", c.verdict),
-            ]
-        })
-        .collect()
-}
-
-const HEADER: [&str; 8] = [
-    "",
-    "cell",
-    "metric",
-    "baseline",
-    "measured",
-    "change",
-    "tolerance",
-    "verdict",
-];
-
-/// The ✓/✗ table, as plain text for a terminal.
-pub fn table(d: &Decision) -> String {
-    let mut out = String::new();
-    let header = HEADER.map(String::from);
-    for r in std::iter::once(&header).chain(&rows(d)) {
-        let _ = writeln!(
-            out,
-            "{:<2} {:<22} {:<18} {:>12} {:>12} {:>9} {:>12}  {}",
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
-        );
+/// The baseline this run would write: each cell's medians and how many runs they are over.
+pub fn baseline_of(s: &Checked, per_cell: &[(String, Stats)], results: &RunResults) -> Baseline {
+    Baseline {
+        scenario: s.name.clone(),
+        created_at: chrono::Utc::now().to_rfc3339(),
+        machine: results.machine.clone(),
+        cells: per_cell
+            .iter()
+            .map(|(label, st)| {
+                let runs = results.cells.iter().filter(|c| &c.cell.label == label).count();
+                (
+                    label.clone(),
+                    BaselineCell {
+                        peak: st.peak,
+                        per_import: st.per_import,
+                        idle: st.idle,
+                        repeats: runs,
+                        spread_pct: st.spread,
+                    },
+                )
+            })
+            .collect(),
     }
-    for c in d.checks.iter().filter(|c| c.verdict.fails()) {
-        let _ = writeln!(out, "✗ {}", c.message);
-    }
-    for w in &d.warnings {
-        let _ = writeln!(out, "⚠ {w}");
-    }
-    let verdict = if d.exit_code == 0 {
-        "gate: PASS"
-    } else {
-        "gate: FAIL"
-    };
-    let _ = writeln!(out, "{verdict} ({:.0} s; reports in {})", d.wall_secs, d.reports);
-    out
-}
-
-/// The gate's part of `summary.md`, for a CI job summary.
-pub fn markdown(d: &Decision) -> String {
-    let mut out = String::new();
-    let verdict = if d.exit_code == 0 { "✓ pass" } else { "✗ FAIL" };
-    let _ = writeln!(out, "# Memory gate: {} — {verdict}\n", d.scenario);
-    let _ = writeln!(
-        out,
-        "| {} |\n|{}",
-        HEADER.join(" | "),
-        "---|".repeat(HEADER.len())
-    );
-    for r in rows(d) {
-        let _ = writeln!(out, "| {} |", r.join(" | "));
-    }
-    for c in d.checks.iter().filter(|c| c.verdict.fails()) {
-        let _ = writeln!(out, "\n- ✗ {}", c.message);
-    }
-    for w in &d.warnings {
-        let _ = writeln!(out, "- ⚠ {w}");
-    }
-    out
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// `junit.xml`: one test case per check.
-pub fn junit(d: &Decision) -> String {
-    let failures = d.checks.iter().filter(|c| c.verdict.fails()).count();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuite name=\"memory-gate.{}\" tests=\"{}\" failures=\"{failures}\" time=\"{:.1}\">",
-        xml_escape(&d.scenario),
-        d.checks.len(),
-        d.wall_secs
-    );
-    for c in &d.checks {
-        let _ = write!(
-            out,
-            "  <testcase classname=\"{}\" name=\"{}\"",
-            xml_escape(&c.cell),
-            xml_escape(&c.metric)
-        );
-        if c.verdict.fails() {
-            let _ = writeln!(
-                out,
-                ">\n    <failure message=\"{}\"/>\n  </testcase>",
-                xml_escape(&c.message)
-            );
-        } else if matches!(c.verdict, Verdict::Erratic | Verdict::NoBaseline) {
-            let _ = writeln!(
-                out,
-                ">\n    <system-out>{}</system-out>\n  </testcase>",
-                xml_escape(&c.message)
-            );
-        } else {
-            out.push_str("/>\n");
-        }
-    }
-    out.push_str("</testsuite>\n");
-    out
 }
 
 #[cfg(test)]
@@ -662,45 +465,5 @@ mod tests {
             relative("c3", "peak_rss", 20 << 20, 40 << 20, 3 << 20, true).verdict,
             Verdict::Regression
         );
-    }
-
-    #[test]
-    fn terminal_and_markdown_tables_show_the_same_rows() {
-        let d = Decision {
-            scenario: "s".into(),
-            exit_code: 1,
-            checks: vec![relative("c3", "peak_rss", 20 << 20, 40 << 20, 3 << 20, false)],
-            warnings: vec!["w".into()],
-            reports: "r".into(),
-            wall_secs: 1.0,
-        };
-        let (t, m) = (table(&d), markdown(&d));
-        for s in [
-            "c3",
-            "peak_rss",
-            "20.00 MiB",
-            "40.00 MiB",
-            "+100.0 %",
-            "3.00 MiB",
-            "Regression",
-        ] {
-            assert!(t.contains(s) && m.contains(s), "{s}");
-        }
-        assert!(t.contains("gate: FAIL") && m.contains("| ✗ | c3 | peak_rss |"));
-        assert!(m.lines().nth(3).is_some_and(|l| l.starts_with("|---|")));
-    }
-
-    #[test]
-    fn junit_marks_failures() {
-        let d = Decision {
-            scenario: "s".into(),
-            exit_code: 1,
-            checks: vec![relative("c<1>", "peak_rss", 1 << 20, 90 << 20, 3 << 20, false)],
-            warnings: vec![],
-            reports: "r".into(),
-            wall_secs: 1.0,
-        };
-        let x = junit(&d);
-        assert!(x.contains("failures=\"1\"") && x.contains("<failure message=") && x.contains("c&lt;1&gt;"));
     }
 }

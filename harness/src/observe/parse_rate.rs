@@ -12,7 +12,7 @@ use std::time::Instant;
 use pgn_reader::{RawTag, Reader, SanPlus, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::mock::{MockUser, games};
+use crate::upstream::{MockUser, games};
 
 /// pgn-reader's rate over a cell's games.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,7 +84,7 @@ pub fn measure(users: &[(MockUser, u64)], seed: u64) -> ParseRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::Platform;
+    use crate::upstream::Platform;
 
     #[test]
     fn reads_every_generated_game() {

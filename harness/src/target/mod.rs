@@ -2,7 +2,11 @@
 //!
 //! It starts with a clean environment (only what the cell sets), so nothing
 //! from the harness's own shell changes what is measured; it is stopped with
-//! SIGTERM then waited for, and killed if it does not stop.
+//! SIGTERM then waited for, and killed if it does not stop. `cgroup` puts it
+//! under a hard memory limit; `db` is the fresh database each cell gives it.
+
+pub mod cgroup;
+pub mod db;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,7 +62,7 @@ impl Server {
         bin: &Path,
         env: &BTreeMap<String, String>,
         log: &Path,
-        limit: Option<&crate::cgroup::Limit>,
+        limit: Option<&cgroup::Limit>,
         port: Option<u16>,
     ) -> Result<Server, Error> {
         if !bin.is_file() {

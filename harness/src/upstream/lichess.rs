@@ -191,7 +191,7 @@ pub(super) fn answer(users: &Users, method: &str, url: &reqwest::Url, accept: Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::{MockUser, Platform};
+    use crate::upstream::{MockUser, Platform};
 
     #[test]
     fn since_until_max_and_sort_select_like_lichess() {

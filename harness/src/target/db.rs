@@ -10,7 +10,7 @@ use std::path::Path;
 
 use sqlx::{Connection, PgConnection, SqliteConnection};
 
-use crate::mock::{MockUser, games};
+use crate::upstream::{MockUser, games};
 
 /// A database failure, with what we were doing.
 #[derive(Debug, thiserror::Error)]

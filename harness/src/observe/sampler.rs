@@ -25,14 +25,14 @@ pub struct Sample {
 }
 
 /// A running sampler.
-pub struct Server {
+pub struct Sampler {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<Vec<Sample>>,
 }
 
-impl Server {
+impl Sampler {
     /// Starts sampling `pid` every `every`, times measured from `origin`.
-    pub fn start(pid: u32, origin: Instant, every: Duration) -> Server {
+    pub fn start(pid: u32, origin: Instant, every: Duration) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
@@ -53,7 +53,7 @@ impl Server {
             }
             samples
         });
-        Server { stop, handle }
+        Sampler { stop, handle }
     }
 
     /// Stops and returns every sample.
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn samples_this_process_and_reads_its_peak() {
-        let s = Server::start(std::process::id(), Instant::now(), Duration::from_millis(2));
+        let s = Sampler::start(std::process::id(), Instant::now(), Duration::from_millis(2));
         std::thread::sleep(Duration::from_millis(50));
         let samples = s.stop();
         assert!(samples.len() >= 5, "{} samples", samples.len());

@@ -1,4 +1,4 @@
-//! `harness recommend`: which MAX_CONCURRENT_IMPORTS is safe in a budget.
+//! Which MAX_CONCURRENT_IMPORTS is safe in a budget (`harness recommend`).
 //!
 //! For each configuration of the scenario (its matrix without the
 //! concurrency axis), the importer is measured at several concurrency levels,
@@ -6,32 +6,16 @@
 //! peak (90 % upper bound) fits budget × (1 − headroom) is recommended. The
 //! model is checked against itself (fit n = 1..3, predict 4, measure 4), and
 //! the recommendation is validated under a real hard limit: the recommended
-//! concurrency with twice as many imports requested at once.
+//! concurrency with twice as many imports requested at once. `cli::recommend`
+//! runs what these functions plan and judge.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capacity::{Fit, MAX_CONCURRENCY};
-use crate::report;
-use crate::results::{CellRun, RunResults, median, mib};
-use crate::run::{self, Enforce, Options, Session};
+use crate::analysis::capacity::{Fit, MAX_CONCURRENCY};
 use crate::scenario::{Cell, Checked};
-
-/// Why a recommendation could not be made (exit 2).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The run could not start or report.
-    #[error(transparent)]
-    Run(#[from] run::Error),
-    /// An output could not be written.
-    #[error(transparent)]
-    Report(#[from] report::Error),
-    /// Encoding failed.
-    #[error("cannot encode: {0}")]
-    Json(#[from] serde_json::Error),
-}
+use crate::session::results::{CellRun, RunResults, median};
 
 /// The model of one configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,7 +104,8 @@ impl Recommendation {
     }
 }
 
-fn config_of(cell: &Cell) -> (String, BTreeMap<String, String>) {
+/// A cell's configuration: its label without the concurrency, and its environment without it.
+pub fn config_of(cell: &Cell) -> (String, BTreeMap<String, String>) {
     let mut env = cell.env.clone();
     env.remove("MAX_CONCURRENT_IMPORTS");
     (cell.config_label(), env)
@@ -139,7 +124,8 @@ fn level_env(base: &BTreeMap<String, String>, n: u32, imports: u32) -> BTreeMap<
     env
 }
 
-fn level_cell(config: &str, env: &BTreeMap<String, String>, n: u32, imports: u32) -> Cell {
+/// The cell measuring configuration `config` at concurrency `n` with `imports` requested at once.
+pub fn level_cell(config: &str, env: &BTreeMap<String, String>, n: u32, imports: u32) -> Cell {
     let get = |k: &str, d: u32| env.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
     Cell {
         label: format!("c{n}-{config}"),
@@ -220,16 +206,13 @@ fn model(config: String, env: BTreeMap<String, String>, runs: &[&CellRun], limit
     }
 }
 
-/// Runs the sweep, fits, recommends and (with `validate`) checks the recommendation under a hard limit.
-pub async fn recommend(
+/// The sweep to measure: every configuration of the scenario at each of `levels`,
+/// with the budget given; and the configurations, in the scenario's order.
+pub fn sweep(
     s: &Checked,
-    opts: &Options,
     budget_bytes: u64,
-    extra_levels: &[u32],
-    validate: bool,
-) -> Result<Recommendation, Error> {
-    let limit = budget_bytes as f64 * (1.0 - s.headroom);
-    let levels = levels(s, extra_levels);
+    levels: &[u32],
+) -> (Checked, Vec<(String, BTreeMap<String, String>)>) {
     let mut configs: Vec<(String, BTreeMap<String, String>)> = Vec::new();
     for c in &s.cells {
         let cfg = config_of(c);
@@ -237,7 +220,6 @@ pub async fn recommend(
             configs.push(cfg);
         }
     }
-    let repeats = run::repeats(s, opts).max(2);
     let mut sweep = s.clone();
     sweep.name = format!("{}-capacity", s.name);
     sweep.budget_bytes = budget_bytes;
@@ -245,19 +227,23 @@ pub async fn recommend(
         .iter()
         .flat_map(|(label, env)| levels.iter().map(move |&n| level_cell(label, env, n, n)))
         .collect();
-    let mut session = Session::start(&sweep, opts, sweep.cells.len() as u64 * u64::from(repeats)).await?;
-    let mut runs = Vec::new();
-    for cell in &sweep.cells {
-        for r in 0..repeats {
-            runs.push(session.measure(cell, r).await);
-        }
-    }
-    let outcome = session.finish(runs)?;
+    (sweep, configs)
+}
+
+/// Fits each configuration's sweep runs and recommends the one allowing most imports in
+/// `budget_bytes` less the scenario's headroom; `reports` names the sweep's folder.
+pub fn conclude(
+    s: &Checked,
+    budget_bytes: u64,
+    configs: Vec<(String, BTreeMap<String, String>)>,
+    sweep: &RunResults,
+    reports: String,
+) -> Recommendation {
+    let limit = budget_bytes as f64 * (1.0 - s.headroom);
     let models: Vec<Model> = configs
         .into_iter()
         .map(|(label, env)| {
-            let mine: Vec<&CellRun> = outcome
-                .results
+            let mine: Vec<&CellRun> = sweep
                 .cells
                 .iter()
                 .filter(|r| r.cell.config_label() == label)
@@ -275,64 +261,43 @@ pub async fn recommend(
         // Most imports first; among equals (often all at the importer's cap), the leanest.
         .max_by(|a, b| a.1.cmp(&b.1).then(b.2.total_cmp(&a.2)))
         .map(|(i, _, _)| i);
-    let mut rec = Recommendation {
+    let env_lines = best.map_or_else(Vec::new, |i| {
+        let m = &models[i];
+        let n = m.recommended.unwrap_or(1);
+        level_env(&m.env, n, 2 * n)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    });
+    Recommendation {
         scenario: s.name.clone(),
         budget_bytes,
         headroom: s.headroom,
-        env_lines: Vec::new(),
+        env_lines,
         validation: None,
-        reports: outcome.dir.display().to_string(),
+        reports,
         best,
         models,
-    };
-    if let Some(i) = rec.best {
-        let m = &rec.models[i];
-        let n = m.recommended.unwrap_or(1);
-        let env = level_env(&m.env, n, 2 * n);
-        rec.env_lines = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if validate {
-            rec.validation = Some(validate_under_limit(s, opts, budget_bytes, &m.config, &m.env, n).await?);
-        }
     }
-    report::plot::capacity(&outcome.dir.join("capacity.png"), &rec)?;
-    report::plot::capacity(&outcome.dir.join("capacity.svg"), &rec)?;
-    report::write_file(
-        &outcome.dir.join("capacity.json"),
-        &serde_json::to_vec_pretty(&rec)?,
-    )?;
-    let run_summary = report::summary_markdown(&outcome.results);
-    report::write_file(
-        &outcome.dir.join("summary.md"),
-        format!("{}\n{run_summary}", markdown(&rec)).as_bytes(),
-    )?;
-    report::html::write_run(&outcome.dir, &format!("harness recommend: {}", s.name))?;
-    Ok(rec)
 }
 
-async fn validate_under_limit(
-    s: &Checked,
-    opts: &Options,
-    budget_bytes: u64,
-    config: &str,
-    env: &BTreeMap<String, String>,
-    n: u32,
-) -> Result<Validation, Error> {
+/// The validation run of model `m`'s recommendation: twice its concurrency requested at once,
+/// one cell, a long enough timeout for the queue to drain.
+pub fn validation_scenario(s: &Checked, budget_bytes: u64, m: &Model) -> Checked {
+    let n = m.recommended.unwrap_or(1);
     let imports = (2 * n).min(2 * MAX_CONCURRENCY);
     let mut v = s.clone();
     v.name = format!("{}-validation", s.name);
     v.budget_bytes = budget_bytes;
     v.raw.cell_timeout_secs = v.raw.cell_timeout_secs.max(600);
-    v.cells = vec![level_cell(config, env, n, imports)];
-    let vopts = Options {
-        enforce: Enforce::On,
-        repeats: Some(1),
-        ..opts.clone()
-    };
-    let mut session = Session::start(&v, &vopts, 1).await?;
-    let run = session.measure(&v.cells[0], 0).await;
-    let outcome = session.finish(vec![run])?;
-    let r: &RunResults = &outcome.results;
-    let cell = &r.cells[0];
+    v.cells = vec![level_cell(&m.config, &m.env, n, imports)];
+    v
+}
+
+/// What the validation run showed: OOM kill, exact delivery, every client served.
+pub fn validation(r: &RunResults) -> Option<Validation> {
+    let cell = r.cells.first()?;
+    let imports = cell.cell.imports;
     let mut problems = cell.verification.problems.clone();
     let unfinished = cell
         .load
@@ -348,8 +313,8 @@ async fn validate_under_limit(
             example.and_then(|i| i.error.as_deref()).unwrap_or("")
         ));
     }
-    Ok(Validation {
-        concurrency: n,
+    Some(Validation {
+        concurrency: cell.cell.max_concurrent_imports,
         imports,
         enforced: r.enforced.clone(),
         peak: cell.peak,
@@ -364,104 +329,4 @@ async fn validate_under_limit(
         delivered_to_clients: unfinished == 0,
         problems,
     })
-}
-
-/// The recommendation in words, for the terminal and `summary.md`.
-pub fn markdown(r: &Recommendation) -> String {
-    let mut out = String::new();
-    let limit = r.budget_bytes as f64 * (1.0 - r.headroom);
-    let _ = writeln!(
-        out,
-        "# Capacity: {} in {:.0} MiB (less {:.0} % headroom = {:.0} MiB)\n",
-        r.scenario,
-        mib(r.budget_bytes),
-        r.headroom * 100.0,
-        limit / 1048576.0
-    );
-    let _ = writeln!(
-        out,
-        "| configuration | idle MiB | per import MiB [90 % CI] | R² | n=4 predicted from n≤3 (error) | safe MAX_CONCURRENT_IMPORTS |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
-    for m in &r.models {
-        let fit = m.fit.map_or("–".into(), |f| {
-            format!(
-                "{:.2} [{:.2}, {:.2}]",
-                mib(f.per_import as u64),
-                f.per_import_ci90.0 / 1048576.0,
-                f.per_import_ci90.1 / 1048576.0
-            )
-        });
-        let check = m.self_check.map_or("–".into(), |c| {
-            format!(
-                "{:.1} vs {:.1} MiB ({:+.1} %)",
-                c.predicted / 1048576.0,
-                mib(c.measured),
-                c.error_pct
-            )
-        });
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} |",
-            m.config,
-            m.fit.map_or("–".into(), |f| format!("{:.1}", f.idle / 1048576.0)),
-            fit,
-            m.fit.map_or("–".into(), |f| format!("{:.3}", f.r2)),
-            check,
-            m.recommended
-                .map_or_else(|| m.note.clone().unwrap_or_default(), |n| n.to_string()),
-        );
-    }
-    match r.best {
-        None => {
-            let _ = writeln!(
-                out,
-                "\n**No recommendation**: no configuration gave a trusted fit that fits the budget."
-            );
-        }
-        Some(i) => {
-            let m = &r.models[i];
-            let _ = writeln!(
-                out,
-                "\n**Recommended: {} with MAX_CONCURRENT_IMPORTS={}** (predicted peak ≤ {:.1} MiB at the 90 % bound). Deploy with:\n\n```sh\n{}\n```",
-                m.config,
-                m.recommended.unwrap_or(0),
-                m.predicted_peak.unwrap_or(0.0) / 1048576.0,
-                r.env_lines.join("\n")
-            );
-            if m.recommended == Some(MAX_CONCURRENCY) {
-                let _ = writeln!(
-                    out,
-                    "\n(256 is the importer's own maximum: the budget allows more than it accepts.)"
-                );
-            }
-        }
-    }
-    if let Some(v) = &r.validation {
-        let verdict = if v.delivered && !v.oom_killed {
-            "✓ held"
-        } else {
-            "✗ FAILED"
-        };
-        let _ = writeln!(
-            out,
-            "\nValidation under a hard limit ({}): MAX_CONCURRENT_IMPORTS={} with {} imports requested at once: peak {:.1} MiB, {}, {}, longest queue wait {:.1} s — {verdict}.",
-            v.enforced.as_deref().unwrap_or("no limit"),
-            v.concurrency,
-            v.imports,
-            mib(v.peak),
-            if v.oom_killed { "OOM-killed" } else { "no OOM kill" },
-            if v.delivered {
-                "every game delivered exactly once"
-            } else {
-                "delivery FAILED"
-            },
-            v.max_wait_secs
-        );
-        for p in &v.problems {
-            let _ = writeln!(out, "- {p}");
-        }
-    }
-    let _ = writeln!(out, "\nReports: {}", r.reports);
-    out
 }

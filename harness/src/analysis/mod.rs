@@ -1,0 +1,9 @@
+//! Decisions from measurements: pure functions from a run's results to a
+//! verdict, a model or a comparison. Nothing here runs the importer or
+//! writes a file; `cli` runs, `report` renders.
+
+pub mod capacity;
+pub mod compare;
+pub mod gate;
+pub mod recommend;
+pub mod stats;

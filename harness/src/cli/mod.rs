@@ -1,0 +1,249 @@
+//! The command line: its definition here, one file per command. A command
+//! parses, runs a session, hands the results to analysis and report, and
+//! chooses the exit code.
+
+pub mod check;
+pub mod compare;
+pub mod gate;
+pub mod mock;
+pub mod recommend;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::scenario::Checked;
+use crate::session::{Enforce, Options};
+use crate::upstream::{MockUser, Platform};
+
+/// Exit codes: 0 pass, 1 a cell over budget or not verified, 2 bad usage or set-up.
+const FAILED: u8 = 1;
+const USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Memory-budget load test for the chess games importer: mocks lichess and chess.com, \
+             runs the real importer binary, drives concurrent imports with goose, samples its RSS, \
+             verifies exact delivery and reports memory against configuration.",
+    after_help = "Exit codes: 0 every cell verified and within budget; 1 a cell failed; 2 bad usage or set-up."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario: every cell of its matrix, each repeat; write reports.
+    Run(RunArgs),
+    /// The CI memory regression gate: run with at least 3 repeats, compare medians with the budget and a baseline.
+    Gate {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The baseline to compare with (e.g. reports/baselines/ci-gate.json).
+        #[arg(long)]
+        baseline: PathBuf,
+        /// Write the baseline from this run instead of comparing.
+        #[arg(long)]
+        update_baseline: bool,
+    },
+    /// Which MAX_CONCURRENT_IMPORTS is safe in a budget: measure levels, fit, recommend, validate under a hard limit.
+    Recommend {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The memory budget, e.g. 512MB (default: the scenario's).
+        #[arg(long, value_parser = parse_budget)]
+        budget: Option<u64>,
+        /// Concurrency levels to measure besides 1..=4 and the scenario's, e.g. --levels 8,16.
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=256))]
+        levels: Vec<u32>,
+        /// Skip the validation run under a hard memory limit.
+        #[arg(long)]
+        no_validate: bool,
+    },
+    /// Compare two runs (report folders or results.json) cell by cell; informs, never fails (exit 0, or 2 on bad input).
+    Compare {
+        /// The run before (e.g. reports/ci-gate/latest).
+        before: PathBuf,
+        /// The run after.
+        after: PathBuf,
+        /// Folder for compare.md, compare.json, the plots and report.html (default: reports/compare/<UTC time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check scenario files without running anything; every error names file, line and key.
+    Check {
+        /// Scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Serve the lichess and chess.com mocks on fixed ports, for trying the importer by hand.
+    Mock {
+        /// lichess mock port.
+        #[arg(long, default_value = "9001")]
+        lichess_port: u16,
+        /// chess.com mock port.
+        #[arg(long, default_value = "9002")]
+        chesscom_port: u16,
+        /// A user: NAME:PLATFORM:GAMES[:MONTHS], platform `lichess` or `chess.com`. Repeatable.
+        #[arg(long = "user", value_parser = parse_user, default_values = ["alice:lichess:1500", "bob:chess.com:1500:15"])]
+        users: Vec<MockUser>,
+        /// Seed of the synthetic games.
+        #[arg(long, default_value = "42")]
+        seed: u64,
+        /// lichess games per second per stream (0: as fast as possible).
+        #[arg(long, default_value = "0")]
+        pace: u32,
+    },
+}
+
+/// What every command that runs a scenario takes.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The scenario file (YAML), e.g. scenarios/railway-hobby.yaml.
+    scenario: PathBuf,
+    /// The importer binary to measure (default: the scenario's, else target/release/importer).
+    #[arg(long)]
+    importer: Option<PathBuf>,
+    /// Folder for reports; a run writes to OUT/<scenario>/<UTC time>/ and links OUT/<scenario>/latest.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// No progress bar (for logs and CI).
+    #[arg(long)]
+    no_progress: bool,
+    /// Runs of each cell, overriding the scenario's.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
+    repeats: Option<u32>,
+    /// Importer environment set in every cell on top of the matrix, e.g. --set IMPORT_BATCH_SIZE=5000. Repeatable.
+    #[arg(long = "set", value_name = "VAR=VALUE", value_parser = parse_set)]
+    set: Vec<(String, String)>,
+    /// Run the importer under a hard memory limit equal to the budget (a memory cgroup, swap off).
+    /// `auto` goes on unenforced, and says so in every report, where the machine has no memory cgroup.
+    #[arg(long, value_name = "on|auto|off", num_args = 0..=1, default_missing_value = "on", default_value = "off", value_parser = ["on", "auto", "off"])]
+    enforce_budget: String,
+}
+
+impl RunArgs {
+    fn options(&self) -> Options {
+        Options {
+            importer: self.importer.clone(),
+            out_root: self.out.clone(),
+            progress: !self.no_progress,
+            repeats: self.repeats,
+            set: self.set.iter().cloned().collect(),
+            enforce: match self.enforce_budget.as_str() {
+                "on" => Enforce::On,
+                "auto" => Enforce::Auto,
+                _ => Enforce::Off,
+            },
+        }
+    }
+}
+
+fn parse_budget(s: &str) -> Result<u64, String> {
+    crate::scenario::parse_bytes(s).ok_or_else(|| format!("{s:?}: a size such as 512MB or 1GB"))
+}
+
+fn parse_set(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected VAR=VALUE"))?;
+    if k.is_empty()
+        || !k
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "{k:?}: an environment variable name such as IMPORT_BATCH_SIZE"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_user(s: &str) -> Result<MockUser, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let usage = || format!("{s:?}: expected NAME:PLATFORM:GAMES[:MONTHS], e.g. alice:lichess:1500");
+    if !(3..=4).contains(&parts.len()) {
+        return Err(usage());
+    }
+    let platform = match parts[1] {
+        "lichess" => Platform::Lichess,
+        "chess.com" => Platform::ChessCom,
+        _ => return Err(format!("{s:?}: platform must be `lichess` or `chess.com`")),
+    };
+    let games = parts[2].parse().map_err(|_| usage())?;
+    let months = match parts.get(3) {
+        Some(m) => m.parse().map_err(|_| usage())?,
+        None => 1,
+    };
+    if parts[0].is_empty()
+        || !parts[0]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!("{s:?}: a name of letters, digits, _ and -"));
+    }
+    Ok(MockUser {
+        months,
+        ..MockUser::new(parts[0], platform, games)
+    })
+}
+
+/// Parses the command line and runs the command; the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Tracing first: goose and the mocks log through it. The harness's own queries (seeding,
+    // verifying 100,000s of rows) are slow by nature: sqlx's slow-statement warning is noise here.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,sqlx::query=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Check { scenarios } => check::command(&scenarios),
+            Command::Run(args) => run::command(&args).await,
+            Command::Gate {
+                run,
+                baseline,
+                update_baseline,
+            } => gate::command(&run, &baseline, update_baseline).await,
+            Command::Recommend {
+                run,
+                budget,
+                levels,
+                no_validate,
+            } => recommend::command(&run, budget, &levels, !no_validate).await,
+            Command::Compare { before, after, out } => compare::command(&before, &after, out),
+            Command::Mock {
+                lichess_port,
+                chesscom_port,
+                users,
+                seed,
+                pace,
+            } => mock::command(lichess_port, chesscom_port, users, seed, pace).await,
+        }
+    })
+}
+
+/// Loads a scenario, or says why not (exit 2).
+fn load_scenario(file: &Path) -> Result<Checked, ExitCode> {
+    Checked::load(file).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(USAGE)
+    })
+}

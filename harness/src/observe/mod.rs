@@ -1,0 +1,22 @@
+//! What the harness observes of the importer while it works: its RSS over
+//! time and `VmHWM` (`sampler`), and, as a yardstick, how fast pgn-reader
+//! alone reads the same games (`parse_rate`). The cgroup's own peak is read
+//! where the cgroup lives, in `target::cgroup`.
+
+pub mod parse_rate;
+pub mod sampler;
+
+pub use sampler::{Sample, Sampler, median_rss, vm_hwm, vm_rss};
+
+/// RSS over time of one cell run, with the moments imports started and ended.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    /// Cell label.
+    pub label: String,
+    /// 0-based repeat.
+    pub repeat: u32,
+    /// The samples.
+    pub samples: Vec<Sample>,
+    /// Seconds at which an import was posted or ended.
+    pub marks: Vec<f64>,
+}

@@ -1,0 +1,212 @@
+//! The gate's decision rendered: a ✓/✗ table for the terminal, Markdown for
+//! `summary.md` and a CI job summary, `junit.xml` for CI test reports.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{Error, html, summary_markdown, write_file};
+use crate::analysis::gate::{Baseline, Decision, Verdict};
+use crate::session::results::{RunResults, mib};
+
+/// Writes the decision into the run's report folder `dir`: at the head of `summary.md` and
+/// `report.html`, as `junit.xml` and as `decision.json`.
+pub fn write(dir: &Path, decision: &Decision, results: &RunResults) -> Result<(), Error> {
+    write_file(
+        &dir.join("summary.md"),
+        format!("{}\n{}", markdown(decision), summary_markdown(results)).as_bytes(),
+    )?;
+    html::write_run(dir, &format!("harness gate: {}", decision.scenario))?;
+    write_file(&dir.join("junit.xml"), junit(decision).as_bytes())?;
+    write_file(&dir.join("decision.json"), &serde_json::to_vec_pretty(decision)?)
+}
+
+/// Writes a baseline file, making its folder.
+pub fn write_baseline(path: &Path, b: &Baseline) -> Result<(), Error> {
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    write_file(path, &serde_json::to_vec_pretty(b)?)
+}
+
+fn fmt_mib(v: Option<u64>) -> String {
+    v.map_or("–".into(), |b| format!("{:.2} MiB", mib(b)))
+}
+
+/// A check's value in its unit: MiB, or ms for a latency check.
+fn fmt_value(metric: &str, v: Option<u64>) -> String {
+    if metric.ends_with("_p99") {
+        v.map_or("–".into(), |us| format!("{:.1} ms", us as f64 / 1000.0))
+    } else {
+        fmt_mib(v)
+    }
+}
+
+/// The columns of the ✓/✗ table, one row per check, for either rendering.
+fn rows(d: &Decision) -> Vec<[String; 8]> {
+    d.checks
+        .iter()
+        .map(|c| {
+            [
+                c.verdict.mark().to_string(),
+                c.cell.clone(),
+                c.metric.clone(),
+                fmt_value(&c.metric, c.baseline),
+                fmt_value(&c.metric, Some(c.measured)),
+                c.change_pct.map_or("–".into(), |p| format!("{p:+.1} %")),
+                fmt_value(&c.metric, Some(c.tolerance)),
+                format!("{:?}", c.verdict),
+            ]
+        })
+        .collect()
+}
+
+const HEADER: [&str; 8] = [
+    "",
+    "cell",
+    "metric",
+    "baseline",
+    "measured",
+    "change",
+    "tolerance",
+    "verdict",
+];
+
+/// The ✓/✗ table, as plain text for a terminal.
+pub fn table(d: &Decision) -> String {
+    let mut out = String::new();
+    let header = HEADER.map(String::from);
+    for r in std::iter::once(&header).chain(&rows(d)) {
+        let _ = writeln!(
+            out,
+            "{:<2} {:<22} {:<18} {:>12} {:>12} {:>9} {:>12}  {}",
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+        );
+    }
+    for c in d.checks.iter().filter(|c| c.verdict.fails()) {
+        let _ = writeln!(out, "✗ {}", c.message);
+    }
+    for w in &d.warnings {
+        let _ = writeln!(out, "⚠ {w}");
+    }
+    let verdict = if d.exit_code == 0 {
+        "gate: PASS"
+    } else {
+        "gate: FAIL"
+    };
+    let _ = writeln!(out, "{verdict} ({:.0} s; reports in {})", d.wall_secs, d.reports);
+    out
+}
+
+/// The gate's part of `summary.md`, for a CI job summary.
+pub fn markdown(d: &Decision) -> String {
+    let mut out = String::new();
+    let verdict = if d.exit_code == 0 { "✓ pass" } else { "✗ FAIL" };
+    let _ = writeln!(out, "# Memory gate: {} — {verdict}\n", d.scenario);
+    let _ = writeln!(
+        out,
+        "| {} |\n|{}",
+        HEADER.join(" | "),
+        "---|".repeat(HEADER.len())
+    );
+    for r in rows(d) {
+        let _ = writeln!(out, "| {} |", r.join(" | "));
+    }
+    for c in d.checks.iter().filter(|c| c.verdict.fails()) {
+        let _ = writeln!(out, "\n- ✗ {}", c.message);
+    }
+    for w in &d.warnings {
+        let _ = writeln!(out, "- ⚠ {w}");
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `junit.xml`: one test case per check.
+pub fn junit(d: &Decision) -> String {
+    let failures = d.checks.iter().filter(|c| c.verdict.fails()).count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuite name=\"memory-gate.{}\" tests=\"{}\" failures=\"{failures}\" time=\"{:.1}\">",
+        xml_escape(&d.scenario),
+        d.checks.len(),
+        d.wall_secs
+    );
+    for c in &d.checks {
+        let _ = write!(
+            out,
+            "  <testcase classname=\"{}\" name=\"{}\"",
+            xml_escape(&c.cell),
+            xml_escape(&c.metric)
+        );
+        if c.verdict.fails() {
+            let _ = writeln!(
+                out,
+                ">\n    <failure message=\"{}\"/>\n  </testcase>",
+                xml_escape(&c.message)
+            );
+        } else if matches!(c.verdict, Verdict::Erratic | Verdict::NoBaseline) {
+            let _ = writeln!(
+                out,
+                ">\n    <system-out>{}</system-out>\n  </testcase>",
+                xml_escape(&c.message)
+            );
+        } else {
+            out.push_str("/>\n");
+        }
+    }
+    out.push_str("</testsuite>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::gate::relative;
+
+    #[test]
+    fn terminal_and_markdown_tables_show_the_same_rows() {
+        let d = Decision {
+            scenario: "s".into(),
+            exit_code: 1,
+            checks: vec![relative("c3", "peak_rss", 20 << 20, 40 << 20, 3 << 20, false)],
+            warnings: vec!["w".into()],
+            reports: "r".into(),
+            wall_secs: 1.0,
+        };
+        let (t, m) = (table(&d), markdown(&d));
+        for s in [
+            "c3",
+            "peak_rss",
+            "20.00 MiB",
+            "40.00 MiB",
+            "+100.0 %",
+            "3.00 MiB",
+            "Regression",
+        ] {
+            assert!(t.contains(s) && m.contains(s), "{s}");
+        }
+        assert!(t.contains("gate: FAIL") && m.contains("| ✗ | c3 | peak_rss |"));
+        assert!(m.lines().nth(3).is_some_and(|l| l.starts_with("|---|")));
+    }
+
+    #[test]
+    fn junit_marks_failures() {
+        let d = Decision {
+            scenario: "s".into(),
+            exit_code: 1,
+            checks: vec![relative("c<1>", "peak_rss", 1 << 20, 90 << 20, 3 << 20, false)],
+            warnings: vec![],
+            reports: "r".into(),
+            wall_secs: 1.0,
+        };
+        let x = junit(&d);
+        assert!(x.contains("failures=\"1\"") && x.contains("<failure message=") && x.contains("c&lt;1&gt;"));
+    }
+}

@@ -1,0 +1,122 @@
+//! A recommendation rendered: `capacity.json`, the capacity plot, and its
+//! words at the head of `summary.md` and `report.html`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{Error, html, plot, summary_markdown, write_file};
+use crate::analysis::capacity::MAX_CONCURRENCY;
+use crate::analysis::recommend::Recommendation;
+use crate::session::results::{RunResults, mib};
+
+/// Writes the recommendation's files into the sweep's report folder `dir`.
+pub fn write(dir: &Path, rec: &Recommendation, sweep: &RunResults) -> Result<(), Error> {
+    plot::capacity(&dir.join("capacity.png"), rec)?;
+    plot::capacity(&dir.join("capacity.svg"), rec)?;
+    write_file(&dir.join("capacity.json"), &serde_json::to_vec_pretty(rec)?)?;
+    write_file(
+        &dir.join("summary.md"),
+        format!("{}\n{}", markdown(rec), summary_markdown(sweep)).as_bytes(),
+    )?;
+    html::write_run(dir, &format!("harness recommend: {}", rec.scenario))
+}
+
+/// The recommendation in words, for the terminal and `summary.md`.
+pub fn markdown(r: &Recommendation) -> String {
+    let mut out = String::new();
+    let limit = r.budget_bytes as f64 * (1.0 - r.headroom);
+    let _ = writeln!(
+        out,
+        "# Capacity: {} in {:.0} MiB (less {:.0} % headroom = {:.0} MiB)\n",
+        r.scenario,
+        mib(r.budget_bytes),
+        r.headroom * 100.0,
+        limit / 1048576.0
+    );
+    let _ = writeln!(
+        out,
+        "| configuration | idle MiB | per import MiB [90 % CI] | R² | n=4 predicted from n≤3 (error) | safe MAX_CONCURRENT_IMPORTS |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for m in &r.models {
+        let fit = m.fit.map_or("–".into(), |f| {
+            format!(
+                "{:.2} [{:.2}, {:.2}]",
+                mib(f.per_import as u64),
+                f.per_import_ci90.0 / 1048576.0,
+                f.per_import_ci90.1 / 1048576.0
+            )
+        });
+        let check = m.self_check.map_or("–".into(), |c| {
+            format!(
+                "{:.1} vs {:.1} MiB ({:+.1} %)",
+                c.predicted / 1048576.0,
+                mib(c.measured),
+                c.error_pct
+            )
+        });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            m.config,
+            m.fit.map_or("–".into(), |f| format!("{:.1}", f.idle / 1048576.0)),
+            fit,
+            m.fit.map_or("–".into(), |f| format!("{:.3}", f.r2)),
+            check,
+            m.recommended
+                .map_or_else(|| m.note.clone().unwrap_or_default(), |n| n.to_string()),
+        );
+    }
+    match r.best {
+        None => {
+            let _ = writeln!(
+                out,
+                "\n**No recommendation**: no configuration gave a trusted fit that fits the budget."
+            );
+        }
+        Some(i) => {
+            let m = &r.models[i];
+            let _ = writeln!(
+                out,
+                "\n**Recommended: {} with MAX_CONCURRENT_IMPORTS={}** (predicted peak ≤ {:.1} MiB at the 90 % bound). Deploy with:\n\n```sh\n{}\n```",
+                m.config,
+                m.recommended.unwrap_or(0),
+                m.predicted_peak.unwrap_or(0.0) / 1048576.0,
+                r.env_lines.join("\n")
+            );
+            if m.recommended == Some(MAX_CONCURRENCY) {
+                let _ = writeln!(
+                    out,
+                    "\n(256 is the importer's own maximum: the budget allows more than it accepts.)"
+                );
+            }
+        }
+    }
+    if let Some(v) = &r.validation {
+        let verdict = if v.delivered && !v.oom_killed {
+            "✓ held"
+        } else {
+            "✗ FAILED"
+        };
+        let _ = writeln!(
+            out,
+            "\nValidation under a hard limit ({}): MAX_CONCURRENT_IMPORTS={} with {} imports requested at once: peak {:.1} MiB, {}, {}, longest queue wait {:.1} s — {verdict}.",
+            v.enforced.as_deref().unwrap_or("no limit"),
+            v.concurrency,
+            v.imports,
+            mib(v.peak),
+            if v.oom_killed { "OOM-killed" } else { "no OOM kill" },
+            if v.delivered {
+                "every game delivered exactly once"
+            } else {
+                "delivery FAILED"
+            },
+            v.max_wait_secs
+        );
+        for p in &v.problems {
+            let _ = writeln!(out, "- {p}");
+        }
+    }
+    let _ = writeln!(out, "\nReports: {}", r.reports);
+    out
+}
