@@ -104,8 +104,11 @@ impl Recommendation {
     }
 }
 
+/// A configuration: its label without the concurrency, and its environment without it.
+pub type Config = (String, BTreeMap<String, String>);
+
 /// A cell's configuration: its label without the concurrency, and its environment without it.
-pub fn config_of(cell: &Cell) -> (String, BTreeMap<String, String>) {
+pub fn config_of(cell: &Cell) -> Config {
     let mut env = cell.env.clone();
     env.remove("MAX_CONCURRENT_IMPORTS");
     (cell.config_label(), env)
@@ -208,12 +211,8 @@ fn model(config: String, env: BTreeMap<String, String>, runs: &[&CellRun], limit
 
 /// The sweep to measure: every configuration of the scenario at each of `levels`,
 /// with the budget given; and the configurations, in the scenario's order.
-pub fn sweep(
-    s: &Checked,
-    budget_bytes: u64,
-    levels: &[u32],
-) -> (Checked, Vec<(String, BTreeMap<String, String>)>) {
-    let mut configs: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+pub fn sweep(s: &Checked, budget_bytes: u64, levels: &[u32]) -> (Checked, Vec<Config>) {
+    let mut configs: Vec<Config> = Vec::new();
     for c in &s.cells {
         let cfg = config_of(c);
         if !configs.contains(&cfg) {
@@ -235,7 +234,7 @@ pub fn sweep(
 pub fn conclude(
     s: &Checked,
     budget_bytes: u64,
-    configs: Vec<(String, BTreeMap<String, String>)>,
+    configs: Vec<Config>,
     sweep: &RunResults,
     reports: String,
 ) -> Recommendation {

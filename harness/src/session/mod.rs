@@ -1,29 +1,28 @@
 //! One run of a scenario: every cell, each repeat, one after another, wired
 //! from the parts before it (upstream, target, load, observe, verify).
 //!
-//! Per cell: fresh mocks and database, the importer started with the cell's
+//! Per cell (`cell`): fresh mocks and database, the importer started with the cell's
 //! environment, an idle second, goose drives the imports while the observer
 //! samples the child's RSS, then the kernel's peak is read, the importer is
 //! stopped with SIGTERM and delivery is verified. Cells never overlap, so
-//! one cell's load cannot inflate another's memory.
+//! one cell's load cannot inflate another's memory. A session writes
+//! nothing but the importers' logs; `report` writes what it measured.
 
+mod cell;
 pub mod results;
 
+pub use cell::{HARNESS_USER_AGENT, cell_users, importer_for};
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::load::{self, ImportSpec};
-use crate::observe::{self, Sample, Timeline};
-use crate::scenario::{Cell, Checked, Crash, Database};
-use crate::session::results::{CellRun, CrashRecord, Machine, RunResults, mib};
-use crate::target;
+use crate::observe::Timeline;
+use crate::scenario::{Cell, Checked, Database};
+use crate::session::results::{CellRun, Machine, RunResults, mib};
 use crate::target::cgroup;
-use crate::target::db::CellDb;
-use crate::upstream::{self, MockUser, Platform, Upstreams};
-use crate::verify::{self, Expectation, Verification};
 
 /// How often the observer samples RSS.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(5);
@@ -199,10 +198,10 @@ impl<'a> Session<'a> {
             .join(format!("{}-r{}", cell.label, repeat + 1));
         let run = match std::fs::create_dir_all(&cell_dir) {
             Err(e) => (
-                failed(cell, repeat, format!("cannot create {}: {e}", cell_dir.display())),
+                cell::failed(cell, repeat, format!("cannot create {}: {e}", cell_dir.display())),
                 Vec::new(),
             ),
-            Ok(()) => match measure(
+            Ok(()) => match cell::measure(
                 self.s,
                 self.opts,
                 cell,
@@ -214,7 +213,7 @@ impl<'a> Session<'a> {
             .await
             {
                 Ok(done) => done,
-                Err(e) => (failed(cell, repeat, e), Vec::new()),
+                Err(e) => (cell::failed(cell, repeat, e), Vec::new()),
             },
         };
         let (mut run, samples) = run;
@@ -300,423 +299,4 @@ pub async fn run(s: &Checked, opts: &Options) -> Result<Outcome, Error> {
         }
     }
     Ok(session.finish(cells))
-}
-
-fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
-    CellRun {
-        cell: cell.clone(),
-        repeat,
-        idle_rss: 0,
-        peak_sampled: 0,
-        peak_hwm: 0,
-        peak: 0,
-        per_import: 0,
-        samples: 0,
-        load_secs: 0.0,
-        overlap_secs: 0.0,
-        games_imported: 0,
-        games_per_sec: 0.0,
-        fits_budget: false,
-        verification: Verification {
-            ok: false,
-            users: Vec::new(),
-            problems: vec![error.clone()],
-        },
-        load: Default::default(),
-        oom_killed: false,
-        enforced: None,
-        error: Some(error),
-        crash: None,
-        instances: 1,
-        reference_parse: None,
-        max_running: 0,
-        upstream: Default::default(),
-    }
-}
-
-/// The users of a cell: import `i` gets a user of its own, from the i-th template in turn.
-pub fn cell_users(s: &Checked, cell: &Cell) -> Vec<(MockUser, u64, u64)> {
-    (0..cell.imports as usize)
-        .map(|i| {
-            let t = s.template(i);
-            let suffix = match t.platform {
-                Platform::Lichess => "li",
-                Platform::ChessCom => "cc",
-            };
-            let user = MockUser {
-                months: t.months,
-                malformed: t.malformed.clone(),
-                faults: t.faults.clone(),
-                cut_after: t.cut_after,
-                stall_after: t.stall_after,
-                ..MockUser::new(&format!("user{i}_{suffix}"), t.platform, t.games)
-            };
-            (user, t.stored, t.limit)
-        })
-        .collect()
-}
-
-async fn measure(
-    s: &Checked,
-    opts: &Options,
-    cell: &Cell,
-    repeat: u32,
-    dir: &Path,
-    importer: &Path,
-    enforce: bool,
-) -> Result<(CellRun, Vec<Sample>), String> {
-    let users = cell_users(s, cell);
-    let mock_users: Vec<MockUser> = users.iter().map(|(u, _, _)| u.clone()).collect();
-    let mocks = Upstreams::start_with(
-        &mock_users,
-        upstream::Options {
-            seed: s.raw.upstream.seed,
-            lichess_games_per_sec: s.raw.upstream.pace_games_per_sec,
-            chess_com_latency: std::time::Duration::from_millis(s.raw.upstream.chesscom_latency_ms),
-            prerender: s.raw.upstream.prerender,
-            policy: s.raw.upstream.policy.clone(),
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| format!("mocks: {e}"))?;
-    let db = match s.raw.database {
-        Database::Sqlite => CellDb::sqlite(dir),
-        Database::Postgres => CellDb::postgres(
-            &s.raw.postgres_url,
-            &format!("{}_{}_{}", s.name, cell.label, repeat),
-        )
-        .await
-        .map_err(|e| e.to_string())?,
-    };
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    env.insert("RUST_LOG".into(), "info,sqlx=warn".into());
-    // Both providers refuse clients that name no contact; a scenario may set its own.
-    env.insert("UPSTREAM_USER_AGENT".into(), HARNESS_USER_AGENT.into());
-    env.extend(s.raw.env.clone());
-    env.extend(cell.env.clone());
-    env.insert("DATABASE_URL".into(), db.url());
-    env.insert("LICHESS_BASE_URL".into(), mocks.lichess_url());
-    env.insert("CHESSCOM_BASE_URL".into(), mocks.chess_com_url());
-    env.extend(opts.set.clone());
-    // Not an importer setting: it chooses the binary.
-    let allocator = env.remove("ALLOCATOR");
-    let importer = &importer_for(importer, allocator.as_deref())?;
-    let instances = s.raw.instances as usize;
-    let http = reqwest::Client::new();
-    let mut fleet = Fleet::default();
-    for k in 0..instances {
-        let mut env = env.clone();
-        // Each process its own stable name: a restarted one takes its own imports back at once.
-        env.insert("INSTANCE_ID".into(), format!("harness-{}", k + 1));
-        let log = if instances == 1 {
-            dir.join("importer.log")
-        } else {
-            dir.join(format!("importer-{}.log", k + 1))
-        };
-        let limit = if enforce {
-            let name = format!("{}-r{}-i{}", cell.label, repeat + 1, k + 1);
-            Some(cgroup::Limit::create(&name, s.budget_bytes).map_err(|e| e.to_string())?)
-        } else {
-            None
-        };
-        let mut server =
-            target::Server::spawn(importer, &env, &log, limit.as_ref(), None).map_err(|e| e.to_string())?;
-        server
-            .wait_healthy(&http, Duration::from_secs(30))
-            .await
-            .map_err(|e| e.to_string())?;
-        fleet.members.push(Member {
-            server,
-            env,
-            log,
-            limit,
-        });
-    }
-    let seeded: u64 = users.iter().map(|(_, stored, _)| stored).sum();
-    for (user, stored, _) in &users {
-        db.seed(user, *stored).await.map_err(|e| e.to_string())?;
-    }
-    let origin = Instant::now();
-    for (k, m) in fleet.members.iter().enumerate() {
-        fleet
-            .samplers
-            .push((k, observe::Sampler::start(m.server.pid(), origin, SAMPLE_EVERY)));
-    }
-    tokio::time::sleep(IDLE_WINDOW).await;
-    let specs = users
-        .iter()
-        .enumerate()
-        .map(|(i, (u, _, limit))| ImportSpec {
-            user: u.name.clone(),
-            platform: u.platform.as_str(),
-            limit: *limit,
-            instance: i % instances,
-        })
-        .collect();
-    let bases: Vec<String> = fleet.members.iter().map(|m| m.server.base.clone()).collect();
-    let timeout = Duration::from_secs(s.raw.cell_timeout_secs);
-    let load_fut = load::run(
-        &bases,
-        specs,
-        origin,
-        timeout,
-        env.get("API_TOKEN").map(String::as_str),
-    );
-    tokio::pin!(load_fut);
-    let mut crash = None;
-    let load = match &s.raw.crash {
-        None => load_fut.await,
-        Some(c) => {
-            let strike = fleet.crash(c, &db, seeded, importer, origin, &http);
-            tokio::pin!(strike);
-            tokio::select! {
-                load = &mut load_fut => load,
-                struck = &mut strike => {
-                    crash = Some(struck?);
-                    load_fut.await
-                }
-            }
-        }
-    };
-    // A moment after the last import, to see what memory is given back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let peak_hwm = fleet
-        .members
-        .iter()
-        .filter_map(|m| observe::vm_hwm(m.server.pid()))
-        .max()
-        .unwrap_or(0);
-    let mut timelines: Vec<(usize, Vec<Sample>)> =
-        fleet.samplers.drain(..).map(|(i, o)| (i, o.stop())).collect();
-    let killed = crash
-        .as_ref()
-        .filter(|c| !c.restarted)
-        .map(|c| c.instance as usize - 1);
-    let mut exits = Vec::new();
-    let mut oom_killed = false;
-    for (k, m) in fleet.members.into_iter().enumerate() {
-        let exit = m.server.stop(Duration::from_secs(10));
-        if Some(k) == killed {
-            continue;
-        }
-        oom_killed |= m.limit.as_ref().is_some_and(|l| l.oom_kills() > 0)
-            || exit.signal == Some(libc::SIGKILL) && !exit.forced;
-        exits.push(exit);
-    }
-    let load = load.map_err(|e| e.to_string())?;
-    // The timeline and the idle level are the first process's; the peak is the highest of any.
-    let peak_sampled = timelines
-        .iter()
-        .flat_map(|(_, v)| v.iter().map(|x| x.rss))
-        .max()
-        .unwrap_or(0);
-    let idle = timelines
-        .iter()
-        .filter_map(|(_, v)| observe::median_rss(v, 0.0, IDLE_WINDOW.as_secs_f64()))
-        .max()
-        .unwrap_or(0);
-    let mut samples: Vec<Sample> = timelines
-        .iter_mut()
-        .filter(|(i, _)| *i == 0)
-        .flat_map(|(_, v)| std::mem::take(v))
-        .collect();
-    samples.sort_by(|a, b| a.t.total_cmp(&b.t));
-
-    let expectations: Vec<Expectation> = users
-        .iter()
-        .map(|(user, seeded, limit)| Expectation {
-            user: user.clone(),
-            seeded: *seeded,
-            limit: *limit,
-        })
-        .collect();
-    let stored = db.stored_ids().await.map_err(|e| e.to_string())?;
-    let jobs = db.jobs().await.map_err(|e| e.to_string())?;
-    let verification = verify::check(&expectations, &stored, &jobs);
-    let _ = db.drop_schema().await;
-
-    let peak = peak_hwm.max(peak_sampled);
-    let first_post = load
-        .imports
-        .iter()
-        .map(|i| i.posted_at)
-        .fold(f64::INFINITY, f64::min);
-    let last_post = load.imports.iter().map(|i| i.posted_at).fold(0.0, f64::max);
-    let first_end = load
-        .imports
-        .iter()
-        .map(|i| i.ended_at)
-        .fold(f64::INFINITY, f64::min);
-    let last_end = load.imports.iter().map(|i| i.ended_at).fold(0.0, f64::max);
-    let load_secs = (last_end - first_post).max(0.0);
-    let games_imported: i64 = load.imports.iter().map(|i| i.games_imported).sum();
-    let upstream = mocks.served();
-    let max_running = load::max_running(&load.imports);
-    let rate_limited: Vec<String> = upstream
-        .iter()
-        .filter(|(_, served)| served.rate_limited > 0)
-        .map(|(provider, served)| format!("{provider} {}", served.rate_limited))
-        .collect();
-    let error = if oom_killed {
-        Some("oom-killed".to_string())
-    } else if !rate_limited.is_empty() && !s.raw.upstream.expect_rate_limits {
-        // A 429 from a mock is one production would have served too: the settings break the rules.
-        Some(format!(
-            "the mocks served 429 Too Many Requests ({}): these settings break the providers' rules \
-             (set upstream.expect_rate_limits: true only where 429s are the point)",
-            rate_limited.join(", ")
-        ))
-    } else if let (Some(c), None) = (&s.raw.crash, &crash) {
-        // A fault scenario whose fault never happened proves nothing: say so instead of passing.
-        Some(format!(
-            "the crash never struck: the imports ended before {} games were stored",
-            c.after_games
-        ))
-    } else {
-        exits.iter().find(|e| !e.clean()).map(|exit| {
-            if exit.before_sigterm {
-                format!("importer died during the run ({exit:?})")
-            } else if exit.forced {
-                "importer did not stop within 10 s of SIGTERM".into()
-            } else {
-                format!("importer exited with {exit:?} on SIGTERM")
-            }
-        })
-    };
-    // Imports spread over the processes in turn: the busiest runs this many.
-    let per_process = cell.imports.div_ceil(s.raw.instances).max(1);
-    let run = CellRun {
-        cell: cell.clone(),
-        repeat,
-        idle_rss: idle,
-        peak_sampled,
-        peak_hwm,
-        peak,
-        per_import: peak.saturating_sub(idle) / u64::from(per_process),
-        samples: samples.len(),
-        load_secs,
-        overlap_secs: (first_end - last_post).max(0.0),
-        games_imported,
-        games_per_sec: if load_secs > 0.0 {
-            games_imported as f64 / load_secs
-        } else {
-            0.0
-        },
-        fits_budget: peak <= s.budget_bytes,
-        verification,
-        load,
-        oom_killed,
-        enforced: None,
-        error,
-        crash,
-        instances: s.raw.instances,
-        // Measured after the importer stopped, so the two never share the CPU.
-        reference_parse: s.raw.reference_parse.then(|| {
-            let imported: Vec<(MockUser, u64)> = users.iter().map(|(u, _, l)| (u.clone(), *l)).collect();
-            crate::observe::parse_rate::measure(&imported, s.raw.upstream.seed)
-        }),
-        max_running,
-        upstream,
-    };
-    Ok((run, samples))
-}
-
-/// The User-Agent the harness gives the importer: the mocks, like the providers, refuse one without a contact.
-pub const HARNESS_USER_AGENT: &str = concat!(
-    "chess-games-importer-harness/",
-    env!("CARGO_PKG_VERSION"),
-    " (+",
-    env!("CARGO_PKG_REPOSITORY"),
-    ")"
-);
-
-/// One importer process of a cell, with what it takes to start it again.
-struct Member {
-    server: target::Server,
-    env: BTreeMap<String, String>,
-    log: PathBuf,
-    limit: Option<cgroup::Limit>,
-}
-
-/// The importer processes of a cell and their samplers (tagged with the process's index).
-#[derive(Default)]
-struct Fleet {
-    members: Vec<Member>,
-    samplers: Vec<(usize, observe::Sampler)>,
-}
-
-impl Fleet {
-    /// Waits until the cell's imports stored `after_games`, kills the chosen process with SIGKILL,
-    /// and starts it again when the scenario says so.
-    async fn crash(
-        &mut self,
-        c: &Crash,
-        db: &CellDb,
-        seeded: u64,
-        importer: &Path,
-        origin: Instant,
-        http: &reqwest::Client,
-    ) -> Result<CrashRecord, String> {
-        let stored_at_kill = loop {
-            let n = db.stored_count().await.map_err(|e| e.to_string())?;
-            if n >= seeded + c.after_games {
-                break n;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        let k = c.instance as usize - 1;
-        let m = &mut self.members[k];
-        m.server.kill9();
-        let at_secs = origin.elapsed().as_secs_f64();
-        if c.restart {
-            let port = m.server.port();
-            let mut server = target::Server::spawn(importer, &m.env, &m.log, m.limit.as_ref(), Some(port))
-                .map_err(|e| e.to_string())?;
-            server
-                .wait_healthy(http, Duration::from_secs(30))
-                .await
-                .map_err(|e| format!("restart after the crash: {e}"))?;
-            self.samplers
-                .push((k, observe::Sampler::start(server.pid(), origin, SAMPLE_EVERY)));
-            m.server = server;
-        }
-        Ok(CrashRecord {
-            instance: c.instance,
-            at_secs,
-            stored_at_kill,
-            restarted: c.restart,
-        })
-    }
-}
-
-/// The binary of a cell: `importer-<allocator>` beside `importer` for another allocator than glibc,
-/// checked by its `--version` so that a stale or wrong build is never measured under the wrong name.
-pub fn importer_for(importer: &Path, allocator: Option<&str>) -> Result<PathBuf, String> {
-    let name = allocator.unwrap_or("glibc");
-    let bin = match name {
-        "glibc" => importer.to_path_buf(),
-        other => {
-            let file = format!(
-                "{}-{other}",
-                importer
-                    .file_name()
-                    .map_or("importer".into(), |f| f.to_string_lossy())
-            );
-            importer.with_file_name(file)
-        }
-    };
-    let out = std::process::Command::new(&bin)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("{}: {e} (build it with `make allocators`)", bin.display()))?;
-    let version = String::from_utf8_lossy(&out.stdout);
-    if !version.contains(&format!("(allocator: {name})")) {
-        return Err(format!(
-            "{} says {:?}, not allocator {name}; rebuild with `make allocators`",
-            bin.display(),
-            version.trim()
-        ));
-    }
-    Ok(bin)
 }

@@ -1,0 +1,293 @@
+//! The scenario file as written: the YAML's keys, their types and defaults.
+//! Unknown keys are rejected here; `super` checks values and expands the matrix.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::upstream::Platform;
+
+/// Which database each cell gets a fresh copy of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Database {
+    /// A new SQLite file per cell.
+    Sqlite,
+    /// A new schema per cell in the PostgreSQL at `postgres_url`.
+    Postgres,
+}
+
+/// The settings the matrix varies; each list is an axis, absent means the importer's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Matrix {
+    /// Imports running at once.
+    #[serde(
+        rename = "MAX_CONCURRENT_IMPORTS",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_concurrent_imports: Option<Vec<u32>>,
+    /// Games per batch.
+    #[serde(
+        rename = "IMPORT_BATCH_SIZE",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub import_batch_size: Option<Vec<u32>>,
+    /// Stored ids per query.
+    #[serde(
+        rename = "EXISTING_GAMES_PAGE_SIZE",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub existing_games_page_size: Option<Vec<u32>>,
+    /// `batch` or `preload`.
+    #[serde(rename = "DEDUP_STRATEGY", default, skip_serializing_if = "Option::is_none")]
+    pub dedup_strategy: Option<Vec<String>>,
+    /// Database pool size.
+    #[serde(rename = "DB_POOL_SIZE", default, skip_serializing_if = "Option::is_none")]
+    pub db_pool_size: Option<Vec<u32>>,
+    /// Upstream requests in flight.
+    #[serde(
+        rename = "HTTP_MAX_CONNECTIONS",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_max_connections: Option<Vec<u32>>,
+    /// Idle upstream connections per host.
+    #[serde(
+        rename = "HTTP_POOL_MAX_IDLE_PER_HOST",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_pool_max_idle_per_host: Option<Vec<u32>>,
+    /// Runtime threads.
+    #[serde(rename = "WORKER_THREADS", default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<Vec<u32>>,
+    /// SQLite page cache per connection, KiB.
+    #[serde(rename = "SQLITE_CACHE_KIB", default, skip_serializing_if = "Option::is_none")]
+    pub sqlite_cache_kib: Option<Vec<u32>>,
+    /// glibc arenas (an allocator knob, set in the importer's environment).
+    #[serde(rename = "MALLOC_ARENA_MAX", default, skip_serializing_if = "Option::is_none")]
+    pub malloc_arena_max: Option<Vec<u32>>,
+    /// The importer build: `glibc` (the importer binary), `jemalloc` or `mimalloc` (`importer-<name>` beside it).
+    #[serde(rename = "ALLOCATOR", default, skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<Vec<String>>,
+}
+
+/// One kind of user in the workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserTemplate {
+    /// `lichess` or `chess.com`.
+    pub platform: Platform,
+    /// Games the user has upstream.
+    pub games: u64,
+    /// Of those, the newest `stored` are already in the database before the import.
+    #[serde(default)]
+    pub stored: u64,
+    /// The import's `limit` (default 500, as the API's).
+    #[serde(default = "default_limit")]
+    pub limit: u64,
+    /// Monthly archives the games spread over (chess.com).
+    #[serde(default = "one")]
+    pub months: u32,
+    /// Indices (0 = newest) of games served broken.
+    #[serde(default)]
+    pub malformed: Vec<u64>,
+    /// Statuses answered to the user's first requests (e.g. [429, 503]).
+    #[serde(default)]
+    pub faults: Vec<u16>,
+    /// lichess: the first stream breaks in the middle of the game after this many.
+    #[serde(default)]
+    pub cut_after: Option<u64>,
+    /// lichess: the first stream goes silent, without closing, after this many games.
+    #[serde(default)]
+    pub stall_after: Option<u64>,
+}
+
+fn default_limit() -> u64 {
+    500
+}
+fn one() -> u32 {
+    1
+}
+
+/// What each cell runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Imports requested at once; default: the cell's MAX_CONCURRENT_IMPORTS.
+    #[serde(default)]
+    pub imports: Option<u32>,
+    /// User kinds, taken in turn for import 1, 2, 3...
+    pub users: Vec<UserTemplate>,
+}
+
+/// How the mocks serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// lichess games per second per stream, like the real service (0 = as fast as possible).
+    #[serde(default)]
+    pub pace_games_per_sec: u32,
+    /// Seed of the synthetic games.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Generate every lichess game before the cell starts, so games/s measures the importer, not the generator.
+    #[serde(default)]
+    pub prerender: bool,
+    /// chess.com: milliseconds before each answer, a model of its response time (0: none).
+    #[serde(default)]
+    pub chesscom_latency_ms: u64,
+    /// The providers' rules the mocks enforce (default: lichess's and chess.com's own), or `off`.
+    #[serde(default)]
+    pub policy: crate::upstream::Policy,
+    /// A cell in which the mocks served a 429 fails unless this is true (fault scenarios).
+    #[serde(default)]
+    pub expect_rate_limits: bool,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+impl Default for Upstream {
+    fn default() -> Upstream {
+        Upstream {
+            pace_games_per_sec: 0,
+            seed: default_seed(),
+            prerender: false,
+            chesscom_latency_ms: 0,
+            policy: crate::upstream::Policy::default(),
+            expect_rate_limits: false,
+        }
+    }
+}
+
+/// A crash injected in every cell: one importer is killed with SIGKILL mid-import.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crash {
+    /// Kill once the database holds this many games stored by the cell's imports.
+    pub after_games: u64,
+    /// Which importer process (1-based) to kill.
+    #[serde(default = "one")]
+    pub instance: u32,
+    /// Start it again (same INSTANCE_ID, same port) once it is dead.
+    #[serde(default)]
+    pub restart: bool,
+}
+
+/// How the gate judges a scenario's cells against the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    /// Allowed growth over the baseline, percent.
+    #[serde(default = "default_tolerance_pct")]
+    pub tolerance_pct: f64,
+    /// Allowed growth in MiB, whatever the percentage says (the larger of the two wins).
+    #[serde(default = "default_tolerance_floor_mb")]
+    pub tolerance_floor_mb: f64,
+    /// Repeats of a cell whose peaks spread more than this (percent of the median) are rerun once, then `erratic`.
+    #[serde(default = "default_max_spread_pct")]
+    pub max_spread_pct: f64,
+    /// Slowest 99th percentile of `POST /api/v1/import-more-games` a cell may show, ms (worst repeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_post_p99_ms: Option<f64>,
+    /// Slowest 99th percentile of `GET /api/v1/imports/{id}` a cell may show, ms (worst repeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_get_p99_ms: Option<f64>,
+}
+
+fn default_tolerance_pct() -> f64 {
+    10.0
+}
+fn default_tolerance_floor_mb() -> f64 {
+    3.0
+}
+fn default_max_spread_pct() -> f64 {
+    10.0
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate {
+            tolerance_pct: default_tolerance_pct(),
+            tolerance_floor_mb: default_tolerance_floor_mb(),
+            max_spread_pct: default_max_spread_pct(),
+            max_post_p99_ms: None,
+            max_get_p99_ms: None,
+        }
+    }
+}
+
+/// A scenario as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Its name; default: the file's stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What it is for, shown in the summary.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The importer binary; default: `target/release/importer`.
+    #[serde(default)]
+    pub importer: Option<PathBuf>,
+    /// Extra environment for the importer.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// sqlite or postgres.
+    #[serde(default = "default_database")]
+    pub database: Database,
+    /// Server for `database: postgres`.
+    #[serde(default = "default_postgres_url")]
+    pub postgres_url: String,
+    /// Memory budget, e.g. `512MB` (MB and MiB both mean 2^20 bytes).
+    pub budget: String,
+    /// Share of the budget kept free, e.g. `15%`.
+    #[serde(default = "default_headroom")]
+    pub headroom: String,
+    /// Runs of each cell.
+    #[serde(default = "one")]
+    pub repeats: u32,
+    /// The settings to vary.
+    #[serde(default)]
+    pub matrix: Matrix,
+    /// The imports each cell runs.
+    pub workload: Workload,
+    /// Mock behaviour.
+    #[serde(default)]
+    pub upstream: Upstream,
+    /// Longest a cell may run, in seconds, before it fails.
+    #[serde(default = "default_cell_timeout")]
+    pub cell_timeout_secs: u64,
+    /// Importer processes sharing the one database (more than 1 needs PostgreSQL); imports go to them in turn.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// A kill -9 of one importer in the middle of every cell.
+    #[serde(default)]
+    pub crash: Option<Crash>,
+    /// After each cell, time pgn-reader alone over the cell's games, to compare games/s with.
+    #[serde(default)]
+    pub reference_parse: bool,
+    /// Tolerances of the regression gate.
+    #[serde(default)]
+    pub gate: Gate,
+}
+
+fn default_database() -> Database {
+    Database::Sqlite
+}
+fn default_postgres_url() -> String {
+    "postgres://postgres@127.0.0.1:5432/test".into()
+}
+fn default_headroom() -> String {
+    "15%".into()
+}
+fn default_cell_timeout() -> u64 {
+    300
+}
