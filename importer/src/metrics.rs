@@ -1,21 +1,120 @@
-//! Process-wide counters, served as Prometheus text on `/metrics`.
+//! Process-wide metrics, served on `/metrics` in the OpenMetrics text format
+//! by the official `prometheus-client` crate (Prometheus scrapes it as is).
+//!
+//! Counters grow as work happens; the two import gauges and the resident
+//! memory are read from their owners when scraped.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 
 use crate::job::Platform;
 
-/// Counters that only grow; gauges are read from their owners when scraped.
-#[derive(Debug, Default)]
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds of the request-duration buckets, seconds: 1 ms to 10 s, about ×2.5 apart,
+/// so that the API's 100 ms objective (issue #16) falls on a bound.
+const REQUEST_SECONDS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlatformLabel {
+    platform: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    /// The route's template (`/api/v1/imports/{import_id}`), never the raw path: one series per route.
+    route: String,
+    status: u16,
+}
+
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_SECONDS)
+}
+
+/// The importer's metrics and the registry that renders them.
+#[derive(Debug)]
 pub struct Metrics {
-    imported_lichess: AtomicU64,
-    imported_chess_com: AtomicU64,
-    failed_parse: AtomicU64,
-    rate_limited_lichess: AtomicU64,
-    rate_limited_chess_com: AtomicU64,
-    /// Cool-down in milliseconds, so that an atomic integer can hold fractions of a second.
-    cool_down_ms_lichess: AtomicU64,
-    cool_down_ms_chess_com: AtomicU64,
+    registry: Registry,
+    active: Gauge,
+    queued: Gauge,
+    resident: Gauge,
+    imported: Family<PlatformLabel, Counter>,
+    failed_parse: Counter,
+    rate_limited: Family<ProviderLabel, Counter>,
+    cool_down: Family<ProviderLabel, Counter<f64, AtomicU64>>,
+    requests: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Registry::default(),
+            active: Gauge::default(),
+            queued: Gauge::default(),
+            resident: Gauge::default(),
+            imported: Family::default(),
+            failed_parse: Counter::default(),
+            rate_limited: Family::default(),
+            cool_down: Family::default(),
+            requests: Family::new_with_constructor(request_histogram),
+        };
+        let mut registry = m.registry;
+        registry.register("importer_imports_active", "Imports running now", m.active.clone());
+        registry.register(
+            "importer_imports_queued",
+            "Imports waiting for a slot",
+            m.queued.clone(),
+        );
+        registry.register(
+            "importer_games_imported",
+            "Games newly stored",
+            m.imported.clone(),
+        );
+        registry.register(
+            "importer_games_failed_parse",
+            "Games skipped because they do not parse",
+            m.failed_parse.clone(),
+        );
+        registry.register(
+            "importer_upstream_rate_limited",
+            "429 Too Many Requests answers received, per provider",
+            m.rate_limited.clone(),
+        );
+        registry.register_with_unit(
+            "importer_upstream_cooldown",
+            "Seconds in which no request went to a provider after its 429s",
+            Unit::Seconds,
+            m.cool_down.clone(),
+        );
+        registry.register_with_unit(
+            "importer_http_request_duration",
+            "Time from a request's arrival to its response's head, per route and status",
+            Unit::Seconds,
+            m.requests.clone(),
+        );
+        registry.register_with_unit(
+            "process_resident_memory",
+            "Resident memory of the importer",
+            Unit::Bytes,
+            m.resident.clone(),
+        );
+        Metrics { registry, ..m }
+    }
 }
 
 /// Resident memory of this process in bytes, from `/proc/self/statm` (0 where there is none).
@@ -31,115 +130,109 @@ pub fn resident_bytes() -> u64 {
     pages * 4096
 }
 
+fn label(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Lichess => "lichess",
+        Platform::ChessCom => "chess.com",
+    }
+}
+
 impl Metrics {
     /// Counts games newly stored.
     pub fn games_imported(&self, platform: Platform, n: u64) {
-        match platform {
-            Platform::Lichess => &self.imported_lichess,
-            Platform::ChessCom => &self.imported_chess_com,
-        }
-        .fetch_add(n, Ordering::Relaxed);
+        self.imported
+            .get_or_create(&PlatformLabel {
+                platform: label(platform),
+            })
+            .inc_by(n);
     }
 
     /// Counts a 429 answer from `platform`.
     pub fn rate_limited(&self, platform: Platform) {
-        match platform {
-            Platform::Lichess => &self.rate_limited_lichess,
-            Platform::ChessCom => &self.rate_limited_chess_com,
-        }
-        .fetch_add(1, Ordering::Relaxed);
+        self.rate_limited
+            .get_or_create(&ProviderLabel {
+                provider: label(platform),
+            })
+            .inc();
     }
 
     /// Adds `secs` of cool-down (no request to `platform`) to its total.
     pub fn cooled_down(&self, platform: Platform, secs: f64) {
-        match platform {
-            Platform::Lichess => &self.cool_down_ms_lichess,
-            Platform::ChessCom => &self.cool_down_ms_chess_com,
-        }
-        .fetch_add((secs * 1000.0).round() as u64, Ordering::Relaxed);
-    }
-
-    /// 429 answers received from `platform` so far.
-    pub fn rate_limited_total(&self, platform: Platform) -> u64 {
-        match platform {
-            Platform::Lichess => &self.rate_limited_lichess,
-            Platform::ChessCom => &self.rate_limited_chess_com,
-        }
-        .load(Ordering::Relaxed)
+        self.cool_down
+            .get_or_create(&ProviderLabel {
+                provider: label(platform),
+            })
+            .inc_by(secs);
     }
 
     /// Counts a game skipped because it does not parse.
     pub fn game_failed_parse(&self) {
-        self.failed_parse.fetch_add(1, Ordering::Relaxed);
+        self.failed_parse.inc();
     }
 
-    /// Renders the Prometheus text exposition.
+    /// Records one request's duration, seconds, under its route template and status.
+    pub fn request_served(&self, method: &str, route: &str, status: u16, secs: f64) {
+        self.requests
+            .get_or_create(&RouteLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+                status,
+            })
+            .observe(secs);
+    }
+
+    /// Renders the OpenMetrics text ([`CONTENT_TYPE`]), with the gauges read now.
     pub fn render(&self, active: usize, queued: usize) -> String {
-        let mut out = String::with_capacity(1024);
-        let _ = writeln!(out, "# HELP importer_imports_active Imports running now.");
-        let _ = writeln!(out, "# TYPE importer_imports_active gauge");
-        let _ = writeln!(out, "importer_imports_active {active}");
-        let _ = writeln!(out, "# HELP importer_imports_queued Imports waiting for a slot.");
-        let _ = writeln!(out, "# TYPE importer_imports_queued gauge");
-        let _ = writeln!(out, "importer_imports_queued {queued}");
-        let _ = writeln!(out, "# HELP importer_games_imported_total Games newly stored.");
-        let _ = writeln!(out, "# TYPE importer_games_imported_total counter");
-        for (platform, n) in [
-            ("lichess", &self.imported_lichess),
-            ("chess.com", &self.imported_chess_com),
-        ] {
-            let _ = writeln!(
-                out,
-                "importer_games_imported_total{{platform=\"{platform}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
+        self.active.set(i64::try_from(active).unwrap_or(i64::MAX));
+        self.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
+        self.resident
+            .set(i64::try_from(resident_bytes()).unwrap_or(i64::MAX));
+        // Every series is labelled from the start, so a scrape before the first game or 429 shows 0.
+        for p in [Platform::Lichess, Platform::ChessCom] {
+            self.games_imported(p, 0);
+            self.cooled_down(p, 0.0);
+            let _ = self
+                .rate_limited
+                .get_or_create(&ProviderLabel { provider: label(p) });
         }
-        let _ = writeln!(
-            out,
-            "# HELP importer_games_failed_parse_total Games skipped because they do not parse."
-        );
-        let _ = writeln!(out, "# TYPE importer_games_failed_parse_total counter");
-        let _ = writeln!(
-            out,
-            "importer_games_failed_parse_total {}",
-            self.failed_parse.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP importer_upstream_rate_limited_total 429 Too Many Requests answers received, per provider."
-        );
-        let _ = writeln!(out, "# TYPE importer_upstream_rate_limited_total counter");
-        for (platform, n) in [
-            ("lichess", &self.rate_limited_lichess),
-            ("chess.com", &self.rate_limited_chess_com),
-        ] {
-            let _ = writeln!(
-                out,
-                "importer_upstream_rate_limited_total{{provider=\"{platform}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail; an encoder error would be a bug in a metric.
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding /metrics");
         }
-        let _ = writeln!(
-            out,
-            "# HELP importer_upstream_cooldown_seconds_total Seconds in which no request went to a provider after its 429s."
-        );
-        let _ = writeln!(out, "# TYPE importer_upstream_cooldown_seconds_total counter");
-        for (platform, ms) in [
-            ("lichess", &self.cool_down_ms_lichess),
-            ("chess.com", &self.cool_down_ms_chess_com),
-        ] {
-            let _ = writeln!(
-                out,
-                "importer_upstream_cooldown_seconds_total{{provider=\"{platform}\"}} {:.3}",
-                ms.load(Ordering::Relaxed) as f64 / 1000.0
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP process_resident_memory_bytes Resident memory of the importer."
-        );
-        let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
-        let _ = writeln!(out, "process_resident_memory_bytes {}", resident_bytes());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_series_with_its_labels_and_unit() {
+        let m = Metrics::default();
+        m.games_imported(Platform::Lichess, 1200);
+        m.rate_limited(Platform::ChessCom);
+        m.cooled_down(Platform::ChessCom, 1.5);
+        m.game_failed_parse();
+        m.request_served("POST", "/api/v1/import-more-games", 202, 0.004);
+        let text = m.render(2, 7);
+        for line in [
+            "importer_imports_active 2",
+            "importer_imports_queued 7",
+            "importer_games_imported_total{platform=\"lichess\"} 1200",
+            "importer_games_imported_total{platform=\"chess.com\"} 0",
+            "importer_games_failed_parse_total 1",
+            "importer_upstream_rate_limited_total{provider=\"chess.com\"} 1",
+            "importer_upstream_rate_limited_total{provider=\"lichess\"} 0",
+            "importer_upstream_cooldown_seconds_total{provider=\"chess.com\"} 1.5",
+            "# UNIT importer_http_request_duration_seconds seconds",
+            "importer_http_request_duration_seconds_bucket{le=\"0.005\",method=\"POST\",route=\"/api/v1/import-more-games\",status=\"202\"} 1",
+            "importer_http_request_duration_seconds_bucket{le=\"0.0025\",method=\"POST\",route=\"/api/v1/import-more-games\",status=\"202\"} 0",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
+        }
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
     }
 }

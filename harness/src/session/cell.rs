@@ -338,13 +338,12 @@ pub(super) async fn measure(
     Ok((run, samples))
 }
 
-/// The User-Agent the harness gives the importer: the mocks, like the providers, refuse one without a contact.
+/// The User-Agent the harness gives the importer: the mocks, like the providers, refuse one without
+/// a contact. Its URL is loopback because the harness's requests never leave this machine.
 pub const HARNESS_USER_AGENT: &str = concat!(
     "chess-games-importer-harness/",
     env!("CARGO_PKG_VERSION"),
-    " (+",
-    env!("CARGO_PKG_REPOSITORY"),
-    ")"
+    " (+http://127.0.0.1/; load test against local mocks)"
 );
 
 /// One importer process of a cell, with what it takes to start it again.

@@ -9,7 +9,7 @@ pub mod serve;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -56,7 +56,27 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), record_duration))
         .with_state(state)
+}
+
+/// Records each request's time to its response head in `importer_http_request_duration_seconds`,
+/// under the route's template (a request that matched no route: `unmatched`).
+async fn record_duration(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    state.metrics.request_served(
+        method.as_str(),
+        &route,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
 }
 
 /// Answers 408 to a request that takes longer than `serve::REQUEST_TIMEOUT` (a slow body, say).
@@ -124,16 +144,16 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
     }
 }
 
-/// Counters and gauges in the Prometheus text format.
+/// Counters, gauges and the request-duration histogram in the OpenMetrics text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
-    (status = 200, description = "Prometheus text exposition (version 0.0.4)", body = String, content_type = "text/plain"),
+    (status = 200, description = "OpenMetrics 1.0 text exposition, as Prometheus scrapes it", body = String, content_type = "application/openmetrics-text"),
     (status = 401, description = "`API_TOKEN` is set and the request did not carry it", body = ErrorBody),
     (status = 500, description = "The database failed; the cause is logged, not sent", body = ErrorBody),
 ))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (active, queued) = state.scheduler.load().await?;
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(active, queued),
     ))
 }

@@ -12,7 +12,7 @@
 //! per address, so one import retrying on its own while the others keep
 //! asking only prolongs the penalty for all of them.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -24,15 +24,16 @@ use super::said::Said;
 use crate::job::Platform;
 use crate::metrics::Metrics;
 
-/// The default User-Agent: this software, its version and its home. It names no operator, so the
-/// importer warns at start until `UPSTREAM_USER_AGENT` gives a contact.
-pub const USER_AGENT: &str = concat!(
-    "chess-games-importer/",
-    env!("CARGO_PKG_VERSION"),
-    " (+",
-    env!("CARGO_PKG_REPOSITORY"),
-    ")"
-);
+/// The default User-Agent: this software and its version, and its home page when the build names
+/// one (`IMPORTER_HOME_URL=https://… cargo build`), as `chess-games-importer/0.1.0 (+URL)`. It
+/// names no operator, so the importer warns at start until `UPSTREAM_USER_AGENT` gives a contact.
+pub static USER_AGENT: LazyLock<String> = LazyLock::new(|| {
+    let software = concat!("chess-games-importer/", env!("CARGO_PKG_VERSION"));
+    match option_env!("IMPORTER_HOME_URL") {
+        Some(home) if !home.trim().is_empty() => format!("{software} (+{})", home.trim()),
+        _ => software.to_string(),
+    }
+});
 
 /// Retries of a 5xx answer or a transport error before the import fails.
 const MAX_TRANSIENT_RETRIES: u32 = 4;
@@ -166,7 +167,7 @@ impl Client {
     /// Builds the client.
     pub fn new(cfg: ClientConfig, metrics: Arc<Metrics>) -> Result<Client, UpstreamError> {
         let http = reqwest::Client::builder()
-            .user_agent(cfg.user_agent.as_deref().unwrap_or(USER_AGENT))
+            .user_agent(cfg.user_agent.as_deref().unwrap_or(USER_AGENT.as_str()))
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
@@ -314,8 +315,14 @@ mod tests {
     }
 
     #[test]
-    fn the_default_user_agent_names_the_software_and_its_home() {
-        assert!(USER_AGENT.starts_with("chess-games-importer/"));
-        assert!(USER_AGENT.contains("(+http"), "{USER_AGENT}");
+    fn the_default_user_agent_names_the_software_and_no_invented_home() {
+        let ua = USER_AGENT.as_str();
+        assert!(ua.starts_with(concat!("chess-games-importer/", env!("CARGO_PKG_VERSION"))));
+        match option_env!("IMPORTER_HOME_URL") {
+            Some(home) if !home.trim().is_empty() => {
+                assert!(ua.ends_with(&format!("(+{})", home.trim())), "{ua}")
+            }
+            _ => assert!(!ua.contains("http"), "no URL the build was not given: {ua}"),
+        }
     }
 }

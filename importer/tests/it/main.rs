@@ -176,12 +176,51 @@ async fn three_imports_with_two_slots(db: TestDb) {
     }
     let log = imp.log_text();
     assert!(log.contains("available slots: 0/2"), "slots logged:\n{log}");
+    // /metrics read back by a Prometheus text parser, not by our own string matching.
     let metrics = imp.get_text("/metrics").await;
-    assert!(
-        metrics.contains("importer_games_imported_total{platform=\"lichess\"} 1200"),
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_string())))
+        .expect("/metrics parses as Prometheus text");
+    let value = |name: &str, label: (&str, &str)| {
+        scrape.samples.iter().find_map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            (s.metric == name && s.labels.get(label.0) == Some(label.1)).then_some(v)
+        })
+    };
+    assert_eq!(
+        value("importer_games_imported_total", ("platform", "lichess")),
+        Some(1200.0),
         "{metrics}"
     );
-    assert!(metrics.contains("process_resident_memory_bytes "), "{metrics}");
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "process_resident_memory_bytes"),
+        "{metrics}"
+    );
+    // Three POSTs answered 202 and one 200 (the same user again), each in the request histogram.
+    let posts = |status: &str| {
+        scrape.samples.iter().find_map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets)
+                if s.metric == "importer_http_request_duration_seconds"
+                    && s.labels.get("route") == Some("/api/v1/import-more-games")
+                    && s.labels.get("status") == Some(status) =>
+            {
+                buckets
+                    .iter()
+                    .map(|b| b.count)
+                    .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))))
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(posts("202"), Some(3.0), "{metrics}");
+    assert_eq!(posts("200"), Some(1.0), "{metrics}");
 }
 on_both_databases!(queueing, three_imports_with_two_slots);
 
