@@ -21,7 +21,7 @@ lichess=$(free_port) chesscom=$(free_port) api=$(free_port)
 pids+=($!)
 LICHESS_BASE_URL="http://127.0.0.1:$lichess" CHESSCOM_BASE_URL="http://127.0.0.1:$chesscom" \
     DATABASE_URL="sqlite://$work/contract.db" BIND_ADDR="127.0.0.1:$api" \
-    UPSTREAM_USER_AGENT="importer-contract-check (https://example.invalid/contract)" \
+    UPSTREAM_USER_AGENT="importer-contract-check (+http://127.0.0.1/; local mocks only)" \
     MAX_CONCURRENT_IMPORTS=2 IMPORT_QUEUE_CAPACITY=5 \
     "$importer" > "$work/importer.log" 2>&1 &
 pids+=($!)

@@ -176,6 +176,8 @@ impl Importer {
             .env("CHESSCOM_BASE_URL", mocks.chess_com_url())
             // Stable across restarts, so a restarted importer takes its own jobs back at once.
             .env("INSTANCE_ID", "it-main")
+            // The mocks, like the providers, refuse a client that names no contact; a test may set its own.
+            .env("UPSTREAM_USER_AGENT", harness::session::HARNESS_USER_AGENT)
             .envs(env.iter().copied())
             .stdout(Stdio::from(out.try_clone().expect("log")))
             .stderr(Stdio::from(out))
