@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness gate faults bench fuzz allocators run test fmt lint check-pg chromium release contract openapi
+.PHONY: harness gate gate-check faults bench fuzz allocators run test fmt lint check-pg chromium release contract openapi
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -11,9 +11,25 @@ SCENARIO ?= scenarios/railway-hobby.yaml
 harness: release
 	./target/release/harness run $(SCENARIO)
 
-## gate: the CI memory regression gate on scenarios/ci-gate.yaml against the committed baseline
+GATE_AGAINST ?= HEAD~1
+## gate: the CI memory regression gate on scenarios/ci-gate.yaml: this build against $(GATE_AGAINST)'s, built
+## here and measured in the same run (A/B); against the committed baseline where $(GATE_AGAINST) does not exist
 gate: release
-	./target/release/harness gate scenarios/ci-gate.yaml --baseline reports/baselines/ci-gate.json --no-progress
+	@if git rev-parse -q --verify "$(GATE_AGAINST)^{commit}" > /dev/null; then \
+	  ./target/release/harness gate scenarios/ci-gate.yaml --against-ref "$(GATE_AGAINST)" --no-progress; \
+	else \
+	  echo "gate: $(GATE_AGAINST) not in this clone; comparing with the committed baseline" >&2; \
+	  ./target/release/harness gate scenarios/ci-gate.yaml --baseline reports/baselines/ci-gate.json --no-progress; \
+	fi
+
+GATE_AA_RUNS ?= 10
+## gate-check: the gate's own proof (not in CI): it fails IMPORT_BATCH_SIZE=200 and =400 and a hungrier
+## build against this one, and passes $(GATE_AA_RUNS) A/A runs; prints the counts
+gate-check: release
+	$(CARGO) build --release -p importer --features hungry
+	cp target/release/importer target/release/importer-hungry
+	$(CARGO) build --release -p importer
+	harness/gate-check.sh ./target/release/harness ./target/release/importer ./target/release/importer-hungry $(GATE_AA_RUNS)
 
 ## faults: every upstream fault and a kill -9 mid-import (SQLite), then two importers on one PostgreSQL with one killed; exact delivery or exit 1
 faults: release check-pg

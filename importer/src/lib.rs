@@ -39,5 +39,25 @@ macro_rules! allocator_name {
 /// The memory allocator this binary was built with (`--features jemalloc|mimalloc`, else glibc's).
 pub const ALLOCATOR: &str = allocator_name!();
 
-/// `--version`: the crate version and the allocator, which the harness checks before measuring.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (allocator: ", allocator_name!(), ")");
+#[cfg(feature = "hungry")]
+macro_rules! build_note {
+    () => {
+        ", HUNGRY TEST BUILD: keeps every row of an import"
+    };
+}
+#[cfg(not(feature = "hungry"))]
+macro_rules! build_note {
+    () => {
+        ""
+    };
+}
+
+/// `--version`: the crate version and the allocator, which the harness checks before measuring,
+/// and a warning when this is the deliberately hungrier test build.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (allocator: ",
+    allocator_name!(),
+    ")",
+    build_note!()
+);

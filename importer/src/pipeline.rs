@@ -109,6 +109,10 @@ struct Batcher<'a> {
     rows: Vec<GameRow>,
     preloaded: Option<HashSet<String>>,
     counters: Counters,
+    /// The `hungry` test build keeps a copy of every row until the import ends: memory that grows
+    /// with a user's history, the regression the harness's gate must catch (`make gate-check`).
+    #[cfg(feature = "hungry")]
+    kept: Vec<GameRow>,
 }
 
 impl Batcher<'_> {
@@ -286,6 +290,8 @@ impl Batcher<'_> {
 
     /// Adds a row to the batch and writes the batch when it is full.
     async fn push(&mut self, row: GameRow) -> Result<(), StoreError> {
+        #[cfg(feature = "hungry")]
+        self.kept.push(row.clone());
         self.rows.push(row);
         if self.rows.len() >= self.ctx.config.import_batch_size {
             self.flush().await?;
@@ -325,6 +331,8 @@ pub async fn run_import(ctx: &ImportContext, job: &Job) -> Result<Counters, (Imp
         rows: Vec::with_capacity(ctx.config.import_batch_size.min(1024)),
         preloaded: None,
         counters: job.counters,
+        #[cfg(feature = "hungry")]
+        kept: Vec::new(),
     };
     match import_into(&mut batcher).await {
         Ok(()) => Ok(batcher.counters),

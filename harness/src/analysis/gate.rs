@@ -12,12 +12,98 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::stats::spread_pct;
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+use crate::analysis::stats::{mean_var, spread_pct, welch};
 use crate::scenario::Checked;
 use crate::session::results::{CellRun, Machine, RunResults, median, mib};
 
 /// Fewest repeats the gate takes a median over.
 pub const MIN_REPEATS: u32 = 3;
+/// Fewest repeats per side of an A/B gate: with 3 and 3, a 5 % spread hides changes under
+/// about 20 %; with 5 and 5, under about 10 %.
+pub const MIN_AB_REPEATS: u32 = 5;
+/// Significance level of the gate's tests.
+pub const ALPHA: f64 = 0.05;
+/// The power at which the gate states the smallest change it could have detected.
+pub const POWER: f64 = 0.8;
+
+/// (t_{1−α/2, df} + t_{power, df}): standard errors between no change and the smallest change
+/// a two-sided test at [`ALPHA`] detects with [`POWER`] (Cohen, *Statistical Power Analysis*, 1988).
+fn power_multiplier(df: f64) -> Option<f64> {
+    let t = StudentsT::new(0.0, 1.0, df).ok()?;
+    Some(t.inverse_cdf(1.0 - ALPHA / 2.0) + t.inverse_cdf(POWER))
+}
+
+/// The smallest change, percent of `reference`, that `values`' spread would let a one-sample
+/// test see (the baseline mode: the baseline is one number). None with fewer than 2 values.
+pub fn one_sample_detectable_pct(values: &[f64], reference: f64) -> Option<f64> {
+    if values.len() < 2 || reference <= 0.0 {
+        return None;
+    }
+    let (_, var) = mean_var(values);
+    let se = (var / values.len() as f64).sqrt();
+    Some(power_multiplier(values.len() as f64 - 1.0)? * se * 100.0 / reference)
+}
+
+/// The smallest change, percent of `a`'s mean, that Welch's test over these repeats would detect
+/// with [`POWER`] at [`ALPHA`]. None with fewer than 2 repeats on a side.
+pub fn detectable_pct(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() < 2 || b.len() < 2 {
+        return None;
+    }
+    let ((ma, va), (_, vb)) = (mean_var(a), mean_var(b));
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let se2 = va / na + vb / nb;
+    if se2 <= 0.0 || ma <= 0.0 {
+        return Some(0.0);
+    }
+    let df = se2 * se2 / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
+    Some(power_multiplier(df)? * se2.sqrt() * 100.0 / ma)
+}
+
+/// One metric of one cell, the candidate build's repeats `b` against the baseline build's `a`
+/// measured in the same run: a regression is a growth of the mean above `tol_pct` that Welch's
+/// test also finds significant (p < [`ALPHA`]).
+pub fn ab_check(cell: &str, metric: &str, a: &[f64], b: &[f64], tol_pct: f64) -> Check {
+    let (ma, _) = mean_var(a);
+    let (mb, _) = mean_var(b);
+    let change = if ma > 0.0 { (mb - ma) * 100.0 / ma } else { 0.0 };
+    let p = welch(a, b).map(|(_, _, p)| p);
+    let detectable = detectable_pct(a, b).map(|d| d.max(tol_pct));
+    let significant = p.is_some_and(|p| p < ALPHA);
+    let verdict = match p {
+        None => Verdict::Failed,
+        Some(_) if significant && change > tol_pct => Verdict::Regression,
+        Some(_) if significant && change < -tol_pct => Verdict::Better,
+        Some(_) => Verdict::Pass,
+    };
+    let word = match verdict {
+        Verdict::Failed => "too few finished repeats on a side to judge".to_string(),
+        Verdict::Regression => "REGRESSION".into(),
+        Verdict::Better => "better".into(),
+        _ if change > tol_pct => "larger than the tolerance but not significant: no change called".into(),
+        _ => "within tolerance".into(),
+    };
+    Check {
+        cell: cell.to_string(),
+        metric: metric.to_string(),
+        baseline: Some(ma as u64),
+        measured: mb as u64,
+        change_pct: Some(change),
+        tolerance: (ma * tol_pct / 100.0) as u64,
+        p_value: p,
+        detectable_pct: detectable,
+        verdict,
+        message: format!(
+            "{cell} {metric}: against {:.2} MiB, this build {:.2} MiB ({change:+.1} %, p {}), tolerance {tol_pct:.0} %, detectable ≥ {}: {word}",
+            mib(ma as u64),
+            mib(mb as u64),
+            p.map_or("–".into(), |p| format!("{p:.3}")),
+            detectable.map_or("–".into(), |d| format!("{d:.0} %")),
+        ),
+    }
+}
 
 /// A baseline that cannot be read (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +226,13 @@ pub struct Check {
     pub verdict: Verdict,
     /// In words.
     pub message: String,
+    /// A/B: Welch's two-sided p-value of the difference between the two builds' repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// The smallest growth, percent, this run could have called a regression: the larger of the
+    /// tolerance and what the repeats' spread lets a test at [`ALPHA`] see with [`POWER`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detectable_pct: Option<f64>,
 }
 
 /// What the gate decided, as `decision.json` holds it.
@@ -178,6 +271,10 @@ pub struct Stats {
     pub erratic: bool,
     /// Why runs failed, deduplicated.
     pub problems: Vec<String>,
+    /// Peak of each run that finished, bytes.
+    pub peaks: Vec<f64>,
+    /// Memory per import of each run that finished, bytes.
+    pub per_imports: Vec<f64>,
 }
 
 /// The medians a cell is judged on; `erratic` when its repeats spread too much even after a rerun.
@@ -208,6 +305,8 @@ pub fn stats(runs: &[CellRun], erratic: bool) -> Stats {
         spread: spread_pct(&runs.iter().collect::<Vec<_>>()),
         erratic,
         problems,
+        peaks: ok.iter().map(|r| r.peak as f64).collect(),
+        per_imports: ok.iter().map(|r| r.per_import as f64).collect(),
     }
 }
 
@@ -218,13 +317,23 @@ pub fn tolerance(base: u64, pct: f64, floor_mib: f64) -> u64 {
     by_pct.max(floor) as u64
 }
 
-/// A measured median against its baseline with tolerance `tol`; erratic repeats never pass silently.
-pub fn relative(cell: &str, metric: &str, base: u64, measured: u64, tol: u64, erratic: bool) -> Check {
+/// A measured median against its baseline with tolerance `tol`; erratic repeats never pass
+/// silently. `noise_pct`: the change the repeats' own spread could hide (see [`one_sample_detectable_pct`]).
+pub fn relative(
+    cell: &str,
+    metric: &str,
+    (base, measured): (u64, u64),
+    tol: u64,
+    erratic: bool,
+    noise_pct: Option<f64>,
+) -> Check {
     let change = if base > 0 {
         (measured as f64 - base as f64) * 100.0 / base as f64
     } else {
         0.0
     };
+    let tol_pct = tol as f64 * 100.0 / base.max(1) as f64;
+    let detectable_pct = noise_pct.map_or(tol_pct, |n| n.max(tol_pct));
     let verdict = if measured > base + tol {
         Verdict::Regression
     } else if erratic {
@@ -248,9 +357,11 @@ pub fn relative(cell: &str, metric: &str, base: u64, measured: u64, tol: u64, er
         measured,
         change_pct: Some(change),
         tolerance: tol,
+        p_value: None,
+        detectable_pct: Some(detectable_pct),
         verdict,
         message: format!(
-            "{cell} {metric}: baseline {:.2} MiB, measured {:.2} MiB ({change:+.1} %), tolerance {:.2} MiB: {word}",
+            "{cell} {metric}: baseline {:.2} MiB, measured {:.2} MiB ({change:+.1} %), tolerance {:.2} MiB, detectable ≥ {detectable_pct:.0} %: {word}",
             mib(base),
             mib(measured),
             mib(tol)
@@ -295,11 +406,22 @@ fn machine_warnings(base: &Machine, now: &Machine) -> Vec<String> {
     w
 }
 
+/// What the candidate's memory is compared with.
+#[derive(Debug, Clone, Copy)]
+pub enum Against<'a> {
+    /// Only the budget and the latency limits (writing a baseline).
+    Nothing,
+    /// A committed baseline's medians.
+    Baseline(&'a Baseline),
+    /// Another build's repeats measured in the same run, per cell label (A/B).
+    Build(&'a [(String, Stats)]),
+}
+
 /// Judges each cell's stats against the budget, the scenario's latency limits and, when given,
-/// the baseline. `per_cell` is in the scenario's cell order; `reports` and `wall_secs` are recorded.
+/// what it is compared `against`. `per_cell` is in the scenario's cell order; `reports` and `wall_secs` are recorded.
 pub fn decide(
     s: &Checked,
-    baseline: Option<&Baseline>,
+    against: Against<'_>,
     per_cell: &[(String, Stats)],
     machine: &Machine,
     reports: String,
@@ -309,7 +431,7 @@ pub fn decide(
     let limit = (s.budget_bytes as f64 * (1.0 - s.headroom)) as u64;
     let mut checks = Vec::new();
     let mut warnings = Vec::new();
-    if let Some(b) = baseline {
+    if let Against::Baseline(b) = against {
         warnings.extend(machine_warnings(&b.machine, machine));
     }
     for (label, st) in per_cell {
@@ -321,6 +443,8 @@ pub fn decide(
                 measured: st.peak,
                 change_pct: None,
                 tolerance: 0,
+                p_value: None,
+                detectable_pct: None,
                 verdict: Verdict::Failed,
                 message: format!("{label}: {}", st.problems.join("; ")),
             });
@@ -333,6 +457,8 @@ pub fn decide(
             measured: st.peak,
             change_pct: None,
             tolerance: limit,
+            p_value: None,
+            detectable_pct: None,
             verdict: if over { Verdict::OverBudget } else { Verdict::Pass },
             message: format!(
                 "{label} peak_rss {:.1} MiB {} budget {:.0} MiB less {:.0} % headroom = {:.1} MiB",
@@ -357,6 +483,8 @@ pub fn decide(
                 measured: measured_us,
                 change_pct: None,
                 tolerance: limit_us,
+                p_value: None,
+                detectable_pct: None,
                 verdict: if slow { Verdict::TooSlow } else { Verdict::Pass },
                 message: format!(
                     "{label} {metric} {:.1} ms {} the scenario's limit {limit_ms:.1} ms",
@@ -371,7 +499,36 @@ pub fn decide(
                 st.spread
             ));
         }
-        let Some(b) = baseline else { continue };
+        let b = match against {
+            Against::Nothing => continue,
+            Against::Build(before) => {
+                let Some((_, a)) = before.iter().find(|(l, _)| l == label) else {
+                    continue;
+                };
+                if !a.problems.is_empty() {
+                    warnings.push(format!(
+                        "{label}: the build compared against failed some repeats: {}",
+                        a.problems.join("; ")
+                    ));
+                }
+                checks.push(ab_check(
+                    label,
+                    "peak_rss",
+                    &a.peaks,
+                    &st.peaks,
+                    g.peak_tolerance_pct,
+                ));
+                checks.push(ab_check(
+                    label,
+                    "memory_per_import",
+                    &a.per_imports,
+                    &st.per_imports,
+                    g.per_import_tolerance_pct,
+                ));
+                continue;
+            }
+            Against::Baseline(b) => b,
+        };
         match b.cells.get(label) {
             None => {
                 warnings.push(format!("{label}: not in the baseline, not compared"));
@@ -382,6 +539,8 @@ pub fn decide(
                     measured: st.peak,
                     change_pct: None,
                     tolerance: 0,
+                    p_value: None,
+                    detectable_pct: None,
                     verdict: Verdict::NoBaseline,
                     message: format!("{label}: no baseline"),
                 });
@@ -391,8 +550,15 @@ pub fn decide(
                     ("peak_rss", bc.peak, st.peak),
                     ("memory_per_import", bc.per_import, st.per_import),
                 ] {
-                    let tol = tolerance(base, g.tolerance_pct, g.tolerance_floor_mb);
-                    checks.push(relative(label, metric, base, measured, tol, st.erratic));
+                    // A floor larger than the quantity it guards could never fail: the memory
+                    // per import (about 1 MiB) gets its own percentage and no floor.
+                    let (tol, values) = if metric == "peak_rss" {
+                        (tolerance(base, g.tolerance_pct, g.tolerance_floor_mb), &st.peaks)
+                    } else {
+                        (tolerance(base, g.per_import_tolerance_pct, 0.0), &st.per_imports)
+                    };
+                    let noise = one_sample_detectable_pct(values, base as f64);
+                    checks.push(relative(label, metric, (base, measured), tol, st.erratic, noise));
                 }
             }
         }
@@ -445,25 +611,84 @@ mod tests {
 
     #[test]
     fn verdicts_name_metric_baseline_measured_and_tolerance() {
-        let c = relative("c3", "memory_per_import", 3 << 20, 9 << 20, 3 << 20, false);
+        let c = relative(
+            "c3",
+            "memory_per_import",
+            (3 << 20, 9 << 20),
+            3 << 20,
+            false,
+            None,
+        );
         assert_eq!(c.verdict, Verdict::Regression);
         assert!(c.message.contains("memory_per_import") && c.message.contains("baseline 3.00 MiB"));
         assert!(c.message.contains("measured 9.00 MiB") && c.message.contains("tolerance 3.00 MiB"));
         assert_eq!(
-            relative("c3", "peak_rss", 20 << 20, 22 << 20, 3 << 20, false).verdict,
+            relative("c3", "peak_rss", (20 << 20, 22 << 20), 3 << 20, false, None).verdict,
             Verdict::Pass
         );
         assert_eq!(
-            relative("c3", "peak_rss", 20 << 20, 10 << 20, 3 << 20, false).verdict,
+            relative("c3", "peak_rss", (20 << 20, 10 << 20), 3 << 20, false, None).verdict,
             Verdict::Better
         );
         assert_eq!(
-            relative("c3", "peak_rss", 20 << 20, 22 << 20, 3 << 20, true).verdict,
+            relative("c3", "peak_rss", (20 << 20, 22 << 20), 3 << 20, true, None).verdict,
             Verdict::Erratic
         );
         assert_eq!(
-            relative("c3", "peak_rss", 20 << 20, 40 << 20, 3 << 20, true).verdict,
+            relative("c3", "peak_rss", (20 << 20, 40 << 20), 3 << 20, true, None).verdict,
             Verdict::Regression
         );
+    }
+
+    #[test]
+    fn an_ab_regression_must_be_both_large_and_significant() {
+        let a = [100.0, 102.0, 98.0, 101.0, 99.0];
+        let grown = [130.0, 132.0, 128.0, 131.0, 129.0];
+        let c = ab_check("c3", "memory_per_import", &a, &grown, 15.0);
+        assert_eq!(c.verdict, Verdict::Regression, "{}", c.message);
+        assert!(
+            c.p_value.is_some_and(|p| p < 0.001) && c.message.contains("+30.0 %"),
+            "{}",
+            c.message
+        );
+        // Large but within the spread: not significant, so not called.
+        let noisy = [100.0, 160.0, 90.0, 150.0, 95.0];
+        let c = ab_check("c3", "memory_per_import", &a, &noisy, 15.0);
+        assert_eq!(c.verdict, Verdict::Pass, "{}", c.message);
+        assert!(
+            c.detectable_pct.is_some_and(|d| d > 30.0),
+            "{:?}",
+            c.detectable_pct
+        );
+        // Significant but smaller than the tolerance: not called either.
+        let slightly = [106.0, 108.0, 104.0, 107.0, 105.0];
+        assert_eq!(
+            ab_check("c3", "peak_rss", &a, &slightly, 15.0).verdict,
+            Verdict::Pass
+        );
+        assert_eq!(
+            ab_check("c3", "peak_rss", &a, &slightly, 5.0).verdict,
+            Verdict::Regression
+        );
+        assert_eq!(
+            ab_check("c3", "peak_rss", &a[..1], &slightly, 5.0).verdict,
+            Verdict::Failed
+        );
+    }
+
+    #[test]
+    fn the_detectable_change_shrinks_with_repeats_and_grows_with_spread() {
+        // Two sides of sd 2 around 100: (t_0.975 + t_0.8) × SE, SE = 2·√(2/n).
+        let five = detectable_pct(
+            &[98.0, 100.0, 102.0, 99.0, 101.0],
+            &[98.0, 100.0, 102.0, 99.0, 101.0],
+        );
+        let d5 = five.unwrap_or_default();
+        assert!((3.0..4.5).contains(&d5), "{d5}");
+        let three = detectable_pct(&[98.0, 100.0, 102.0], &[98.0, 100.0, 102.0]).unwrap_or_default();
+        assert!(three > d5 * 1.3, "{three} vs {d5}");
+        assert_eq!(detectable_pct(&[100.0], &[100.0, 101.0]), None);
+        let one = one_sample_detectable_pct(&[98.0, 100.0, 102.0], 100.0).unwrap_or_default();
+        assert!((5.0..12.0).contains(&one), "{one}");
     }
 }

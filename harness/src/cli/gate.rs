@@ -1,16 +1,23 @@
-//! `harness gate`: the memory regression gate CI runs. Each cell at least
-//! [`judge::MIN_REPEATS`] times, a noisy cell once more; `analysis::gate` decides.
+//! `harness gate`: the memory regression gate CI runs.
+//!
+//! With `--against OLD` (or `--against-ref REV`, built here), the old and the new importer are
+//! measured in the same run, interleaved (A B, B A, A B …: each repeat on a fresh database, the
+//! same mocks and seed), at least [`judge::MIN_AB_REPEATS`] times each, and the difference is judged.
+//! Without, each cell runs at least [`judge::MIN_REPEATS`] times (a noisy cell once more) and its
+//! medians are compared with a committed baseline. `analysis::gate` decides either way.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{RunArgs, USAGE, load_scenario};
-use crate::analysis::gate::{self as judge, Baseline, Decision};
+use crate::analysis::gate::{self as judge, Against, Baseline, Decision};
 use crate::analysis::stats::spread_pct;
 use crate::report;
-use crate::scenario::Checked;
+use crate::scenario::{Cell, Checked};
 use crate::session::results::CellRun;
 use crate::session::{self, Options, Session};
+use crate::target;
 
 /// Why the gate could not decide (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -24,78 +31,177 @@ pub enum Error {
     /// An output could not be written.
     #[error(transparent)]
     Report(#[from] report::Error),
+    /// The other revision could not be built.
+    #[error(transparent)]
+    Build(#[from] target::build::Error),
+    /// The importer to compare against is missing.
+    #[error("--against {0}: no such file")]
+    NoAgainst(PathBuf),
 }
 
-/// Runs the gate; with `update`, writes the baseline from this run instead of comparing.
+/// What the gate compares the candidate with.
+pub enum Reference {
+    /// A committed baseline file (`--baseline`), or none when writing one.
+    Baseline(PathBuf),
+    /// Another importer binary measured in the same run (A/B), with environment for the
+    /// candidate side only (`--candidate-set`).
+    Build {
+        /// The other importer.
+        importer: PathBuf,
+        /// Set on the candidate only, on top of `--set`.
+        candidate_set: BTreeMap<String, String>,
+    },
+}
+
+/// The label of the other build's runs of `cell`, beside the candidate's.
+fn against_cell(cell: &Cell) -> Cell {
+    Cell {
+        label: format!("{}-against", cell.label),
+        ..cell.clone()
+    }
+}
+
+/// Runs the gate. With `update`, also writes the candidate's medians to `baseline_out` when the
+/// gate passes.
 pub async fn gate(
     s: &Checked,
     opts: &Options,
-    baseline_path: &Path,
-    update: bool,
+    reference: &Reference,
+    update: Option<&Path>,
 ) -> Result<Decision, Error> {
-    let baseline = if update {
-        None
-    } else {
-        Some(Baseline::load(baseline_path)?)
+    let baseline = match reference {
+        Reference::Baseline(path) if update.is_none() => Some(Baseline::load(path)?),
+        _ => None,
     };
-    let repeats = session::repeats(s, opts).max(judge::MIN_REPEATS);
-    let max_spread = s.raw.gate.max_spread_pct;
     let wall = std::time::Instant::now();
-    let mut session = Session::start(s, opts, s.cells.len() as u64 * u64::from(repeats)).await?;
-    let mut all_runs = Vec::new();
     let mut per_cell = Vec::new();
-    for cell in &s.cells {
-        let mut measured = Vec::new();
-        for r in 0..repeats {
-            measured.push(session.measure(cell, r).await);
-        }
-        let spread = |runs: &[CellRun]| spread_pct(&runs.iter().collect::<Vec<_>>());
-        let (mut used_from, mut erratic) = (0, false);
-        let first_spread = spread(&measured);
-        if first_spread > max_spread {
-            session.say(format!(
-                "{}: peaks spread {first_spread:.1} % > {max_spread:.1} %, running it again",
-                cell.label
-            ));
-            session.add_to_total(u64::from(repeats));
-            for r in repeats..2 * repeats {
-                measured.push(session.measure(cell, r).await);
+    let mut against_cells = Vec::new();
+    let mut all_runs = Vec::new();
+    let candidate_opts;
+    let outcome = match reference {
+        Reference::Build {
+            importer,
+            candidate_set,
+        } => {
+            if !importer.is_file() {
+                return Err(Error::NoAgainst(importer.clone()));
             }
-            if spread(&measured[repeats as usize..]) <= max_spread {
-                used_from = repeats as usize;
-            } else {
-                // Still noisy: judge on every run, and say so.
-                erratic = true;
+            let repeats = session::repeats(s, opts).max(judge::MIN_AB_REPEATS);
+            let mut set = opts.set.clone();
+            set.extend(candidate_set.clone());
+            candidate_opts = Options { set, ..opts.clone() };
+            let runs = s.cells.len() as u64 * u64::from(repeats) * 2;
+            let mut session = Session::start(s, &candidate_opts, runs).await?;
+            for cell in &s.cells {
+                let other = against_cell(cell);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                // A B, then B A: whichever side goes first in a pair (a warmer page cache, a
+                // drifting machine) is first equally often.
+                for r in 0..repeats {
+                    if r % 2 == 0 {
+                        a.push(session.measure_with(&other, r, importer, opts).await);
+                        b.push(session.measure(cell, r).await);
+                    } else {
+                        b.push(session.measure(cell, r).await);
+                        a.push(session.measure_with(&other, r, importer, opts).await);
+                    }
+                }
+                per_cell.push((cell.label.clone(), judge::stats(&b, false)));
+                against_cells.push((cell.label.clone(), judge::stats(&a, false)));
+                all_runs.extend(a);
+                all_runs.extend(b);
             }
+            session.finish(all_runs)
         }
-        per_cell.push((cell.label.clone(), judge::stats(&measured[used_from..], erratic)));
-        all_runs.extend(measured);
-    }
-    let outcome = session.finish(all_runs);
+        Reference::Baseline(_) => {
+            let repeats = session::repeats(s, opts).max(judge::MIN_REPEATS);
+            let max_spread = s.raw.gate.max_spread_pct;
+            let mut session = Session::start(s, opts, s.cells.len() as u64 * u64::from(repeats)).await?;
+            for cell in &s.cells {
+                let mut measured = Vec::new();
+                for r in 0..repeats {
+                    measured.push(session.measure(cell, r).await);
+                }
+                let spread = |runs: &[CellRun]| spread_pct(&runs.iter().collect::<Vec<_>>());
+                let (mut used_from, mut erratic) = (0, false);
+                let first_spread = spread(&measured);
+                if first_spread > max_spread {
+                    session.say(format!(
+                        "{}: peaks spread {first_spread:.1} % > {max_spread:.1} %, running it again",
+                        cell.label
+                    ));
+                    session.add_to_total(u64::from(repeats));
+                    for r in repeats..2 * repeats {
+                        measured.push(session.measure(cell, r).await);
+                    }
+                    if spread(&measured[repeats as usize..]) <= max_spread {
+                        used_from = repeats as usize;
+                    } else {
+                        // Still noisy: judge on every run, and say so.
+                        erratic = true;
+                    }
+                }
+                per_cell.push((cell.label.clone(), judge::stats(&measured[used_from..], erratic)));
+                all_runs.extend(measured);
+            }
+            session.finish(all_runs)
+        }
+    };
     report::write_run(&outcome)?;
+    let against = match (reference, &baseline) {
+        (Reference::Build { .. }, _) => Against::Build(&against_cells),
+        (Reference::Baseline(_), Some(b)) => Against::Baseline(b),
+        (Reference::Baseline(_), None) => Against::Nothing,
+    };
     let mut decision = judge::decide(
         s,
-        baseline.as_ref(),
+        against,
         &per_cell,
         &outcome.results.machine,
         outcome.dir.display().to_string(),
         wall.elapsed().as_secs_f64(),
     );
-    if update {
+    if let Some(path) = update {
         if decision.exit_code != 0 {
             decision
                 .warnings
                 .push("baseline NOT written: the run itself failed".into());
         } else {
-            report::gate::write_baseline(baseline_path, &judge::baseline_of(s, &per_cell, &outcome.results))?;
+            report::gate::write_baseline(path, &judge::baseline_of(s, &per_cell, &outcome.results))?;
         }
     }
     report::gate::write(&outcome.dir, &decision, &outcome.results)?;
     Ok(decision)
 }
 
+/// What `harness gate` was asked beyond the run's arguments.
+pub struct GateArgs {
+    /// `--baseline`.
+    pub baseline: Option<PathBuf>,
+    /// `--update-baseline`.
+    pub update_baseline: bool,
+    /// `--against`.
+    pub against: Option<PathBuf>,
+    /// `--against-ref`.
+    pub against_ref: Option<String>,
+    /// `--candidate-set`.
+    pub candidate_set: Vec<(String, String)>,
+}
+
 /// `harness gate`: exit 0 pass, 1 a check failed, 2 the gate could not decide.
-pub async fn command(args: &RunArgs, baseline: &Path, update: bool) -> ExitCode {
+pub async fn command(args: &RunArgs, g: GateArgs) -> ExitCode {
+    let usage = |m: &str| {
+        eprintln!("error: {m}");
+        ExitCode::from(USAGE)
+    };
+    if !g.candidate_set.is_empty() && g.against.is_none() && g.against_ref.is_none() {
+        return usage(
+            "--candidate-set needs --against or --against-ref: it sets the candidate side of an A/B gate",
+        );
+    }
+    if g.update_baseline && g.baseline.is_none() {
+        return usage("--update-baseline needs --baseline FILE to write");
+    }
     let scenario = match load_scenario(&args.scenario) {
         Ok(s) => s,
         Err(code) => return code,
@@ -104,11 +210,40 @@ pub async fn command(args: &RunArgs, baseline: &Path, update: bool) -> ExitCode 
     if !opts.set.is_empty() {
         eprintln!("overrides on every cell: {:?}", opts.set);
     }
-    match gate(&scenario, &opts, baseline, update).await {
+    let against = match (&g.against, &g.against_ref) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(rev)) => match target::build::importer_at(rev, |l| eprintln!("{l}")) {
+            Ok(bin) => Some(bin),
+            Err(e) => return usage(&e.to_string()),
+        },
+        (None, None) => None,
+    };
+    let reference = match (against, &g.baseline) {
+        (Some(importer), _) => {
+            eprintln!(
+                "A/B: {} against {}{}",
+                session::importer_path(&scenario, &opts).display(),
+                importer.display(),
+                if g.candidate_set.is_empty() {
+                    String::new()
+                } else {
+                    format!(", candidate only: {:?}", g.candidate_set)
+                }
+            );
+            Reference::Build {
+                importer,
+                candidate_set: g.candidate_set.iter().cloned().collect(),
+            }
+        }
+        (None, Some(path)) => Reference::Baseline(path.clone()),
+        (None, None) => return usage("give --against, --against-ref or --baseline"),
+    };
+    let update = g.update_baseline.then_some(g.baseline.as_deref()).flatten();
+    match gate(&scenario, &opts, &reference, update).await {
         Ok(decision) => {
             print!("{}", report::gate::table(&decision));
-            if update && decision.exit_code == 0 {
-                println!("baseline written: {}", baseline.display());
+            if let (Some(path), 0) = (update, decision.exit_code) {
+                println!("baseline written: {}", path.display());
             }
             ExitCode::from(decision.exit_code)
         }

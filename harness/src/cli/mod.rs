@@ -40,16 +40,28 @@ struct Cli {
 enum Command {
     /// Run a scenario: every cell of its matrix, each repeat; write reports.
     Run(RunArgs),
-    /// The CI memory regression gate: run with at least 3 repeats, compare medians with the budget and a baseline.
+    /// The CI memory regression gate: the candidate importer against an older build measured in
+    /// the same run (A/B, --against or --against-ref), or against a committed baseline.
     Gate {
         #[command(flatten)]
         run: RunArgs,
-        /// The baseline to compare with (e.g. reports/baselines/ci-gate.json).
+        /// The committed baseline to compare with when no --against is given
+        /// (e.g. reports/baselines/ci-gate.json); also the file --update-baseline writes.
         #[arg(long)]
-        baseline: PathBuf,
-        /// Write the baseline from this run instead of comparing.
+        baseline: Option<PathBuf>,
+        /// Write the candidate's medians to --baseline when the gate passes.
         #[arg(long)]
         update_baseline: bool,
+        /// An older importer binary to measure in the same run, interleaved with the candidate
+        /// (A B A B …, each on a fresh database); the difference is judged.
+        #[arg(long, conflicts_with = "against_ref")]
+        against: Option<PathBuf>,
+        /// A git revision (e.g. HEAD~1) whose importer is built (target/gate-against/) and used as --against.
+        #[arg(long, value_name = "GIT_REF")]
+        against_ref: Option<String>,
+        /// Importer environment for the candidate side only, e.g. IMPORT_BATCH_SIZE=200. Repeatable.
+        #[arg(long = "candidate-set", value_name = "VAR=VALUE", value_parser = parse_set)]
+        candidate_set: Vec<(String, String)>,
     },
     /// Which MAX_CONCURRENT_IMPORTS is safe in a budget: measure levels, fit, recommend, validate under a hard limit.
     Recommend {
@@ -221,7 +233,19 @@ pub fn main() -> ExitCode {
                 run,
                 baseline,
                 update_baseline,
-            } => gate::command(&run, &baseline, update_baseline).await,
+                against,
+                against_ref,
+                candidate_set,
+            } => {
+                let g = gate::GateArgs {
+                    baseline,
+                    update_baseline,
+                    against,
+                    against_ref,
+                    candidate_set,
+                };
+                gate::command(&run, g).await
+            }
             Command::Recommend {
                 run,
                 budget,

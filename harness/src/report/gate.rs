@@ -42,7 +42,7 @@ fn fmt_value(metric: &str, v: Option<u64>) -> String {
 }
 
 /// The columns of the ✓/✗ table, one row per check, for either rendering.
-fn rows(d: &Decision) -> Vec<[String; 8]> {
+fn rows(d: &Decision) -> Vec<[String; 10]> {
     d.checks
         .iter()
         .map(|c| {
@@ -54,13 +54,15 @@ fn rows(d: &Decision) -> Vec<[String; 8]> {
                 fmt_value(&c.metric, Some(c.measured)),
                 c.change_pct.map_or("–".into(), |p| format!("{p:+.1} %")),
                 fmt_value(&c.metric, Some(c.tolerance)),
+                c.p_value.map_or("–".into(), |p| format!("{p:.3}")),
+                c.detectable_pct.map_or("–".into(), |p| format!("≥ {p:.0} %")),
                 format!("{:?}", c.verdict),
             ]
         })
         .collect()
 }
 
-const HEADER: [&str; 8] = [
+const HEADER: [&str; 10] = [
     "",
     "cell",
     "metric",
@@ -68,8 +70,24 @@ const HEADER: [&str; 8] = [
     "measured",
     "change",
     "tolerance",
+    "p",
+    "detectable",
     "verdict",
 ];
+
+/// The power statement: a pass is only as good as the smallest change the run could have seen.
+fn power(d: &Decision) -> Vec<String> {
+    d.checks
+        .iter()
+        .filter_map(|c| {
+            let p = c.detectable_pct?;
+            Some(format!(
+                "{} {}: this run could detect a growth of {p:.0} % or more (tolerance, or the repeats' spread at α 0.05 and power 0.8, whichever is larger)",
+                c.cell, c.metric
+            ))
+        })
+        .collect()
+}
 
 /// The ✓/✗ table, as plain text for a terminal.
 pub fn table(d: &Decision) -> String {
@@ -78,12 +96,15 @@ pub fn table(d: &Decision) -> String {
     for r in std::iter::once(&header).chain(&rows(d)) {
         let _ = writeln!(
             out,
-            "{:<2} {:<22} {:<18} {:>12} {:>12} {:>9} {:>12}  {}",
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+            "{:<2} {:<22} {:<18} {:>12} {:>12} {:>9} {:>12} {:>6} {:>10}  {}",
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]
         );
     }
     for c in d.checks.iter().filter(|c| c.verdict.fails()) {
         let _ = writeln!(out, "✗ {}", c.message);
+    }
+    for p in power(d) {
+        let _ = writeln!(out, "· {p}");
     }
     for w in &d.warnings {
         let _ = writeln!(out, "⚠ {w}");
@@ -116,6 +137,9 @@ pub fn markdown(d: &Decision) -> String {
     }
     for w in &d.warnings {
         let _ = writeln!(out, "- ⚠ {w}");
+    }
+    for p in power(d) {
+        let _ = writeln!(out, "- {p}");
     }
     out
 }
@@ -175,7 +199,14 @@ mod tests {
         let d = Decision {
             scenario: "s".into(),
             exit_code: 1,
-            checks: vec![relative("c3", "peak_rss", 20 << 20, 40 << 20, 3 << 20, false)],
+            checks: vec![relative(
+                "c3",
+                "peak_rss",
+                (20 << 20, 40 << 20),
+                3 << 20,
+                false,
+                None,
+            )],
             warnings: vec!["w".into()],
             reports: "r".into(),
             wall_secs: 1.0,
@@ -201,7 +232,14 @@ mod tests {
         let d = Decision {
             scenario: "s".into(),
             exit_code: 1,
-            checks: vec![relative("c<1>", "peak_rss", 1 << 20, 90 << 20, 3 << 20, false)],
+            checks: vec![relative(
+                "c<1>",
+                "peak_rss",
+                (1 << 20, 90 << 20),
+                3 << 20,
+                false,
+                None,
+            )],
             warnings: vec![],
             reports: "r".into(),
             wall_secs: 1.0,

@@ -175,6 +175,14 @@ impl Checked {
             return Err(invalid("imports", "0 imports measure nothing".into()));
         }
         let g = &raw.gate;
+        for (key, v) in [
+            ("peak_tolerance_pct", g.peak_tolerance_pct),
+            ("per_import_tolerance_pct", g.per_import_tolerance_pct),
+        ] {
+            if !(0.0..=1000.0).contains(&v) {
+                return Err(invalid(key, format!("{v} is not in 0..=1000")));
+            }
+        }
         if !(0.0..=1000.0).contains(&g.tolerance_pct) {
             return Err(invalid(
                 "tolerance_pct",

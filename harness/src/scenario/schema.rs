@@ -181,14 +181,23 @@ pub struct Crash {
     pub restart: bool,
 }
 
-/// How the gate judges a scenario's cells against the baseline.
+/// How the gate judges a scenario's cells: against another build measured in the same run
+/// (A/B, `--against`), or against a committed baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gate {
-    /// Allowed growth over the baseline, percent.
+    /// A/B: growth of the peak that matters, percent of the baseline side's mean; a regression
+    /// is a growth above it that is also significant over the repeats (Welch's t-test, p < 0.05).
+    #[serde(default = "default_peak_tolerance_pct")]
+    pub peak_tolerance_pct: f64,
+    /// A/B: growth of the memory per import that matters, percent (as `peak_tolerance_pct`).
+    #[serde(default = "default_per_import_tolerance_pct")]
+    pub per_import_tolerance_pct: f64,
+    /// Against a committed baseline: allowed growth, percent.
     #[serde(default = "default_tolerance_pct")]
     pub tolerance_pct: f64,
-    /// Allowed growth in MiB, whatever the percentage says (the larger of the two wins).
+    /// Against a committed baseline: allowed growth of the peak in MiB, whatever the percentage
+    /// says (the larger wins). The memory per import gets no floor: it is smaller than any floor.
     #[serde(default = "default_tolerance_floor_mb")]
     pub tolerance_floor_mb: f64,
     /// Repeats of a cell whose peaks spread more than this (percent of the median) are rerun once, then `erratic`.
@@ -202,6 +211,12 @@ pub struct Gate {
     pub max_get_p99_ms: Option<f64>,
 }
 
+fn default_peak_tolerance_pct() -> f64 {
+    5.0
+}
+fn default_per_import_tolerance_pct() -> f64 {
+    15.0
+}
 fn default_tolerance_pct() -> f64 {
     10.0
 }
@@ -215,6 +230,8 @@ fn default_max_spread_pct() -> f64 {
 impl Default for Gate {
     fn default() -> Gate {
         Gate {
+            peak_tolerance_pct: default_peak_tolerance_pct(),
+            per_import_tolerance_pct: default_per_import_tolerance_pct(),
             tolerance_pct: default_tolerance_pct(),
             tolerance_floor_mb: default_tolerance_floor_mb(),
             max_spread_pct: default_max_spread_pct(),

@@ -14,7 +14,7 @@ pub mod results;
 pub use cell::{HARNESS_USER_AGENT, cell_users, importer_for};
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -190,6 +190,19 @@ impl<'a> Session<'a> {
 
     /// Measures one run of one cell (a failure is recorded in the result, never lost).
     pub async fn measure(&mut self, cell: &Cell, repeat: u32) -> CellRun {
+        let (importer, opts) = (self.importer.clone(), self.opts);
+        self.measure_with(cell, repeat, &importer, opts).await
+    }
+
+    /// Measures one run of one cell with another importer binary and options than the session's
+    /// (the baseline side of an A/B gate); the cell's label names its run folder.
+    pub async fn measure_with(
+        &mut self,
+        cell: &Cell,
+        repeat: u32,
+        importer: &Path,
+        opts: &Options,
+    ) -> CellRun {
         self.bar
             .set_message(format!("{} (repeat {})", cell.label, repeat + 1));
         let cell_dir = self
@@ -203,11 +216,11 @@ impl<'a> Session<'a> {
             ),
             Ok(()) => match cell::measure(
                 self.s,
-                self.opts,
+                opts,
                 cell,
                 repeat,
                 &cell_dir,
-                &self.importer,
+                importer,
                 self.limit_available,
             )
             .await

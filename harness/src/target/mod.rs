@@ -3,8 +3,10 @@
 //! It starts with a clean environment (only what the cell sets), so nothing
 //! from the harness's own shell changes what is measured; it is stopped with
 //! SIGTERM then waited for, and killed if it does not stop. `cgroup` puts it
-//! under a hard memory limit; `db` is the fresh database each cell gives it.
+//! under a hard memory limit; `db` is the fresh database each cell gives it;
+//! `build` makes another revision's binary for an A/B gate.
 
+pub mod build;
 pub mod cgroup;
 pub mod db;
 

@@ -334,7 +334,7 @@ fn harness_cmd(args: &[&str]) -> (Option<i32>, String) {
 }
 
 #[test]
-fn the_gate_fails_a_hungrier_configuration_and_passes_the_same_one() {
+fn the_gate_fails_a_hungrier_configuration_against_the_same_build_and_passes_it_against_itself() {
     let dir = temp_dir("gate");
     let scenario = dir.join("gate.yaml");
     std::fs::write(
@@ -350,15 +350,7 @@ fn the_gate_fails_a_hungrier_configuration_and_passes_the_same_one() {
         dir.join("reports").to_string_lossy().into_owned(),
     );
     let baseline = dir.join("baseline.json").to_string_lossy().into_owned();
-    let common = [
-        "--importer",
-        &importer,
-        "--out",
-        &out,
-        "--no-progress",
-        "--baseline",
-        &baseline,
-    ];
+    let common = ["--importer", &importer, "--out", &out, "--no-progress"];
     let gate = |extra: &[&str]| {
         let mut args = vec!["gate", scenario.as_str()];
         args.extend_from_slice(&common);
@@ -366,30 +358,38 @@ fn the_gate_fails_a_hungrier_configuration_and_passes_the_same_one() {
         harness_cmd(&args)
     };
 
-    let (code, text) = gate(&[]);
+    let (code, text) = gate(&["--baseline", &baseline]);
     assert_eq!(code, Some(2), "no baseline yet is a set-up error: {text}");
     assert!(text.contains("--update-baseline"), "{text}");
+    let (code, text) = gate(&["--candidate-set", "IMPORT_BATCH_SIZE=200"]);
+    assert_eq!(code, Some(2), "a candidate-only setting needs an A/B gate: {text}");
+    assert!(text.contains("--against"), "{text}");
 
-    let (code, text) = gate(&["--update-baseline"]);
+    let (code, text) = gate(&["--baseline", &baseline, "--update-baseline"]);
     assert_eq!(code, Some(0), "{text}");
     let b: harness::analysis::gate::Baseline =
         serde_json::from_slice(&std::fs::read(&baseline).expect("baseline")).expect("json");
     assert!(b.machine.cores >= 1 && b.cells.contains_key("c3-b50-p2000"));
 
-    // A batch of 10,000 holds every game of an import at once (2,000 games, about 6 MiB): it really
-    // costs more than the gate's 3 MiB floor, even if the three imports barely overlap.
-    let (code, text) = gate(&["--set", "IMPORT_BATCH_SIZE=10000"]);
+    // A/B in one run: a batch of 10,000 holds every game of an import at once (2,000 games,
+    // about 6 MiB) on the candidate side only.
+    let (code, text) = gate(&["--against", &importer, "--candidate-set", "IMPORT_BATCH_SIZE=10000"]);
     assert_eq!(code, Some(1), "{text}");
     let line = text
         .lines()
         .find(|l| l.starts_with("✗ c3-b50-p2000 peak_rss:"))
         .unwrap_or_default();
     assert!(
-        line.contains("baseline ")
-            && line.contains("measured ")
+        line.contains("against ")
+            && line.contains("this build ")
+            && line.contains(", p ")
             && line.contains("tolerance ")
             && line.contains("REGRESSION"),
-        "the failure names metric, baseline, measured value and tolerance:\n{text}"
+        "the failure names metric, both builds, p-value and tolerance:\n{text}"
+    );
+    assert!(
+        text.contains("could detect a growth of"),
+        "the gate states its power:\n{text}"
     );
     let decision = std::fs::read_dir(dir.join("reports/gate"))
         .expect("reports")
@@ -399,8 +399,8 @@ fn the_gate_fails_a_hungrier_configuration_and_passes_the_same_one() {
         .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"regression\"")));
     assert!(decision, "decision.json records the regression");
 
-    let (code, text) = gate(&[]);
-    assert_eq!(code, Some(0), "the unchanged configuration passes again:\n{text}");
+    let (code, text) = gate(&["--against", &importer]);
+    assert_eq!(code, Some(0), "the same build against itself passes:\n{text}");
 }
 
 /// Headless Chromium as the probe of this workplace starts it: no background networking at all.

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The memory gate's own proof (`make gate-check`): detection and false alarms, measured.
+# Usage: gate-check.sh HARNESS IMPORTER HUNGRY_IMPORTER AA_RUNS
+# Exit 1 when the gate misses a regression or raises a false alarm.
+set -uo pipefail
+harness=$1 importer=$2 hungry=$3 runs=$4
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+gate() { "$harness" gate scenarios/ci-gate.yaml --importer "$1" --against "$importer" --no-progress --out "$out" "${@:2}" > "$out/last.txt" 2>&1; }
+bad=0
+for case in "IMPORT_BATCH_SIZE=200" "IMPORT_BATCH_SIZE=400" "hungry build"; do
+    if [ "$case" = "hungry build" ]; then gate "$hungry"; else gate "$importer" --candidate-set "$case"; fi
+    code=$?
+    caught=$(grep -o '^✗ [^ ]* [a-z_]*' "$out/last.txt" | awk '{print $3}' | sort -u | paste -sd, -)
+    if [ "$code" = 1 ]; then echo "detected   $case: exit 1 ($caught)"; else echo "MISSED     $case: exit $code"; bad=1; fi
+    grep '^·' "$out/last.txt" | sed 's/^/           /'
+done
+alarms=0
+for i in $(seq 1 "$runs"); do
+    gate "$importer"
+    code=$?
+    if [ "$code" != 0 ]; then alarms=$((alarms + 1)); echo "FALSE ALARM A/A run $i: exit $code"; grep '^✗' "$out/last.txt"; fi
+done
+echo "A/A: $alarms false alarm(s) in $runs runs"
+[ "$alarms" = 0 ] || bad=1
+exit $bad
