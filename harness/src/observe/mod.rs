@@ -1,10 +1,12 @@
 //! What the harness observes of the importer while it works: its RSS over
 //! time and `VmHWM` (`sampler`), and, as a yardstick, how fast pgn-reader
-//! alone reads the same games (`parse_rate`). The cgroup's own peak is read
+//! alone reads the same games (`parse_rate`); the importer's own request
+//! timings from its `/metrics` (`server_latency`). The cgroup's own peak is read
 //! where the cgroup lives, in `target::cgroup`.
 
 pub mod parse_rate;
 pub mod sampler;
+pub mod server_latency;
 
 pub use sampler::{Sample, Sampler, median_rss, vm_hwm, vm_rss};
 

@@ -294,13 +294,40 @@ fn api_latency(results: &RunResults, out: &mut String) {
     if lines.is_empty() {
         return;
     }
+    let server: Vec<String> = by_cell(results)
+        .into_iter()
+        .flat_map(|(label, runs)| {
+            let mut worst: BTreeMap<String, (f64, f64, u64)> = BTreeMap::new();
+            for r in runs.iter().flat_map(|r| &r.server_latency) {
+                let e = worst.entry(r.name.clone()).or_insert((100.0, 0.0, 0));
+                *e = (
+                    e.0.min(r.within_100ms_pct),
+                    e.1.max(r.p99_at_most_ms),
+                    e.2.max(r.count),
+                );
+            }
+            worst.into_iter().map(move |(name, (within, p99, n))| {
+                format!("| {label} | {name} | {n} | {within:.1} | ≤ {p99:.0} |")
+            })
+        })
+        .collect();
+    let server = if server.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n\nThe importer's own timing (its `importer_http_request_duration_seconds`, arrival to \
+             response head; the worst repeat; p99 to the histogram's bucket):\n\n\
+             | cell | request | count | within 100 ms % | p99 ms |\n|---|---|---|---|---|\n{}",
+            server.join("\n")
+        )
+    };
     let _ = writeln!(
         out,
         "\n## API latency\n\n\
          Milliseconds, the worst repeat. Wait from POST: seconds from sending the POST until \
          the import started (the server's start time: the importer runs on the harness's machine, one clock), admission included.\n\n\
          | cell | POST p50 | POST p95 | POST p99 | POST max | GET p50 | GET p95 | GET p99 | GET max | wait from POST median s | wait from POST max s |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n{}",
+         |---|---|---|---|---|---|---|---|---|---|---|\n{}{server}",
         lines.join("\n")
     );
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::results::{CellRun, CrashRecord};
 use super::{IDLE_WINDOW, Options, SAMPLE_EVERY};
 use crate::load::{self, ImportSpec};
-use crate::observe::{self, Sample};
+use crate::observe::{self, Sample, server_latency};
 use crate::scenario::{Cell, Checked, Crash, Database};
 use crate::target;
 use crate::target::cgroup;
@@ -47,6 +47,7 @@ pub(super) fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
         reference_parse: None,
         max_running: 0,
         upstream: Default::default(),
+        server_latency: Vec::new(),
     }
 }
 
@@ -197,6 +198,16 @@ pub(super) async fn measure(
     };
     // A moment after the last import, to see what memory is given back.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server's side of the latency, while the first process still runs (it may have crashed).
+    let server_latency = match fleet.members.first() {
+        Some(m) => server_latency::scrape(&http, &m.server.base, env.get("API_TOKEN").map(String::as_str))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no server-side latency for this cell");
+                Vec::new()
+            }),
+        None => Vec::new(),
+    };
     let peak_hwm = fleet
         .members
         .iter()
@@ -334,6 +345,7 @@ pub(super) async fn measure(
         }),
         max_running,
         upstream,
+        server_latency,
     };
     Ok((run, samples))
 }

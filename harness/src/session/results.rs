@@ -92,6 +92,9 @@ pub struct CellRun {
     /// What each mock provider served: requests, 429s, most requests in flight at once.
     #[serde(default)]
     pub upstream: std::collections::BTreeMap<String, crate::upstream::Served>,
+    /// The first importer's own request timings per route, from its /metrics after the load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_latency: Vec<crate::observe::server_latency::RouteLatency>,
 }
 
 fn one_instance() -> u32 {

@@ -362,7 +362,11 @@ fn the_gate_fails_a_hungrier_configuration_against_the_same_build_and_passes_it_
     assert_eq!(code, Some(2), "no baseline yet is a set-up error: {text}");
     assert!(text.contains("--update-baseline"), "{text}");
     let (code, text) = gate(&["--candidate-set", "IMPORT_BATCH_SIZE=200"]);
-    assert_eq!(code, Some(2), "a candidate-only setting needs an A/B gate: {text}");
+    assert_eq!(
+        code,
+        Some(2),
+        "a candidate-only setting needs an A/B gate: {text}"
+    );
     assert!(text.contains("--against"), "{text}");
 
     let (code, text) = gate(&["--baseline", &baseline, "--update-baseline"]);
@@ -373,7 +377,12 @@ fn the_gate_fails_a_hungrier_configuration_against_the_same_build_and_passes_it_
 
     // A/B in one run: a batch of 10,000 holds every game of an import at once (2,000 games,
     // about 6 MiB) on the candidate side only.
-    let (code, text) = gate(&["--against", &importer, "--candidate-set", "IMPORT_BATCH_SIZE=10000"]);
+    let (code, text) = gate(&[
+        "--against",
+        &importer,
+        "--candidate-set",
+        "IMPORT_BATCH_SIZE=10000",
+    ]);
     assert_eq!(code, Some(1), "{text}");
     let line = text
         .lines()
