@@ -170,12 +170,15 @@ impl Metrics {
         self.failed_parse.inc();
     }
 
-    /// Records one request's duration, seconds, under its route template and status.
+    /// Records one request's duration, seconds, under its route template and status. A path
+    /// parameter is written `:name` (`/api/v1/imports/:import_id`), not axum's `{name}`: braces
+    /// inside a label value break common exposition parsers (prometheus-parse drops the line).
     pub fn request_served(&self, method: &str, route: &str, status: u16, secs: f64) {
+        let route = route.replace('{', ":").replace('}', "");
         self.requests
             .get_or_create(&RouteLabels {
                 method: method.to_string(),
-                route: route.to_string(),
+                route,
                 status,
             })
             .observe(secs);
@@ -216,6 +219,7 @@ mod tests {
         m.cooled_down(Platform::ChessCom, 1.5);
         m.game_failed_parse();
         m.request_served("POST", "/api/v1/import-more-games", 202, 0.004);
+        m.request_served("GET", "/api/v1/imports/{import_id}", 200, 0.002);
         let text = m.render(2, 7);
         for line in [
             "importer_imports_active 2",
@@ -229,6 +233,7 @@ mod tests {
             "# UNIT importer_http_request_duration_seconds seconds",
             "importer_http_request_duration_seconds_bucket{le=\"0.005\",method=\"POST\",route=\"/api/v1/import-more-games\",status=\"202\"} 1",
             "importer_http_request_duration_seconds_bucket{le=\"0.0025\",method=\"POST\",route=\"/api/v1/import-more-games\",status=\"202\"} 0",
+            "importer_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/imports/:import_id\",status=\"200\"} 1",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");

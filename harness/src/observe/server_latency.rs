@@ -12,7 +12,7 @@ const HISTOGRAM: &str = "importer_http_request_duration_seconds";
 /// One route's requests as the server timed them, every status together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteLatency {
-    /// `POST /api/v1/import-more-games`, as goose names requests.
+    /// Method and route template, e.g. `GET /api/v1/imports/:import_id`.
     pub name: String,
     /// Requests the server answered.
     pub count: u64,
