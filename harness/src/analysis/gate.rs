@@ -1,11 +1,17 @@
-//! The memory regression gate's decision.
+//! The memory regression gate's decision (`cli::gate` runs the repeats).
 //!
-//! Each cell runs at least three times (`cli::gate` runs them); the medians are checked against the
-//! budget (less the headroom) and against a committed baseline, with a
-//! tolerance that is the larger of a percentage and a floor in MiB. A cell
-//! whose repeats spread too much is rerun once; if it is still noisy it is
-//! reported `erratic`: a warning when its median is within tolerance, a
-//! failure when it is not, never a silent pass.
+//! Every cell is checked against the budget (less the headroom) and the
+//! scenario's latency limits, then against what it is compared with:
+//! - another build measured in the same run (A/B): a regression is a growth
+//!   of the mean above the tolerance that Welch's test finds significant;
+//! - a committed baseline: the medians of at least three repeats within a
+//!   tolerance (for the peak, the larger of a percentage and a floor in MiB).
+//!   A cell whose repeats spread too much is rerun once; if it is still noisy
+//!   it is reported `erratic`: a warning when within tolerance, a failure when
+//!   not, never a silent pass.
+//!
+//! Each memory check also states the smallest growth the run could have
+//! detected with [`POWER`], so a pass says what it could not have seen.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,35 +26,41 @@ use crate::session::results::{CellRun, Machine, RunResults, median, mib};
 
 /// Fewest repeats the gate takes a median over.
 pub const MIN_REPEATS: u32 = 3;
-/// Fewest repeats per side of an A/B gate: with 3 and 3, a 5 % spread hides changes under
-/// about 20 %; with 5 and 5, under about 10 %.
+/// Fewest repeats per side of an A/B gate: the standard error of the difference shrinks with
+/// √n and Welch's t quantiles with the degrees of freedom, so 5 + 5 sees about half of what
+/// 3 + 3 sees at the same spread.
 pub const MIN_AB_REPEATS: u32 = 5;
 /// Significance level of the gate's tests.
 pub const ALPHA: f64 = 0.05;
 /// The power at which the gate states the smallest change it could have detected.
 pub const POWER: f64 = 0.8;
 
-/// (t_{1−α/2, df} + t_{power, df}): standard errors between no change and the smallest change
-/// a two-sided test at [`ALPHA`] detects with [`POWER`] (Cohen, *Statistical Power Analysis*, 1988).
-fn power_multiplier(df: f64) -> Option<f64> {
+/// t_{1−α/2, df} and t_{power, df}: the observed change must clear the first (in standard errors)
+/// to be significant; a true change that far plus the second clears it with [`POWER`]
+/// (Cohen, *Statistical Power Analysis*, 1988).
+fn t_quantiles(df: f64) -> Option<(f64, f64)> {
     let t = StudentsT::new(0.0, 1.0, df).ok()?;
-    Some(t.inverse_cdf(1.0 - ALPHA / 2.0) + t.inverse_cdf(POWER))
+    Some((t.inverse_cdf(1.0 - ALPHA / 2.0), t.inverse_cdf(POWER)))
 }
 
-/// The smallest change, percent of `reference`, that `values`' spread would let a one-sample
-/// test see (the baseline mode: the baseline is one number). None with fewer than 2 values.
-pub fn one_sample_detectable_pct(values: &[f64], reference: f64) -> Option<f64> {
+/// Baseline mode: the smallest true growth, percent of `reference`, that would put the median of
+/// `values`' repeats above the tolerance `tol_pct` with [`POWER`]: tol + t_{power, n−1} × SE.
+/// None with fewer than 2 values.
+pub fn one_sample_detectable_pct(values: &[f64], reference: f64, tol_pct: f64) -> Option<f64> {
     if values.len() < 2 || reference <= 0.0 {
         return None;
     }
     let (_, var) = mean_var(values);
-    let se = (var / values.len() as f64).sqrt();
-    Some(power_multiplier(values.len() as f64 - 1.0)? * se * 100.0 / reference)
+    let se = (var / values.len() as f64).sqrt() * 100.0 / reference;
+    let (_, t_power) = t_quantiles(values.len() as f64 - 1.0)?;
+    Some(tol_pct + t_power * se)
 }
 
-/// The smallest change, percent of `a`'s mean, that Welch's test over these repeats would detect
-/// with [`POWER`] at [`ALPHA`]. None with fewer than 2 repeats on a side.
-pub fn detectable_pct(a: &[f64], b: &[f64]) -> Option<f64> {
+/// A/B: the smallest true growth, percent of `a`'s mean, that the gate calls a regression with
+/// [`POWER`]. It calls one when the observed growth clears both `tol_pct` and significance
+/// (t_{1−α/2} standard errors), so: max(tol, t_{1−α/2} × SE) + t_{power} × SE, with Welch's
+/// standard error and degrees of freedom. None with fewer than 2 repeats on a side.
+pub fn detectable_pct(a: &[f64], b: &[f64], tol_pct: f64) -> Option<f64> {
     if a.len() < 2 || b.len() < 2 {
         return None;
     }
@@ -56,10 +68,12 @@ pub fn detectable_pct(a: &[f64], b: &[f64]) -> Option<f64> {
     let (na, nb) = (a.len() as f64, b.len() as f64);
     let se2 = va / na + vb / nb;
     if se2 <= 0.0 || ma <= 0.0 {
-        return Some(0.0);
+        return Some(tol_pct);
     }
     let df = se2 * se2 / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
-    Some(power_multiplier(df)? * se2.sqrt() * 100.0 / ma)
+    let (t_crit, t_power) = t_quantiles(df)?;
+    let se = se2.sqrt() * 100.0 / ma;
+    Some(tol_pct.max(t_crit * se) + t_power * se)
 }
 
 /// One metric of one cell, the candidate build's repeats `b` against the baseline build's `a`
@@ -70,7 +84,7 @@ pub fn ab_check(cell: &str, metric: &str, a: &[f64], b: &[f64], tol_pct: f64) ->
     let (mb, _) = mean_var(b);
     let change = if ma > 0.0 { (mb - ma) * 100.0 / ma } else { 0.0 };
     let p = welch(a, b).map(|(_, _, p)| p);
-    let detectable = detectable_pct(a, b).map(|d| d.max(tol_pct));
+    let detectable = detectable_pct(a, b, tol_pct);
     let significant = p.is_some_and(|p| p < ALPHA);
     let verdict = match p {
         None => Verdict::Failed,
@@ -214,9 +228,9 @@ pub struct Check {
     pub cell: String,
     /// `peak_rss`, `memory_per_import`, `budget` or `delivery`.
     pub metric: String,
-    /// Baseline value, bytes (µs for a latency check).
+    /// Baseline value, bytes (µs for a latency check); A/B: the other build's mean.
     pub baseline: Option<u64>,
-    /// Measured median, bytes (a latency check: the worst repeat's p99, µs).
+    /// Measured median, bytes (a latency check: the worst repeat's p99, µs); A/B: this build's mean.
     pub measured: u64,
     /// Change against the baseline, percent.
     pub change_pct: Option<f64>,
@@ -240,7 +254,7 @@ pub struct Check {
 pub struct Decision {
     /// Scenario.
     pub scenario: String,
-    /// Exit code: 0 pass, 1 regression, over budget or failed.
+    /// Exit code: 0 pass, 1 regression, over budget, too slow or failed.
     pub exit_code: u8,
     /// Every check.
     pub checks: Vec<Check>,
@@ -318,7 +332,7 @@ pub fn tolerance(base: u64, pct: f64, floor_mib: f64) -> u64 {
 }
 
 /// A measured median against its baseline with tolerance `tol`; erratic repeats never pass
-/// silently. `noise_pct`: the change the repeats' own spread could hide (see [`one_sample_detectable_pct`]).
+/// silently. `noise_pct`: the growth the run could detect (see [`one_sample_detectable_pct`]).
 pub fn relative(
     cell: &str,
     metric: &str,
@@ -333,7 +347,7 @@ pub fn relative(
         0.0
     };
     let tol_pct = tol as f64 * 100.0 / base.max(1) as f64;
-    let detectable_pct = noise_pct.map_or(tol_pct, |n| n.max(tol_pct));
+    let detectable_pct = noise_pct.unwrap_or(tol_pct);
     let verdict = if measured > base + tol {
         Verdict::Regression
     } else if erratic {
@@ -557,7 +571,8 @@ pub fn decide(
                     } else {
                         (tolerance(base, g.per_import_tolerance_pct, 0.0), &st.per_imports)
                     };
-                    let noise = one_sample_detectable_pct(values, base as f64);
+                    let tol_pct = tol as f64 * 100.0 / base.max(1) as f64;
+                    let noise = one_sample_detectable_pct(values, base as f64, tol_pct);
                     checks.push(relative(label, metric, (base, measured), tol, st.erratic, noise));
                 }
             }
@@ -678,17 +693,19 @@ mod tests {
 
     #[test]
     fn the_detectable_change_shrinks_with_repeats_and_grows_with_spread() {
-        // Two sides of sd 2 around 100: (t_0.975 + t_0.8) × SE, SE = 2·√(2/n).
-        let five = detectable_pct(
-            &[98.0, 100.0, 102.0, 99.0, 101.0],
-            &[98.0, 100.0, 102.0, 99.0, 101.0],
-        );
-        let d5 = five.unwrap_or_default();
-        assert!((3.0..4.5).contains(&d5), "{d5}");
-        let three = detectable_pct(&[98.0, 100.0, 102.0], &[98.0, 100.0, 102.0]).unwrap_or_default();
-        assert!(three > d5 * 1.3, "{three} vs {d5}");
-        assert_eq!(detectable_pct(&[100.0], &[100.0, 101.0]), None);
-        let one = one_sample_detectable_pct(&[98.0, 100.0, 102.0], 100.0).unwrap_or_default();
-        assert!((5.0..12.0).contains(&one), "{one}");
+        // Two sides of variance 2.5 around 100, 5 each: SE 1 %, df 8, t_0.975 2.306, t_0.8 0.889.
+        let five = [98.0, 100.0, 102.0, 99.0, 101.0];
+        let d5 = detectable_pct(&five, &five, 0.0).unwrap_or_default();
+        assert!((d5 - 3.195).abs() < 0.01, "{d5}");
+        // A tolerance above the significance threshold is cleared by t_0.8 SE more.
+        let d5t = detectable_pct(&five, &five, 5.0).unwrap_or_default();
+        assert!((d5t - 5.889).abs() < 0.01, "{d5t}");
+        let three = [98.0, 100.0, 102.0];
+        let d3 = detectable_pct(&three, &three, 0.0).unwrap_or_default();
+        assert!(d3 > d5 * 1.3, "{d3} vs {d5}");
+        assert_eq!(detectable_pct(&[100.0], &[100.0, 101.0], 5.0), None);
+        // One side of variance 4, 3 repeats: SE 1.155 %, df 2, t_0.8 1.061.
+        let one = one_sample_detectable_pct(&three, 100.0, 10.0).unwrap_or_default();
+        assert!((one - 11.225).abs() < 0.01, "{one}");
     }
 }

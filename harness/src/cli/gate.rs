@@ -37,6 +37,20 @@ pub enum Error {
     /// The importer to compare against is missing.
     #[error("--against {0}: no such file")]
     NoAgainst(PathBuf),
+    /// The build compared against finished fewer than 2 repeats of a cell: nothing to judge by.
+    #[error(
+        "the build compared against finished {finished} repeat(s) of {cell}, too few to judge ({problems}); reports in {reports}"
+    )]
+    AgainstFailed {
+        /// The cell.
+        cell: String,
+        /// Its repeats that finished.
+        finished: usize,
+        /// Why the others did not.
+        problems: String,
+        /// The report folder.
+        reports: String,
+    },
 }
 
 /// What the gate compares the candidate with.
@@ -96,7 +110,7 @@ pub async fn gate(
                 let other = against_cell(cell);
                 let (mut a, mut b) = (Vec::new(), Vec::new());
                 // A B, then B A: whichever side goes first in a pair (a warmer page cache, a
-                // drifting machine) is first equally often.
+                // drifting machine) takes turns, so an order effect does not land on one side.
                 for r in 0..repeats {
                     if r % 2 == 0 {
                         a.push(session.measure_with(&other, r, importer, opts).await);
@@ -148,6 +162,14 @@ pub async fn gate(
         }
     };
     report::write_run(&outcome)?;
+    if let Some((cell, a)) = against_cells.iter().find(|(_, a)| a.peaks.len() < 2) {
+        return Err(Error::AgainstFailed {
+            cell: cell.clone(),
+            finished: a.peaks.len(),
+            problems: a.problems.join("; "),
+            reports: outcome.dir.display().to_string(),
+        });
+    }
     let against = match (reference, &baseline) {
         (Reference::Build { .. }, _) => Against::Build(&against_cells),
         (Reference::Baseline(_), Some(b)) => Against::Baseline(b),

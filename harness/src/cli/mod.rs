@@ -53,7 +53,7 @@ enum Command {
         #[arg(long)]
         update_baseline: bool,
         /// An older importer binary to measure in the same run, interleaved with the candidate
-        /// (A B A B …, each on a fresh database); the difference is judged.
+        /// (A B, B A, …; each on a fresh database); the difference is judged.
         #[arg(long, conflicts_with = "against_ref")]
         against: Option<PathBuf>,
         /// A git revision (e.g. HEAD~1) whose importer is built (target/gate-against/) and used as --against.

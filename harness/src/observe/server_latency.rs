@@ -18,8 +18,9 @@ pub struct RouteLatency {
     pub count: u64,
     /// Of them, answered within 100 ms, percent.
     pub within_100ms_pct: f64,
-    /// The upper bound of the bucket holding the 99th percentile, ms (the histogram's resolution).
-    pub p99_at_most_ms: f64,
+    /// The upper bound of the bucket holding the 99th percentile, ms (the histogram's resolution);
+    /// `None` when it lies beyond the last finite bound.
+    pub p99_at_most_ms: Option<f64>,
 }
 
 /// Reads every route's latency from an OpenMetrics/Prometheus exposition.
@@ -63,12 +64,13 @@ pub fn parse(text: &str) -> Result<Vec<RouteLatency>, String> {
             let p99 = buckets
                 .iter()
                 .find(|(_, n)| *n >= total * 0.99)
-                .map_or(f64::INFINITY, |(le, _)| *le);
+                .map(|(le, _)| *le)
+                .filter(|le| le.is_finite());
             Some(RouteLatency {
                 name,
                 count: total as u64,
                 within_100ms_pct: within * 100.0 / total,
-                p99_at_most_ms: p99 * 1000.0,
+                p99_at_most_ms: p99.map(|s| s * 1000.0),
             })
         })
         .collect())
@@ -84,7 +86,11 @@ pub async fn scrape(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req.send().await.map_err(|e| format!("GET /metrics: {e}"))?;
+    let resp = req
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("GET /metrics: {e}"))?;
     if !resp.status().is_success() {
         return Err(format!("GET /metrics answered {}", resp.status()));
     }
@@ -114,6 +120,9 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].name.as_str(), r[0].count), ("POST /r", 100));
         assert!((r[0].within_100ms_pct - 99.0).abs() < 1e-9, "{r:?}");
-        assert!((r[0].p99_at_most_ms - 100.0).abs() < 1e-9, "{r:?}");
+        assert!(
+            r[0].p99_at_most_ms.is_some_and(|p| (p - 100.0).abs() < 1e-9),
+            "{r:?}"
+        );
     }
 }

@@ -297,17 +297,16 @@ fn api_latency(results: &RunResults, out: &mut String) {
     let server: Vec<String> = by_cell(results)
         .into_iter()
         .flat_map(|(label, runs)| {
-            let mut worst: BTreeMap<String, (f64, f64, u64)> = BTreeMap::new();
+            // p99 None: beyond the last finite bucket, the worst there is.
+            let mut worst: BTreeMap<String, (f64, Option<f64>, u64)> = BTreeMap::new();
             for r in runs.iter().flat_map(|r| &r.server_latency) {
-                let e = worst.entry(r.name.clone()).or_insert((100.0, 0.0, 0));
-                *e = (
-                    e.0.min(r.within_100ms_pct),
-                    e.1.max(r.p99_at_most_ms),
-                    e.2.max(r.count),
-                );
+                let e = worst.entry(r.name.clone()).or_insert((100.0, Some(0.0), 0));
+                let p99 = e.1.zip(r.p99_at_most_ms).map(|(a, b)| a.max(b));
+                *e = (e.0.min(r.within_100ms_pct), p99, e.2.max(r.count));
             }
             worst.into_iter().map(move |(name, (within, p99, n))| {
-                format!("| {label} | {name} | {n} | {within:.1} | ≤ {p99:.0} |")
+                let p99 = p99.map_or("> 120000".to_string(), |p| format!("≤ {p:.0}"));
+                format!("| {label} | {name} | {n} | {within:.1} | {p99} |")
             })
         })
         .collect();

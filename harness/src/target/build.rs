@@ -3,7 +3,10 @@
 //! The revision is checked out in a git worktree and built with cargo into this workspace's own
 //! target directory under a profile of its own (`gate-against`, inheriting `release`), so that
 //! its build never overwrites `target/release/importer` and its compiled dependencies stay for
-//! the next gate. The binary is kept as `target/gate-against/importer-<commit>`.
+//! the next gate. It is built as `make release` builds the candidate (the whole workspace): cargo
+//! unifies dependency features over what it builds, and a binary built with `-p importer` alone
+//! differs from the candidate even from the same source. The binary is kept as
+//! `target/gate-against/importer-<commit>`. One build at a time: a lock file serialises gates.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,7 +70,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// The importer binary of `git_ref` (a commit, branch, tag or `HEAD~1`) of the repository around
-/// the current directory, built on first use and reused after. `say` reports progress.
+/// the current directory, built on first use (minutes: a release build) and reused after; blocks
+/// while another gate builds. `say` reports progress.
 pub fn importer_at(git_ref: &str, say: impl Fn(String)) -> Result<PathBuf, Error> {
     let here = std::env::current_dir().map_err(io(Path::new(".")))?;
     let root = PathBuf::from(git(&here, &["rev-parse", "--show-toplevel"])?);
@@ -85,8 +89,11 @@ pub fn importer_at(git_ref: &str, say: impl Fn(String)) -> Result<PathBuf, Error
         message: "no such commit in this repository".into(),
     })?;
     let short = &commit[..12.min(commit.len())];
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    // Cargo resolves a relative CARGO_TARGET_DIR against the worktree: make it absolute here.
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| here.join(t));
     let dir = target.join(PROFILE);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let _lock = Lock::take(&dir.join(".lock"))?;
     let bin = dir.join(format!("importer-{short}"));
     if bin.is_file() {
         say(format!(
@@ -95,12 +102,11 @@ pub fn importer_at(git_ref: &str, say: impl Fn(String)) -> Result<PathBuf, Error
         ));
         return Ok(bin);
     }
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let tree = dir.join(format!("src-{short}"));
-    if tree.exists() {
-        let _ = git(&root, &["worktree", "remove", "--force", &tree.to_string_lossy()]);
-        let _ = std::fs::remove_dir_all(&tree);
-    }
+    // A worktree an interrupted gate left behind, or one whose folder is gone (cargo clean).
+    let _ = git(&root, &["worktree", "remove", "--force", &tree.to_string_lossy()]);
+    let _ = std::fs::remove_dir_all(&tree);
+    let _ = git(&root, &["worktree", "prune"]);
     git(
         &root,
         &["worktree", "add", "--detach", &tree.to_string_lossy(), &commit],
@@ -111,14 +117,18 @@ pub fn importer_at(git_ref: &str, say: impl Fn(String)) -> Result<PathBuf, Error
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(&tree)
         .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--locked", "-p", "importer", "--profile", PROFILE])
+        .args(["build", "--locked", "--workspace", "--profile", PROFILE])
         .args(["--config", &format!("profile.{PROFILE}.inherits=\"release\"")])
         .stdout(Stdio::null())
         .status()
         .map_err(io(&tree));
     let built = dir.join("importer");
+    // Copied under a temporary name and renamed: a binary is never seen half written.
+    let partial = dir.join(format!(".importer-{short}.partial"));
     let result = match status {
-        Ok(s) if s.success() => std::fs::copy(&built, &bin).map(|_| ()).map_err(io(&built)),
+        Ok(s) if s.success() => std::fs::copy(&built, &partial)
+            .map_err(io(&built))
+            .and_then(|_| std::fs::rename(&partial, &bin).map_err(io(&bin))),
         Ok(status) => Err(Error::Cargo {
             commit: short.to_string(),
             status,
@@ -127,4 +137,29 @@ pub fn importer_at(git_ref: &str, say: impl Fn(String)) -> Result<PathBuf, Error
     };
     let _ = git(&root, &["worktree", "remove", "--force", &tree.to_string_lossy()]);
     result.map(|()| bin)
+}
+
+/// An exclusive `flock` on a file, released when dropped (or when the process dies).
+struct Lock {
+    _file: std::fs::File,
+}
+
+impl Lock {
+    fn take(path: &Path) -> Result<Lock, Error> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is shared with the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Lock { _file: file })
+    }
 }
