@@ -12,11 +12,12 @@ harness: release
 	./target/release/harness run $(SCENARIO)
 
 GATE_AGAINST ?= HEAD~1
-## gate: the CI memory regression gate on scenarios/ci-gate.yaml: this build against $(GATE_AGAINST)'s, built
-## here and measured in the same run (A/B); against the committed baseline where $(GATE_AGAINST) does not exist
+## gate: the CI memory regression gate on scenarios/ci-gate.yaml: HEAD's importer against $(GATE_AGAINST)'s, both
+## built the same way (target/gate-against) and measured in the same run (A/B; commit first: the working tree is
+## not what is measured); against the committed baseline where $(GATE_AGAINST) does not exist
 gate: release
 	@if git rev-parse -q --verify "$(GATE_AGAINST)^{commit}" > /dev/null; then \
-	  ./target/release/harness gate scenarios/ci-gate.yaml --against-ref "$(GATE_AGAINST)" --no-progress; \
+	  ./target/release/harness gate scenarios/ci-gate.yaml --candidate-ref HEAD --against-ref "$(GATE_AGAINST)" --no-progress; \
 	else \
 	  echo "gate: $(GATE_AGAINST) not in this clone; comparing with the committed baseline" >&2; \
 	  ./target/release/harness gate scenarios/ci-gate.yaml --baseline reports/baselines/ci-gate.json --no-progress; \

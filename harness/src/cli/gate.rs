@@ -206,6 +206,8 @@ pub struct GateArgs {
     pub against: Option<PathBuf>,
     /// `--against-ref`.
     pub against_ref: Option<String>,
+    /// `--candidate-ref`.
+    pub candidate_ref: Option<String>,
     /// `--candidate-set`.
     pub candidate_set: Vec<(String, String)>,
 }
@@ -228,9 +230,15 @@ pub async fn command(args: &RunArgs, g: GateArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let opts = args.options();
+    let mut opts = args.options();
     if !opts.set.is_empty() {
         eprintln!("overrides on every cell: {:?}", opts.set);
+    }
+    if let Some(rev) = &g.candidate_ref {
+        match target::build::importer_at(rev, |l| eprintln!("{l}")) {
+            Ok(bin) => opts.importer = Some(bin),
+            Err(e) => return usage(&e.to_string()),
+        }
     }
     let against = match (&g.against, &g.against_ref) {
         (Some(path), _) => Some(path.clone()),

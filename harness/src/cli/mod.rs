@@ -59,6 +59,10 @@ enum Command {
         /// A git revision (e.g. HEAD~1) whose importer is built (target/gate-against/) and used as --against.
         #[arg(long, value_name = "GIT_REF")]
         against_ref: Option<String>,
+        /// Build the candidate from this git revision as --against-ref builds its side (same profile,
+        /// same way), instead of --importer: binaries built differently differ in resident memory.
+        #[arg(long, value_name = "GIT_REF", conflicts_with = "importer")]
+        candidate_ref: Option<String>,
         /// Importer environment for the candidate side only, e.g. IMPORT_BATCH_SIZE=200. Repeatable.
         #[arg(long = "candidate-set", value_name = "VAR=VALUE", value_parser = parse_set)]
         candidate_set: Vec<(String, String)>,
@@ -235,6 +239,7 @@ pub fn main() -> ExitCode {
                 update_baseline,
                 against,
                 against_ref,
+                candidate_ref,
                 candidate_set,
             } => {
                 let g = gate::GateArgs {
@@ -242,6 +247,7 @@ pub fn main() -> ExitCode {
                     update_baseline,
                     against,
                     against_ref,
+                    candidate_ref,
                     candidate_set,
                 };
                 gate::command(&run, g).await
