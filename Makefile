@@ -27,9 +27,9 @@ GATE_AA_RUNS ?= 10
 ## gate-check: the gate's own proof (not in CI): it fails IMPORT_BATCH_SIZE=200 and =400 and a hungrier
 ## build against this one, and passes $(GATE_AA_RUNS) A/A runs; prints the counts
 gate-check: release
-	$(CARGO) build --release -p importer --features hungry
+	$(CARGO) build --release --workspace --features importer/hungry
 	cp target/release/importer target/release/importer-hungry
-	$(CARGO) build --release -p importer
+	$(CARGO) build --release --workspace
 	harness/gate-check.sh ./target/release/harness ./target/release/importer ./target/release/importer-hungry $(GATE_AA_RUNS)
 
 ## faults: every upstream fault and a kill -9 mid-import (SQLite), then two importers on one PostgreSQL with one killed; exact delivery or exit 1

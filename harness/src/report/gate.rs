@@ -82,7 +82,7 @@ fn power(d: &Decision) -> Vec<String> {
         .filter_map(|c| {
             let p = c.detectable_pct?;
             Some(format!(
-                "{} {}: this run could detect a growth of {p:.0} % or more (tolerance, or the repeats' spread at α 0.05 and power 0.8, whichever is larger)",
+                "{} {}: a true growth of {p:.0} % or more would fail this run 4 times in 5 (the larger of the tolerance and the significance threshold at α 0.05, plus the repeats' noise)",
                 c.cell, c.metric
             ))
         })

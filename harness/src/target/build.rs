@@ -97,7 +97,7 @@ pub fn importer_at(git_ref: &str, say: impl Fn(String)) -> Result<PathBuf, Error
     let bin = dir.join(format!("importer-{short}"));
     if bin.is_file() {
         say(format!(
-            "--against-ref {git_ref}: {short} already built: {}",
+            "{git_ref}: {short} already built: {}",
             bin.display()
         ));
         return Ok(bin);
@@ -112,7 +112,7 @@ pub fn importer_at(git_ref: &str, say: impl Fn(String)) -> Result<PathBuf, Error
         &["worktree", "add", "--detach", &tree.to_string_lossy(), &commit],
     )?;
     say(format!(
-        "--against-ref {git_ref}: building the importer of {short} (profile {PROFILE})"
+        "{git_ref}: building the importer of {short} (profile {PROFILE})"
     ));
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(&tree)
