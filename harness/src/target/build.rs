@@ -96,10 +96,7 @@ pub fn importer_at(git_ref: &str, say: impl Fn(String)) -> Result<PathBuf, Error
     let _lock = Lock::take(&dir.join(".lock"))?;
     let bin = dir.join(format!("importer-{short}"));
     if bin.is_file() {
-        say(format!(
-            "{git_ref}: {short} already built: {}",
-            bin.display()
-        ));
+        say(format!("{git_ref}: {short} already built: {}", bin.display()));
         return Ok(bin);
     }
     let tree = dir.join(format!("src-{short}"));
