@@ -10,16 +10,8 @@ use crate::report;
 use crate::scenario::Checked;
 use crate::session::{self, Enforce, Options, Session};
 
-/// Why a recommendation could not be made (exit 2).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A run could not start.
-    #[error(transparent)]
-    Session(#[from] session::Error),
-    /// An output could not be written.
-    #[error(transparent)]
-    Report(#[from] report::Error),
-}
+/// Why a recommendation could not be made (exit 2): a run could not start or report, as for `run`.
+pub use super::run::Error;
 
 /// Runs the sweep, fits, recommends and (with `validate`) checks the recommendation under a hard limit.
 pub async fn recommend(
