@@ -243,8 +243,8 @@ pub struct Check {
     /// A/B: Welch's two-sided p-value of the difference between the two builds' repeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_value: Option<f64>,
-    /// The smallest growth, percent, this run could have called a regression: the larger of the
-    /// tolerance and what the repeats' spread lets a test at [`ALPHA`] see with [`POWER`].
+    /// The smallest true growth, percent, this run calls a regression with [`POWER`]: see
+    /// [`detectable_pct`] (A/B) and [`one_sample_detectable_pct`] (baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detectable_pct: Option<f64>,
 }

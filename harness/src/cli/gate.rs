@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{RunArgs, USAGE, load_scenario};
+use super::{GateArgs, RunArgs, USAGE, load_scenario};
 use crate::analysis::gate::{self as judge, Against, Baseline, Decision};
 use crate::analysis::stats::spread_pct;
 use crate::report;
@@ -194,22 +194,6 @@ pub async fn gate(
     }
     report::gate::write(&outcome.dir, &decision, &outcome.results)?;
     Ok(decision)
-}
-
-/// What `harness gate` was asked beyond the run's arguments.
-pub struct GateArgs {
-    /// `--baseline`.
-    pub baseline: Option<PathBuf>,
-    /// `--update-baseline`.
-    pub update_baseline: bool,
-    /// `--against`.
-    pub against: Option<PathBuf>,
-    /// `--against-ref`.
-    pub against_ref: Option<String>,
-    /// `--candidate-ref`.
-    pub candidate_ref: Option<String>,
-    /// `--candidate-set`.
-    pub candidate_set: Vec<(String, String)>,
 }
 
 /// `harness gate`: exit 0 pass, 1 a check failed, 2 the gate could not decide.

@@ -45,27 +45,8 @@ enum Command {
     Gate {
         #[command(flatten)]
         run: RunArgs,
-        /// The committed baseline to compare with when no --against is given
-        /// (e.g. reports/baselines/ci-gate.json); also the file --update-baseline writes.
-        #[arg(long)]
-        baseline: Option<PathBuf>,
-        /// Write the candidate's medians to --baseline when the gate passes.
-        #[arg(long)]
-        update_baseline: bool,
-        /// An older importer binary to measure in the same run, interleaved with the candidate
-        /// (A B, B A, …; each on a fresh database); the difference is judged.
-        #[arg(long, conflicts_with = "against_ref")]
-        against: Option<PathBuf>,
-        /// A git revision (e.g. HEAD~1) whose importer is built (target/gate-against/) and used as --against.
-        #[arg(long, value_name = "GIT_REF")]
-        against_ref: Option<String>,
-        /// Build the candidate from this git revision as --against-ref builds its side (same profile,
-        /// same way), instead of --importer: binaries built differently differ in resident memory.
-        #[arg(long, value_name = "GIT_REF", conflicts_with = "importer")]
-        candidate_ref: Option<String>,
-        /// Importer environment for the candidate side only, e.g. IMPORT_BATCH_SIZE=200. Repeatable.
-        #[arg(long = "candidate-set", value_name = "VAR=VALUE", value_parser = parse_set)]
-        candidate_set: Vec<(String, String)>,
+        #[command(flatten)]
+        gate: GateArgs,
     },
     /// Which MAX_CONCURRENT_IMPORTS is safe in a budget: measure levels, fit, recommend, validate under a hard limit.
     Recommend {
@@ -141,6 +122,32 @@ pub struct RunArgs {
     /// `auto` goes on unenforced, and says so in every report, where the machine has no memory cgroup.
     #[arg(long, value_name = "on|auto|off", num_args = 0..=1, default_missing_value = "on", default_value = "off", value_parser = ["on", "auto", "off"])]
     enforce_budget: String,
+}
+
+/// What `harness gate` takes beyond the run's arguments: what to compare the candidate with.
+#[derive(clap::Args)]
+pub struct GateArgs {
+    /// The committed baseline to compare with when no --against is given
+    /// (e.g. reports/baselines/ci-gate.json); also the file --update-baseline writes.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Write the candidate's medians to --baseline when the gate passes.
+    #[arg(long)]
+    pub update_baseline: bool,
+    /// An older importer binary to measure in the same run, interleaved with the candidate
+    /// (A B, B A, …; each on a fresh database); the difference is judged.
+    #[arg(long, conflicts_with = "against_ref")]
+    pub against: Option<PathBuf>,
+    /// A git revision (e.g. HEAD~1) whose importer is built (target/gate-against/) and used as --against.
+    #[arg(long, value_name = "GIT_REF")]
+    pub against_ref: Option<String>,
+    /// Build the candidate from this git revision as --against-ref builds its side (same profile,
+    /// same way), instead of --importer: binaries built differently differ in resident memory.
+    #[arg(long, value_name = "GIT_REF", conflicts_with = "importer")]
+    pub candidate_ref: Option<String>,
+    /// Importer environment for the candidate side only, e.g. IMPORT_BATCH_SIZE=200. Repeatable.
+    #[arg(long = "candidate-set", value_name = "VAR=VALUE", value_parser = parse_set)]
+    pub candidate_set: Vec<(String, String)>,
 }
 
 impl RunArgs {
@@ -233,25 +240,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Check { scenarios } => check::command(&scenarios),
             Command::Run(args) => run::command(&args).await,
-            Command::Gate {
-                run,
-                baseline,
-                update_baseline,
-                against,
-                against_ref,
-                candidate_ref,
-                candidate_set,
-            } => {
-                let g = gate::GateArgs {
-                    baseline,
-                    update_baseline,
-                    against,
-                    against_ref,
-                    candidate_ref,
-                    candidate_set,
-                };
-                gate::command(&run, g).await
-            }
+            Command::Gate { run, gate } => gate::command(&run, gate).await,
             Command::Recommend {
                 run,
                 budget,
