@@ -410,6 +410,10 @@ fn the_gate_fails_a_hungrier_configuration_against_the_same_build_and_passes_it_
 
     let (code, text) = gate(&["--against", &importer]);
     assert_eq!(code, Some(0), "the same build against itself passes:\n{text}");
+    // A build to compare against that finishes nothing cannot decide: exit 2, not a regression.
+    let (code, text) = gate(&["--against", "/bin/true"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("too few to judge"), "{text}");
 }
 
 /// Headless Chromium as the probe of this workplace starts it: no background networking at all.
