@@ -239,8 +239,9 @@ impl Client {
                         let wait = retry_after(&resp).unwrap_or(self.cfg.rate_limit_wait);
                         // Read for the log only: a 429's body is never taken for games.
                         let said = said(resp).await;
-                        self.metrics.rate_limited(platform);
                         let (added, started) = self.provider(platform).cool_down(wait);
+                        // Counted once the cool-down holds: a reader of the counter can rely on it.
+                        self.metrics.rate_limited(platform);
                         self.metrics.cooled_down(platform, added);
                         if started {
                             tracing::warn!(provider, %url, wait_secs = wait.as_secs_f64(), said = %said,

@@ -1220,10 +1220,17 @@ async fn a_429_silences_the_provider_for_every_import(db: TestDb) {
     )
     .await;
     let a = submit(&imp, "cool_a").await;
-    // B is posted once A has had its 429: its first request falls inside the cool-down.
+    // B is posted once the importer has taken A's 429 (its counter, not the mock's: the
+    // mock counts the 429 before the importer has read it, and a B sent in that gap meets
+    // the provider's penalty as any request already in flight would): B's first request
+    // falls inside the cool-down.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while mocks.served()["lichess"].rate_limited == 0 {
-        assert!(std::time::Instant::now() < deadline, "no 429 served");
+    while !imp
+        .get_text("/metrics")
+        .await
+        .contains("importer_upstream_rate_limited_total{provider=\"lichess\"} 1")
+    {
+        assert!(std::time::Instant::now() < deadline, "no 429 taken");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let limited_at = std::time::Instant::now();
