@@ -5,5 +5,6 @@
 pub mod capacity;
 pub mod compare;
 pub mod gate;
+pub mod queueing;
 pub mod recommend;
 pub mod stats;

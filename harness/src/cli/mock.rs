@@ -38,7 +38,7 @@ async fn serve_mocks(
         &users,
         upstream::Options {
             seed,
-            lichess_games_per_sec: pace,
+            lichess_games_per_sec: f64::from(pace),
             lichess_listener: Some(bind(lichess_port)?),
             chess_com_listener: Some(bind(chesscom_port)?),
             ..Default::default()

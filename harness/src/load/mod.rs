@@ -15,6 +15,10 @@ use goose::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub mod arrivals;
+
+pub use arrivals::Arrivals;
+
 /// One import to request.
 #[derive(Debug, Clone)]
 pub struct ImportSpec {
@@ -26,6 +30,9 @@ pub struct ImportSpec {
     pub limit: u64,
     /// Which importer process (index into the bases) it is posted to.
     pub instance: usize,
+    /// When it is posted, from the start of the attack (real time: the arrival schedule divided
+    /// by the time scale).
+    pub delay: Duration,
 }
 
 /// What happened to one import.
@@ -75,6 +82,12 @@ pub struct ImportRecord {
     /// When it finished (server clock).
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// When the POST was sent (the harness's wall clock, the server's too: one machine).
+    #[serde(default)]
+    pub posted_wall: Option<DateTime<Utc>>,
+    /// When its first game was stored (the games' `imported_at`, read after the cell).
+    #[serde(default)]
+    pub first_game_at: Option<DateTime<Utc>>,
 }
 
 /// The most imports running at once among `records`, from the server's start and finish times:
@@ -143,6 +156,8 @@ struct Plan {
     specs: Vec<ImportSpec>,
     bases: Vec<String>,
     origin: Instant,
+    /// The attack's start, from which each spec's `delay` counts.
+    start: Instant,
     deadline: Instant,
     poll_every: Duration,
     records: Mutex<Vec<ImportRecord>>,
@@ -196,6 +211,7 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
     else {
         return Ok(());
     };
+    tokio::time::sleep_until((plan.start + spec.delay).into()).await;
     let mut rec = ImportRecord {
         user: spec.user.clone(),
         platform: spec.platform.to_string(),
@@ -203,6 +219,7 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
         ..Default::default()
     };
     let posted_wall = Utc::now();
+    rec.posted_wall = Some(posted_wall);
     let body = json!({"user_id": spec.user, "platform": spec.platform, "limit": spec.limit});
     let mut base = spec.instance % plan.bases.len().max(1);
     let post_url = format!("{}/api/v1/import-more-games", plan.bases[base]);
@@ -320,8 +337,8 @@ async fn on_own_thread<T: Send + 'static>(
         .unwrap_or_else(|_| Err(Error("the load thread died".into())))
 }
 
-/// Runs one attack: all imports requested at once, each to the importer its spec names
-/// among `bases`, and polled to its end.
+/// Runs one attack: each import requested after its spec's delay, to the importer its spec
+/// names among `bases`, and polled to its end.
 /// `token`: the importers' `API_TOKEN`, sent with every request when set.
 pub async fn run(
     bases: &[String],
@@ -339,6 +356,7 @@ pub async fn run(
         specs,
         bases: bases.to_vec(),
         origin,
+        start: Instant::now(),
         deadline: Instant::now() + timeout,
         poll_every: POLL_EVERY,
         records: Mutex::new(Vec::new()),

@@ -7,6 +7,7 @@
 pub mod parse_rate;
 pub mod sampler;
 pub mod server_latency;
+pub mod timing;
 
 pub use sampler::{Sample, Sampler, median_rss, vm_hwm, vm_rss};
 

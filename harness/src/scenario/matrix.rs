@@ -87,6 +87,8 @@ pub fn expand(axes: &[(&str, Vec<Option<String>>)], imports: Option<u32>) -> Res
                 ("SQLITE_CACHE_KIB", "sc"),
                 ("MALLOC_ARENA_MAX", "a"),
                 ("ALLOCATOR", ""),
+                ("LICHESS_MAX_STREAMS", "ls"),
+                ("CHESSCOM_MAX_REQUESTS", "cr"),
             ] {
                 if let Some(v) = env.get(k) {
                     label.push_str(&format!("-{short}{v}"));

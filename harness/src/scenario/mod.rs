@@ -212,6 +212,34 @@ impl Checked {
                 format!("{} is not in 0..=60000", raw.upstream.chesscom_latency_ms),
             ));
         }
+        let up = &raw.upstream;
+        if !(up.time_scale.is_finite() && (1.0..=1000.0).contains(&up.time_scale)) {
+            return Err(invalid(
+                "time_scale",
+                format!("{} is not in 1..=1000", up.time_scale),
+            ));
+        }
+        if up.authenticated_pace_games_per_sec.is_some() && up.pace_games_per_sec == 0 {
+            return Err(invalid(
+                "authenticated_pace_games_per_sec",
+                "needs pace_games_per_sec too: an unpaced anonymous stream would be the faster one".into(),
+            ));
+        }
+        if let Some(problem) = raw.workload.arrivals.problem() {
+            return Err(invalid("arrivals", problem));
+        }
+        let mut imports = raw.workload.imports;
+        if let Some(listed) = raw.workload.arrivals.count() {
+            match imports {
+                Some(n) if n != listed => {
+                    return Err(invalid(
+                        "at_secs",
+                        format!("{listed} offsets for {n} imports: give one offset per import"),
+                    ));
+                }
+                _ => imports = Some(listed),
+            }
+        }
         if raw.cell_timeout_secs == 0 {
             return Err(invalid("cell_timeout_secs", "must be at least 1".into()));
         }
@@ -247,7 +275,7 @@ impl Checked {
             }
         }
         let m = &raw.matrix;
-        let axes: [(&str, Vec<Option<String>>); 11] = [
+        let axes: [(&str, Vec<Option<String>>); 13] = [
             ("MAX_CONCURRENT_IMPORTS", matrix::axis(&m.max_concurrent_imports)),
             ("IMPORT_BATCH_SIZE", matrix::axis(&m.import_batch_size)),
             (
@@ -265,6 +293,8 @@ impl Checked {
             ("SQLITE_CACHE_KIB", matrix::axis(&m.sqlite_cache_kib)),
             ("MALLOC_ARENA_MAX", matrix::axis(&m.malloc_arena_max)),
             ("ALLOCATOR", matrix::axis(&m.allocator)),
+            ("LICHESS_MAX_STREAMS", matrix::axis(&m.lichess_max_streams)),
+            ("CHESSCOM_MAX_REQUESTS", matrix::axis(&m.chesscom_max_requests)),
         ];
         for (key, values) in &axes {
             if values.is_empty() {
@@ -304,7 +334,15 @@ impl Checked {
                 format!("{bad} is not in 1..=256"),
             ));
         }
-        let cells = matrix::expand(&axes, raw.workload.imports)
+        for (key, values) in [
+            ("LICHESS_MAX_STREAMS", &m.lichess_max_streams),
+            ("CHESSCOM_MAX_REQUESTS", &m.chesscom_max_requests),
+        ] {
+            if let Some(bad) = values.iter().flatten().find(|&&n| !(1..=64).contains(&n)) {
+                return Err(invalid(key, format!("{bad} is not in 1..=64")));
+            }
+        }
+        let cells = matrix::expand(&axes, imports)
             .map_err(|n| invalid("matrix", format!("{n} cells; at most {}", matrix::MAX_CELLS)))?;
         let name = raw.name.clone().unwrap_or_else(|| {
             file.file_stem()
@@ -384,6 +422,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("s.yaml:7:") && err.contains("fics"), "{err}");
+    }
+
+    #[test]
+    fn time_and_arrivals_are_checked() {
+        let with = |workload: &str, extra: &str| {
+            parse(&format!("{}{workload}{extra}", GOOD.replace("[2, 3]", "[2]")))
+        };
+        let s = with(
+            "  arrivals: {at_secs: [0, 0, 0, 75]}\n",
+            "upstream:\n  time_scale: 10\n",
+        )
+        .unwrap();
+        assert_eq!(s.cells[0].imports, 4, "one import per offset");
+        assert_eq!(s.raw.upstream.time_scale, 10.0);
+        let err = with("  imports: 3\n  arrivals: {at_secs: [0, 5]}\n", "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at_secs: 2 offsets for 3 imports"), "{err}");
+        let err = with("  arrivals: {every_secs: -1}\n", "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("arrivals: every_secs: -1"), "{err}");
+        let err = with("", "upstream:\n  time_scale: 0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("s.yaml:10: time_scale: 0.5 is not in 1..=1000"),
+            "{err}"
+        );
+        let err = with("", "upstream:\n  authenticated_pace_games_per_sec: 30\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs pace_games_per_sec"), "{err}");
+        let s = parse(&GOOD.replace(
+            "  IMPORT_BATCH_SIZE: [30, 50]",
+            "  LICHESS_MAX_STREAMS: [1, 2]\n  CHESSCOM_MAX_REQUESTS: [1]",
+        ))
+        .unwrap();
+        assert_eq!(s.cells[1].label, "c2-b50-p2000-ls2-cr1");
+        assert_eq!(s.cells[1].env["LICHESS_MAX_STREAMS"], "2");
     }
 
     #[test]

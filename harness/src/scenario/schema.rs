@@ -72,6 +72,20 @@ pub struct Matrix {
     /// glibc arenas (an allocator knob, set in the importer's environment).
     #[serde(rename = "MALLOC_ARENA_MAX", default, skip_serializing_if = "Option::is_none")]
     pub malloc_arena_max: Option<Vec<u32>>,
+    /// lichess export streams at once (the importer's lanes; lichess allows one or two per address).
+    #[serde(
+        rename = "LICHESS_MAX_STREAMS",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lichess_max_streams: Option<Vec<u32>>,
+    /// chess.com requests in flight at once.
+    #[serde(
+        rename = "CHESSCOM_MAX_REQUESTS",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub chesscom_max_requests: Option<Vec<u32>>,
     /// The importer build: `glibc` (the importer binary), `jemalloc` or `mimalloc` (`importer-<name>` beside it).
     #[serde(rename = "ALLOCATOR", default, skip_serializing_if = "Option::is_none")]
     pub allocator: Option<Vec<String>>,
@@ -124,15 +138,28 @@ pub struct Workload {
     pub imports: Option<u32>,
     /// User kinds, taken in turn for import 1, 2, 3...
     pub users: Vec<UserTemplate>,
+    /// When each import is requested (provider seconds); default: all at once.
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
+    pub arrivals: crate::load::Arrivals,
 }
 
 /// How the mocks serve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// lichess games per second per stream, like the real service (0 = as fast as possible).
+    /// lichess games per second per stream, like the real service (about 20 anonymous: UPSTREAM.md;
+    /// 0 = as fast as possible).
     #[serde(default)]
     pub pace_games_per_sec: u32,
+    /// lichess games per second per stream when the importer sends a token (`LICHESS_TOKEN`;
+    /// about 30 for real); default: `pace_games_per_sec`.
+    #[serde(default)]
+    pub authenticated_pace_games_per_sec: Option<u32>,
+    /// Provider time runs this many times faster than the wall clock: paces × N, chess.com's
+    /// latency, the penalty after a 429 and the arrival gaps ÷ N. Reports give provider seconds
+    /// (measured × N). The importer's own work is not scaled, so it weighs N times more.
+    #[serde(default = "one_f64")]
+    pub time_scale: f64,
     /// Seed of the synthetic games.
     #[serde(default = "default_seed")]
     pub seed: u64,
@@ -153,11 +180,16 @@ pub struct Upstream {
 fn default_seed() -> u64 {
     42
 }
+fn one_f64() -> f64 {
+    1.0
+}
 
 impl Default for Upstream {
     fn default() -> Upstream {
         Upstream {
             pace_games_per_sec: 0,
+            authenticated_pace_games_per_sec: None,
+            time_scale: 1.0,
             seed: default_seed(),
             prerender: false,
             chesscom_latency_ms: 0,

@@ -48,6 +48,7 @@ pub(super) fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
         max_running: 0,
         upstream: Default::default(),
         server_latency: Vec::new(),
+        timing: None,
     }
 }
 
@@ -84,14 +85,24 @@ pub(super) async fn measure(
 ) -> Result<(CellRun, Vec<Sample>), String> {
     let users = cell_users(s, cell);
     let mock_users: Vec<MockUser> = users.iter().map(|(u, _, _)| u.clone()).collect();
+    let up = &s.raw.upstream;
+    // Provider time runs `scale` times faster: rates × scale, durations ÷ scale.
+    let scale = up.time_scale;
+    let mut policy = up.policy.clone();
+    if let upstream::Policy::Enforced(rules) = &mut policy {
+        rules.penalty_secs /= scale;
+    }
     let mocks = Upstreams::start_with(
         &mock_users,
         upstream::Options {
-            seed: s.raw.upstream.seed,
-            lichess_games_per_sec: s.raw.upstream.pace_games_per_sec,
-            chess_com_latency: std::time::Duration::from_millis(s.raw.upstream.chesscom_latency_ms),
-            prerender: s.raw.upstream.prerender,
-            policy: s.raw.upstream.policy.clone(),
+            seed: up.seed,
+            lichess_games_per_sec: f64::from(up.pace_games_per_sec) * scale,
+            lichess_authenticated_games_per_sec: up
+                .authenticated_pace_games_per_sec
+                .map_or(0.0, |p| f64::from(p) * scale),
+            chess_com_latency: Duration::from_secs_f64(up.chesscom_latency_ms as f64 / 1000.0 / scale),
+            prerender: up.prerender,
+            policy,
             ..Default::default()
         },
     )
@@ -161,14 +172,17 @@ pub(super) async fn measure(
             .push((k, observe::Sampler::start(m.server.pid(), origin, SAMPLE_EVERY)));
     }
     tokio::time::sleep(IDLE_WINDOW).await;
+    let offsets = s.raw.workload.arrivals.offsets(users.len(), up.seed);
     let specs = users
         .iter()
+        .zip(offsets)
         .enumerate()
-        .map(|(i, (u, _, limit))| ImportSpec {
+        .map(|(i, ((u, _, limit), offset))| ImportSpec {
             user: u.name.clone(),
             platform: u.platform.as_str(),
             limit: *limit,
             instance: i % instances,
+            delay: Duration::from_secs_f64(offset / scale),
         })
         .collect();
     let bases: Vec<String> = fleet.members.iter().map(|m| m.server.base.clone()).collect();
@@ -231,7 +245,7 @@ pub(super) async fn measure(
             || exit.signal == Some(libc::SIGKILL) && !exit.forced;
         exits.push(exit);
     }
-    let load = load.map_err(|e| e.to_string())?;
+    let mut load = load.map_err(|e| e.to_string())?;
     // The timeline and the idle level are the first process's; the peak is the highest of any.
     let peak_sampled = timelines
         .iter()
@@ -260,6 +274,14 @@ pub(super) async fn measure(
         .collect();
     let stored = db.stored_ids().await.map_err(|e| e.to_string())?;
     let jobs = db.jobs().await.map_err(|e| e.to_string())?;
+    let first_stored = db.first_stored().await.map_err(|e| e.to_string())?;
+    for rec in &mut load.imports {
+        if let Some((user, _, _)) = users.iter().find(|(u, _, _)| u.name == rec.user) {
+            rec.first_game_at = first_stored
+                .get(&(user.key(), user.platform.as_str().to_string()))
+                .copied();
+        }
+    }
     let verification = verify::check(&expectations, &stored, &jobs);
     let _ = db.drop_schema().await;
 
@@ -280,6 +302,7 @@ pub(super) async fn measure(
     let games_imported: i64 = load.imports.iter().map(|i| i.games_imported).sum();
     let upstream = mocks.served();
     let max_running = load::max_running(&load.imports);
+    let timing = observe::timing::of(&load.imports, scale);
     let rate_limited: Vec<String> = upstream
         .iter()
         .filter(|(_, served)| served.rate_limited > 0)
@@ -346,6 +369,7 @@ pub(super) async fn measure(
         max_running,
         upstream,
         server_latency,
+        timing: Some(timing),
     };
     Ok((run, samples))
 }

@@ -95,6 +95,9 @@ pub struct CellRun {
     /// The first importer's own request timings per route, from its /metrics after the load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_latency: Vec<crate::observe::server_latency::RouteLatency>,
+    /// Each user's wait, run and completion on provider time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<crate::observe::timing::Timing>,
 }
 
 fn one_instance() -> u32 {

@@ -78,6 +78,8 @@ macro_rules! with_conn {
 }
 
 const SEED_ROWS_PER_INSERT: usize = 500;
+/// The PGN of a seeded game: tells seeded rows from imported ones.
+const SEEDED_PGN: &str = "[Event \"seeded\"]";
 
 impl CellDb {
     /// A new SQLite file under `dir`.
@@ -151,7 +153,7 @@ impl CellDb {
                     }
                     let at = if matches!(self, CellDb::Postgres { .. }) { format!("'{at}'::timestamptz") } else { format!("'{at}'") };
                     sql.push_str(&format!(
-                        "('{key}', '{platform}', '{id}', {at}, 'Standard', 0, '[Event \"seeded\"]', {at})"
+                        "('{key}', '{platform}', '{id}', {at}, 'Standard', 0, '{SEEDED_PGN}', {at})"
                     ));
                 }
                 sqlx::raw_sql(&sql).execute(&mut *tx).await.map_err(err("seeding"))?;
@@ -174,6 +176,24 @@ impl CellDb {
             out.entry((user, platform)).or_default().push(id);
         }
         Ok(out)
+    }
+
+    /// When each (user, platform)'s first game was stored by an import (seeded games left out):
+    /// the smallest `imported_at` the importer wrote.
+    pub async fn first_stored(
+        &self,
+    ) -> Result<HashMap<(String, String), chrono::DateTime<chrono::Utc>>, Error> {
+        let sql = format!(
+            "SELECT user_id, platform, MIN(imported_at) FROM games WHERE pgn <> '{SEEDED_PGN}' \
+             GROUP BY user_id, platform"
+        );
+        let rows: Vec<(String, String, Option<chrono::DateTime<chrono::Utc>>)> = with_conn!(self, conn => {
+            sqlx::query_as(&sql).fetch_all(&mut conn).await.map_err(err("reading first stored games"))?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(user, platform, at)| Some(((user, platform), at?)))
+            .collect())
     }
 
     /// How many games are stored, seeded ones included.

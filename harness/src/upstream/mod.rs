@@ -188,7 +188,9 @@ pub struct Options {
     /// Seed of the synthetic games.
     pub seed: u64,
     /// lichess games per second per stream; 0 is unpaced.
-    pub lichess_games_per_sec: u32,
+    pub lichess_games_per_sec: f64,
+    /// lichess games per second per stream to a request with a bearer token; 0: as without.
+    pub lichess_authenticated_games_per_sec: f64,
     /// chess.com: time before each answer, a model of its response time (0: none).
     pub chess_com_latency: std::time::Duration,
     /// Generate every lichess game once at start, so that serving measures the importer, not the generator.
@@ -234,16 +236,20 @@ fn start_server(
     };
     let base = format!("http://{}", listener.local_addr()?);
     let enforcer = Arc::new(policy::Enforcer::new(platform, &opts.policy));
-    let per_sec = opts.lichess_games_per_sec;
     let latency = opts.chess_com_latency;
+    let pace_of = |per_sec: f64| {
+        (platform == Platform::Lichess && per_sec > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(1.0 / per_sec))
+    };
+    let pace = pace_of(opts.lichess_games_per_sec);
     let task = serve::serve(
         listener,
         serve::Shared {
             platform,
             users,
             seed: opts.seed,
-            pace: (platform == Platform::Lichess && per_sec > 0)
-                .then(|| std::time::Duration::from_secs_f64(1.0 / f64::from(per_sec))),
+            pace,
+            authenticated_pace: pace_of(opts.lichess_authenticated_games_per_sec).or(pace),
             latency: (platform == Platform::ChessCom && !latency.is_zero()).then_some(latency),
             base: base.clone(),
             enforcer: Arc::clone(&enforcer),

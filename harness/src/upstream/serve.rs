@@ -40,6 +40,8 @@ pub(super) struct Shared {
     pub seed: u64,
     /// lichess: time between games of one stream.
     pub pace: Option<Duration>,
+    /// lichess: the same for a request with a token (lichess streams faster to one: UPSTREAM.md).
+    pub authenticated_pace: Option<Duration>,
     /// chess.com: time before each answer.
     pub latency: Option<Duration>,
     /// This server's own URL (chess.com's archive list is absolute).
@@ -153,7 +155,12 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
         }
         Answer::Games(sel) => {
             let mime = sel.mime();
-            let games = games_stream(sel, s.seed, s.pace);
+            let pace = if headers.contains_key(header::AUTHORIZATION) {
+                s.authenticated_pace
+            } else {
+                s.pace
+            };
+            let games = games_stream(sel, s.seed, pace);
             ([(header::CONTENT_TYPE, mime)], held(games, guard)).into_response()
         }
     }

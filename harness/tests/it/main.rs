@@ -277,7 +277,7 @@ fn an_allocator_build_is_checked_by_its_version() {
 async fn a_paced_stream_sends_at_the_rate_asked() {
     let user = MockUser::new("paced", Platform::Lichess, 400);
     let opts = harness::upstream::Options {
-        lichess_games_per_sec: 4000,
+        lichess_games_per_sec: 4000.0,
         prerender: true,
         ..Default::default()
     };

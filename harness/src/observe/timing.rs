@@ -1,0 +1,202 @@
+//! What each user waited for: queue wait, run time, time to the first stored
+//! game and to the last, in provider seconds (measured seconds × the time
+//! scale), per import and summed up per provider.
+//!
+//! Every time here starts at the moment the user's POST was sent (the
+//! harness's clock, which is the importer's: one machine), so a slow admission
+//! counts as waiting.
+
+use serde::{Deserialize, Serialize};
+use statrs::statistics::{Data, OrderStatistics};
+
+use crate::load::ImportRecord;
+
+/// One import on provider time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportTiming {
+    /// Username.
+    pub user: String,
+    /// `lichess` or `chess.com`.
+    pub platform: String,
+    /// When its POST was sent, seconds from the cell's first POST.
+    pub arrived_secs: f64,
+    /// From the POST to the import's start: the queue wait the user sees.
+    pub wait_secs: Option<f64>,
+    /// From the start to the end.
+    pub run_secs: Option<f64>,
+    /// From the POST to the first game stored.
+    pub first_game_secs: Option<f64>,
+    /// From the POST to the end: when the user has all their games.
+    pub done_secs: Option<f64>,
+    /// Games stored.
+    pub games: i64,
+    /// Games stored per second of run time.
+    pub games_per_sec: Option<f64>,
+}
+
+/// The waits of one provider's imports in one cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderTiming {
+    /// `lichess`, `chess.com`, or `all`.
+    pub provider: String,
+    /// Imports that started.
+    pub imports: usize,
+    /// Median queue wait, seconds.
+    pub wait_p50_secs: f64,
+    /// 95th percentile of the queue wait, seconds (statrs' quantile: interpolated, so of 4 users
+    /// it lies between the 3rd and the 4th wait).
+    pub wait_p95_secs: f64,
+    /// Longest queue wait, seconds.
+    pub wait_max_secs: f64,
+    /// When the last of them ended, seconds from the cell's first POST.
+    pub last_done_secs: f64,
+}
+
+/// A cell's times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// The scale the cell ran at: provider seconds per measured second.
+    pub time_scale: f64,
+    /// Per import, in POST order.
+    pub imports: Vec<ImportTiming>,
+    /// Per provider that had imports, then `all`.
+    pub providers: Vec<ProviderTiming>,
+}
+
+impl Timing {
+    /// The summary of `provider` (`all` for every import).
+    pub fn provider(&self, provider: &str) -> Option<&ProviderTiming> {
+        self.providers.iter().find(|p| p.provider == provider)
+    }
+}
+
+fn secs(a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>) -> f64 {
+    (b - a).num_microseconds().unwrap_or(0) as f64 / 1e6
+}
+
+/// The times of `imports`, measured at `time_scale` (provider seconds per measured second).
+pub fn of(imports: &[ImportRecord], time_scale: f64) -> Timing {
+    let first_post = imports.iter().filter_map(|r| r.posted_wall).min();
+    let mut rows: Vec<ImportTiming> = imports
+        .iter()
+        .map(|r| {
+            let since_post = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                Some(secs(r.posted_wall?, t?).max(0.0) * time_scale)
+            };
+            let run_secs = r.run_secs.map(|s| s * time_scale);
+            ImportTiming {
+                user: r.user.clone(),
+                platform: r.platform.clone(),
+                arrived_secs: match (first_post, r.posted_wall) {
+                    (Some(a), Some(b)) => secs(a, b) * time_scale,
+                    _ => 0.0,
+                },
+                wait_secs: r.client_wait_secs.map(|s| s * time_scale),
+                run_secs,
+                first_game_secs: since_post(r.first_game_at),
+                done_secs: since_post(r.finished_at),
+                games: r.games_imported,
+                games_per_sec: run_secs.filter(|s| *s > 0.0).map(|s| r.games_imported as f64 / s),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        a.arrived_secs
+            .total_cmp(&b.arrived_secs)
+            .then(a.user.cmp(&b.user))
+    });
+    let mut providers: Vec<ProviderTiming> = ["lichess", "chess.com"]
+        .into_iter()
+        .filter_map(|p| summary(p, rows.iter().filter(|r| r.platform == p)))
+        .collect();
+    providers.extend(summary("all", rows.iter()));
+    Timing {
+        time_scale,
+        imports: rows,
+        providers,
+    }
+}
+
+fn summary<'a>(provider: &str, rows: impl Iterator<Item = &'a ImportTiming>) -> Option<ProviderTiming> {
+    let rows: Vec<&ImportTiming> = rows.collect();
+    let waits: Vec<f64> = rows.iter().filter_map(|r| r.wait_secs).collect();
+    if waits.is_empty() {
+        return None;
+    }
+    let mut data = Data::new(waits.clone());
+    Some(ProviderTiming {
+        provider: provider.to_string(),
+        imports: waits.len(),
+        wait_p50_secs: data.median(),
+        wait_p95_secs: data.quantile(0.95),
+        wait_max_secs: waits.iter().copied().fold(0.0, f64::max),
+        last_done_secs: rows
+            .iter()
+            .filter_map(|r| Some(r.arrived_secs + r.done_secs?))
+            .fold(0.0, f64::max),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+
+    fn at(ms: i64) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + ms)
+    }
+
+    fn import(user: &str, platform: &str, post: i64, start: i64, first: i64, end: i64) -> ImportRecord {
+        ImportRecord {
+            user: user.into(),
+            platform: platform.into(),
+            posted_wall: at(post),
+            started_at: at(start),
+            first_game_at: at(first),
+            finished_at: at(end),
+            client_wait_secs: Some((start - post) as f64 / 1000.0),
+            run_secs: Some((end - start) as f64 / 1000.0),
+            games_imported: 500,
+            ..ImportRecord::default()
+        }
+    }
+
+    #[test]
+    fn times_are_from_the_post_and_on_provider_time() {
+        // Scale 10: 2.5 s measured is 25 s of provider time.
+        let t = of(
+            &[
+                import("a", "lichess", 0, 0, 100, 2500),
+                import("b", "lichess", 0, 2500, 2600, 5000),
+                import("c", "chess.com", 1000, 1000, 1200, 2000),
+            ],
+            10.0,
+        );
+        let b = t.imports.iter().find(|r| r.user == "b").unwrap();
+        assert_eq!(b.wait_secs, Some(25.0));
+        assert_eq!(b.run_secs, Some(25.0));
+        assert_eq!(b.first_game_secs, Some(26.0));
+        assert_eq!(b.done_secs, Some(50.0));
+        assert_eq!(b.games_per_sec, Some(20.0));
+        let c = t.imports.iter().find(|r| r.user == "c").unwrap();
+        assert_eq!(c.arrived_secs, 10.0);
+        let lichess = t.provider("lichess").unwrap();
+        assert_eq!((lichess.imports, lichess.wait_max_secs), (2, 25.0));
+        assert_eq!(lichess.last_done_secs, 50.0);
+        assert_eq!(t.provider("chess.com").unwrap().last_done_secs, 20.0);
+        assert_eq!(t.provider("all").unwrap().imports, 3);
+    }
+
+    #[test]
+    fn an_import_that_never_started_has_no_wait() {
+        let mut never = import("z", "lichess", 0, 0, 0, 0);
+        never.client_wait_secs = None;
+        never.started_at = None;
+        never.finished_at = None;
+        never.first_game_at = None;
+        let t = of(&[never], 1.0);
+        assert_eq!(t.imports[0].done_secs, None);
+        assert!(t.providers.is_empty());
+    }
+}
