@@ -8,3 +8,4 @@ pub mod gate;
 pub mod queueing;
 pub mod recommend;
 pub mod stats;
+pub mod wait;

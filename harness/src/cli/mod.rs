@@ -61,6 +61,11 @@ enum Command {
         /// Skip the validation run under a hard memory limit.
         #[arg(long)]
         no_validate: bool,
+        /// Answer in time too: run the scenario's slots and lanes as they are and recommend the
+        /// fewest slots and lanes whose users' p95 wait (provider time) is within this, e.g. 60s,
+        /// 2m; exit 1 when none is.
+        #[arg(long, value_parser = parse_wait)]
+        max_wait: Option<f64>,
     },
     /// Compare two runs (report folders or results.json) cell by cell; informs, never fails (exit 0, or 2 on bad input).
     Compare {
@@ -171,6 +176,29 @@ fn parse_budget(s: &str) -> Result<u64, String> {
     crate::scenario::parse_bytes(s).ok_or_else(|| format!("{s:?}: a size such as 512MB or 1GB"))
 }
 
+/// A wait such as `60s`, `1.5m`, `1h` or `90` (seconds), in seconds.
+fn parse_wait(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(
+        t.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: a wait such as 60s, 2m or 90"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (s, m or h)")),
+    };
+    if secs > 0.0 && secs.is_finite() {
+        Ok(secs)
+    } else {
+        Err(format!("{s:?}: a wait must be more than 0"))
+    }
+}
+
 fn parse_set(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -246,7 +274,11 @@ pub fn main() -> ExitCode {
                 budget,
                 levels,
                 no_validate,
-            } => recommend::command(&run, budget, &levels, !no_validate).await,
+                max_wait,
+            } => match max_wait {
+                Some(wait) => recommend::wait_command(&run, budget, wait, !no_validate).await,
+                None => recommend::command(&run, budget, &levels, !no_validate).await,
+            },
             Command::Compare { before, after, out } => compare::command(&before, &after, out),
             Command::Mock {
                 lichess_port,

@@ -1,11 +1,13 @@
 //! `harness recommend`: measure each configuration at several concurrency
 //! levels, let `analysis::recommend` fit and choose, and validate the choice
-//! under a hard memory limit.
+//! under a hard memory limit; with `--max-wait`, run the scenario's slots and
+//! lanes as they are and let `analysis::wait` choose by memory and wait.
 
 use std::process::ExitCode;
 
 use super::{RunArgs, USAGE, load_scenario};
 use crate::analysis::recommend::{self as plan, Recommendation};
+use crate::analysis::wait::{self as wait_plan, WaitRecommendation};
 use crate::report;
 use crate::scenario::Checked;
 use crate::session::{self, Enforce, Options, Session};
@@ -68,6 +70,79 @@ pub async fn command(args: &RunArgs, budget: Option<u64>, levels: &[u32], valida
     match recommend(&scenario, &opts, budget, levels, validate).await {
         Ok(rec) => {
             print!("{}", report::recommend::markdown(&rec));
+            ExitCode::from(rec.exit_code())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+/// Runs every cell of the scenario, judges slots and lanes against the budget and `max_wait_secs`
+/// (provider seconds), and (with `validate`) runs the recommended cell again under a hard limit.
+pub async fn wait(
+    s: &Checked,
+    opts: &Options,
+    budget_bytes: u64,
+    max_wait_secs: f64,
+    validate: bool,
+) -> Result<WaitRecommendation, Error> {
+    let outcome = session::run(s, opts).await?;
+    report::write_run(&outcome)?;
+    let mut rec = wait_plan::conclude(
+        s,
+        budget_bytes,
+        max_wait_secs,
+        &outcome.results,
+        outcome.dir.display().to_string(),
+    );
+    if let (Some(i), true) = (rec.best, validate) {
+        let label = rec.rows[i].label.clone();
+        if let Some(cell) = s.cells.iter().find(|c| c.label == label) {
+            let vopts = Options {
+                enforce: Enforce::On,
+                repeats: Some(1),
+                ..opts.clone()
+            };
+            let mut session = Session::start(s, &vopts, 1).await?;
+            let run = session.measure(cell, 0).await;
+            let checked = session.finish(vec![run]);
+            report::write_run(&checked)?;
+            rec.validation = checked
+                .results
+                .cells
+                .first()
+                .map(|run| wait_plan::validation(run, max_wait_secs));
+        }
+    }
+    report::wait::write(&outcome.dir, &rec, &outcome.results)?;
+    Ok(rec)
+}
+
+/// `harness recommend --max-wait`: exit 0 when a configuration meets both (and held), 1 when none
+/// does, 2 on set-up.
+pub async fn wait_command(
+    args: &RunArgs,
+    budget: Option<u64>,
+    max_wait_secs: f64,
+    validate: bool,
+) -> ExitCode {
+    let scenario = match load_scenario(&args.scenario) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let opts = args.options();
+    let budget = budget.unwrap_or(scenario.budget_bytes);
+    eprintln!(
+        "measuring {} configurations of {} for a p95 wait within {max_wait_secs:.0} s",
+        scenario.cells.len(),
+        scenario.name
+    );
+    match wait(&scenario, &opts, budget, max_wait_secs, validate).await {
+        Ok(rec) => {
+            print!("{}", report::wait::markdown(&rec));
+            println!("\nreports: {}", rec.reports);
             ExitCode::from(rec.exit_code())
         }
         Err(e) => {

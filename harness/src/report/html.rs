@@ -158,11 +158,17 @@ pub fn page(title: &str, markdown: &str, svgs: &[PathBuf]) -> String {
 /// Writes a run's page from its `summary.md` and plots (those that exist).
 pub fn write_run(dir: &Path, title: &str) -> Result<(), Error> {
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap_or_default();
-    let svgs: Vec<PathBuf> = ["capacity.svg", "peak-vs-config.svg", "memory-timeline.svg"]
-        .iter()
-        .map(|f| dir.join(f))
-        .filter(|p| p.is_file())
-        .collect();
+    let svgs: Vec<PathBuf> = [
+        "capacity.svg",
+        "queue.svg",
+        "wait-vs-config.svg",
+        "peak-vs-config.svg",
+        "memory-timeline.svg",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .filter(|p| p.is_file())
+    .collect();
     write_file(&dir.join("report.html"), page(title, &md, &svgs).as_bytes())
 }
 

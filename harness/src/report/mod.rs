@@ -5,9 +5,13 @@
 pub mod compare;
 pub mod gate;
 pub mod html;
+pub mod palette;
 pub mod plot;
 pub mod recommend;
 pub mod summary;
+pub mod time;
+pub mod time_plot;
+pub mod wait;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -86,6 +90,12 @@ pub fn write_all(dir: &Path, results: &RunResults, timelines: &[Timeline]) -> Re
             results.budget_bytes,
         )?;
         peak_vs_config(&dir.join(format!("peak-vs-config.{ext}")), results)?;
+        if time_plot::has_queue(results) {
+            time_plot::queue(&dir.join(format!("queue.{ext}")), results)?;
+        }
+        if results.cells.iter().any(|c| c.timing.is_some()) {
+            time_plot::wait_vs_config(&dir.join(format!("wait-vs-config.{ext}")), results)?;
+        }
     }
     write_file(&dir.join("summary.md"), summary_markdown(results).as_bytes())?;
     html::write_run(dir, &format!("harness run: {}", results.scenario))?;

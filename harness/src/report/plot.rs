@@ -50,7 +50,7 @@ fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
 }
 
 /// A generic drawing routine, instantiated for both backends.
-trait Draw {
+pub(super) trait Draw {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
 }
 
@@ -80,7 +80,7 @@ fn rss_over_time<'a, DB: DrawingBackend>(
 }
 
 /// Draws `what` with the backend the file's extension names.
-fn render_with<D: Draw>(path: &Path, size: (u32, u32), what: &D) -> Result<(), Error> {
+pub(super) fn render_with<D: Draw>(path: &Path, size: (u32, u32), what: &D) -> Result<(), Error> {
     ensure_font();
     let err = plot_err(path);
     if path.extension().is_some_and(|e| e == "svg") {
@@ -131,7 +131,7 @@ impl Draw for TimelinePlot<'_> {
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
         }
         for (i, t) in shown.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = super::palette::pick(i).to_rgba();
             chart
                 .draw_series(LineSeries::new(
                     t.samples.iter().map(|s| (s.t, mib(s.rss))),
@@ -241,7 +241,7 @@ impl Draw for PeakPlot<'_> {
             .label(format!("budget {budget:.0} MiB"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
         for (i, (key, points)) in lines.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = super::palette::pick(i).to_rgba();
             let pts: Vec<(f64, f64)> = points
                 .iter()
                 .map(|(&n, peaks)| (f64::from(n), mib(median(peaks.iter().copied()))))
@@ -326,7 +326,7 @@ impl Draw for CapacityPlot<'_> {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
         }
         for (i, m) in r.models.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = super::palette::pick(i).to_rgba();
             chart
                 .draw_series(
                     m.points

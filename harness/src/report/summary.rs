@@ -164,6 +164,7 @@ pub fn summary_markdown(results: &RunResults) -> String {
         );
     }
     concurrency(results, &mut out);
+    super::time::section(results, &mut out);
     upstream(results, &mut out);
     api_latency(results, &mut out);
     effects(results, &mut out);

@@ -342,8 +342,17 @@ impl Checked {
                 return Err(invalid(key, format!("{bad} is not in 1..=64")));
             }
         }
-        let cells = matrix::expand(&axes, imports)
+        let mut cells = matrix::expand(&axes, imports)
             .map_err(|n| invalid("matrix", format!("{n} cells; at most {}", matrix::MAX_CELLS)))?;
+        // The lanes a cell runs with belong to its record, wherever the scenario set them: the
+        // time reports and `recommend --max-wait` read them there.
+        for key in ["LICHESS_MAX_STREAMS", "CHESSCOM_MAX_REQUESTS"] {
+            if let Some(v) = raw.env.get(key) {
+                for c in &mut cells {
+                    c.env.entry(key.to_string()).or_insert_with(|| v.clone());
+                }
+            }
+        }
         let name = raw.name.clone().unwrap_or_else(|| {
             file.file_stem()
                 .map_or("scenario".into(), |s| s.to_string_lossy().into_owned())

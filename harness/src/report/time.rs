@@ -1,0 +1,122 @@
+//! The time a run's users waited, as the summary's "Time" section: per cell
+//! and provider the p50/p95/max wait and when the last import ended, then
+//! each user of each cell's first repeat. All in provider seconds.
+
+use std::fmt::Write;
+
+use crate::observe::timing::Timing;
+use crate::session::results::{RunResults, by_cell};
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |s| format!("{s:.1}"))
+}
+
+/// The lanes a cell ran with: its `LICHESS_MAX_STREAMS` or `CHESSCOM_MAX_REQUESTS`, or the
+/// importer's default, 1.
+pub fn lanes(env: &std::collections::BTreeMap<String, String>, key: &str) -> String {
+    env.get(key).cloned().unwrap_or_else(|| "1".into())
+}
+
+/// Appends the "Time" section when the run's cells measured times.
+pub fn section(results: &RunResults, out: &mut String) {
+    let timed: Vec<(String, Vec<(&crate::session::results::CellRun, &Timing)>)> = by_cell(results)
+        .into_iter()
+        .map(|(label, runs)| {
+            let t = runs
+                .iter()
+                .filter_map(|r| Some((*r, r.timing.as_ref()?)))
+                .collect();
+            (label, t)
+        })
+        .filter(|(_, t): &(String, Vec<_>)| !t.is_empty())
+        .collect();
+    let Some(scale) = timed
+        .first()
+        .and_then(|(_, t)| t.first())
+        .map(|(_, t)| t.time_scale)
+    else {
+        return;
+    };
+    let _ = writeln!(out, "\n## Time\n");
+    if scale > 1.0 {
+        let _ = writeln!(
+            out,
+            "Provider time ran {scale:.0} times faster than real time: every time here is provider seconds \
+             (measured × {scale:.0}). The importer's own work was not sped up, so it weighs {scale:.0} times more \
+             than it would.\n"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Wait = from the user's POST to the import's start (client clock, admission included); done = from the \
+         POST to the last game stored. Worst repeat of each cell.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| cell | slots | lichess streams | chess.com requests | provider | imports | wait p50 s | wait p95 s | wait max s | last done s |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for (label, runs) in &timed {
+        let Some((run, _)) = runs.first() else { continue };
+        for provider in ["lichess", "chess.com", "all"] {
+            let worst = runs
+                .iter()
+                .filter_map(|(_, t)| t.provider(provider))
+                .max_by(|a, b| a.wait_p95_secs.total_cmp(&b.wait_p95_secs));
+            let Some(p) = worst else { continue };
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {} | {provider} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                run.cell.max_concurrent_imports,
+                lanes(&run.cell.env, "LICHESS_MAX_STREAMS"),
+                lanes(&run.cell.env, "CHESSCOM_MAX_REQUESTS"),
+                p.imports,
+                p.wait_p50_secs,
+                p.wait_p95_secs,
+                p.wait_max_secs,
+                p.last_done_secs,
+            );
+        }
+    }
+    let users: usize = timed
+        .iter()
+        .filter_map(|(_, runs)| runs.first().map(|(_, t)| t.imports.len()))
+        .sum();
+    // A table of every user is read by people; past a few hundred rows it is only scrolled.
+    if users > 400 {
+        let _ = writeln!(
+            out,
+            "\n{users} users: each one's times are in `results.json` (`timing.imports` of each cell run)."
+        );
+        return;
+    }
+    let _ = writeln!(out, "\n### Each user (first repeat)\n");
+    let _ = writeln!(
+        out,
+        "| cell | user | provider | posted at s | wait s | run s | first game s | done s | games | games/s |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for (label, runs) in &timed {
+        let Some((_, t)) = runs.first() else { continue };
+        for i in &t.imports {
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+                i.user,
+                i.platform,
+                i.arrived_secs,
+                secs(i.wait_secs),
+                secs(i.run_secs),
+                secs(i.first_game_secs),
+                secs(i.done_secs),
+                i.games,
+                secs(i.games_per_sec),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nPictures: `queue.png` (each user waiting, then running, per cell) and `wait-vs-config.png` \
+         (p95 wait and last completion against the slots, a line per lane setting)."
+    );
+}
