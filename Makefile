@@ -3,13 +3,19 @@
 
 CARGO ?= cargo
 
-.PHONY: harness gate gate-check faults bench fuzz allocators run test fmt lint check-pg chromium release contract openapi
+.PHONY: harness wait gate gate-check faults bench fuzz allocators run test fmt lint check-pg chromium release contract openapi
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
 ## harness: the main job: builds both binaries in release and runs $(SCENARIO) on SQLite and the built-in mocks
 harness: release
 	./target/release/harness run $(SCENARIO)
+
+MAX_WAIT ?= 60s
+## wait: the time question: scenarios/seed-real.yaml at lichess's real pace (10x faster), slots 2/3/4 x lichess
+## streams 1/2; prints the fewest slots and lanes whose users' p95 wait is within $(MAX_WAIT) in 512 MB
+wait: release
+	./target/release/harness recommend scenarios/seed-real.yaml --budget 512MB --max-wait $(MAX_WAIT)
 
 GATE_AGAINST ?= HEAD~1
 ## gate: the CI memory regression gate on scenarios/ci-gate.yaml: HEAD's importer against $(GATE_AGAINST)'s, both

@@ -598,3 +598,70 @@ fn the_gate_fails_a_cell_whose_post_p99_exceeds_its_limit() {
     );
     assert!(!Path::new(&baseline).exists(), "a failed run writes no baseline");
 }
+
+/// `recommend --max-wait` measures each lane setting at the provider's pace and names the one whose
+/// users wait within the limit (exit 0); when none does it says so, with what would help (exit 1).
+#[test]
+fn recommend_max_wait_names_the_lanes_that_serve_users_in_time() {
+    let dir = temp_dir("wait");
+    let scenario = dir.join("wait.yaml");
+    // Three lichess users of 100 games at 20 games/s: 5 s each. One stream: waits 0, 5, 10 s;
+    // two: 0, 0, 5 s. Run 10 times faster.
+    std::fs::write(
+        &scenario,
+        "budget: 512MB\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [2]\n  LICHESS_MAX_STREAMS: [1, 2]\n\
+         workload:\n  imports: 3\n  users:\n    - platform: lichess\n      games: 100\n      limit: 100\n\
+         upstream:\n  pace_games_per_sec: 20\n  time_scale: 10\n",
+    )
+    .expect("scenario");
+    let (scenario, importer, out) = (
+        scenario.to_string_lossy().into_owned(),
+        importer_bin().to_string_lossy().into_owned(),
+        dir.join("reports").to_string_lossy().into_owned(),
+    );
+    let args = |wait: &'static str| {
+        [
+            "recommend",
+            &scenario,
+            "--importer",
+            &importer,
+            "--out",
+            &out,
+            "--no-progress",
+            "--no-validate",
+            "--max-wait",
+            wait,
+        ]
+        .map(str::to_string)
+    };
+    let run = |wait| {
+        let a = args(wait);
+        harness_cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, text) = run("8s");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "MAX_CONCURRENT_IMPORTS=2 LICHESS_MAX_STREAMS=2 CHESSCOM_MAX_REQUESTS=1"),
+        "{text}"
+    );
+    assert!(text.contains("p95 wait: predicted 5.0 s, measured"), "{text}");
+    let latest = dir.join("reports/wait/latest");
+    for f in [
+        "recommend-wait.json",
+        "queue.svg",
+        "wait-vs-config.svg",
+        "queue.png",
+    ] {
+        assert!(latest.join(f).is_file(), "{f} written");
+    }
+    let summary = std::fs::read_to_string(latest.join("summary.md")).expect("summary");
+    assert!(
+        summary.contains("## Time") && summary.contains("### Each user"),
+        "{summary}"
+    );
+    let (code, text) = run("1s");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("No configuration meets"), "{text}");
+    assert!(text.contains("a lichess token"), "the model's advice: {text}");
+}
