@@ -27,7 +27,7 @@ fn chess_com(name: &str, games: u64, months: u32) -> MockUser {
 fn paced(games_per_sec: u32) -> harness::upstream::Options {
     harness::upstream::Options {
         seed: SEED,
-        lichess_games_per_sec: games_per_sec,
+        lichess_games_per_sec: f64::from(games_per_sec),
         ..Default::default()
     }
 }
