@@ -1,7 +1,8 @@
 //! What the harness observes of the importer while it works: its RSS over
 //! time and `VmHWM` (`sampler`), and, as a yardstick, how fast pgn-reader
 //! alone reads the same games (`parse_rate`); the importer's own request
-//! timings from its `/metrics` (`server_latency`). The cgroup's own peak is read
+//! timings from its `/metrics` (`server_latency`); each user's wait and completion on
+//! provider time (`timing`). The cgroup's own peak is read
 //! where the cgroup lives, in `target::cgroup`.
 
 pub mod parse_rate;

@@ -42,6 +42,16 @@ fn log_axis(lo: f64, hi: f64) -> WithKeyPoints<LogCoord<f64>> {
     (lo..hi).log_scale().with_key_points(ticks)
 }
 
+/// A tick's label on an axis of whole numbers (slots, imports): the number at whole ticks, nothing
+/// between them.
+pub(super) fn whole_number(x: &f64) -> String {
+    if (x - x.round()).abs() < 0.01 {
+        format!("{x:.0}")
+    } else {
+        String::new()
+    }
+}
+
 fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
     move |message| Error::Plot {
         path: path.to_path_buf(),
@@ -115,161 +125,193 @@ impl Draw for TimelinePlot<'_> {
             .max()
             .unwrap_or(1);
         let max_y = mib(max_rss) * 1.15;
-        let caption = format!(
-            "Importer RSS over time (budget {:.0} MiB, off scale when far above)",
-            mib(self.budget)
+        let budget = mib(self.budget);
+        let title = format!(
+            "Importer RSS over time: the highest uses {:.1} % of the {budget:.0} MiB budget",
+            mib(max_rss) / budget.max(f64::MIN_POSITIVE) * 100.0
         );
-        let mut chart = rss_over_time(root, caption, max_t, max_y)?;
-        if mib(self.budget) <= max_y {
-            chart
-                .draw_series(LineSeries::new(
-                    [(0.0, mib(self.budget)), (max_t, mib(self.budget))],
-                    RED.stroke_width(2),
-                ))
-                .map_err(e)?
-                .label("budget")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
-        }
-        for (i, t) in shown.iter().enumerate() {
-            let color = super::palette::pick(i).to_rgba();
-            chart
-                .draw_series(LineSeries::new(
-                    t.samples.iter().map(|s| (s.t, mib(s.rss))),
-                    color.stroke_width(1),
-                ))
-                .map_err(e)?
-                .label(t.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
-            // Ticks at the bottom where this cell's imports started and ended.
-            chart
-                .draw_series(
-                    t.marks
-                        .iter()
-                        .map(|&m| PathElement::new(vec![(m, 0.0), (m, max_y * 0.04)], color.stroke_width(2))),
+        let root = root.titled(&title, ("sans-serif", 20)).map_err(e)?;
+        // Small multiples on one scale: a panel per six cells, so that no colour repeats.
+        let groups: Vec<&[&Timeline]> = shown.chunks(LINES_PER_PANEL).collect();
+        let cols = groups.len().clamp(1, 2);
+        let panels = root.split_evenly((groups.len().div_ceil(cols).max(1), cols));
+        for (g, (group, area)) in groups.iter().zip(panels.iter()).enumerate() {
+            let caption = if groups.len() > 1 {
+                format!(
+                    "cells {}–{}",
+                    g * LINES_PER_PANEL + 1,
+                    g * LINES_PER_PANEL + group.len()
                 )
+            } else {
+                String::new()
+            };
+            let mut chart = rss_over_time(area, caption, max_t, max_y)?;
+            if budget <= max_y {
+                chart
+                    .draw_series(LineSeries::new(
+                        [(0.0, budget), (max_t, budget)],
+                        BLACK.stroke_width(2),
+                    ))
+                    .map_err(e)?
+                    .label("budget")
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
+            }
+            for (i, t) in group.iter().enumerate() {
+                let color = super::palette::pick(i).to_rgba();
+                chart
+                    .draw_series(LineSeries::new(
+                        t.samples.iter().map(|s| (s.t, mib(s.rss))),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(e)?
+                    .label(t.label.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2)));
+                // Ticks at the bottom where this cell's imports started and ended.
+                chart
+                    .draw_series(
+                        t.marks.iter().map(|&m| {
+                            PathElement::new(vec![(m, 0.0), (m, max_y * 0.04)], color.stroke_width(2))
+                        }),
+                    )
+                    .map_err(e)?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .label_font(("sans-serif", 11))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
                 .map_err(e)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(("sans-serif", 11))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
         Ok(())
     }
 }
 
-/// `memory-timeline.{png,svg}`: RSS over time, a line per cell, ticks where imports start and end.
+/// `memory-timeline.{png,svg}`: RSS over time, a line per cell, six to a panel, ticks where
+/// imports start and end.
 pub fn timeline(path: &Path, timelines: &[Timeline], budget: u64) -> Result<(), Error> {
-    render_with(path, (1400, 800), &TimelinePlot { timelines, budget })
+    let cells = timelines.iter().filter(|t| t.repeat == 0).count().max(1);
+    let panels = cells.div_ceil(LINES_PER_PANEL) as u32;
+    let (cols, rows) = (panels.clamp(1, 2), panels.div_ceil(2).max(1));
+    let width = if cols == 1 { 1400 } else { 1800 };
+    render_with(
+        path,
+        (width, 520 * rows + 40),
+        &TimelinePlot { timelines, budget },
+    )
 }
 
 struct PeakPlot<'a> {
     results: &'a RunResults,
 }
 
+/// Lines a panel of a small-multiples plot holds: one colour each, none repeated.
+const LINES_PER_PANEL: usize = super::palette::OKABE_ITO.len() - 1;
+
+/// A configuration's line: its label and (concurrency, median peak MiB) points.
+type PeakLine = (String, Vec<(f64, f64)>);
+
+/// Median peak per concurrency, per configuration other than concurrency.
+fn peak_lines(results: &RunResults) -> Vec<PeakLine> {
+    let mut lines: BTreeMap<String, BTreeMap<u32, Vec<u64>>> = BTreeMap::new();
+    for c in &results.cells {
+        if c.error.is_some() {
+            continue;
+        }
+        lines
+            .entry(c.cell.config_label())
+            .or_default()
+            .entry(c.cell.max_concurrent_imports)
+            .or_default()
+            .push(c.peak);
+    }
+    lines
+        .into_iter()
+        .map(|(key, points)| {
+            let pts = points
+                .iter()
+                .map(|(&n, peaks)| (f64::from(n), mib(median(peaks.iter().copied()))))
+                .collect();
+            (key, pts)
+        })
+        .collect()
+}
+
 impl Draw for PeakPlot<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
         root.fill(&WHITE).map_err(e)?;
-        // One line per configuration other than concurrency; points are medians over repeats.
-        let mut lines: BTreeMap<String, BTreeMap<u32, Vec<u64>>> = BTreeMap::new();
-        for c in &self.results.cells {
-            if c.error.is_some() {
-                continue;
-            }
-            let key = c.cell.config_label();
-            lines
-                .entry(key)
-                .or_default()
-                .entry(c.cell.max_concurrent_imports)
-                .or_default()
-                .push(c.peak);
-        }
+        let lines = peak_lines(self.results);
         let budget = mib(self.results.budget_bytes);
-        let xs: Vec<u32> = lines.values().flat_map(|m| m.keys().copied()).collect();
-        let (min_x, max_x) = (
-            xs.iter().copied().min().unwrap_or(1) as f64 - 0.5,
-            xs.iter().copied().max().unwrap_or(1) as f64 + 0.5,
-        );
-        let min_peak = self
-            .results
-            .cells
+        let highest = lines
             .iter()
-            .map(|c| c.peak)
-            .filter(|&p| p > 0)
-            .min()
-            .unwrap_or(1 << 20);
-        let min_y = (mib(min_peak) * 0.7).max(0.5);
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!(
-                    "Peak RSS against MAX_CONCURRENT_IMPORTS ({})",
-                    self.results.scenario
-                ),
-                ("sans-serif", 22),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(min_x..max_x, log_axis(min_y, budget * 1.3))
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("MAX_CONCURRENT_IMPORTS (imports at once)")
-            .y_desc("peak RSS, VmHWM (MiB, log scale)")
-            .x_labels(xs.len().max(2))
-            // Concurrency is a whole number: label only the whole ticks.
-            .x_label_formatter(&|x| {
-                if (x - x.round()).abs() < 0.01 {
-                    format!("{x:.0}")
-                } else {
-                    String::new()
-                }
-            })
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(e)?;
-        chart
-            .draw_series(LineSeries::new(
-                [(min_x, budget), (max_x, budget)],
-                RED.stroke_width(2),
-            ))
-            .map_err(e)?
-            .label(format!("budget {budget:.0} MiB"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
-        for (i, (key, points)) in lines.iter().enumerate() {
-            let color = super::palette::pick(i).to_rgba();
-            let pts: Vec<(f64, f64)> = points
-                .iter()
-                .map(|(&n, peaks)| (f64::from(n), mib(median(peaks.iter().copied()))))
-                .collect();
+            .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max);
+        // A linear axis up to the highest peak: the budget is written as a share, not drawn
+        // hundreds of MiB above lines it would squeeze onto the floor.
+        let title = format!(
+            "Peak RSS against MAX_CONCURRENT_IMPORTS ({}): the highest uses {:.1} % of the {budget:.0} MiB budget",
+            self.results.scenario,
+            highest / budget.max(f64::MIN_POSITIVE) * 100.0
+        );
+        let root = root.titled(&title, ("sans-serif", 20)).map_err(e)?;
+        let xs: Vec<f64> = lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.0)).collect();
+        let (min_x, max_x) = (
+            xs.iter().copied().reduce(f64::min).unwrap_or(1.0) - 0.5,
+            xs.iter().copied().fold(0.0, f64::max).max(1.0) + 0.5,
+        );
+        let max_y = (highest * 1.15).max(1.0);
+        let groups: Vec<&[PeakLine]> = lines.chunks(LINES_PER_PANEL).collect();
+        let cols = groups.len().clamp(1, 3);
+        let panels = root.split_evenly((groups.len().div_ceil(cols).max(1), cols));
+        for (group, area) in groups.iter().zip(panels.iter()) {
+            let mut chart = ChartBuilder::on(area)
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(min_x..max_x, 0f64..max_y)
+                .map_err(e)?;
             chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(e)?
-                .label(key.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+                .configure_mesh()
+                .x_desc("MAX_CONCURRENT_IMPORTS (imports at once)")
+                .y_desc("peak RSS, VmHWM (MiB)")
+                .x_labels(xs.len().clamp(2, 12))
+                .x_label_formatter(&whole_number)
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(e)?;
+            for (i, (key, pts)) in group.iter().enumerate() {
+                let color = super::palette::pick(i);
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                    .map_err(e)?
+                    .label(key.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2)));
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                    .map_err(e)?;
+            }
             chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .label_font(("sans-serif", 12))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
                 .map_err(e)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
         Ok(())
     }
 }
 
-/// `peak-vs-config.{png,svg}`: peak RSS against concurrency, a line per batch/page, the budget as a line.
+/// `peak-vs-config.{png,svg}`: peak RSS against concurrency, a line per batch/page, at most six
+/// to a panel (small multiples on one scale), the budget as a share in the title.
 pub fn peak_vs_config(path: &Path, results: &RunResults) -> Result<(), Error> {
-    render_with(path, (1200, 800), &PeakPlot { results })
+    let configs = peak_lines(results).len().max(1);
+    let panels = configs.div_ceil(LINES_PER_PANEL);
+    let (cols, rows) = (panels.clamp(1, 3) as u32, panels.div_ceil(3).max(1) as u32);
+    render_with(path, (560 * cols.max(2), 480 * rows + 40), &PeakPlot { results })
 }
 
 struct CapacityPlot<'a> {
@@ -315,7 +357,10 @@ impl Draw for CapacityPlot<'_> {
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(e)?;
-        for (value, color, name) in [(budget, RED, "budget"), (limit, MAGENTA, "budget less headroom")] {
+        for (value, color, name) in [
+            (budget, BLACK, "budget"),
+            (limit, super::palette::OKABE_ITO[3], "budget less headroom"),
+        ] {
             chart
                 .draw_series(LineSeries::new(
                     [(0.8, value), (max_x, value)],
@@ -419,7 +464,10 @@ impl Draw for ComparePeakPlot<'_> {
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(e)?;
-        for (side, color, offset) in [("before", BLUE, -0.12), ("after", RED, 0.12)] {
+        for (side, color, offset) in [
+            ("before", super::palette::OKABE_ITO[0], -0.12),
+            ("after", super::palette::OKABE_ITO[1], 0.12),
+        ] {
             let medians: Vec<(f64, f64)> = rows
                 .iter()
                 .enumerate()
@@ -483,7 +531,10 @@ impl Draw for CompareTimelinePlot<'_> {
         let max_y = mib(all.map(|s| s.rss).max().unwrap_or(1)) * 1.15;
         let caption = format!("RSS over time, {}: before and after", self.cell);
         let mut chart = rss_over_time(root, caption, max_t, max_y)?;
-        for (name, samples, color) in [("before", self.before, BLUE), ("after", self.after, RED)] {
+        for (name, samples, color) in [
+            ("before", self.before, super::palette::OKABE_ITO[0]),
+            ("after", self.after, super::palette::OKABE_ITO[1]),
+        ] {
             chart
                 .draw_series(LineSeries::new(
                     samples.iter().map(|s| (s.t, mib(s.rss))),

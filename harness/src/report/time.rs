@@ -114,9 +114,14 @@ pub fn section(results: &RunResults, out: &mut String) {
             );
         }
     }
+    let queue = if super::time_plot::has_queue(results) {
+        "`queue.png` (each user waiting, then importing, a panel per cell) and "
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "\nPictures: `queue.png` (each user waiting, then running, per cell) and `wait-vs-config.png` \
-         (p95 wait and last completion against the slots, a line per lane setting)."
+        "\nPictures: {queue}`wait-vs-config.png` (p95 wait and last completion against the slots, a line per \
+         lane setting)."
     );
 }

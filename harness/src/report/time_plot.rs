@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 use super::Error;
 use super::palette;
-use super::plot::{Draw, render_with};
+use super::plot::{Draw, render_with, whole_number};
 use super::time::lanes;
 use crate::observe::timing::Timing;
 use crate::session::results::{CellRun, RunResults, by_cell};
@@ -202,13 +202,7 @@ impl Draw for WaitPlot<'_> {
                 .x_desc("MAX_CONCURRENT_IMPORTS (slots)")
                 .y_desc("provider seconds")
                 .x_labels(xs.len().max(2))
-                .x_label_formatter(&|x| {
-                    if (x - x.round()).abs() < 0.01 {
-                        format!("{x:.0}")
-                    } else {
-                        String::new()
-                    }
-                })
+                .x_label_formatter(&whole_number)
                 .label_style(("sans-serif", 13))
                 .draw()
                 .map_err(e)?;
