@@ -52,6 +52,40 @@ pub(super) fn whole_number(x: &f64) -> String {
     }
 }
 
+/// A labelled line through `pts` with a dot at each point: a measured series.
+pub(super) fn dotted_line<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    pts: &[(f64, f64)],
+    colour: RGBColor,
+    label: &str,
+) -> Result<(), String> {
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+    chart
+        .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
+        .map_err(e)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], colour.stroke_width(2)));
+    chart
+        .draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+        .map_err(e)?;
+    Ok(())
+}
+
+/// The legend box every plot here draws, at `position`.
+pub(super) fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(("sans-serif", 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| x.to_string())
+}
+
 fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
     move |message| Error::Plot {
         path: path.to_path_buf(),
@@ -282,24 +316,9 @@ impl Draw for PeakPlot<'_> {
                 .draw()
                 .map_err(e)?;
             for (i, (key, pts)) in group.iter().enumerate() {
-                let color = super::palette::pick(i);
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                    .map_err(e)?
-                    .label(key.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2)));
-                chart
-                    .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
-                    .map_err(e)?;
+                dotted_line(&mut chart, pts, super::palette::pick(i), key)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .label_font(("sans-serif", 12))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(e)?;
+            legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 use super::Error;
 use super::palette;
-use super::plot::{Draw, render_with, whole_number};
+use super::plot::{Draw, dotted_line, legend, render_with, whole_number};
 use super::time::lanes;
 use crate::observe::timing::Timing;
 use crate::session::results::{CellRun, RunResults, by_cell};
@@ -207,27 +207,10 @@ impl Draw for WaitPlot<'_> {
                 .draw()
                 .map_err(e)?;
             for (i, (key, points)) in lines.iter().enumerate() {
-                let colour = palette::pick(i);
                 let pts: Vec<(f64, f64)> = points.iter().map(|(&n, p)| (f64::from(n), value(p))).collect();
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
-                    .map_err(e)?
-                    .label(key.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 15, y)], colour.stroke_width(2))
-                    });
-                chart
-                    .draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))
-                    .map_err(e)?;
+                dotted_line(&mut chart, &pts, palette::pick(i), key)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font(("sans-serif", 12))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(e)?;
+            legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
         Ok(())
     }
