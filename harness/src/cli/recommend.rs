@@ -88,6 +88,11 @@ pub async fn wait(
     max_wait_secs: f64,
     validate: bool,
 ) -> Result<WaitRecommendation, Error> {
+    // The runs and the validation's hard limit are made against the budget asked for.
+    let s = &Checked {
+        budget_bytes,
+        ..s.clone()
+    };
     let outcome = session::run(s, opts).await?;
     report::write_run(&outcome)?;
     let mut rec = wait_plan::conclude(
@@ -132,6 +137,16 @@ pub async fn wait_command(
         Ok(s) => s,
         Err(code) => return code,
     };
+    if scenario.raw.workload.imports.is_none() && scenario.raw.workload.arrivals.count().is_none() {
+        // Otherwise each cell gets as many users as it has slots: no one waits for a slot and
+        // every configuration would be measured on a workload of its own.
+        eprintln!(
+            "error: {}: --max-wait compares configurations on one workload: set `workload.imports` \
+             (or `arrivals: {{at_secs: [...]}}`)",
+            scenario.file.display()
+        );
+        return ExitCode::from(USAGE);
+    }
     let opts = args.options();
     let budget = budget.unwrap_or(scenario.budget_bytes);
     eprintln!(

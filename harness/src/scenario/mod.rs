@@ -344,6 +344,26 @@ impl Checked {
         }
         let mut cells = matrix::expand(&axes, imports)
             .map_err(|n| invalid("matrix", format!("{n} cells; at most {}", matrix::MAX_CELLS)))?;
+        // The last import must be posted well before the cell gives up on it.
+        for c in &cells {
+            let last = raw
+                .workload
+                .arrivals
+                .offsets(c.imports as usize, raw.upstream.seed)
+                .into_iter()
+                .fold(0.0, f64::max);
+            let real = last / raw.upstream.time_scale;
+            if real > raw.cell_timeout_secs as f64 / 2.0 || last > crate::load::arrivals::MAX_SPAN_SECS {
+                return Err(invalid(
+                    "arrivals",
+                    format!(
+                        "the last of {} imports is posted at {last:.0} s of provider time ({real:.0} s at time_scale {}): \
+                         more than half of cell_timeout_secs {} or a day",
+                        c.imports, raw.upstream.time_scale, raw.cell_timeout_secs
+                    ),
+                ));
+            }
+        }
         // The lanes a cell runs with belong to its record, wherever the scenario set them: the
         // time reports and `recommend --max-wait` read them there.
         for key in ["LICHESS_MAX_STREAMS", "CHESSCOM_MAX_REQUESTS"] {
@@ -453,6 +473,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("arrivals: every_secs: -1"), "{err}");
+        let err = with("  arrivals: {every_secs: 3600}\n", "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the last of 2 imports is posted at 3600 s"), "{err}");
+        assert!(
+            with(
+                "  arrivals: {every_secs: 3600}\n",
+                "upstream:\n  time_scale: 100\n"
+            )
+            .is_ok()
+        );
         let err = with("", "upstream:\n  time_scale: 0.5\n")
             .unwrap_err()
             .to_string();

@@ -271,20 +271,21 @@ fn an_allocator_build_is_checked_by_its_version() {
     assert!(err.contains("not allocator mimalloc"), "{err}");
 }
 
-/// A paced lichess stream keeps its schedule: 400 games at 4,000 games/s take about 0.1 s.
-/// A sleep per game (at least the timer's 1 ms) would take 0.4 s or more.
+/// A paced lichess stream keeps its schedule: 2,000 games at 20,000 games/s take about 0.1 s.
+/// A sleep per game (at least the timer's 1 ms) would take 2 s or more; the bound between is
+/// wide, so that a loaded machine (tests run side by side) cannot fail a stream that keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_stream_sends_at_the_rate_asked() {
-    let user = MockUser::new("paced", Platform::Lichess, 400);
+    let user = MockUser::new("paced", Platform::Lichess, 2000);
     let opts = harness::upstream::Options {
-        lichess_games_per_sec: 4000.0,
+        lichess_games_per_sec: 20_000.0,
         prerender: true,
         ..Default::default()
     };
     let mocks = harness::upstream::Upstreams::start_with(&[user], opts)
         .await
         .expect("mocks");
-    let url = format!("{}/api/games/user/paced?max=400", mocks.lichess_url());
+    let url = format!("{}/api/games/user/paced?max=2000", mocks.lichess_url());
     let started = std::time::Instant::now();
     // The mocks, like lichess, refuse a client that names no contact.
     let http = reqwest::Client::builder()
@@ -300,9 +301,9 @@ async fn a_paced_stream_sends_at_the_rate_asked() {
         .await
         .expect("body");
     let secs = started.elapsed().as_secs_f64();
-    assert_eq!(body.matches("[Event ").count(), 400);
+    assert_eq!(body.matches("[Event ").count(), 2000);
     assert!(secs >= 0.095, "not faster than asked: {secs:.3} s");
-    assert!(secs < 0.3, "400 games at 4,000/s took {secs:.3} s");
+    assert!(secs < 1.5, "2,000 games at 20,000/s took {secs:.3} s");
 }
 
 #[tokio::test]
@@ -537,8 +538,10 @@ fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
     let good = good.to_string_lossy().into_owned();
     let missing = dir.join("missing.yaml").to_string_lossy().into_owned();
     let empty = dir.to_string_lossy().into_owned();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["run", &missing], "cannot read"),
+        (&["recommend", &good, "--max-wait", "soon"], "a wait such as 60s"),
+        (&["recommend", &good, "--max-wait", "60s"], "set `workload.imports`"),
         (&["run", &good, "--set", "IMPORT_BATCH_SIZE"], "VAR=VALUE"),
         (&["run", &good, "--set", "lower=1"], "environment variable name"),
         (&["recommend", &good, "--budget", "lots"], "512MB"),
