@@ -541,7 +541,10 @@ fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
     let cases: [(&[&str], &str); 8] = [
         (&["run", &missing], "cannot read"),
         (&["recommend", &good, "--max-wait", "soon"], "a wait such as 60s"),
-        (&["recommend", &good, "--max-wait", "60s"], "set `workload.imports`"),
+        (
+            &["recommend", &good, "--max-wait", "60s"],
+            "set `workload.imports`",
+        ),
         (&["run", &good, "--set", "IMPORT_BATCH_SIZE"], "VAR=VALUE"),
         (&["run", &good, "--set", "lower=1"], "environment variable name"),
         (&["recommend", &good, "--budget", "lots"], "512MB"),
