@@ -10,7 +10,7 @@ use crate::analysis::recommend::{self as plan, Recommendation};
 use crate::analysis::wait::{self as wait_plan, WaitRecommendation};
 use crate::report;
 use crate::scenario::Checked;
-use crate::session::{self, Enforce, Options, Session};
+use crate::session::{self, Enforce, Options, Outcome, Session};
 
 /// Why a recommendation could not be made (exit 2): a run could not start or report, as for `run`.
 pub use super::run::Error;
@@ -44,19 +44,30 @@ pub async fn recommend(
     );
     if let (Some(i), true) = (rec.best, validate) {
         let v = plan::validation_scenario(s, budget_bytes, &rec.models[i]);
-        let vopts = Options {
-            enforce: Enforce::On,
-            repeats: Some(1),
-            ..opts.clone()
-        };
-        let mut session = Session::start(&v, &vopts, 1).await?;
-        let run = session.measure(&v.cells[0], 0).await;
-        let checked = session.finish(vec![run]);
-        report::write_run(&checked)?;
+        let checked = under_hard_limit(&v, &v.cells[0], opts).await?;
         rec.validation = plan::validation(&checked.results);
     }
     report::recommend::write(&outcome.dir, &rec, &outcome.results)?;
     Ok(rec)
+}
+
+/// One run of `cell` under the budget as a hard memory limit, its reports written: a
+/// recommendation's validation.
+async fn under_hard_limit(
+    s: &Checked,
+    cell: &crate::scenario::Cell,
+    opts: &Options,
+) -> Result<Outcome, Error> {
+    let vopts = Options {
+        enforce: Enforce::On,
+        repeats: Some(1),
+        ..opts.clone()
+    };
+    let mut session = Session::start(s, &vopts, 1).await?;
+    let run = session.measure(cell, 0).await;
+    let checked = session.finish(vec![run]);
+    report::write_run(&checked)?;
+    Ok(checked)
 }
 
 /// `harness recommend`: exit 0 when a recommendation was made and held, 1 when none or it failed, 2 on set-up.
@@ -105,15 +116,7 @@ pub async fn wait(
     if let (Some(i), true) = (rec.best, validate) {
         let label = rec.rows[i].label.clone();
         if let Some(cell) = s.cells.iter().find(|c| c.label == label) {
-            let vopts = Options {
-                enforce: Enforce::On,
-                repeats: Some(1),
-                ..opts.clone()
-            };
-            let mut session = Session::start(s, &vopts, 1).await?;
-            let run = session.measure(cell, 0).await;
-            let checked = session.finish(vec![run]);
-            report::write_run(&checked)?;
+            let checked = under_hard_limit(s, cell, opts).await?;
             rec.validation = checked
                 .results
                 .cells
