@@ -20,6 +20,8 @@ pub mod arrivals;
 
 pub use arrivals::Arrivals;
 
+use crate::upstream::games::Rng;
+
 /// One import to request.
 #[derive(Debug, Clone)]
 pub struct ImportSpec {
@@ -268,8 +270,9 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
     };
     rec.import_id = Some(id.clone());
     let mut unreachable = 0;
+    let mut rng = Rng::new(0x9011_0000 ^ user.weighted_users_index as u64);
     loop {
-        tokio::time::sleep(plan.poll_every).await;
+        tokio::time::sleep(jittered(plan.poll_every, &mut rng)).await;
         let url = format!("{}/api/v1/imports/{id}", plan.bases[base]);
         let req = GooseRequest::builder()
             .path(url.as_str())
@@ -338,7 +341,16 @@ async fn open_connection(user: &GooseUser, base: &str) -> Option<reqwest::Respon
     user.client.get(format!("{base}/healthz")).send().await.ok()
 }
 
-/// How often each user polls its import. Users' waits come from the server's start times, not
+/// `every` ± a quarter, uniformly: users who posted in the same millisecond must not poll in the
+/// same millisecond for ever (without it, capacity-512's 512 users sent their GETs in 512-request
+/// waves, one every 0.5 s, and those waves alone set the GET p99).
+fn jittered(every: Duration, rng: &mut Rng) -> Duration {
+    let quarter = every / 4;
+    let range = u64::try_from(quarter.as_micros() * 2).unwrap_or(u64::MAX).max(1);
+    every - quarter + Duration::from_micros(rng.below(range))
+}
+
+/// How often each user polls its import, on average. Users' waits come from the server's start times, not
 /// from the polls; at 0.1 s, 512 users sent 5,000 GETs a second, more than the importer's one
 /// API thread serves on a machine whose cores the imports saturate.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -457,6 +469,24 @@ mod tests {
             finished_at: at(to_ms),
             ..ImportRecord::default()
         }
+    }
+
+    #[test]
+    fn polls_are_spread_around_their_period() {
+        let every = Duration::from_millis(500);
+        let mut rng = Rng::new(7);
+        let gaps: Vec<Duration> = (0..2000).map(|_| jittered(every, &mut rng)).collect();
+        assert!(
+            gaps.iter().all(|g| (375..625).contains(&g.as_millis())),
+            "within ± a quarter"
+        );
+        let mean = gaps.iter().sum::<Duration>() / 2000;
+        assert!(mean.abs_diff(every) < Duration::from_millis(10), "mean {mean:?}");
+        let early = gaps.iter().filter(|g| g.as_millis() < 437).count();
+        assert!(
+            (350..650).contains(&early),
+            "the first quarter of the range holds {early} of 2000"
+        );
     }
 
     #[test]
