@@ -12,6 +12,7 @@ pub mod pgn;
 pub mod pipeline;
 pub mod scheduler;
 pub mod store;
+pub mod sync;
 pub mod upstream;
 
 pub use job::{Counters, Job, JobStatus, Platform};

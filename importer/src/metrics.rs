@@ -56,6 +56,7 @@ pub struct Metrics {
     imported: Family<PlatformLabel, Counter>,
     failed_parse: Counter,
     rate_limited: Family<ProviderLabel, Counter>,
+    not_modified: Family<ProviderLabel, Counter>,
     cool_down: Family<ProviderLabel, Counter<f64, AtomicU64>>,
     requests: Family<RouteLabels, Histogram, fn() -> Histogram>,
 }
@@ -70,6 +71,7 @@ impl Default for Metrics {
             imported: Family::default(),
             failed_parse: Counter::default(),
             rate_limited: Family::default(),
+            not_modified: Family::default(),
             cool_down: Family::default(),
             requests: Family::new_with_constructor(request_histogram),
         };
@@ -94,6 +96,11 @@ impl Default for Metrics {
             "importer_upstream_rate_limited",
             "429 Too Many Requests answers received, per provider",
             m.rate_limited.clone(),
+        );
+        registry.register(
+            "importer_upstream_not_modified",
+            "304 Not Modified answers received (a month unchanged since it was stored: no body read), per provider",
+            m.not_modified.clone(),
         );
         registry.register_with_unit(
             "importer_upstream_cooldown",
@@ -156,6 +163,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a `304 Not Modified` from `platform`.
+    pub fn not_modified(&self, platform: Platform) {
+        self.not_modified
+            .get_or_create(&ProviderLabel {
+                provider: label(platform),
+            })
+            .inc();
+    }
+
     /// Adds `secs` of cool-down (no request to `platform`) to its total.
     pub fn cooled_down(&self, platform: Platform, secs: f64) {
         self.cool_down
@@ -202,6 +218,9 @@ impl Metrics {
             self.cooled_down(p, 0.0);
             let _ = self
                 .rate_limited
+                .get_or_create(&ProviderLabel { provider: label(p) });
+            let _ = self
+                .not_modified
                 .get_or_create(&ProviderLabel { provider: label(p) });
         }
         let mut out = String::with_capacity(4096);

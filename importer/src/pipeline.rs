@@ -4,6 +4,11 @@
 //! `IMPORT_BATCH_SIZE` rows are held, and the batch is emptied once written.
 //! Nothing here grows with the user's history, except under the `preload`
 //! deduplication strategy, which exists to be measured against `batch`.
+//!
+//! Provider time is bounded by what is new: an import first reads what the database holds
+//! completely of the user's history (`crate::sync`) and asks only for the rest: lichess windows
+//! newest first, chess.com months not recorded whole. What a batch completes is recorded in the
+//! batch's own transaction.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,8 +19,9 @@ use crate::config::{Config, DedupStrategy};
 use crate::job::{Counters, Job, Platform};
 use crate::metrics::Metrics;
 use crate::pgn::{Framed, GameRow, parse_game};
-use crate::store::{Store, StoreError};
-use crate::upstream::{Client, GameSource, Item, UpstreamError};
+use crate::store::{Store, StoreError, SyncState};
+use crate::sync::{Coverage, MonthRecord, Pending, SyncProgress, Validators, Window, WindowKind};
+use crate::upstream::{ChessComSource, Client, Item, LichessSource, UpstreamError};
 
 /// Why an import failed; the message is what the job's `error` says.
 #[derive(Debug, thiserror::Error)]
@@ -71,15 +77,6 @@ async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-impl ImportContext {
-    fn base_url(&self, platform: Platform) -> &str {
-        match platform {
-            Platform::Lichess => &self.config.lichess_base_url,
-            Platform::ChessCom => &self.config.chesscom_base_url,
-        }
-    }
-}
-
 /// Stored ids known before the stream starts (`preload` strategy only).
 async fn preload_ids(ctx: &ImportContext, job: &Job) -> Result<HashSet<String>, StoreError> {
     let mut known = HashSet::new();
@@ -109,6 +106,10 @@ struct Batcher<'a> {
     rows: Vec<GameRow>,
     preloaded: Option<HashSet<String>>,
     counters: Counters,
+    /// lichess: the window being read, and how far it is complete.
+    coverage: Option<Coverage>,
+    /// What the next write completes of the user's history.
+    sync: SyncProgress,
     /// The `hungry` test build keeps a copy of every row until the import ends: memory that grows
     /// with a user's history, the regression the harness's gate must catch (`make gate-check`).
     #[cfg(feature = "hungry")]
@@ -136,11 +137,18 @@ impl Batcher<'_> {
         Ok(stored)
     }
 
-    /// Writes the batch's new games (at most the remaining limit), then empties it.
+    /// Writes the batch's new games (at most the remaining limit) and what they complete of the
+    /// user's history, then empties it.
     async fn flush(&mut self) -> Result<(), StoreError> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
+        self.write(false).await
+    }
+
+    /// [`Batcher::flush`] at the end of a lichess window's stream: the whole window is complete.
+    async fn finish_window(&mut self) -> Result<(), StoreError> {
+        self.write(true).await
+    }
+
+    async fn write(&mut self, window_ended: bool) -> Result<(), StoreError> {
         // The same game twice in one batch (a resumed stream) counts once.
         let mut seen = HashSet::with_capacity(self.rows.len());
         let before = self.rows.len();
@@ -167,25 +175,41 @@ impl Batcher<'_> {
         let before = self.rows.len();
         self.rows.retain(|r| !stored.contains(&r.provider_game_id));
         self.counters.games_skipped_existing += (before - self.rows.len()) as i64;
+        // Games beyond the limit are left out, and so is the part of the window they are in.
+        let cut = self.rows.len() > room;
         self.rows.truncate(room);
-
+        if let Some(coverage) = &self.coverage {
+            self.sync.range = if window_ended && !cut {
+                coverage.finished()
+            } else if cut {
+                let oldest_kept = self.rows.last().and_then(|r| r.played_at);
+                oldest_kept.and_then(|at| coverage.complete(Some(at.timestamp_millis())))
+            } else {
+                coverage.complete(None)
+            };
+        }
+        if self.rows.is_empty() && self.sync.is_empty() && !window_ended {
+            return Ok(());
+        }
         if self.rows.is_empty() {
             with_retry(&self.job.import_id, "writing progress", || {
-                self.ctx.store.update_counters(
-                    &self.job.import_id,
+                self.ctx.store.write_progress(
+                    self.job,
                     &self.ctx.config.instance_id,
                     &self.counters,
+                    &self.sync,
                 )
             })
             .await?;
         } else {
             let inserted = with_retry(&self.job.import_id, "writing a batch", || {
-                self.ctx.store.insert_batch(
+                self.ctx.store.write_batch(
                     self.job,
                     &self.ctx.config.instance_id,
                     &self.rows,
                     &self.counters,
                     Utc::now(),
+                    &self.sync,
                 )
             })
             .await?;
@@ -196,6 +220,7 @@ impl Batcher<'_> {
             tracing::debug!(import_id = %self.job.import_id, inserted, raced, "batch written");
         }
         self.rows.clear();
+        self.sync = SyncProgress::default();
         Ok(())
     }
 }
@@ -246,7 +271,7 @@ impl MonthSurvey {
 impl Batcher<'_> {
     /// Decides what to store of a surveyed month: its new games, and when more are new than the
     /// limit leaves room for, the newest by end time (ties: the order received).
-    async fn choose(&mut self, survey: MonthSurvey) -> Result<Choice, StoreError> {
+    async fn choose(&mut self, survey: MonthSurvey) -> Result<(Choice, bool), StoreError> {
         let MonthSurvey { mut games, held } = survey;
         // A month read again after a break repeats games: each counts once.
         let mut seen = HashSet::with_capacity(games.len());
@@ -269,23 +294,25 @@ impl Batcher<'_> {
         games.retain(|g| !stored.contains(&g.2));
         self.counters.games_skipped_existing += (before - games.len()) as i64;
         if games.is_empty() {
-            return Ok(Choice::Nothing);
+            return Ok((Choice::Nothing, true));
         }
         let room = usize::try_from(self.remaining().max(0)).unwrap_or(usize::MAX);
-        if games.len() > room {
+        let whole = games.len() <= room;
+        if !whole {
             // Newest first; a game without an end time after those with one.
             games.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             games.truncate(room);
         }
         let chosen: HashSet<String> = games.into_iter().map(|g| g.2).collect();
-        Ok(match held {
+        let choice = match held {
             Some(mut rows) => {
                 let mut wanted = chosen;
                 rows.retain(|r| wanted.remove(&r.provider_game_id));
                 Choice::Held(rows)
             }
             None => Choice::Reread(chosen),
-        })
+        };
+        Ok((choice, whole))
     }
 
     /// Adds a row to the batch and writes the batch when it is full.
@@ -331,6 +358,8 @@ pub async fn run_import(ctx: &ImportContext, job: &Job) -> Result<Counters, (Imp
         rows: Vec::with_capacity(ctx.config.import_batch_size.min(1024)),
         preloaded: None,
         counters: job.counters,
+        coverage: None,
+        sync: SyncProgress::default(),
         #[cfg(feature = "hungry")]
         kept: Vec::new(),
     };
@@ -348,8 +377,20 @@ async fn import_into(b: &mut Batcher<'_>) -> Result<(), ImportError> {
     if ctx.config.dedup_strategy == DedupStrategy::Preload {
         b.preloaded = Some(preload_ids(ctx, job).await?);
     }
+    let state = with_retry(&job.import_id, "reading what is stored", || {
+        ctx.store.sync_state(&job.user_id, job.platform)
+    })
+    .await?;
+    match job.platform {
+        Platform::Lichess => import_lichess(b, &state).await,
+        Platform::ChessCom => import_chess_com(b, &state).await,
+    }
+}
+
+/// What a provider's failure means for the job.
+fn upstream_error(job: &Job) -> impl Fn(UpstreamError) -> ImportError + '_ {
     let platform = job.platform.as_str();
-    let upstream = |source| match source {
+    move |source| match source {
         UpstreamError::NotFound => ImportError::UserNotFound {
             user: job.user_id.clone(),
             platform,
@@ -358,93 +399,180 @@ async fn import_into(b: &mut Batcher<'_>) -> Result<(), ImportError> {
             ImportError::Refused(source)
         }
         source => ImportError::Upstream { platform, source },
+    }
+}
+
+/// The next item of a source, unless the process is stopping: then the batch read so far is
+/// committed and the import returns `Interrupted` (a stalled stream must not hold up a shutdown).
+async fn next_unless_stopping<T>(
+    b: &mut Batcher<'_>,
+    next: impl std::future::Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, ImportError> {
+    let upstream = upstream_error(b.job);
+    tokio::select! {
+        biased;
+        () = stopped(b.ctx.stopping.clone()) => {
+            b.flush().await?;
+            Err(ImportError::Interrupted)
+        }
+        next = next => next.map_err(upstream),
+    }
+}
+
+/// Parses a framed game; a failure is counted and logged, and `None`.
+fn parse_counted(b: &mut Batcher<'_>, framed: Framed) -> Option<GameRow> {
+    let parsed = match framed {
+        Framed::Game(bytes) => parse_game(b.job.platform, &bytes),
+        Framed::Oversized => Err(crate::pgn::ParseFailure::Oversized),
     };
-    let mut source = GameSource::open(
-        &ctx.client,
-        ctx.base_url(job.platform),
-        job.platform,
-        &job.user_id,
-    )
-    .await
-    .map_err(upstream)?;
-    let batch = ctx.config.import_batch_size;
-    // chess.com months are surveyed first (see `MonthSurvey`); lichess streams newest first.
-    let by_month = job.platform == Platform::ChessCom;
-    let mut survey = MonthSurvey::new(batch);
-    // During a month's second reading: the keys still to store.
-    let mut rereading: Option<HashSet<String>> = None;
-    loop {
-        // A stalled stream must not hold up a shutdown: stop waiting, commit what is read.
-        let next = tokio::select! {
-            biased;
-            () = stopped(ctx.stopping.clone()) => {
-                b.flush().await?;
-                return Err(ImportError::Interrupted);
+    match parsed {
+        Ok(row) => Some(row),
+        Err(reason) => {
+            b.counters.games_failed_parse += 1;
+            b.ctx.metrics.game_failed_parse();
+            tracing::warn!(import_id = %b.job.import_id, user = %b.job.user_id,
+                platform = b.job.platform.as_str(), %reason, "game skipped: does not parse");
+            None
+        }
+    }
+}
+
+/// A lichess game still being played (exported because of `ongoing=true`): not stored yet.
+fn is_ongoing(row: &GameRow) -> bool {
+    row.result.as_deref() == Some("*") && row.termination.as_deref() == Some("Unterminated")
+}
+
+/// lichess: the windows outside what is stored, newest first, until the limit is reached.
+async fn import_lichess(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), ImportError> {
+    let windows = crate::sync::windows(&state.ranges, &state.pending);
+    tracing::debug!(import_id = %b.job.import_id, ranges = state.ranges.len(),
+        pending = state.pending.len(), windows = windows.len(), "lichess windows planned");
+    for window in windows {
+        read_window(b, window).await?;
+        if b.remaining() <= 0 {
+            break;
+        }
+    }
+    b.coverage = None;
+    b.flush().await?;
+    Ok(())
+}
+
+/// Reads one lichess window to its end or to the limit.
+async fn read_window(b: &mut Batcher<'_>, window: Window) -> Result<(), ImportError> {
+    let (ctx, job) = (b.ctx, b.job);
+    let mut source = LichessSource::open(&ctx.client, &ctx.config.lichess_base_url, &job.user_id, &window)
+        .await
+        .map_err(upstream_error(job))?;
+    let target = match &window.kind {
+        WindowKind::Pending(id) => Some(id.clone()),
+        _ => None,
+    };
+    // A pending game seen finished, or not seen at all (gone), is no longer pending.
+    let mut target_still_ongoing = false;
+    b.coverage = Some(Coverage::new(window));
+    while let Some(framed) = next_unless_stopping(b, source.next()).await? {
+        b.counters.games_fetched += 1;
+        let Some(row) = parse_counted(b, framed) else { continue };
+        if let Some(at) = row.played_at {
+            source.note_played_at(at);
+            if let Some(c) = &mut b.coverage {
+                c.saw(at.timestamp_millis());
             }
-            next = source.next() => next.map_err(upstream)?,
-        };
-        let Some(item) = next else { break };
-        let framed = match item {
-            Item::Game(framed) => framed,
-            Item::MonthEnd if rereading.take().is_some() => {
+        }
+        if is_ongoing(&row) {
+            if target.as_deref() == Some(row.provider_game_id.as_str()) {
+                target_still_ongoing = true;
+            } else if let Some(at) = row.played_at {
+                b.sync.pending_found.push(Pending {
+                    game_id: row.provider_game_id,
+                    created_ms: at.timestamp_millis(),
+                });
+            }
+            continue;
+        }
+        b.push(row).await?;
+        if b.remaining() <= 0 {
+            return Ok(());
+        }
+    }
+    if let Some(id) = target
+        && !target_still_ongoing
+    {
+        b.sync.pending_done.push(id);
+    }
+    b.finish_window().await?;
+    Ok(())
+}
+
+/// chess.com: month by month, newest first, as planned from the recorded months; each month is
+/// surveyed (see `MonthSurvey`) and recorded whole or partial with its last batch.
+async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), ImportError> {
+    let (ctx, job) = (b.ctx, b.job);
+    let mut source = ChessComSource::open(&ctx.client, &ctx.config.chesscom_base_url, &job.user_id, &state.months)
+        .await
+        .map_err(upstream_error(job))?;
+    let batch = ctx.config.import_batch_size;
+    let mut survey = MonthSurvey::new(batch);
+    // During a month's second reading: the keys still to store, and the month's record.
+    let mut rereading: Option<(HashSet<String>, MonthRecord)> = None;
+    while let Some(item) = next_unless_stopping(b, source.next()).await? {
+        match item {
+            Item::Game(framed) => {
+                if let Some((keys, _)) = &mut rereading {
+                    // Counted in the survey already: only the chosen games are taken, each once.
+                    let parsed = match framed {
+                        Framed::Game(bytes) => parse_game(job.platform, &bytes).ok(),
+                        Framed::Oversized => None,
+                    };
+                    if let Some(row) = parsed
+                        && keys.remove(&row.provider_game_id)
+                    {
+                        b.push(row).await?;
+                    }
+                    continue;
+                }
+                b.counters.games_fetched += 1;
+                if let Some(row) = parse_counted(b, framed) {
+                    survey.push(row, batch);
+                }
+            }
+            Item::MonthUnchanged(month) => {
+                tracing::debug!(import_id = %job.import_id, %month, "chess.com month unchanged (304)");
+            }
+            Item::MonthEnd(_) if rereading.is_some() => {
+                b.sync.month = rereading.take().map(|(_, record)| record);
                 b.flush().await?;
                 if b.remaining() <= 0 {
                     return Ok(());
                 }
-                continue;
             }
-            Item::MonthEnd => {
-                match b
-                    .choose(std::mem::replace(&mut survey, MonthSurvey::new(batch)))
-                    .await?
-                {
-                    Choice::Nothing => {}
-                    Choice::Held(rows) => {
-                        for row in rows {
-                            b.push(row).await?;
+            Item::MonthEnd(read) => {
+                let (choice, whole) = b.choose(std::mem::replace(&mut survey, MonthSurvey::new(batch))).await?;
+                let record = MonthRecord {
+                    month: read.month,
+                    complete: whole,
+                    // A partial month is read whole again: no validators for it.
+                    validators: if whole { read.validators } else { Validators::default() },
+                };
+                match choice {
+                    Choice::Nothing | Choice::Held(_) => {
+                        if let Choice::Held(rows) = choice {
+                            for row in rows {
+                                b.push(row).await?;
+                            }
                         }
+                        b.sync.month = Some(record);
                         b.flush().await?;
                         if b.remaining() <= 0 {
                             return Ok(());
                         }
                     }
                     Choice::Reread(keys) => {
-                        source.reread_month().await.map_err(upstream)?;
-                        rereading = Some(keys);
+                        source.reread_month().await.map_err(upstream_error(job))?;
+                        rereading = Some((keys, record));
                     }
                 }
-                continue;
-            }
-        };
-        let parsed = match framed {
-            Framed::Game(bytes) => parse_game(job.platform, &bytes),
-            Framed::Oversized => Err(crate::pgn::ParseFailure::Oversized),
-        };
-        if let Some(keys) = &mut rereading {
-            // Counted in the survey already: only the chosen games are taken, each once.
-            if let Ok(row) = parsed
-                && keys.remove(&row.provider_game_id)
-            {
-                b.push(row).await?;
-            }
-            continue;
-        }
-        b.counters.games_fetched += 1;
-        match parsed {
-            Ok(row) if by_month => survey.push(row, batch),
-            Ok(row) => {
-                if let Some(at) = row.played_at {
-                    source.note_played_at(at);
-                }
-                b.push(row).await?;
-                if b.remaining() <= 0 {
-                    return Ok(());
-                }
-            }
-            Err(reason) => {
-                b.counters.games_failed_parse += 1;
-                ctx.metrics.game_failed_parse();
-                tracing::warn!(import_id = %job.import_id, user = %job.user_id, platform, %reason, "game skipped: does not parse");
             }
         }
     }

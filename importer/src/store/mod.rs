@@ -24,6 +24,7 @@ use gate::WriteGate;
 
 use crate::job::{Counters, Job, JobStatus, Platform};
 use crate::pgn::GameRow;
+use crate::sync::{MonthRecord, Pending, Range, SyncProgress};
 
 /// A database failure, with the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +130,102 @@ macro_rules! on_pool {
 mod queue;
 
 pub use queue::{ClaimLanes, QueueTx};
+
+/// Writes what a batch completes of the user's history (`SyncProgress`) in the open transaction
+/// `$tx`, so that a range is never recorded without the games it claims.
+macro_rules! write_sync {
+    ($tx:expr, $user:expr, $platform:expr, $sync:expr, $op:expr) => {{
+        let (user, platform, sync): (&str, &str, &SyncProgress) = ($user, $platform, $sync);
+        if let Some(new) = sync.range {
+            // The recorded ranges it overlaps or touches become one with it.
+            let touching: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT lo_ms, hi_ms FROM sync_ranges WHERE user_id = $1 AND platform = $2 \
+                 AND lo_ms <= $4 AND hi_ms >= $3",
+            )
+            .bind(user)
+            .bind(platform)
+            .bind(new.lo_ms)
+            .bind(new.hi_ms)
+            .fetch_all(&mut *$tx)
+            .await
+            .map_err(query_err($op))?;
+            let existing: Vec<Range> = touching
+                .into_iter()
+                .map(|(lo_ms, hi_ms)| Range { lo_ms, hi_ms })
+                .collect();
+            let merged = crate::sync::merge(&existing, new);
+            sqlx::query(
+                "DELETE FROM sync_ranges WHERE user_id = $1 AND platform = $2 AND lo_ms <= $4 AND hi_ms >= $3",
+            )
+            .bind(user)
+            .bind(platform)
+            .bind(new.lo_ms)
+            .bind(new.hi_ms)
+            .execute(&mut *$tx)
+            .await
+            .map_err(query_err($op))?;
+            for r in &merged {
+                sqlx::query("INSERT INTO sync_ranges (user_id, platform, lo_ms, hi_ms) VALUES ($1, $2, $3, $4)")
+                    .bind(user)
+                    .bind(platform)
+                    .bind(r.lo_ms)
+                    .bind(r.hi_ms)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(query_err($op))?;
+            }
+        }
+        for p in &sync.pending_found {
+            sqlx::query(
+                "INSERT INTO sync_pending (user_id, platform, provider_game_id, created_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, platform, provider_game_id) DO NOTHING",
+            )
+            .bind(user)
+            .bind(platform)
+            .bind(&p.game_id)
+            .bind(p.created_ms)
+            .execute(&mut *$tx)
+            .await
+            .map_err(query_err($op))?;
+        }
+        for id in &sync.pending_done {
+            sqlx::query("DELETE FROM sync_pending WHERE user_id = $1 AND platform = $2 AND provider_game_id = $3")
+                .bind(user)
+                .bind(platform)
+                .bind(id)
+                .execute(&mut *$tx)
+                .await
+                .map_err(query_err($op))?;
+        }
+        if let Some(m) = &sync.month {
+            sqlx::query(
+                "INSERT INTO sync_months (user_id, platform, month, complete, etag, last_modified) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, platform, month) DO UPDATE \
+                 SET complete = excluded.complete, etag = excluded.etag, last_modified = excluded.last_modified",
+            )
+            .bind(user)
+            .bind(platform)
+            .bind(m.month.to_string())
+            .bind(m.complete)
+            .bind(m.validators.etag.as_deref())
+            .bind(m.validators.last_modified.as_deref())
+            .execute(&mut *$tx)
+            .await
+            .map_err(query_err($op))?;
+        }
+    }};
+}
+
+/// What the database holds completely of one user's history (see `crate::sync`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncState {
+    /// lichess ranges, oldest first.
+    pub ranges: Vec<Range>,
+    /// lichess games that were ongoing when read, oldest first.
+    pub pending: Vec<Pending>,
+    /// chess.com months.
+    pub months: Vec<MonthRecord>,
+}
 
 /// `Ok` when an owner-guarded update touched the job, `LeaseLost` when another process owns it now.
 fn owned(rows: u64, id: &str) -> Result<()> {
@@ -369,6 +466,21 @@ impl Store {
         counters: &Counters,
         imported_at: DateTime<Utc>,
     ) -> Result<u64> {
+        self.write_batch(job, owner, rows, counters, imported_at, &SyncProgress::default())
+            .await
+    }
+
+    /// [`Store::insert_batch`], and in the same transaction what the batch completes of the
+    /// user's history (`sync`): a range is never recorded without the games it claims.
+    pub async fn write_batch(
+        &self,
+        job: &Job,
+        owner: &str,
+        rows: &[GameRow],
+        counters: &Counters,
+        imported_at: DateTime<Utc>,
+        sync: &SyncProgress,
+    ) -> Result<u64> {
         let op = "writing a batch of games";
         let (job_id, user, platform) = (job.import_id.as_str(), job.user_id.as_str(), job.platform);
         let _turn = self.games_turn().await;
@@ -422,6 +534,7 @@ impl Store {
             .map_err(query_err(op))?
             .rows_affected();
             owned(updated, job_id)?;
+            write_sync!(tx, user, platform.as_str(), sync, op);
             tx.commit().await.map_err(query_err(op))?;
             Ok(inserted)
         })
@@ -443,6 +556,70 @@ impl Store {
     pub async fn update_counters(&self, job_id: &str, owner: &str, counters: &Counters) -> Result<()> {
         self.write_counters(job_id, owner, counters, None, "writing import progress")
             .await
+    }
+
+    /// Writes a job's counters and what its reading completed of the user's history, in one
+    /// transaction (a window or month that held no new game).
+    pub async fn write_progress(&self, job: &Job, owner: &str, counters: &Counters, sync: &SyncProgress) -> Result<()> {
+        self.write_batch(job, owner, &[], counters, Utc::now(), sync)
+            .await
+            .map(|_| ())
+    }
+
+    /// What the database holds completely of `user`'s history on `platform`.
+    pub async fn sync_state(&self, user: &str, platform: Platform) -> Result<SyncState> {
+        let op = query_err("reading what is stored of the user's history");
+        let p = platform.as_str();
+        let (ranges, pending, months): (Vec<(i64, i64)>, Vec<(String, i64)>, Vec<(String, bool, Option<String>, Option<String>)>) =
+            on_pool!(&self.games, pool => {
+                let ranges = sqlx::query_as(
+                    "SELECT lo_ms, hi_ms FROM sync_ranges WHERE user_id = $1 AND platform = $2 ORDER BY lo_ms",
+                )
+                .bind(user)
+                .bind(p)
+                .fetch_all(pool)
+                .await;
+                let pending = sqlx::query_as(
+                    "SELECT provider_game_id, created_ms FROM sync_pending WHERE user_id = $1 AND platform = $2 \
+                     ORDER BY created_ms",
+                )
+                .bind(user)
+                .bind(p)
+                .fetch_all(pool)
+                .await;
+                let months = sqlx::query_as(
+                    "SELECT month, complete, etag, last_modified FROM sync_months \
+                     WHERE user_id = $1 AND platform = $2 ORDER BY month",
+                )
+                .bind(user)
+                .bind(p)
+                .fetch_all(pool)
+                .await;
+                (ranges.map_err(op)?, pending.map_err(query_err("reading pending games"))?,
+                 months.map_err(query_err("reading recorded months"))?)
+            });
+        let months = months
+            .into_iter()
+            .map(|(month, complete, etag, last_modified)| {
+                let parsed = crate::sync::Month::parse(&month).ok_or_else(|| StoreError::Corrupt {
+                    table: "sync_months",
+                    detail: format!("month {month:?} is not YYYY/MM"),
+                })?;
+                Ok(MonthRecord {
+                    month: parsed,
+                    complete,
+                    validators: crate::sync::Validators { etag, last_modified },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SyncState {
+            ranges: ranges.into_iter().map(|(lo_ms, hi_ms)| Range { lo_ms, hi_ms }).collect(),
+            pending: pending
+                .into_iter()
+                .map(|(game_id, created_ms)| Pending { game_id, created_ms })
+                .collect(),
+            months,
+        })
     }
 
     async fn write_counters(

@@ -1,4 +1,6 @@
-//! chess.com: the archive list, then each month's PGN from the newest month.
+//! chess.com: the archive list, then each month's PGN from the newest month, as the recorded
+//! months allow (`crate::sync::plan_months`): months stored whole and old are not asked, the
+//! newest ones are asked with `If-None-Match` / `If-Modified-Since` and a `304` reads no body.
 //!
 //! The month URLs in the archive list are not followed as given: only their
 //! year and month are taken, and the URL is rebuilt on the configured base,
@@ -7,19 +9,36 @@
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::{BodyFramer, Client, Item, MAX_RESUMES, UpstreamError, user_url};
+use reqwest::header::{ETAG, LAST_MODIFIED};
+
+use super::client::Fetched;
+use super::{BodyFramer, Client, Item, MAX_RESUMES, MonthRead, UpstreamError, user_url};
 use crate::job::Platform;
+use crate::sync::{Month, MonthRecord, MonthRequest, Validators, plan_months};
 
 #[derive(Deserialize)]
 struct Archives {
     archives: Vec<String>,
 }
 
-fn year_month(url: &str) -> Option<(u16, u8)> {
+fn year_month(url: &str) -> Option<Month> {
     let mut segs = url.trim_end_matches('/').rsplit('/');
     let month: u8 = segs.next()?.parse().ok()?;
     let year: u16 = segs.next()?.parse().ok()?;
-    ((1..=12).contains(&month) && (1990..=9999).contains(&year)).then_some((year, month))
+    ((1..=12).contains(&month) && (1990..=9999).contains(&year)).then_some(Month { year, month })
+}
+
+fn validators_of(resp: &reqwest::Response) -> Validators {
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Validators {
+        etag: header(ETAG),
+        last_modified: header(LAST_MODIFIED),
+    }
 }
 
 /// The monthly archives of one chess.com user, newest month first.
@@ -27,12 +46,12 @@ pub struct ChessComSource {
     client: Client,
     base: String,
     user: String,
-    /// Months not yet read, oldest first: the next is popped from the end.
-    months: Vec<(u16, u8)>,
+    /// Months still to ask, oldest first: the next is popped from the end.
+    months: Vec<MonthRequest>,
     /// The month being read, until its `MonthEnd`.
-    current: Option<Url>,
+    current: Option<(Url, MonthRead)>,
     /// The month read last, for `reread_month`.
-    last: Option<Url>,
+    last: Option<(Url, MonthRead)>,
     framer: BodyFramer,
     resumes: u32,
 }
@@ -40,22 +59,28 @@ pub struct ChessComSource {
 const PGN: &str = "application/x-chess-pgn";
 
 impl ChessComSource {
-    /// Reads the archive list.
-    pub async fn open(client: &Client, base: &str, user: &str) -> Result<Self, UpstreamError> {
+    /// Reads the archive list and plans the months from what is recorded of them.
+    pub async fn open(
+        client: &Client,
+        base: &str,
+        user: &str,
+        recorded: &[MonthRecord],
+    ) -> Result<Self, UpstreamError> {
         let url = user_url(base, &["pub", "player"], user, &["games", "archives"])?;
         let resp = client.get(&url, "application/json", Platform::ChessCom).await?;
         let body = resp.response.bytes().await.map_err(UpstreamError::Transport)?;
         let archives: Archives = serde_json::from_slice(&body)
             .map_err(|e| UpstreamError::BadResponse(format!("archive list of {user}: {e}")))?;
-        let mut months: Vec<(u16, u8)> = archives.archives.iter().filter_map(|u| year_month(u)).collect();
-        if months.len() != archives.archives.len() {
+        let listed: Vec<Month> = archives.archives.iter().filter_map(|u| year_month(u)).collect();
+        if listed.len() != archives.archives.len() {
             tracing::warn!(
                 user,
                 "archive list has entries that are not YYYY/MM months; skipped"
             );
         }
-        months.sort_unstable();
-        months.dedup();
+        let mut months = plan_months(&listed, recorded);
+        tracing::debug!(user, listed = listed.len(), asked = months.len(), "chess.com months planned");
+        months.reverse();
         Ok(ChessComSource {
             client: client.clone(),
             base: base.to_string(),
@@ -74,20 +99,30 @@ impl ChessComSource {
             match self.framer.next().await {
                 Ok(Some(game)) => return Ok(Some(Item::Game(game))),
                 Ok(None) => {
-                    if self.current.take().is_some() {
-                        return Ok(Some(Item::MonthEnd));
+                    if let Some((_, read)) = self.current.take() {
+                        return Ok(Some(Item::MonthEnd(read)));
                     }
-                    let Some((year, month)) = self.months.pop() else {
+                    let Some(request) = self.months.pop() else {
                         return Ok(None);
                     };
+                    let Month { year, month } = request.month;
                     let url = user_url(
                         &self.base,
                         &["pub", "player"],
                         &self.user,
                         &["games", &format!("{year:04}"), &format!("{month:02}"), "pgn"],
                     )?;
-                    match self.client.get(&url, PGN, Platform::ChessCom).await {
-                        Ok(body) => self.framer.start(body),
+                    let fetched = self
+                        .client
+                        .fetch(&url, PGN, Platform::ChessCom, request.validators.as_ref())
+                        .await;
+                    let validators = match fetched {
+                        Ok(Fetched::NotModified) => return Ok(Some(Item::MonthUnchanged(request.month))),
+                        Ok(Fetched::Body(body)) => {
+                            let v = validators_of(&body.response);
+                            self.framer.start(body);
+                            v
+                        }
                         // A month listed but gone is not worth failing the import for.
                         Err(UpstreamError::NotFound) => {
                             tracing::warn!(%url, "listed month not found, skipped");
@@ -100,8 +135,12 @@ impl ChessComSource {
                             continue;
                         }
                         Err(e) => return Err(e),
-                    }
-                    self.current = Some(url);
+                    };
+                    let read = MonthRead {
+                        month: request.month,
+                        validators,
+                    };
+                    self.current = Some((url, read));
                     self.last = self.current.clone();
                 }
                 Err(source) => {
@@ -112,7 +151,7 @@ impl ChessComSource {
                             source,
                         });
                     }
-                    let Some(url) = self.current.clone() else {
+                    let Some((url, _)) = self.current.clone() else {
                         return Err(UpstreamError::Transport(source));
                     };
                     tracing::warn!(%url, error = %source, resume = self.resumes, "chess.com month broke, reading it again");
@@ -126,25 +165,28 @@ impl ChessComSource {
 
     /// Reads the month that just ended again, from its first game; it ends with another `MonthEnd`.
     pub async fn reread_month(&mut self) -> Result<(), UpstreamError> {
-        let Some(url) = self.last.clone() else {
+        let Some((url, read)) = self.last.clone() else {
             return Err(UpstreamError::BadResponse("no month to read again".into()));
         };
         let body = self.client.get(&url, PGN, Platform::ChessCom).await?;
         self.framer.start(body);
-        self.current = Some(url);
+        self.current = Some((url, read));
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::year_month;
+    use super::{Month, year_month};
 
     #[test]
     fn months_come_from_the_last_two_segments() {
         assert_eq!(
             year_month("https://api.chess.com/pub/player/x/games/2016/08"),
-            Some((2016, 8))
+            Some(Month {
+                year: 2016,
+                month: 8
+            })
         );
         assert_eq!(year_month("https://evil.example/2016/13"), None);
         assert_eq!(year_month("garbage"), None);

@@ -15,7 +15,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, IF_MODIFIED_SINCE, IF_NONE_MATCH, RETRY_AFTER};
 use reqwest::{Response, StatusCode, Url};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -23,6 +23,15 @@ use super::UpstreamError;
 use super::said::Said;
 use crate::job::Platform;
 use crate::metrics::Metrics;
+use crate::sync::Validators;
+
+/// The answer to a conditional request.
+pub enum Fetched {
+    /// The data, being read.
+    Body(Streaming),
+    /// `304 Not Modified`: what the validators came with is still current; no body.
+    NotModified,
+}
 
 /// The default User-Agent: this software and its version, and its home page when the build names
 /// one (`IMPORTER_HOME_URL=https://… cargo build`), as `chess-games-importer/0.1.0 (+URL)`. It
@@ -202,6 +211,24 @@ impl Client {
     /// GETs `url` from `platform`: waits for its cool-down and a lane, retries 5xx and transport
     /// errors; a 404 with an empty body is `NotFound`, any other refusal says what the provider said.
     pub async fn get(&self, url: &Url, accept: &str, platform: Platform) -> Result<Streaming, UpstreamError> {
+        match self.fetch(url, accept, platform, None).await? {
+            Fetched::Body(body) => Ok(body),
+            Fetched::NotModified => Err(UpstreamError::BadResponse(format!(
+                "{} answered 304 Not Modified to an unconditional request for {url}",
+                platform.as_str()
+            ))),
+        }
+    }
+
+    /// [`Client::get`], conditionally when `validators` are given (`If-None-Match`,
+    /// `If-Modified-Since`): a `304 Not Modified` is [`Fetched::NotModified`].
+    pub async fn fetch(
+        &self,
+        url: &Url,
+        accept: &str,
+        platform: Platform,
+        validators: Option<&Validators>,
+    ) -> Result<Fetched, UpstreamError> {
         let provider = platform.as_str();
         let mut transient = 0;
         let mut limited = 0;
@@ -225,14 +252,26 @@ impl Client {
             {
                 req = req.header(AUTHORIZATION, format!("Bearer {token}"));
             }
+            if let Some(v) = validators {
+                if let Some(etag) = &v.etag {
+                    req = req.header(IF_NONE_MATCH, etag);
+                }
+                if let Some(at) = &v.last_modified {
+                    req = req.header(IF_MODIFIED_SINCE, at);
+                }
+            }
             let failure = match req.send().await {
                 Ok(resp) => match resp.status() {
                     s if s.is_success() => {
-                        return Ok(Streaming {
+                        return Ok(Fetched::Body(Streaming {
                             response: resp,
                             _permit: permit,
                             _lane: lane,
-                        });
+                        }));
+                    }
+                    StatusCode::NOT_MODIFIED if validators.is_some() => {
+                        self.metrics.not_modified(platform);
+                        return Ok(Fetched::NotModified);
                     }
                     StatusCode::TOO_MANY_REQUESTS => {
                         drop((permit, lane));

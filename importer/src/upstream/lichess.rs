@@ -1,8 +1,15 @@
-//! lichess: `GET /api/games/user/{name}` as a PGN stream, newest first.
+//! lichess: `GET /api/games/user/{name}` as a PGN stream, newest first, one window of creation
+//! time (`since` inclusive, `until` exclusive, in ms) per request.
 //!
-//! A broken stream is reopened with `until` at the end of the second of the
-//! oldest game already handed out: games of that same second come again and
-//! are dropped as already stored, none is skipped.
+//! `ongoing=true` makes lichess include the games still being played (Result `*`): the pipeline
+//! stores none of them but remembers them, so that a game created inside a range already read
+//! and finished later is still fetched (see `crate::sync`). No `perfType`, `rated`, `color` or
+//! `analysed` filter is ever sent: with them lila answers from another index, keyed on the last
+//! move, where games are reported missing and repeated (lichess-org/api#366, lila#15866).
+//!
+//! A broken stream is reopened with `until` at the end of the second of the oldest game already
+//! handed out: games of that same second come again and are dropped as already stored, none is
+//! skipped.
 
 use chrono::{DateTime, Utc};
 use reqwest::Url;
@@ -10,40 +17,59 @@ use reqwest::Url;
 use super::{BodyFramer, Client, MAX_RESUMES, UpstreamError, user_url};
 use crate::job::Platform;
 use crate::pgn::Framed;
+use crate::sync::Window;
 
 const PGN: &str = "application/x-chess-pgn";
 
-/// The export stream of one lichess user.
+/// The export stream of one lichess user over one window.
 pub struct LichessSource {
     client: Client,
-    url: Url,
+    base: Url,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
     framer: BodyFramer,
     oldest: Option<DateTime<Utc>>,
     resumes: u32,
 }
 
 impl LichessSource {
-    /// Requests the stream.
-    pub async fn open(client: &Client, base: &str, user: &str) -> Result<Self, UpstreamError> {
-        let mut url = user_url(base, &["api", "games", "user"], user, &[])?;
-        url.query_pairs_mut()
-            .append_pair("sort", "dateDesc")
-            .append_pair("clocks", "true")
-            .append_pair("evals", "true")
-            .append_pair("opening", "true");
+    /// Requests the games of `window`.
+    pub async fn open(client: &Client, base: &str, user: &str, window: &Window) -> Result<Self, UpstreamError> {
         let mut source = LichessSource {
             client: client.clone(),
-            url,
+            base: user_url(base, &["api", "games", "user"], user, &[])?,
+            since_ms: window.since_ms,
+            until_ms: window.until_ms,
             framer: BodyFramer::new(),
             oldest: None,
             resumes: 0,
         };
-        let body = source.client.get(&source.url, PGN, Platform::Lichess).await?;
+        let url = source.url(source.until_ms);
+        let body = source.client.get(&url, PGN, Platform::Lichess).await?;
         source.framer.start(body);
         Ok(source)
     }
 
-    /// The next game.
+    fn url(&self, until_ms: Option<i64>) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("sort", "dateDesc")
+                .append_pair("clocks", "true")
+                .append_pair("evals", "true")
+                .append_pair("opening", "true")
+                .append_pair("ongoing", "true");
+            if let Some(since) = self.since_ms {
+                q.append_pair("since", &since.to_string());
+            }
+            if let Some(until) = until_ms {
+                q.append_pair("until", &until.to_string());
+            }
+        }
+        url
+    }
+
+    /// The next game; `None` once the window's stream has ended.
     pub async fn next(&mut self) -> Result<Option<Framed>, UpstreamError> {
         loop {
             match self.framer.next().await {
@@ -57,9 +83,9 @@ impl LichessSource {
                         });
                     }
                     let wait = self.client.backoff(self.resumes - 1);
-                    tracing::warn!(url = %self.url, error = %source, resume = self.resumes, "lichess stream broke, resuming");
+                    tracing::warn!(url = %self.base, error = %source, resume = self.resumes, "lichess stream broke, resuming");
                     tokio::time::sleep(wait).await;
-                    let url = self.resume_url();
+                    let url = self.url(self.resume_until());
                     let body = self.client.get(&url, PGN, Platform::Lichess).await?;
                     self.framer.start(body);
                 }
@@ -74,12 +100,13 @@ impl LichessSource {
         }
     }
 
-    fn resume_url(&self) -> Url {
-        let mut url = self.url.clone();
-        if let Some(oldest) = self.oldest {
-            let until_ms = oldest.timestamp() * 1000 + 999;
-            url.query_pairs_mut().append_pair("until", &until_ms.to_string());
+    /// `until` of a resumed request: the end of the oldest handed-out game's second (`until` is
+    /// exclusive), never above the window's own.
+    fn resume_until(&self) -> Option<i64> {
+        let after_oldest = self.oldest.map(|o| (o.timestamp() + 1) * 1000);
+        match (after_oldest, self.until_ms) {
+            (Some(a), Some(u)) => Some(a.min(u)),
+            (a, u) => a.or(u),
         }
-        url
     }
 }

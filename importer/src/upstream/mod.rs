@@ -14,14 +14,16 @@ mod client;
 mod lichess;
 mod said;
 
-use chrono::{DateTime, Utc};
+pub use chess_com::ChessComSource;
+pub use lichess::LichessSource;
+
 use reqwest::Url;
 
-pub use client::{Client, ClientConfig, USER_AGENT};
+pub use client::{Client, ClientConfig, Fetched, USER_AGENT};
 pub use said::Said;
 
-use crate::job::Platform;
 use crate::pgn::{Framed, Splitter};
+use crate::sync::{Month, Validators};
 
 /// Times a broken stream is reopened before the import fails.
 const MAX_RESUMES: u32 = 5;
@@ -145,22 +147,25 @@ impl BodyFramer {
     }
 }
 
-/// What a source hands out next.
+/// What the chess.com source hands out next.
 #[derive(Debug)]
 pub enum Item {
     /// One framed game.
     Game(Framed),
-    /// chess.com: the month being read has ended (its games are not in a documented order, so
-    /// the pipeline chooses among them; `reread_month` serves the month again).
-    MonthEnd,
+    /// The month being read has ended (its games are not in a documented order, so the pipeline
+    /// chooses among them; `reread_month` serves the month again).
+    MonthEnd(MonthRead),
+    /// A month asked conditionally answered `304 Not Modified`: nothing new in it, no body.
+    MonthUnchanged(Month),
 }
 
-/// Where the games of one import come from, newest first (chess.com: newest month first).
-pub enum GameSource {
-    /// lichess export stream.
-    Lichess(lichess::LichessSource),
-    /// chess.com monthly archives.
-    ChessCom(chess_com::ChessComSource),
+/// A month read, with what its answer carried to ask it again conditionally.
+#[derive(Debug, Clone)]
+pub struct MonthRead {
+    /// The month.
+    pub month: Month,
+    /// Its `ETag` and `Last-Modified`.
+    pub validators: Validators,
 }
 
 fn user_url(base: &str, prefix: &[&str], user: &str, suffix: &[&str]) -> Result<Url, UpstreamError> {
@@ -175,50 +180,6 @@ fn user_url(base: &str, prefix: &[&str], user: &str, suffix: &[&str]) -> Result<
         segs.extend(prefix).push(user).extend(suffix);
     }
     Ok(url)
-}
-
-impl GameSource {
-    /// Opens the source of `user`'s games on `platform`.
-    pub async fn open(
-        client: &Client,
-        base_url: &str,
-        platform: Platform,
-        user: &str,
-    ) -> Result<Self, UpstreamError> {
-        Ok(match platform {
-            Platform::Lichess => {
-                GameSource::Lichess(lichess::LichessSource::open(client, base_url, user).await?)
-            }
-            Platform::ChessCom => {
-                GameSource::ChessCom(chess_com::ChessComSource::open(client, base_url, user).await?)
-            }
-        })
-    }
-
-    /// The next game or month end; `Ok(None)` when the user has no more.
-    pub async fn next(&mut self) -> Result<Option<Item>, UpstreamError> {
-        match self {
-            GameSource::Lichess(s) => Ok(s.next().await?.map(Item::Game)),
-            GameSource::ChessCom(s) => s.next().await,
-        }
-    }
-
-    /// chess.com: serves the month that just ended again, from its first game.
-    pub async fn reread_month(&mut self) -> Result<(), UpstreamError> {
-        match self {
-            GameSource::Lichess(_) => Err(UpstreamError::BadResponse(
-                "lichess has no months to read again".into(),
-            )),
-            GameSource::ChessCom(s) => s.reread_month().await,
-        }
-    }
-
-    /// Tells the source when a game it handed out was played, so that a broken stream resumes after it.
-    pub fn note_played_at(&mut self, at: DateTime<Utc>) {
-        if let GameSource::Lichess(s) = self {
-            s.note_played_at(at);
-        }
-    }
 }
 
 #[cfg(test)]
