@@ -320,7 +320,10 @@ impl Batcher<'_> {
         #[cfg(feature = "hungry")]
         self.kept.push(row.clone());
         self.rows.push(row);
-        if self.rows.len() >= self.ctx.config.import_batch_size {
+        // Also written once it holds as many games as the limit still allows: reading on to fill
+        // the batch would only fetch games the limit then leaves out.
+        let room = usize::try_from(self.remaining().max(0)).unwrap_or(usize::MAX);
+        if self.rows.len() >= self.ctx.config.import_batch_size || self.rows.len() >= room {
             self.flush().await?;
         }
         Ok(())
@@ -473,7 +476,9 @@ async fn read_window(b: &mut Batcher<'_>, window: Window) -> Result<(), ImportEr
     b.coverage = Some(Coverage::new(window));
     while let Some(framed) = next_unless_stopping(b, source.next()).await? {
         b.counters.games_fetched += 1;
-        let Some(row) = parse_counted(b, framed) else { continue };
+        let Some(row) = parse_counted(b, framed) else {
+            continue;
+        };
         if let Some(at) = row.played_at {
             source.note_played_at(at);
             if let Some(c) = &mut b.coverage {
@@ -509,9 +514,14 @@ async fn read_window(b: &mut Batcher<'_>, window: Window) -> Result<(), ImportEr
 /// surveyed (see `MonthSurvey`) and recorded whole or partial with its last batch.
 async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), ImportError> {
     let (ctx, job) = (b.ctx, b.job);
-    let mut source = ChessComSource::open(&ctx.client, &ctx.config.chesscom_base_url, &job.user_id, &state.months)
-        .await
-        .map_err(upstream_error(job))?;
+    let mut source = ChessComSource::open(
+        &ctx.client,
+        &ctx.config.chesscom_base_url,
+        &job.user_id,
+        &state.months,
+    )
+    .await
+    .map_err(upstream_error(job))?;
     let batch = ctx.config.import_batch_size;
     let mut survey = MonthSurvey::new(batch);
     // During a month's second reading: the keys still to store, and the month's record.
@@ -548,12 +558,18 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
                 }
             }
             Item::MonthEnd(read) => {
-                let (choice, whole) = b.choose(std::mem::replace(&mut survey, MonthSurvey::new(batch))).await?;
+                let (choice, whole) = b
+                    .choose(std::mem::replace(&mut survey, MonthSurvey::new(batch)))
+                    .await?;
                 let record = MonthRecord {
                     month: read.month,
                     complete: whole,
                     // A partial month is read whole again: no validators for it.
-                    validators: if whole { read.validators } else { Validators::default() },
+                    validators: if whole {
+                        read.validators
+                    } else {
+                        Validators::default()
+                    },
                 };
                 match choice {
                     Choice::Nothing | Choice::Held(_) => {

@@ -154,7 +154,10 @@ pub fn jobs_of(s: &Checked, cell: &Cell, pace: Pace, games_factor: f64) -> Vec<J
     cell_users(s, cell)
         .into_iter()
         .zip(offsets)
-        .map(|((user, stored, limit), arrival_secs)| {
+        .map(|(cu, arrival_secs)| {
+            let (user, limit) = (cu.user, cu.limit);
+            // An import reads what is new only (sync ranges): the games not stored, to the limit.
+            let stored = cu.earlier.stored;
             let games = (user.games.saturating_sub(stored).min(limit) as f64 * games_factor).round() as u64;
             let service_secs = match user.platform {
                 Platform::Lichess => queueing::lichess_secs(games, pace.lichess_games_per_sec),

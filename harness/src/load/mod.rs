@@ -91,6 +91,17 @@ pub struct ImportRecord {
     /// When its first game was stored (the games' `imported_at`, read after the cell).
     #[serde(default)]
     pub first_game_at: Option<DateTime<Utc>>,
+    /// Games the mock provider sent to this import's requests (read after the cell).
+    #[serde(default)]
+    pub games_received: Option<u64>,
+}
+
+impl ImportRecord {
+    /// Games received per game stored (1.00 is the floor: every game received was new).
+    pub fn received_per_stored(&self) -> Option<f64> {
+        let received = self.games_received? as f64;
+        (self.games_imported > 0).then(|| received / self.games_imported as f64)
+    }
 }
 
 /// The most imports running at once among `records`, from the server's start and finish times:

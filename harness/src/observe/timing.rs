@@ -32,6 +32,9 @@ pub struct ImportTiming {
     pub games: i64,
     /// Games stored per second of run time.
     pub games_per_sec: Option<f64>,
+    /// Games the provider sent per game stored (1.00: every game received was new).
+    #[serde(default)]
+    pub received_per_stored: Option<f64>,
 }
 
 /// The waits of one provider's imports in one cell.
@@ -97,6 +100,7 @@ pub fn of(imports: &[ImportRecord], time_scale: f64) -> Timing {
                 done_secs: since_post(r.finished_at),
                 games: r.games_imported,
                 games_per_sec: run_secs.filter(|s| *s > 0.0).map(|s| r.games_imported as f64 / s),
+                received_per_stored: r.received_per_stored(),
             }
         })
         .collect();

@@ -227,14 +227,17 @@ fn upstream(results: &RunResults, out: &mut String) {
             let served: Vec<crate::upstream::Served> =
                 runs.iter().filter_map(|r| r.upstream.get(p).copied()).collect();
             if served.is_empty() {
-                cols.push("– | – | –".to_string());
+                cols.push("– | – | – | – | – | –".to_string());
                 continue;
             }
             cols.push(format!(
-                "{} | {} | {}",
+                "{} | {} | {} | {} | {:.1} | {}",
                 median(served.iter().map(|s| s.requests)),
                 served.iter().map(|s| s.rate_limited).max().unwrap_or(0),
                 served.iter().map(|s| s.max_in_flight).max().unwrap_or(0),
+                median(served.iter().map(|s| s.games_served)),
+                median(served.iter().map(|s| s.bytes_served)) as f64 / 1_048_576.0,
+                median(served.iter().map(|s| s.not_modified)),
             ));
         }
         lines.push(format!("| {label} | {} |", cols.join(" | ")));
@@ -246,9 +249,12 @@ fn upstream(results: &RunResults, out: &mut String) {
         out,
         "\n## What the providers served\n\n\
          The mocks enforce lichess's and chess.com's rules unless the scenario says `upstream.policy: off`. \
-         Requests: median; 429s and most in flight at once: the worst run.\n\n\
-         | cell | lichess requests | lichess 429s | lichess most in flight | chess.com requests | chess.com 429s | chess.com most in flight |\n\
-         |---|---|---|---|---|---|---|\n{}",
+         Requests, games and MiB sent, 304s: median; 429s and most in flight at once: the worst run. \
+         Games sent beside games stored say what an import re-read: each user's \"received per stored\" \
+         (Time section) is 1.00 when every game received was new.\n\n\
+         | cell | lichess requests | lichess 429s | lichess most in flight | lichess games sent | lichess MiB sent | lichess 304s \
+         | chess.com requests | chess.com 429s | chess.com most in flight | chess.com games sent | chess.com MiB sent | chess.com 304s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n{}",
         lines.join("\n")
     );
 }

@@ -93,15 +93,15 @@ pub fn section(results: &RunResults, out: &mut String) {
     let _ = writeln!(out, "\n### Each user (first repeat)\n");
     let _ = writeln!(
         out,
-        "| cell | user | provider | posted at s | wait s | run s | first game s | done s | games | games/s |"
+        "| cell | user | provider | posted at s | wait s | run s | first game s | done s | games | games/s | received per stored |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, runs) in &timed {
         let Some((_, t)) = runs.first() else { continue };
         for i in &t.imports {
             let _ = writeln!(
                 out,
-                "| {label} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+                "| {label} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
                 i.user,
                 i.platform,
                 i.arrived_secs,
@@ -111,6 +111,8 @@ pub fn section(results: &RunResults, out: &mut String) {
                 secs(i.done_secs),
                 i.games,
                 secs(i.games_per_sec),
+                i.received_per_stored
+                    .map_or("–".to_string(), |r| format!("{r:.2}")),
             );
         }
     }

@@ -153,6 +153,33 @@ impl Checked {
                     format!("{} stored of {} games upstream", u.stored, u.games),
                 ));
             }
+            if u.new_since_stored + u.stored > u.games {
+                return Err(invalid(
+                    "new_since_stored",
+                    format!(
+                        "{} new + {} stored is more than the {} games upstream",
+                        u.new_since_stored, u.stored, u.games
+                    ),
+                ));
+            }
+            if !u.finishes_late.is_empty() && u.platform != Platform::Lichess {
+                return Err(invalid(
+                    "finishes_late",
+                    "chess.com files a game under the month it ended, which every import reads: \
+                     late finishes are a lichess case"
+                        .into(),
+                ));
+            }
+            let stored_range = u.new_since_stored..u.new_since_stored + u.stored;
+            if let Some(bad) = u.finishes_late.iter().find(|i| !stored_range.contains(*i)) {
+                return Err(invalid(
+                    "finishes_late",
+                    format!(
+                        "game {bad} is not inside the stored range (indices {}..{})",
+                        stored_range.start, stored_range.end
+                    ),
+                ));
+            }
             if !(1..=10_000).contains(&u.limit) {
                 return Err(invalid(
                     "limit",
@@ -409,6 +436,31 @@ mod tests {
 
     fn parse(text: &str) -> Result<Checked, Error> {
         Checked::parse(Path::new("s.yaml"), text)
+    }
+
+    #[test]
+    fn returning_users_keys_are_checked() {
+        let err = parse(&GOOD.replace(
+            "games: 100",
+            "games: 100\n      stored: 60\n      new_since_stored: 50",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("new_since_stored"), "{err}");
+        let err = parse(&GOOD.replace(
+            "games: 100",
+            "games: 100\n      stored: 10\n      finishes_late: [50]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not inside the stored range"), "{err}");
+        assert!(
+            parse(&GOOD.replace(
+                "games: 100",
+                "games: 100\n      stored: 50\n      new_since_stored: 10\n      finishes_late: [20]"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -99,9 +99,19 @@ pub struct UserTemplate {
     pub platform: Platform,
     /// Games the user has upstream.
     pub games: u64,
-    /// Of those, the newest `stored` are already in the database before the import.
+    /// Of those, the newest `stored` (after the `new_since_stored` newest) are in the database
+    /// before the import, as an earlier import of the importer under test left them: the harness
+    /// runs that import first (unmeasured, against the user as it was then).
     #[serde(default)]
     pub stored: u64,
+    /// Games played after the stored ones: the newest `new_since_stored`, which the earlier
+    /// import did not see and the measured one must take first.
+    #[serde(default)]
+    pub new_since_stored: u64,
+    /// lichess: indices (0 = newest) of games created inside the stored range that were still
+    /// being played when the earlier import ran, and have finished since.
+    #[serde(default)]
+    pub finishes_late: Vec<u64>,
     /// The import's `limit` (default 500, as the API's).
     #[serde(default = "default_limit")]
     pub limit: u64,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::prime::{Earlier, prime};
 use super::results::{CellRun, CrashRecord};
 use super::{IDLE_WINDOW, Options, SAMPLE_EVERY};
 use crate::load::{self, ImportSpec};
@@ -52,8 +53,19 @@ pub(super) fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
     }
 }
 
+/// One import of a cell: its user now, as the earlier imports saw them, and the import's limit.
+#[derive(Debug, Clone)]
+pub struct CellUser {
+    /// The user as the measured import finds them.
+    pub user: MockUser,
+    /// The user as the earlier imports (`stored`) found them.
+    pub earlier: Earlier,
+    /// The measured import's `limit`.
+    pub limit: u64,
+}
+
 /// The users of a cell: import `i` gets a user of its own, from the i-th template in turn.
-pub fn cell_users(s: &Checked, cell: &Cell) -> Vec<(MockUser, u64, u64)> {
+pub fn cell_users(s: &Checked, cell: &Cell) -> Vec<CellUser> {
     (0..cell.imports as usize)
         .map(|i| {
             let t = s.template(i);
@@ -69,7 +81,11 @@ pub fn cell_users(s: &Checked, cell: &Cell) -> Vec<(MockUser, u64, u64)> {
                 stall_after: t.stall_after,
                 ..MockUser::new(&format!("user{i}_{suffix}"), t.platform, t.games)
             };
-            (user, t.stored, t.limit)
+            CellUser {
+                earlier: Earlier::of(&user, t.stored, t.new_since_stored, &t.finishes_late),
+                user,
+                limit: t.limit,
+            }
         })
         .collect()
 }
@@ -84,7 +100,7 @@ pub(super) async fn measure(
     enforce: bool,
 ) -> Result<(CellRun, Vec<Sample>), String> {
     let users = cell_users(s, cell);
-    let mock_users: Vec<MockUser> = users.iter().map(|(u, _, _)| u.clone()).collect();
+    let mock_users: Vec<MockUser> = users.iter().map(|u| u.user.clone()).collect();
     let up = &s.raw.upstream;
     // Provider time runs `scale` times faster: rates × scale, durations ÷ scale.
     let scale = up.time_scale;
@@ -130,6 +146,10 @@ pub(super) async fn measure(
     // Not an importer setting: it chooses the binary.
     let allocator = env.remove("ALLOCATOR");
     let importer = &importer_for(importer, allocator.as_deref())?;
+    // Returning users: their history as an earlier import of this same binary left it.
+    let earlier: Vec<Earlier> = users.iter().map(|u| u.earlier.clone()).collect();
+    prime(&earlier, importer, &env, up.seed, dir).await?;
+    let primed_at = chrono::Utc::now();
     let instances = s.raw.instances as usize;
     let http = reqwest::Client::new();
     let mut fleet = Fleet::default();
@@ -161,10 +181,7 @@ pub(super) async fn measure(
             limit,
         });
     }
-    let seeded: u64 = users.iter().map(|(_, stored, _)| stored).sum();
-    for (user, stored, _) in &users {
-        db.seed(user, *stored).await.map_err(|e| e.to_string())?;
-    }
+    let seeded = db.stored_count().await.map_err(|e| e.to_string())?;
     let origin = Instant::now();
     for (k, m) in fleet.members.iter().enumerate() {
         fleet
@@ -177,10 +194,10 @@ pub(super) async fn measure(
         .iter()
         .zip(offsets)
         .enumerate()
-        .map(|(i, ((u, _, limit), offset))| ImportSpec {
-            user: u.name.clone(),
-            platform: u.platform.as_str(),
-            limit: *limit,
+        .map(|(i, (u, offset))| ImportSpec {
+            user: u.user.name.clone(),
+            platform: u.user.platform.as_str(),
+            limit: u.limit,
             instance: i % instances,
             delay: Duration::from_secs_f64(offset / scale),
         })
@@ -266,20 +283,22 @@ pub(super) async fn measure(
 
     let expectations: Vec<Expectation> = users
         .iter()
-        .map(|(user, seeded, limit)| Expectation {
-            user: user.clone(),
-            seeded: *seeded,
-            limit: *limit,
+        .map(|u| Expectation {
+            user: u.user.clone(),
+            stored_before: u.earlier.stored_indices(),
+            limit: u.limit,
         })
         .collect();
     let stored = db.stored_ids().await.map_err(|e| e.to_string())?;
     let jobs = db.jobs().await.map_err(|e| e.to_string())?;
-    let first_stored = db.first_stored().await.map_err(|e| e.to_string())?;
+    let first_stored = db.first_stored(primed_at).await.map_err(|e| e.to_string())?;
     for rec in &mut load.imports {
-        if let Some((user, _, _)) = users.iter().find(|(u, _, _)| u.name == rec.user) {
+        if let Some(u) = users.iter().find(|u| u.user.name == rec.user) {
+            let user = &u.user;
             rec.first_game_at = first_stored
                 .get(&(user.key(), user.platform.as_str().to_string()))
                 .copied();
+            rec.games_received = Some(mocks.games_served_to(user.platform, &user.name));
         }
     }
     let verification = verify::check(&expectations, &stored, &jobs);
@@ -363,7 +382,7 @@ pub(super) async fn measure(
         instances: s.raw.instances,
         // Measured after the importer stopped, so the two never share the CPU.
         reference_parse: s.raw.reference_parse.then(|| {
-            let imported: Vec<(MockUser, u64)> = users.iter().map(|(u, _, l)| (u.clone(), *l)).collect();
+            let imported: Vec<(MockUser, u64)> = users.iter().map(|u| (u.user.clone(), u.limit)).collect();
             crate::observe::parse_rate::measure(&imported, s.raw.upstream.seed)
         }),
         max_running,

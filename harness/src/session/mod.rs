@@ -9,9 +9,10 @@
 //! nothing but the importers' logs; `report` writes what it measured.
 
 mod cell;
+pub mod prime;
 pub mod results;
 
-pub use cell::{HARNESS_USER_AGENT, cell_users, importer_for};
+pub use cell::{CellUser, HARNESS_USER_AGENT, cell_users, importer_for};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

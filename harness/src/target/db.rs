@@ -1,16 +1,14 @@
 //! A fresh database per cell: a SQLite file or a PostgreSQL schema of its own.
 //!
-//! The importer creates its tables at start; the harness then seeds the games
-//! a workload says are already stored and, after the run, reads back what was
-//! stored. It speaks only SQL to the `games` and `import_jobs` tables: the
+//! The importer creates its tables at start (the games a workload says are
+//! already stored are put there by earlier imports, `session::prime`); after
+//! the run the harness reads back what was stored. It speaks only SQL to the `games` and `import_jobs` tables: the
 //! schema is the contract, the importer's code is never linked.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use sqlx::{Connection, PgConnection, SqliteConnection};
-
-use crate::upstream::{MockUser, games};
 
 /// A database failure, with what we were doing.
 #[derive(Debug, thiserror::Error)]
@@ -77,10 +75,6 @@ macro_rules! with_conn {
     };
 }
 
-const SEED_ROWS_PER_INSERT: usize = 500;
-/// The PGN of a seeded game: tells seeded rows from imported ones.
-const SEEDED_PGN: &str = "[Event \"seeded\"]";
-
 impl CellDb {
     /// A new SQLite file under `dir`.
     pub fn sqlite(dir: &Path) -> CellDb {
@@ -128,41 +122,6 @@ impl CellDb {
         }
     }
 
-    /// Stores the newest `stored` games of `user` as if imported earlier.
-    pub async fn seed(&self, user: &MockUser, stored: u64) -> Result<(), Error> {
-        if stored == 0 {
-            return Ok(());
-        }
-        let key = user.key();
-        let platform = user.platform.as_str();
-        let ids: Vec<(String, String)> = (0..stored)
-            .map(|i| {
-                let at = chrono::DateTime::from_timestamp(games::created_at(user, i), 0).unwrap_or_default();
-                (games::stored_key(user, i), at.to_rfc3339())
-            })
-            .collect();
-        with_conn!(self, conn => {
-            let mut tx = conn.begin().await.map_err(err("seeding"))?;
-            for chunk in ids.chunks(SEED_ROWS_PER_INSERT) {
-                let mut sql = String::from(
-                    "INSERT INTO games (user_id, platform, provider_game_id, played_at, variant, ply_count, pgn, imported_at) VALUES ",
-                );
-                for (n, (id, at)) in chunk.iter().enumerate() {
-                    if n > 0 {
-                        sql.push(',');
-                    }
-                    let at = if matches!(self, CellDb::Postgres { .. }) { format!("'{at}'::timestamptz") } else { format!("'{at}'") };
-                    sql.push_str(&format!(
-                        "('{key}', '{platform}', '{id}', {at}, 'Standard', 0, '{SEEDED_PGN}', {at})"
-                    ));
-                }
-                sqlx::raw_sql(&sql).execute(&mut *tx).await.map_err(err("seeding"))?;
-            }
-            tx.commit().await.map_err(err("seeding"))?;
-            Ok(())
-        })
-    }
-
     /// Every stored provider id per (user, platform), duplicates included.
     pub async fn stored_ids(&self) -> Result<HashMap<(String, String), Vec<String>>, Error> {
         let rows: Vec<(String, String, String)> = with_conn!(self, conn => {
@@ -178,17 +137,16 @@ impl CellDb {
         Ok(out)
     }
 
-    /// When each (user, platform)'s first game was stored by an import (seeded games left out):
-    /// the smallest `imported_at` the importer wrote.
+    /// When each (user, platform)'s first game was stored by an import after `after` (the
+    /// earlier imports' games left out): the smallest `imported_at` the importer wrote.
     pub async fn first_stored(
         &self,
+        after: chrono::DateTime<chrono::Utc>,
     ) -> Result<HashMap<(String, String), chrono::DateTime<chrono::Utc>>, Error> {
-        let sql = format!(
-            "SELECT user_id, platform, MIN(imported_at) FROM games WHERE pgn <> '{SEEDED_PGN}' \
-             GROUP BY user_id, platform"
-        );
+        let sql = "SELECT user_id, platform, MIN(imported_at) FROM games WHERE imported_at > $1 \
+                   GROUP BY user_id, platform";
         let rows: Vec<(String, String, Option<chrono::DateTime<chrono::Utc>>)> = with_conn!(self, conn => {
-            sqlx::query_as(&sql).fetch_all(&mut conn).await.map_err(err("reading first stored games"))?
+            sqlx::query_as(sql).bind(after).fetch_all(&mut conn).await.map_err(err("reading first stored games"))?
         });
         Ok(rows
             .into_iter()

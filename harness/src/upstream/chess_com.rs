@@ -10,6 +10,50 @@ fn json_answer(status: u16, body: String) -> Answer {
         status,
         mime: "application/json",
         body,
+        games: 0,
+        validators: None,
+    }
+}
+
+/// The validators a request came with: `If-None-Match`, `If-Modified-Since`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Conditional<'a> {
+    pub if_none_match: Option<&'a str>,
+    pub if_modified_since: Option<&'a str>,
+}
+
+/// A month's games that exist now (finished: chess.com publishes no game in progress), newest first.
+fn month_games(user: &MockUser, back: u32) -> Vec<u64> {
+    games::indices_of_month(user, back)
+        .filter(|&i| user.finished(i))
+        .collect()
+}
+
+/// A month's `ETag` (weak, as chess.com's) and `Last-Modified` (an HTTP date): both change
+/// whenever a game is added to the month.
+fn month_validators(user: &MockUser, seed: u64, back: u32, indices: &[u64]) -> (String, String) {
+    let newest = indices.first().map_or(0, |&i| games::created_at(user, i));
+    let tag = format!("{}:{seed}:{back}:{}:{newest}", user.key(), indices.len());
+    let hash = tag.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let at = chrono::DateTime::from_timestamp(newest, 0).unwrap_or_default();
+    (
+        format!("W/\"{hash:016x}\""),
+        at.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+    )
+}
+
+/// Whether a request's validators match: `If-None-Match` decides when sent (RFC 9110 13.2.2),
+/// else `If-Modified-Since` not older than `Last-Modified`.
+fn unchanged(cond: Conditional<'_>, (etag, last_modified): &(String, String)) -> bool {
+    if let Some(tags) = cond.if_none_match {
+        return tags.split(',').any(|t| t.trim() == etag || t.trim() == "*");
+    }
+    let parse = |s: &str| chrono::DateTime::parse_from_rfc2822(s.trim()).ok();
+    match (cond.if_modified_since.and_then(parse), parse(last_modified)) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
     }
 }
 
@@ -24,7 +68,7 @@ fn not_found(name: &str) -> Answer {
 fn months_with_games(user: &MockUser) -> Vec<u32> {
     (0..user.months.max(1))
         .rev()
-        .filter(|&m| !games::indices_of_month(user, m).is_empty())
+        .filter(|&m| games::indices_of_month(user, m).any(|i| user.finished(i)))
         .collect()
 }
 
@@ -70,7 +114,14 @@ fn game_json(g: &SyntheticGame, kind: &str, base_tc: String) -> serde_json::Valu
 
 /// Routes a request as chess.com's published-data API does; `base` is the mock's own URL, for the
 /// archive list's absolute URLs.
-pub(super) fn answer(users: &Users, seed: u64, base: &str, method: &str, url: &reqwest::Url) -> Answer {
+pub(super) fn answer(
+    users: &Users,
+    seed: u64,
+    base: &str,
+    method: &str,
+    url: &reqwest::Url,
+    cond: Conditional<'_>,
+) -> Answer {
     let segs: Vec<&str> = url.path().trim_matches('/').split('/').collect();
     let (name, rest) = match segs.as_slice() {
         ["pub", "player", name, "games", rest @ ..] => (*name, rest),
@@ -103,19 +154,19 @@ pub(super) fn answer(users: &Users, seed: u64, base: &str, method: &str, url: &r
                 let (Ok(y), Ok(m)) = (year.parse::<i32>(), month.parse::<u32>()) else {
                     return not_found(name);
                 };
-                let range = months_back_of(y, m)
-                    .filter(|&back| back < user.months.max(1))
-                    .map(|back| games::indices_of_month(user, back))
-                    .unwrap_or(0..0);
+                let back = months_back_of(y, m).filter(|&back| back < user.months.max(1));
+                let mut indices = back.map(|b| month_games(user, b)).unwrap_or_default();
+                let validators = month_validators(user, seed, back.unwrap_or(u32::MAX), &indices);
+                if unchanged(cond, &validators) {
+                    return Answer::NotModified { validators };
+                }
                 if rest.len() == 3 {
                     // Newest first, unless the user says otherwise: chess.com documents no order.
-                    let order: Box<dyn Iterator<Item = u64>> = if user.oldest_first {
-                        Box::new(range.rev())
-                    } else {
-                        Box::new(range)
-                    };
+                    if user.oldest_first {
+                        indices.reverse();
+                    }
                     let mut body = String::new();
-                    for i in order {
+                    for &i in &indices {
                         body.push_str(&games::generate(user, seed, i).pgn);
                         body.push_str("\n\n");
                     }
@@ -123,12 +174,15 @@ pub(super) fn answer(users: &Users, seed: u64, base: &str, method: &str, url: &r
                         status: 200,
                         mime: "application/x-chess-pgn",
                         body,
+                        games: indices.len() as u64,
+                        validators: Some(validators),
                     }
                 } else {
                     // The JSON month is sorted by ascending end_time.
-                    let list: Vec<_> = range
+                    let list: Vec<_> = indices
+                        .iter()
                         .rev()
-                        .map(|i| {
+                        .map(|&i| {
                             let g = games::generate(user, seed, i);
                             let tc = if g.clock.1 == 0 {
                                 g.clock.0.to_string()
@@ -138,7 +192,13 @@ pub(super) fn answer(users: &Users, seed: u64, base: &str, method: &str, url: &r
                             game_json(&g, games::chess_com_kind(user, i), tc)
                         })
                         .collect();
-                    json_answer(200, json!({ "games": list }).to_string())
+                    Answer::Whole {
+                        status: 200,
+                        mime: "application/json",
+                        games: list.len() as u64,
+                        body: json!({ "games": list }).to_string(),
+                        validators: Some(validators),
+                    }
                 }
             }
             _ => not_found(name),

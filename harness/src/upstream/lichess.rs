@@ -5,7 +5,9 @@ use serde_json::json;
 use super::games::{self, SyntheticGame};
 use super::{Answer, Plain, Users, flag};
 
-/// Which games a query selects, by index (0 = newest), in the order served.
+/// Which games a query selects, by index (0 = newest), in the order served: as lila's unfiltered
+/// export, on creation time in ms, `since` inclusive (`createdAt >= since`) and `until` exclusive
+/// (`createdAt < until`); finished games only unless `ongoing=true`; games not played yet never.
 pub fn select(user: &super::MockUser, url: &reqwest::Url) -> Vec<u64> {
     let param = |name: &str| {
         url.query_pairs()
@@ -16,12 +18,15 @@ pub fn select(user: &super::MockUser, url: &reqwest::Url) -> Vec<u64> {
     let since = param("since");
     let until = param("until");
     let first = until.map_or(0, |u| {
-        partition(user.games, |i| games::created_at(user, i) * 1000 > u)
+        partition(user.games, |i| games::created_at(user, i) * 1000 >= u)
     });
     let end = since.map_or(user.games, |s| {
         partition(user.games, |i| games::created_at(user, i) * 1000 >= s)
     });
-    let mut picked: Vec<u64> = (first..end.max(first)).collect();
+    let ongoing = flag(url, "ongoing").unwrap_or(false);
+    let mut picked: Vec<u64> = (first.max(user.unplayed)..end.max(first))
+        .filter(|&i| ongoing || user.finished(i))
+        .collect();
     if url.query_pairs().any(|(k, v)| k == "sort" && v == "dateAsc") {
         picked.reverse();
     }
@@ -39,6 +44,21 @@ fn partition(n: u64, pred: impl Fn(u64) -> bool) -> u64 {
         if pred(mid) { lo = mid + 1 } else { hi = mid }
     }
     lo
+}
+
+/// A finished game's PGN as lichess exports it while the game is still played: Result `*`,
+/// Termination `Unterminated`, the movetext ending in `*`.
+fn as_ongoing(pgn: &str) -> String {
+    let result = pgn
+        .lines()
+        .find_map(|l| l.strip_prefix("[Result \"")?.strip_suffix("\"]"))
+        .unwrap_or("*")
+        .to_string();
+    let body = pgn.trim_end();
+    let body = body.strip_suffix(result.as_str()).unwrap_or(body);
+    format!("{body}*")
+        .replace(&format!("[Result \"{result}\"]"), "[Result \"*\"]")
+        .replace("[Termination \"Normal\"]", "[Termination \"Unterminated\"]")
 }
 
 fn strip_comments(pgn: &str) -> String {
@@ -96,6 +116,8 @@ pub(super) enum Breakage {
 /// Selected games of one user and how to write them.
 pub(super) struct Selection {
     pub user: super::MockUser,
+    /// The user's count of games sent.
+    pub served: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub pgn: Option<std::sync::Arc<Vec<String>>>,
     pub breakage: Breakage,
     pub indices: Vec<u64>,
@@ -117,6 +139,11 @@ impl Selection {
 
     /// The bytes of one selected game, as lichess writes it in the stream.
     pub fn render(&self, seed: u64, index: u64) -> String {
+        if self.user.ongoing.contains(&index) {
+            let mut pgn = as_ongoing(&games::generate(&self.user, seed, index).pgn);
+            pgn.push_str("\n\n");
+            return pgn;
+        }
         let cached = self.pgn.as_ref().filter(|_| !self.json);
         if let Some(pgn) = cached.and_then(|all| all.get(index as usize))
             && self.comments
@@ -180,6 +207,7 @@ pub(super) fn answer(users: &Users, method: &str, url: &reqwest::Url, accept: Op
         breakage,
         indices: select(&state.user, url),
         user: state.user.clone(),
+        served: std::sync::Arc::clone(&state.games_served),
         pgn: state.pgn.clone(),
         json: accept.is_some_and(|a| a.contains("application/x-ndjson")),
         with_pgn: flag(url, "pgnInJson").unwrap_or(false),
@@ -201,8 +229,30 @@ mod tests {
         assert_eq!(select(&u, &url("max=10")), (0..10).collect::<Vec<_>>());
         assert_eq!(select(&u, &url("sort=dateAsc&max=2")), vec![99, 98]);
         let t10 = games::created_at(&u, 10) * 1000;
-        assert_eq!(select(&u, &url(&format!("until={t10}")))[0], 10);
+        // `until` is exclusive, `since` inclusive, in ms.
+        assert_eq!(select(&u, &url(&format!("until={t10}")))[0], 11);
+        assert_eq!(select(&u, &url(&format!("until={}", t10 + 1)))[0], 10);
         let s = select(&u, &url(&format!("since={t10}")));
         assert_eq!(s.last(), Some(&10));
+        let s = select(&u, &url(&format!("since={}", t10 + 1)));
+        assert_eq!(s.last(), Some(&9));
+    }
+
+    #[test]
+    fn games_not_played_yet_never_come_and_ongoing_ones_only_when_asked() {
+        let u = MockUser {
+            unplayed: 5,
+            ongoing: vec![7],
+            ..MockUser::new("bob", Platform::Lichess, 20)
+        };
+        let url = |q: &str| reqwest::Url::parse(&format!("http://x/api/games/user/bob?{q}")).unwrap();
+        let finished = select(&u, &url("max=3"));
+        assert_eq!(finished, vec![5, 6, 8]);
+        assert_eq!(select(&u, &url("max=3&ongoing=true")), vec![5, 6, 7]);
+        let pgn = games::generate(&u, 1, 7).pgn;
+        let ongoing = as_ongoing(&pgn);
+        assert!(ongoing.contains("[Result \"*\"]"), "{ongoing}");
+        assert!(ongoing.contains("[Termination \"Unterminated\"]"));
+        assert!(ongoing.ends_with(" *"), "{ongoing}");
     }
 }

@@ -15,7 +15,7 @@ mod serve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,11 @@ pub struct MockUser {
     pub stall_after: Option<u64>,
     /// chess.com: serve each month PGN oldest game first (chess.com documents no order).
     pub oldest_first: bool,
+    /// The newest this many games are not played yet: the user as an earlier import saw them.
+    pub unplayed: u64,
+    /// Indices of games still being played: lichess exports them only to `ongoing=true`, with
+    /// Result `*` and Termination `Unterminated`; chess.com publishes only finished games.
+    pub ongoing: Vec<u64>,
 }
 
 impl MockUser {
@@ -78,7 +83,19 @@ impl MockUser {
             cut_after: None,
             stall_after: None,
             oldest_first: false,
+            unplayed: 0,
+            ongoing: Vec::new(),
         }
+    }
+
+    /// Whether game `index` exists now: played, or being played.
+    pub fn exists(&self, index: u64) -> bool {
+        index >= self.unplayed && index < self.games
+    }
+
+    /// Whether game `index` is finished (and so exported by default).
+    pub fn finished(&self, index: u64) -> bool {
+        self.exists(index) && !self.ongoing.contains(&index)
     }
 
     /// The name as shown in PGN.
@@ -91,10 +108,10 @@ impl MockUser {
         self.name.to_ascii_lowercase()
     }
 
-    /// Ids of the games that are well formed, newest first.
+    /// Ids of the games that are finished and well formed, newest first.
     pub fn valid_ids(&self) -> impl Iterator<Item = (u64, String)> + '_ {
         (0..self.games)
-            .filter(|i| !self.malformed.contains(i))
+            .filter(|&i| self.finished(i) && !self.malformed.contains(&i))
             .map(|i| (i, games::stored_key(self, i)))
     }
 }
@@ -106,6 +123,8 @@ struct UserState {
     streams: AtomicUsize,
     /// Each game's PGN, generated once at start (`Options::prerender`), so serving costs no generation.
     pgn: Option<Arc<Vec<String>>>,
+    /// Games sent to this user's requests so far.
+    games_served: Arc<AtomicU64>,
 }
 
 /// A response with no games: a status and maybe a small body.
@@ -133,6 +152,15 @@ enum Answer {
         mime: &'static str,
         /// The body.
         body: String,
+        /// Games in it.
+        games: u64,
+        /// `ETag` and `Last-Modified`, as chess.com sends with every answer.
+        validators: Option<(String, String)>,
+    },
+    /// `304 Not Modified`, no body: the request's validators match.
+    NotModified {
+        /// `ETag` and `Last-Modified` of the unchanged data.
+        validators: (String, String),
     },
     /// lichess games to stream, in this order, in this format.
     Games(lichess::Selection),
@@ -175,6 +203,7 @@ fn users_of(users: &[MockUser], platform: Platform, prerender: Option<u64>) -> U
                         pgn: prerender.map(|seed| {
                             Arc::new((0..u.games).map(|i| games::generate(u, seed, i).pgn).collect())
                         }),
+                        games_served: Arc::new(AtomicU64::new(0)),
                     },
                 )
             })
@@ -207,6 +236,7 @@ struct Server {
     base: String,
     task: tokio::task::JoinHandle<()>,
     enforcer: Arc<policy::Enforcer>,
+    users: Users,
 }
 
 /// Both mock providers, running; they stop when this is dropped.
@@ -246,7 +276,7 @@ fn start_server(
         listener,
         serve::Shared {
             platform,
-            users,
+            users: Arc::clone(&users),
             seed: opts.seed,
             pace,
             authenticated_pace: pace_of(opts.lichess_authenticated_games_per_sec).or(pace),
@@ -255,7 +285,12 @@ fn start_server(
             enforcer: Arc::clone(&enforcer),
         },
     );
-    Ok(Server { base, task, enforcer })
+    Ok(Server {
+        base,
+        task,
+        enforcer,
+        users,
+    })
 }
 
 impl Upstreams {
@@ -290,6 +325,18 @@ impl Upstreams {
     /// Base URL to give the importer as CHESSCOM_BASE_URL.
     pub fn chess_com_url(&self) -> String {
         self.chess_com.base.clone()
+    }
+
+    /// Games sent so far to requests for `user` (its name, any case) on `platform`.
+    pub fn games_served_to(&self, platform: Platform, user: &str) -> u64 {
+        let server = match platform {
+            Platform::Lichess => &self.lichess,
+            Platform::ChessCom => &self.chess_com,
+        };
+        server
+            .users
+            .get(&user.to_ascii_lowercase())
+            .map_or(0, |u| u.games_served.load(Ordering::Relaxed))
     }
 
     /// What each provider served so far: requests, 429s, most requests in flight at once.

@@ -158,12 +158,24 @@ pub struct Served {
     pub rate_limited: u64,
     /// Most requests in flight at once.
     pub max_in_flight: u64,
+    /// Games sent (whole ones; a stream cut mid-game counts the games before the cut).
+    #[serde(default)]
+    pub games_served: u64,
+    /// Bytes of game data sent (lichess's streams, chess.com's month bodies).
+    #[serde(default)]
+    pub bytes_served: u64,
+    /// `304 Not Modified` answers (chess.com: a month unchanged since the validators it came with).
+    #[serde(default)]
+    pub not_modified: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     requests: AtomicU64,
     rate_limited: AtomicU64,
+    games_served: AtomicU64,
+    bytes_served: AtomicU64,
+    not_modified: AtomicU64,
     /// (in flight now, most at once), moved together.
     in_flight: Mutex<(u64, u64)>,
 }
@@ -281,7 +293,21 @@ impl Enforcer {
             requests: self.counters.requests.load(Ordering::Relaxed),
             rate_limited: self.counters.rate_limited.load(Ordering::Relaxed),
             max_in_flight: f.1,
+            games_served: self.counters.games_served.load(Ordering::Relaxed),
+            bytes_served: self.counters.bytes_served.load(Ordering::Relaxed),
+            not_modified: self.counters.not_modified.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts `games` games in `bytes` bytes sent.
+    pub fn sent(&self, games: u64, bytes: u64) {
+        self.counters.games_served.fetch_add(games, Ordering::Relaxed);
+        self.counters.bytes_served.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts a `304 Not Modified`.
+    pub fn sent_not_modified(&self) {
+        self.counters.not_modified.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -311,7 +337,8 @@ mod tests {
             Served {
                 requests: 5,
                 rate_limited: 2,
-                max_in_flight: 2
+                max_in_flight: 2,
+                ..Served::default()
             }
         );
     }

@@ -87,35 +87,43 @@ fn games_stream(
     sel: Selection,
     seed: u64,
     pace: Option<Duration>,
+    enforcer: Arc<Enforcer>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     let start = tokio::time::Instant::now();
-    futures_util::stream::unfold((sel, Step::Next(0)), move |(sel, step)| async move {
-        let n = match step {
-            Step::Done => return None,
-            Step::Cut => {
-                return Some((
-                    Err(std::io::Error::other("connection cut by the mock")),
-                    (sel, Step::Done),
-                ));
+    futures_util::stream::unfold((sel, Step::Next(0)), move |(sel, step)| {
+        let enforcer = Arc::clone(&enforcer);
+        async move {
+            let n = match step {
+                Step::Done => return None,
+                Step::Cut => {
+                    return Some((
+                        Err(std::io::Error::other("connection cut by the mock")),
+                        (sel, Step::Done),
+                    ));
+                }
+                Step::Next(n) => n,
+            };
+            let &index = sel.indices.get(n)?;
+            if let Some(pace) = pace {
+                // Game n is due at start + n × pace. A sleep per game would add the timer's
+                // granularity and the render time to every game, so a stream asked for 2,000
+                // games/s made about 600, and the streams of one cell drifted apart by chance.
+                tokio::time::sleep_until(start + pace.mul_f64(n as f64)).await;
             }
-            Step::Next(n) => n,
-        };
-        let &index = sel.indices.get(n)?;
-        if let Some(pace) = pace {
-            // Game n is due at start + n × pace. A sleep per game would add the timer's
-            // granularity and the render time to every game, so a stream asked for 2,000
-            // games/s made about 600, and the streams of one cell drifted apart by chance.
-            tokio::time::sleep_until(start + pace.mul_f64(n as f64)).await;
-        }
-        let chunk = sel.render(seed, index);
-        match sel.breakage {
-            Breakage::CutAfter(k) if n as u64 == k => {
-                // Half a game, then the connection drops: the client must never store it.
-                let half = Bytes::from(chunk[..chunk.len() / 2].to_string());
-                Some((Ok(half), (sel, Step::Cut)))
+            let chunk = sel.render(seed, index);
+            match sel.breakage {
+                Breakage::CutAfter(k) if n as u64 == k => {
+                    // Half a game, then the connection drops: the client must never store it.
+                    let half = Bytes::from(chunk[..chunk.len() / 2].to_string());
+                    Some((Ok(half), (sel, Step::Cut)))
+                }
+                Breakage::StallAfter(k) if n as u64 == k => std::future::pending().await,
+                _ => {
+                    enforcer.sent(1, chunk.len() as u64);
+                    sel.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Some((Ok(Bytes::from(chunk)), (sel, Step::Next(n + 1))))
+                }
             }
-            Breakage::StallAfter(k) if n as u64 == k => std::future::pending().await,
-            _ => Some((Ok(Bytes::from(chunk)), (sel, Step::Next(n + 1)))),
         }
     })
 }
@@ -135,7 +143,18 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let answer = match s.platform {
         Platform::Lichess => lichess::answer(&s.users, method.as_str(), &url, accept),
-        Platform::ChessCom => chess_com::answer(&s.users, s.seed, &s.base, method.as_str(), &url),
+        Platform::ChessCom => {
+            let header = |name| {
+                headers
+                    .get(name)
+                    .and_then(|v: &header::HeaderValue| v.to_str().ok())
+            };
+            let cond = chess_com::Conditional {
+                if_none_match: header(header::IF_NONE_MATCH),
+                if_modified_since: header(header::IF_MODIFIED_SINCE),
+            };
+            chess_com::answer(&s.users, s.seed, &s.base, method.as_str(), &url, cond)
+        }
     };
     match answer {
         Answer::Status(p) => {
@@ -149,9 +168,31 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
                     .into_response(),
             }
         }
-        Answer::Whole { status, mime, body } => {
+        Answer::Whole {
+            status,
+            mime,
+            body,
+            games,
+            validators,
+        } => {
+            if games > 0 {
+                s.enforcer.sent(games, body.len() as u64);
+                if let Some(user) = served_user(&s, &url) {
+                    user.fetch_add(games, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             let once = futures_util::stream::iter([Ok(Bytes::from(body))]);
-            plain(status, mime, held(once, guard))
+            let mut resp = plain(status, mime, held(once, guard));
+            if let Some(v) = validators {
+                add_validators(&mut resp, v);
+            }
+            resp
+        }
+        Answer::NotModified { validators } => {
+            s.enforcer.sent_not_modified();
+            let mut resp = StatusCode::NOT_MODIFIED.into_response();
+            add_validators(&mut resp, validators);
+            resp
         }
         Answer::Games(sel) => {
             let mime = sel.mime();
@@ -160,8 +201,24 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
             } else {
                 s.pace
             };
-            let games = games_stream(sel, s.seed, pace);
+            let games = games_stream(sel, s.seed, pace, Arc::clone(&s.enforcer));
             ([(header::CONTENT_TYPE, mime)], held(games, guard)).into_response()
+        }
+    }
+}
+
+/// The per-user counter of games sent, for chess.com's `/pub/player/{name}/...`.
+fn served_user(s: &Shared, url: &reqwest::Url) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+    let name = url.path().trim_matches('/').split('/').nth(2)?;
+    s.users
+        .get(&name.to_ascii_lowercase())
+        .map(|u| Arc::clone(&u.games_served))
+}
+
+fn add_validators(resp: &mut Response, (etag, last_modified): (String, String)) {
+    for (name, value) in [(header::ETAG, etag), (header::LAST_MODIFIED, last_modified)] {
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
         }
     }
 }

@@ -15,23 +15,27 @@ use crate::upstream::MockUser;
 pub struct Expectation {
     /// The mock user (its key is the stored user_id).
     pub user: MockUser,
-    /// Newest games seeded as already stored before the import.
-    pub seeded: u64,
+    /// Indices of the games stored before the import (by earlier imports).
+    pub stored_before: Vec<u64>,
     /// The import's limit.
     pub limit: u64,
 }
 
 impl Expectation {
-    /// Ids seeded before the import.
+    /// Ids stored before the import.
     pub fn seeded_ids(&self) -> impl Iterator<Item = String> + '_ {
-        (0..self.seeded).map(|i| crate::upstream::games::stored_key(&self.user, i))
+        self.stored_before
+            .iter()
+            .map(|&i| crate::upstream::games::stored_key(&self.user, i))
     }
 
-    /// Ids the import must add: the `limit` newest well-formed games not seeded.
+    /// Ids the import must add: the `limit` newest finished, well-formed games not stored before
+    /// (the API's promise: the most recent games not yet stored).
     pub fn new_ids(&self) -> Vec<String> {
+        let before: HashSet<u64> = self.stored_before.iter().copied().collect();
         self.user
             .valid_ids()
-            .filter(|(i, _)| *i >= self.seeded)
+            .filter(|(i, _)| !before.contains(i))
             .take(self.limit as usize)
             .map(|(_, id)| id)
             .collect()
@@ -95,7 +99,11 @@ pub fn check(
             .count();
         let unexpected = distinct.iter().filter(|id| !expected.contains(**id)).count();
         let doubled = rows.len() - distinct.len();
-        let job = jobs.iter().find(|j| j.user_id == key.0 && j.platform == key.1);
+        // The last job of the user: the earlier imports' come first.
+        let job = jobs
+            .iter()
+            .rev()
+            .find(|j| j.user_id == key.0 && j.platform == key.1);
         let who = format!("{} on {}", key.0, key.1);
         if missing > 0 {
             problems.push(format!("{who}: {missing} expected games not stored (lost)"));
@@ -116,7 +124,7 @@ pub fn check(
                         j.error.as_deref().unwrap_or("")
                     ));
                 }
-                let added = rows.len() as i64 - e.seeded as i64;
+                let added = rows.len() as i64 - e.stored_before.len() as i64;
                 if j.games_imported != added {
                     problems.push(format!(
                         "{who}: job says {} imported, database has {added} new rows",

@@ -88,7 +88,7 @@ async fn verifier_catches_a_lost_a_doubled_and_a_miscounted_game() {
     let user = MockUser::new("vera", Platform::Lichess, 20);
     let e = Expectation {
         user: user.clone(),
-        seeded: 0,
+        stored_before: Vec::new(),
         limit: 10,
     };
     let expected = e.new_ids();
@@ -130,7 +130,7 @@ fn verifier_flags_games_of_users_nobody_asked_for() {
     let user = MockUser::new("vera", Platform::Lichess, 5);
     let e = Expectation {
         user: user.clone(),
-        seeded: 0,
+        stored_before: Vec::new(),
         limit: 5,
     };
     let mut stored = HashMap::new();

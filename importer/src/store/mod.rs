@@ -560,7 +560,13 @@ impl Store {
 
     /// Writes a job's counters and what its reading completed of the user's history, in one
     /// transaction (a window or month that held no new game).
-    pub async fn write_progress(&self, job: &Job, owner: &str, counters: &Counters, sync: &SyncProgress) -> Result<()> {
+    pub async fn write_progress(
+        &self,
+        job: &Job,
+        owner: &str,
+        counters: &Counters,
+        sync: &SyncProgress,
+    ) -> Result<()> {
         self.write_batch(job, owner, &[], counters, Utc::now(), sync)
             .await
             .map(|_| ())
@@ -570,34 +576,37 @@ impl Store {
     pub async fn sync_state(&self, user: &str, platform: Platform) -> Result<SyncState> {
         let op = query_err("reading what is stored of the user's history");
         let p = platform.as_str();
-        let (ranges, pending, months): (Vec<(i64, i64)>, Vec<(String, i64)>, Vec<(String, bool, Option<String>, Option<String>)>) =
-            on_pool!(&self.games, pool => {
-                let ranges = sqlx::query_as(
-                    "SELECT lo_ms, hi_ms FROM sync_ranges WHERE user_id = $1 AND platform = $2 ORDER BY lo_ms",
-                )
-                .bind(user)
-                .bind(p)
-                .fetch_all(pool)
-                .await;
-                let pending = sqlx::query_as(
-                    "SELECT provider_game_id, created_ms FROM sync_pending WHERE user_id = $1 AND platform = $2 \
-                     ORDER BY created_ms",
-                )
-                .bind(user)
-                .bind(p)
-                .fetch_all(pool)
-                .await;
-                let months = sqlx::query_as(
-                    "SELECT month, complete, etag, last_modified FROM sync_months \
-                     WHERE user_id = $1 AND platform = $2 ORDER BY month",
-                )
-                .bind(user)
-                .bind(p)
-                .fetch_all(pool)
-                .await;
-                (ranges.map_err(op)?, pending.map_err(query_err("reading pending games"))?,
-                 months.map_err(query_err("reading recorded months"))?)
-            });
+        let (ranges, pending, months): (
+            Vec<(i64, i64)>,
+            Vec<(String, i64)>,
+            Vec<(String, bool, Option<String>, Option<String>)>,
+        ) = on_pool!(&self.games, pool => {
+            let ranges = sqlx::query_as(
+                "SELECT lo_ms, hi_ms FROM sync_ranges WHERE user_id = $1 AND platform = $2 ORDER BY lo_ms",
+            )
+            .bind(user)
+            .bind(p)
+            .fetch_all(pool)
+            .await;
+            let pending = sqlx::query_as(
+                "SELECT provider_game_id, created_ms FROM sync_pending WHERE user_id = $1 AND platform = $2 \
+                 ORDER BY created_ms",
+            )
+            .bind(user)
+            .bind(p)
+            .fetch_all(pool)
+            .await;
+            let months = sqlx::query_as(
+                "SELECT month, complete, etag, last_modified FROM sync_months \
+                 WHERE user_id = $1 AND platform = $2 ORDER BY month",
+            )
+            .bind(user)
+            .bind(p)
+            .fetch_all(pool)
+            .await;
+            (ranges.map_err(op)?, pending.map_err(query_err("reading pending games"))?,
+             months.map_err(query_err("reading recorded months"))?)
+        });
         let months = months
             .into_iter()
             .map(|(month, complete, etag, last_modified)| {
@@ -613,7 +622,10 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(SyncState {
-            ranges: ranges.into_iter().map(|(lo_ms, hi_ms)| Range { lo_ms, hi_ms }).collect(),
+            ranges: ranges
+                .into_iter()
+                .map(|(lo_ms, hi_ms)| Range { lo_ms, hi_ms })
+                .collect(),
             pending: pending
                 .into_iter()
                 .map(|(game_id, created_ms)| Pending { game_id, created_ms })

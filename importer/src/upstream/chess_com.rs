@@ -79,7 +79,12 @@ impl ChessComSource {
             );
         }
         let mut months = plan_months(&listed, recorded);
-        tracing::debug!(user, listed = listed.len(), asked = months.len(), "chess.com months planned");
+        tracing::debug!(
+            user,
+            listed = listed.len(),
+            asked = months.len(),
+            "chess.com months planned"
+        );
         months.reverse();
         Ok(ChessComSource {
             client: client.clone(),
@@ -183,10 +188,7 @@ mod tests {
     fn months_come_from_the_last_two_segments() {
         assert_eq!(
             year_month("https://api.chess.com/pub/player/x/games/2016/08"),
-            Some(Month {
-                year: 2016,
-                month: 8
-            })
+            Some(Month { year: 2016, month: 8 })
         );
         assert_eq!(year_month("https://evil.example/2016/13"), None);
         assert_eq!(year_month("garbage"), None);

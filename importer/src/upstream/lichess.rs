@@ -34,7 +34,12 @@ pub struct LichessSource {
 
 impl LichessSource {
     /// Requests the games of `window`.
-    pub async fn open(client: &Client, base: &str, user: &str, window: &Window) -> Result<Self, UpstreamError> {
+    pub async fn open(
+        client: &Client,
+        base: &str,
+        user: &str,
+        window: &Window,
+    ) -> Result<Self, UpstreamError> {
         let mut source = LichessSource {
             client: client.clone(),
             base: user_url(base, &["api", "games", "user"], user, &[])?,

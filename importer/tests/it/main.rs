@@ -4,6 +4,8 @@
 
 mod support;
 
+mod incremental;
+
 use std::process::Command;
 
 use harness::upstream::{MockUser, Platform, Policy, Rules, Upstreams};
@@ -60,7 +62,9 @@ async fn full_import_then_repeat_stores_nothing_new(db: TestDb) {
     let again = imp.import("Magnus_1500", "lichess", 2000).await;
     assert_eq!(again["status"], "completed", "{again}");
     assert_eq!(again["games_imported"], 0, "{again}");
-    assert_eq!(again["games_skipped_existing"], 1500, "{again}");
+    // The whole history is recorded as held: only the newest game's second is read again.
+    assert_eq!(again["games_fetched"], 1, "{again}");
+    assert_eq!(again["games_skipped_existing"], 1, "{again}");
     assert_eq!(db.games_of("magnus_1500").await, 1500);
     assert_eq!(imp.stop().await, Some(0), "SIGTERM exits 0");
 }
@@ -100,10 +104,17 @@ async fn limit_is_respected_on_both_platforms(db: TestDb) {
         let first = imp.import(user, platform, 100).await;
         assert_eq!(first["games_imported"], 100, "{first}");
         assert_eq!(db.games_of(user).await, 100);
-        // The next import takes the 100 most recent games not stored yet.
+        // The next import takes the 100 most recent games not stored yet, and reads again only
+        // the edges of what is stored: lichess the second of the newest and of the oldest stored
+        // game; chess.com the month the first import stopped inside (25 of its 75 stored), the
+        // newest month answering 304.
         let second = imp.import(user, platform, 100).await;
         assert_eq!(second["games_imported"], 100, "{second}");
-        assert_eq!(second["games_skipped_existing"], 100, "{second}");
+        let reread = if platform == "lichess" { 2 } else { 25 };
+        assert_eq!(second["games_skipped_existing"], reread, "{second}");
+        // chess.com's months come whole: the month the limit ends inside is read to its end.
+        let fetched = if platform == "lichess" { 102 } else { 150 };
+        assert_eq!(second["games_fetched"], fetched, "{second}");
         assert_eq!(db.games_of(user).await, 200);
         assert_eq!(db.distinct_games_of(user).await, 200);
     }

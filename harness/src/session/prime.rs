@@ -1,0 +1,211 @@
+//! Returning users: the database as an earlier import of the importer under test left it.
+//!
+//! A scenario's `stored: N` means "the newest N games were imported before". The only honest way
+//! to leave that state is the production path: before the measured importer starts, an importer
+//! process of the same binary imports each returning user from mocks that serve the user as they
+//! were then (without the `new_since_stored` newest games, with the `finishes_late` games still
+//! being played), in imports of at most the API's 10,000 games, and stops. Whatever that import
+//! records besides the games (sync ranges, pending games, months and their validators) is then
+//! exactly what production would hold. Nothing of it is measured: the mocks are unpaced, their
+//! rules off, and the measured importer is a fresh process.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use crate::target;
+use crate::upstream::{self, MockUser, Upstreams};
+
+/// The API's largest `limit`.
+const MAX_LIMIT: u64 = 10_000;
+/// Earlier imports running at once (the importer queues the rest).
+const AT_ONCE: usize = 16;
+/// Longest an earlier import may take.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// One returning user: as they were at the earlier import, and how many games it stored.
+#[derive(Debug, Clone)]
+pub struct Earlier {
+    /// The user then: the newest games not played yet, some still being played.
+    pub user: MockUser,
+    /// Games the earlier imports store.
+    pub stored: u64,
+}
+
+impl Earlier {
+    /// `now` as it was before its `new_since_stored` newest games, with `finishes_late` ongoing.
+    pub fn of(now: &MockUser, stored: u64, new_since_stored: u64, finishes_late: &[u64]) -> Earlier {
+        Earlier {
+            user: MockUser {
+                unplayed: new_since_stored,
+                ongoing: finishes_late.to_vec(),
+                // The faults belong to the measured import.
+                faults: Vec::new(),
+                cut_after: None,
+                stall_after: None,
+                ..now.clone()
+            },
+            stored,
+        }
+    }
+
+    /// Indices of the games the earlier imports store: the newest `stored` finished,
+    /// well-formed ones the user had then.
+    pub fn stored_indices(&self) -> Vec<u64> {
+        let u = &self.user;
+        (u.unplayed..u.games)
+            .filter(|&i| u.finished(i) && !u.malformed.contains(&i))
+            .take(self.stored as usize)
+            .collect()
+    }
+}
+
+/// Runs the earlier imports of `users` with `importer` on the database of `env`
+/// (`DATABASE_URL`); returns when every one has stored its games, or says which did not.
+pub async fn prime(
+    users: &[Earlier],
+    importer: &Path,
+    env: &BTreeMap<String, String>,
+    seed: u64,
+    dir: &Path,
+) -> Result<(), String> {
+    let returning: Vec<&Earlier> = users.iter().filter(|e| e.stored > 0).collect();
+    if returning.is_empty() {
+        return Ok(());
+    }
+    let mock_users: Vec<MockUser> = returning.iter().map(|e| e.user.clone()).collect();
+    let mocks = Upstreams::start_with(
+        &mock_users,
+        upstream::Options {
+            seed,
+            policy: upstream::Policy::Off,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| format!("earlier imports: mocks: {e}"))?;
+    let mut env = env.clone();
+    env.insert("LICHESS_BASE_URL".into(), mocks.lichess_url());
+    env.insert("CHESSCOM_BASE_URL".into(), mocks.chess_com_url());
+    env.insert("INSTANCE_ID".into(), "harness-earlier".into());
+    let token = env.get("API_TOKEN").cloned();
+    let mut server = target::Server::spawn(importer, &env, &dir.join("earlier-imports.log"), None, None)
+        .map_err(|e| format!("earlier imports: {e}"))?;
+    let http = reqwest::Client::new();
+    server
+        .wait_healthy(&http, Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("earlier imports: {e}"))?;
+    let started = Instant::now();
+    let outcome: Vec<Result<(), String>> = futures_util::stream::iter(returning.iter())
+        .map(|e| import_all(&http, &server.base, token.as_deref(), e))
+        .buffer_unordered(AT_ONCE)
+        .collect()
+        .await;
+    let exit = server.stop(Duration::from_secs(10));
+    outcome.into_iter().collect::<Result<Vec<()>, String>>()?;
+    if !exit.clean() {
+        return Err(format!(
+            "earlier imports: the importer did not stop cleanly ({exit:?})"
+        ));
+    }
+    let games: u64 = returning.iter().map(|e| e.stored).sum();
+    tracing::info!(
+        users = returning.len(),
+        games,
+        secs = started.elapsed().as_secs_f64(),
+        "earlier imports done"
+    );
+    Ok(())
+}
+
+/// Imports `e.stored` games of one user, in imports of at most [`MAX_LIMIT`].
+async fn import_all(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    e: &Earlier,
+) -> Result<(), String> {
+    let who = format!("{} on {}", e.user.name, e.user.platform.as_str());
+    let mut left = e.stored_indices().len() as u64;
+    while left > 0 {
+        let limit = left.min(MAX_LIMIT);
+        let body = serde_json::json!({
+            "user_id": e.user.name, "platform": e.user.platform.as_str(), "limit": limit,
+        });
+        let mut post = http.post(format!("{base}/api/v1/import-more-games")).json(&body);
+        if let Some(t) = token {
+            post = post.bearer_auth(t);
+        }
+        let answer: serde_json::Value = send(post, &who).await?;
+        let id = answer["import_id"]
+            .as_str()
+            .ok_or_else(|| format!("earlier import of {who}: no import_id in {answer}"))?
+            .to_string();
+        let deadline = Instant::now() + IMPORT_TIMEOUT;
+        let job = loop {
+            let mut get = http.get(format!("{base}/api/v1/imports/{id}"));
+            if let Some(t) = token {
+                get = get.bearer_auth(t);
+            }
+            let job = send(get, &who).await?;
+            match job["status"].as_str() {
+                Some("completed") => break job,
+                Some("failed") => return Err(format!("earlier import of {who} failed: {}", job["error"])),
+                _ if Instant::now() > deadline => {
+                    return Err(format!(
+                        "earlier import of {who} still {} after {IMPORT_TIMEOUT:?}",
+                        job["status"]
+                    ));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let imported = job["games_imported"].as_u64().unwrap_or(0);
+        if imported == 0 {
+            return Err(format!(
+                "earlier import of {who} stored nothing with {left} games to go: {job}"
+            ));
+        }
+        left = left.saturating_sub(imported);
+    }
+    Ok(())
+}
+
+async fn send(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::Value, String> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("earlier import of {who}: {e}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("earlier import of {who}: {status}: {e}"))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("earlier import of {who}: {status}: {body}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Platform;
+
+    #[test]
+    fn the_earlier_import_stores_the_newest_finished_games_it_could_see() {
+        let now = MockUser {
+            malformed: vec![4],
+            faults: vec![429],
+            ..MockUser::new("ret", Platform::Lichess, 20)
+        };
+        let e = Earlier::of(&now, 5, 2, &[3]);
+        assert!(e.user.faults.is_empty(), "faults are for the measured import");
+        // 0 and 1 were not played yet, 3 was ongoing, 4 does not parse.
+        assert_eq!(e.stored_indices(), vec![2, 5, 6, 7, 8]);
+    }
+}
