@@ -216,6 +216,11 @@ macro_rules! write_sync {
     }};
 }
 
+/// A row of `sync_months`: month, complete, ETag, Last-Modified.
+type MonthRow = (String, bool, Option<String>, Option<String>);
+/// The rows of `sync_ranges`, `sync_pending` and `sync_months` for one user.
+type SyncRows = (Vec<(i64, i64)>, Vec<(String, i64)>, Vec<MonthRow>);
+
 /// What the database holds completely of one user's history (see `crate::sync`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncState {
@@ -576,11 +581,7 @@ impl Store {
     pub async fn sync_state(&self, user: &str, platform: Platform) -> Result<SyncState> {
         let op = query_err("reading what is stored of the user's history");
         let p = platform.as_str();
-        let (ranges, pending, months): (
-            Vec<(i64, i64)>,
-            Vec<(String, i64)>,
-            Vec<(String, bool, Option<String>, Option<String>)>,
-        ) = on_pool!(&self.games, pool => {
+        let (ranges, pending, months): SyncRows = on_pool!(&self.games, pool => {
             let ranges = sqlx::query_as(
                 "SELECT lo_ms, hi_ms FROM sync_ranges WHERE user_id = $1 AND platform = $2 ORDER BY lo_ms",
             )
