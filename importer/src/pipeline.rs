@@ -149,6 +149,7 @@ impl Batcher<'_> {
     }
 
     async fn write(&mut self, window_ended: bool) -> Result<(), StoreError> {
+        let had_rows = !self.rows.is_empty();
         // The same game twice in one batch (a resumed stream) counts once.
         let mut seen = HashSet::with_capacity(self.rows.len());
         let before = self.rows.len();
@@ -188,7 +189,7 @@ impl Batcher<'_> {
                 coverage.complete(None)
             };
         }
-        if self.rows.is_empty() && self.sync.is_empty() && !window_ended {
+        if !had_rows && self.sync.is_empty() {
             return Ok(());
         }
         if self.rows.is_empty() {
@@ -422,13 +423,17 @@ async fn next_unless_stopping<T>(
     }
 }
 
+/// Parses a framed game of `platform`.
+fn parse(platform: Platform, framed: Framed) -> Result<GameRow, crate::pgn::ParseFailure> {
+    match framed {
+        Framed::Game(bytes) => parse_game(platform, &bytes),
+        Framed::Oversized => Err(crate::pgn::ParseFailure::Oversized),
+    }
+}
+
 /// Parses a framed game; a failure is counted and logged, and `None`.
 fn parse_counted(b: &mut Batcher<'_>, framed: Framed) -> Option<GameRow> {
-    let parsed = match framed {
-        Framed::Game(bytes) => parse_game(b.job.platform, &bytes),
-        Framed::Oversized => Err(crate::pgn::ParseFailure::Oversized),
-    };
-    match parsed {
+    match parse(b.job.platform, framed) {
         Ok(row) => Some(row),
         Err(reason) => {
             b.counters.games_failed_parse += 1;
@@ -450,14 +455,13 @@ async fn import_lichess(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), Im
     let windows = crate::sync::windows(&state.ranges, &state.pending);
     tracing::debug!(import_id = %b.job.import_id, ranges = state.ranges.len(),
         pending = state.pending.len(), windows = windows.len(), "lichess windows planned");
+    // Each window ends written: by `finish_window`, or by the flush that reached the limit.
     for window in windows {
         read_window(b, window).await?;
         if b.remaining() <= 0 {
             break;
         }
     }
-    b.coverage = None;
-    b.flush().await?;
     Ok(())
 }
 
@@ -531,11 +535,7 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
             Item::Game(framed) => {
                 if let Some((keys, _)) = &mut rereading {
                     // Counted in the survey already: only the chosen games are taken, each once.
-                    let parsed = match framed {
-                        Framed::Game(bytes) => parse_game(job.platform, &bytes).ok(),
-                        Framed::Oversized => None,
-                    };
-                    if let Some(row) = parsed
+                    if let Ok(row) = parse(job.platform, framed)
                         && keys.remove(&row.provider_game_id)
                     {
                         b.push(row).await?;
@@ -571,23 +571,22 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
                         Validators::default()
                     },
                 };
-                match choice {
-                    Choice::Nothing | Choice::Held(_) => {
-                        if let Choice::Held(rows) = choice {
-                            for row in rows {
-                                b.push(row).await?;
-                            }
-                        }
-                        b.sync.month = Some(record);
-                        b.flush().await?;
-                        if b.remaining() <= 0 {
-                            return Ok(());
-                        }
-                    }
+                let rows = match choice {
                     Choice::Reread(keys) => {
                         source.reread_month().await.map_err(upstream_error(job))?;
                         rereading = Some((keys, record));
+                        continue;
                     }
+                    Choice::Nothing => Vec::new(),
+                    Choice::Held(rows) => rows,
+                };
+                for row in rows {
+                    b.push(row).await?;
+                }
+                b.sync.month = Some(record);
+                b.flush().await?;
+                if b.remaining() <= 0 {
+                    return Ok(());
                 }
             }
         }

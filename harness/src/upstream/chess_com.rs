@@ -34,9 +34,7 @@ fn month_games(user: &MockUser, back: u32) -> Vec<u64> {
 fn month_validators(user: &MockUser, seed: u64, back: u32, indices: &[u64]) -> (String, String) {
     let newest = indices.first().map_or(0, |&i| games::created_at(user, i));
     let tag = format!("{}:{seed}:{back}:{}:{newest}", user.key(), indices.len());
-    let hash = tag.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let hash = games::hash(&tag);
     let at = chrono::DateTime::from_timestamp(newest, 0).unwrap_or_default();
     (
         format!("W/\"{hash:016x}\""),
@@ -160,6 +158,10 @@ pub(super) fn answer(
                 if unchanged(cond, &validators) {
                     return Answer::NotModified { validators };
                 }
+                // Sent whole, right away: counted for the user here.
+                state
+                    .games_served
+                    .fetch_add(indices.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 if rest.len() == 3 {
                     // Newest first, unless the user says otherwise: chess.com documents no order.
                     if user.oldest_first {

@@ -41,8 +41,8 @@ impl Rng {
     }
 }
 
-/// FNV-1a, to turn a username into seed bits.
-fn hash(s: &str) -> u64 {
+/// FNV-1a, to turn a username (or any text) into seed bits.
+pub(crate) fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })

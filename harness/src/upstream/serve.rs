@@ -177,9 +177,6 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
         } => {
             if games > 0 {
                 s.enforcer.sent(games, body.len() as u64);
-                if let Some(user) = served_user(&s, &url) {
-                    user.fetch_add(games, std::sync::atomic::Ordering::Relaxed);
-                }
             }
             let once = futures_util::stream::iter([Ok(Bytes::from(body))]);
             let mut resp = plain(status, mime, held(once, guard));
@@ -205,14 +202,6 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
             ([(header::CONTENT_TYPE, mime)], held(games, guard)).into_response()
         }
     }
-}
-
-/// The per-user counter of games sent, for chess.com's `/pub/player/{name}/...`.
-fn served_user(s: &Shared, url: &reqwest::Url) -> Option<Arc<std::sync::atomic::AtomicU64>> {
-    let name = url.path().trim_matches('/').split('/').nth(2)?;
-    s.users
-        .get(&name.to_ascii_lowercase())
-        .map(|u| Arc::clone(&u.games_served))
 }
 
 fn add_validators(resp: &mut Response, (etag, last_modified): (String, String)) {

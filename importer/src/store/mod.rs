@@ -139,8 +139,8 @@ macro_rules! write_sync {
         if let Some(new) = sync.range {
             // The recorded ranges it overlaps or touches become one with it.
             let touching: Vec<(i64, i64)> = sqlx::query_as(
-                "SELECT lo_ms, hi_ms FROM sync_ranges WHERE user_id = $1 AND platform = $2 \
-                 AND lo_ms <= $4 AND hi_ms >= $3",
+                "DELETE FROM sync_ranges WHERE user_id = $1 AND platform = $2 AND lo_ms <= $4 AND hi_ms >= $3 \
+                 RETURNING lo_ms, hi_ms",
             )
             .bind(user)
             .bind(platform)
@@ -154,16 +154,6 @@ macro_rules! write_sync {
                 .map(|(lo_ms, hi_ms)| Range { lo_ms, hi_ms })
                 .collect();
             let merged = crate::sync::merge(&existing, new);
-            sqlx::query(
-                "DELETE FROM sync_ranges WHERE user_id = $1 AND platform = $2 AND lo_ms <= $4 AND hi_ms >= $3",
-            )
-            .bind(user)
-            .bind(platform)
-            .bind(new.lo_ms)
-            .bind(new.hi_ms)
-            .execute(&mut *$tx)
-            .await
-            .map_err(query_err($op))?;
             for r in &merged {
                 sqlx::query("INSERT INTO sync_ranges (user_id, platform, lo_ms, hi_ms) VALUES ($1, $2, $3, $4)")
                     .bind(user)

@@ -27,14 +27,8 @@ async fn assert_stored_exactly(db: &TestDb, user: &str, expected: &[String]) {
         expected.len() as i64,
         "distinct games of {user}"
     );
-    let list = expected
-        .iter()
-        .map(|id| format!("'{id}'"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let sql = format!("SELECT COUNT(*) FROM games WHERE user_id = $1 AND provider_game_id IN ({list})");
     assert_eq!(
-        db.count(&sql, user).await,
+        db.count_among(user, expected).await,
         expected.len() as i64,
         "the expected games of {user}"
     );

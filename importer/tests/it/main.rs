@@ -124,14 +124,7 @@ async fn limit_is_respected_on_both_platforms(db: TestDb) {
         .take(200)
         .map(|(_, id)| id)
         .collect();
-    let placeholders = newest
-        .iter()
-        .map(|id| format!("'{id}'"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let sql =
-        format!("SELECT COUNT(*) FROM games WHERE user_id = $1 AND provider_game_id IN ({placeholders})");
-    assert_eq!(db.count(&sql, "limited").await, 200);
+    assert_eq!(db.count_among("limited", &newest).await, 200);
 }
 on_both_databases!(limit, limit_is_respected_on_both_platforms);
 
@@ -615,14 +608,8 @@ async fn interrupted_import_resumes_exactly(db: TestDb, sig: &str) {
     assert_eq!(db.games_of("resumer").await, 2500);
     assert_eq!(db.distinct_games_of("resumer").await, 2500);
     let newest: Vec<String> = user.valid_ids().take(2500).map(|(_, id)| id).collect();
-    let list = newest
-        .iter()
-        .map(|id| format!("'{id}'"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let sql = format!("SELECT COUNT(*) FROM games WHERE user_id = $1 AND provider_game_id IN ({list})");
     assert_eq!(
-        db.count(&sql, "resumer").await,
+        db.count_among("resumer", &newest).await,
         2500,
         "the same games as an uninterrupted import"
     );

@@ -118,6 +118,17 @@ impl TestDb {
         .expect("terminate")
     }
 
+    /// How many of `ids` are stored for `user`.
+    pub async fn count_among(&self, user: &str, ids: &[String]) -> i64 {
+        let list = ids
+            .iter()
+            .map(|id| format!("'{id}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!("SELECT COUNT(*) FROM games WHERE user_id = $1 AND provider_game_id IN ({list})");
+        self.count(&sql, user).await
+    }
+
     /// Games stored for `user`.
     pub async fn games_of(&self, user: &str) -> i64 {
         self.count("SELECT COUNT(*) FROM games WHERE user_id = $1", user)
