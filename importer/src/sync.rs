@@ -140,11 +140,6 @@ impl Coverage {
         }
     }
 
-    /// The window followed.
-    pub fn window(&self) -> &Window {
-        &self.window
-    }
-
     /// A game created at `created_ms` was received (games arrive newest first).
     pub fn saw(&mut self, created_ms: i64) {
         if self.top.is_none() {
