@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness wait gate gate-check faults bench fuzz allocators run test fmt lint check-pg chromium release contract openapi
+.PHONY: harness wait gate gate-check faults bench fuzz allocators run test fmt lint check-pg chromium pgbouncer pooler release contract openapi
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -70,7 +70,7 @@ run:
 	$(CARGO) run --release -p importer
 
 ## test: formatting, lints, every test on SQLite and PostgreSQL, the scenarios, the API contract (installs Chromium and schemathesis when missing)
-test: fmt lint check-pg chromium
+test: fmt lint check-pg chromium pgbouncer
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) run -q -p harness -- check scenarios/*.yaml
 	$(MAKE) contract
@@ -106,6 +106,17 @@ chromium:
 	  echo "installing Debian's chromium for the report.html browser test" >&2; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium > /dev/null; }
+
+## pgbouncer: Debian's PgBouncer (and openssl), which the pooled and TLS tests start on ports of their own; installed when missing
+pgbouncer:
+	@{ test -x /usr/sbin/pgbouncer || command -v pgbouncer > /dev/null; } && command -v openssl > /dev/null || { \
+	  echo "installing Debian's pgbouncer and openssl for the tests through a pooler" >&2; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer openssl > /dev/null; }
+
+## pooler: scenarios/pooler.yaml: four importers through PgBouncer in transaction mode (4 server connections) beside a direct connection
+pooler: release check-pg pgbouncer
+	./target/release/harness run scenarios/pooler.yaml
 
 release:
 	$(CARGO) build --release --workspace

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use harness::upstream::{MockUser, Platform as MockPlatform, games};
 use importer::pgn::{Framed, GameRow, Splitter, parse_game};
-use importer::store::Store;
+use importer::store::{QUEUE_POOL_SIZE, Store, StoreOptions};
 use importer::{Counters, Platform};
 
 mod support;
@@ -127,7 +127,13 @@ fn main() {
         .expect("runtime");
     let url = format!("sqlite://{}", dir.join("heap.db").display());
     let (store, job) = rt.block_on(async {
-        let store = Store::connect(&url, 1, 2000).await.expect("sqlite");
+        let options = StoreOptions {
+            pool_size: 1,
+            queue_pool_size: QUEUE_POOL_SIZE,
+            sqlite_cache_kib: 2000,
+            transaction_pooler: false,
+        };
+        let store = Store::connect(&url, &options).await.expect("sqlite");
         let job = support::claimed_job(&store, "heap", "heap_user").await;
         // One batch first, so that the measured one finds the connection and statements warm.
         store

@@ -2,7 +2,9 @@
 //! transaction per batch, as an import writes them) into SQLite and PostgreSQL.
 //!
 //! Every iteration writes rows with new ids, so no insert is skipped as a
-//! duplicate. PostgreSQL is the local server (127.0.0.1:5432, database `test`),
+//! duplicate. `store_postgres_pooler_safe` writes to the same server with
+//! `DATABASE_POOLER=transaction` (unnamed statements, see `Store`): side by side
+//! with `store_postgres`, the cost of that mode on a direct connection. PostgreSQL is the local server (127.0.0.1:5432, database `test`),
 //! in a schema of its own; the bench stops with a message when it is unreachable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use harness::upstream::{MockUser, Platform as MockPlatform, games};
 use importer::pgn::{GameRow, parse_game};
-use importer::store::Store;
+use importer::store::{QUEUE_POOL_SIZE, Store, StoreOptions};
 use importer::{Counters, Job, Platform};
 
 mod support;
@@ -30,9 +32,15 @@ fn rows(n: u64) -> Vec<GameRow> {
 }
 
 /// A store with one claimed job, ready for `insert_batch`.
-async fn store_with_job(url: &str) -> (Store, Job) {
-    let store = Store::connect(url, 5, 2000).await.expect("database reachable");
-    let job = support::claimed_job(&store, OWNER, "bench_user").await;
+async fn store_with_job(url: &str, transaction_pooler: bool, user: &str) -> (Store, Job) {
+    let options = StoreOptions {
+        pool_size: 5,
+        queue_pool_size: QUEUE_POOL_SIZE,
+        sqlite_cache_kib: 2000,
+        transaction_pooler,
+    };
+    let store = Store::connect(url, &options).await.expect("database reachable");
+    let job = support::claimed_job(&store, OWNER, user).await;
     (store, job)
 }
 
@@ -76,8 +84,12 @@ fn store(c: &mut Criterion) {
     let sqlite = format!("sqlite://{}", dir.join("bench.db").display());
     let pg = rt.block_on(pg_schema());
     let next_id = AtomicU64::new(0);
-    for (db, url) in [("sqlite", sqlite), ("postgres", pg)] {
-        let (store, job) = rt.block_on(store_with_job(&url));
+    for (db, url, pooled) in [
+        ("sqlite", sqlite, false),
+        ("postgres", pg.clone(), false),
+        ("postgres_pooler_safe", pg, true),
+    ] {
+        let (store, job) = rt.block_on(store_with_job(&url, pooled, &format!("bench_user_{db}")));
         for batch in [50usize, 500] {
             let mut group = c.benchmark_group(format!("store_{db}"));
             group.throughput(Throughput::Elements(batch as u64));

@@ -62,9 +62,23 @@ pub struct RawConfig {
     /// Database connections (1..=100); default 2 on SQLite (one writer), 5 on PostgreSQL.
     #[arg(long, env = "DB_POOL_SIZE")]
     pub db_pool_size: Option<String>,
-    /// `sqlite://FILE` (created if missing) or `postgres://...`.
+    /// Queue connections (1..=100), beside DB_POOL_SIZE: the process opens at most
+    /// DB_POOL_SIZE + DB_QUEUE_POOL_SIZE connections to the database.
+    #[arg(long, env = "DB_QUEUE_POOL_SIZE", default_value = "4")]
+    pub db_queue_pool_size: String,
+    /// `sqlite://FILE` (created if missing) or `postgres://...` (TLS: `?sslmode=require`, or
+    /// `?sslmode=verify-full&sslrootcert=CA.pem`).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://importer.db")]
     pub database_url: String,
+    /// What stands between the importer and PostgreSQL: `none`, or `transaction` for a pooler in
+    /// transaction mode (PgBouncer, Supavisor on port 6543): then no statement stays prepared on a
+    /// connection and each statement runs in a transaction of its own.
+    #[arg(long, env = "DATABASE_POOLER", default_value = "none")]
+    pub database_pooler: String,
+    /// Write the address the API really listens on (BIND_ADDR with port 0 gets a free port) to
+    /// this file once it listens, as `IP:PORT` and a newline; written whole, then renamed.
+    #[arg(long, env = "LISTEN_ADDR_FILE")]
+    pub listen_addr_file: Option<std::path::PathBuf>,
     /// Base URL of lichess.
     #[arg(long, env = "LICHESS_BASE_URL", default_value = "https://lichess.org")]
     pub lichess_base_url: String,
@@ -181,10 +195,16 @@ pub struct Config {
     pub http_max_connections: usize,
     /// Idle upstream connections per host.
     pub http_pool_max_idle_per_host: usize,
-    /// Database pool size.
+    /// Database pool size (the imports' connections).
     pub db_pool_size: u32,
+    /// The queue's connections.
+    pub db_queue_pool_size: u32,
     /// Database URL as given.
     pub database_url: String,
+    /// PostgreSQL through a pooler in transaction mode.
+    pub transaction_pooler: bool,
+    /// Where to write the address listened on.
+    pub listen_addr_file: Option<std::path::PathBuf>,
     /// Which database the URL names.
     pub database_kind: DatabaseKind,
     /// lichess base URL, without trailing slash.
@@ -309,6 +329,20 @@ fn base_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// Whether a base URL (already checked by `base_url`) names this machine: the mocks and tests.
+fn is_loopback_url(value: &str) -> bool {
+    let url = reqwest::Url::parse(value).ok();
+    let Some(host) = url.as_ref().and_then(|u| u.host_str()) else {
+        return false;
+    };
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn database_kind(value: &str) -> Result<DatabaseKind, ConfigError> {
     let bad = |why: &str| ConfigError {
         var: "DATABASE_URL",
@@ -396,6 +430,9 @@ impl Config {
             });
         }
         let kind = database_kind(&raw.database_url)?;
+        let lichess_base_url = base_url("LICHESS_BASE_URL", &raw.lichess_base_url)?;
+        let chesscom_base_url = base_url("CHESSCOM_BASE_URL", &raw.chesscom_base_url)?;
+        let user_agent = raw.upstream_user_agent.as_deref().map(user_agent).transpose()?;
         let instance_id = match raw.instance_id {
             Some(id) if valid_instance_id(&id) => id,
             Some(id) => {
@@ -407,7 +444,7 @@ impl Config {
             }
             None => format!("importer-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         };
-        Ok(Config {
+        let config = Config {
             instance_id,
             job_lease: Duration::from_secs(int_in("JOB_LEASE_SECS", &raw.job_lease_secs, 2, 3600)?),
             job_poll: Duration::from_millis(int_in("JOB_POLL_MILLIS", &raw.job_poll_millis, 50, 60_000)?),
@@ -437,10 +474,23 @@ impl Config {
                 None if kind == DatabaseKind::Sqlite => 2,
                 None => 5,
             },
+            db_queue_pool_size: int_in("DB_QUEUE_POOL_SIZE", &raw.db_queue_pool_size, 1, 100)?,
+            transaction_pooler: match raw.database_pooler.trim() {
+                "none" => false,
+                "transaction" if kind == DatabaseKind::Postgres => true,
+                other => {
+                    return Err(ConfigError {
+                        var: "DATABASE_POOLER",
+                        value: other.to_string(),
+                        accepted: "`none`, or `transaction` with a postgres:// DATABASE_URL".into(),
+                    });
+                }
+            },
+            listen_addr_file: raw.listen_addr_file,
             database_kind: kind,
             database_url: raw.database_url,
-            lichess_base_url: base_url("LICHESS_BASE_URL", &raw.lichess_base_url)?,
-            chesscom_base_url: base_url("CHESSCOM_BASE_URL", &raw.chesscom_base_url)?,
+            lichess_base_url,
+            chesscom_base_url,
             bind_addr,
             lichess_token,
             api_token,
@@ -471,7 +521,32 @@ impl Config {
                     });
                 }
             },
-            user_agent: raw.upstream_user_agent.as_deref().map(user_agent).transpose()?,
+            user_agent,
+        };
+        config.contact_for_real_providers()?;
+        Ok(config)
+    }
+
+    /// Against the real providers, a client naming no contact has every import refused (lichess
+    /// answers 404, chess.com 403): a first start that would fail every import does not start.
+    /// Mocks on loopback keep the warning only.
+    fn contact_for_real_providers(&self) -> Result<(), ConfigError> {
+        let sent = self
+            .user_agent
+            .as_deref()
+            .unwrap_or(crate::upstream::USER_AGENT.as_str());
+        if has_contact(sent)
+            || (is_loopback_url(&self.lichess_base_url) && is_loopback_url(&self.chesscom_base_url))
+        {
+            return Ok(());
+        }
+        Err(ConfigError {
+            var: "UPSTREAM_USER_AGENT",
+            value: self.user_agent.clone().unwrap_or_default(),
+            accepted: "a User-Agent naming a contact, a URL or an e-mail address, such as \
+                       \"my-importer/1.0 (+https://example.org/importer; ops@example.org)\": \
+                       lichess answers 404 and chess.com 403 to clients without one"
+                .into(),
         })
     }
 }
@@ -480,21 +555,57 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Parses `args`, with a contact in the User-Agent unless `args` name one (or none: `--`).
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
         let mut argv = vec!["importer"];
+        if !args.contains(&"--upstream-user-agent") {
+            argv.extend(["--upstream-user-agent", "test/1 (ops@example.org)"]);
+        }
         argv.extend_from_slice(args);
         Config::from_raw(RawConfig::parse_from(argv))
+    }
+
+    const MOCKS: [&str; 4] = [
+        "--lichess-base-url",
+        "http://127.0.0.1:9001",
+        "--chesscom-base-url",
+        "http://localhost:9002",
+    ];
+
+    #[test]
+    fn the_real_providers_need_a_contact_the_mocks_do_not() {
+        let bare = |args: &[&str]| {
+            let mut argv = vec!["importer"];
+            argv.extend_from_slice(args);
+            Config::from_raw(RawConfig::parse_from(argv))
+        };
+        if option_env!("IMPORTER_HOME_URL").is_none() {
+            let err = bare(&[]).unwrap_err();
+            assert_eq!(err.var, "UPSTREAM_USER_AGENT");
+            assert!(err.to_string().contains("e-mail address"), "{err}");
+            // One provider real is enough to refuse.
+            let err = bare(&["--lichess-base-url", "http://127.0.0.1:9001"]).unwrap_err();
+            assert_eq!(err.var, "UPSTREAM_USER_AGENT");
+        }
+        let err = bare(&["--upstream-user-agent", "my-importer/1.0"]).unwrap_err();
+        assert_eq!(err.var, "UPSTREAM_USER_AGENT");
+        assert!(err.to_string().contains("my-importer/1.0"), "{err}");
+        let mocks = bare(&MOCKS).unwrap();
+        assert!(mocks.warnings().iter().any(|w| w.contains("UPSTREAM_USER_AGENT")));
+        assert!(bare(&["--upstream-user-agent", "x/1 (+https://example.org)"]).is_ok());
+        let ipv6 = [
+            "--lichess-base-url",
+            "http://[::1]:1",
+            "--chesscom-base-url",
+            "http://[::1]:2",
+        ];
+        assert!(bare(&ipv6).is_ok());
     }
 
     #[test]
     fn defaults_are_valid() {
         // The defaults must not depend on the test process's environment.
-        let cfg = Config::from_raw(RawConfig::parse_from([
-            "importer",
-            "--database-url",
-            "sqlite://x.db",
-        ]))
-        .unwrap();
+        let cfg = parse(&["--database-url", "sqlite://x.db"]).unwrap();
         assert!(cfg.max_concurrent_imports >= 1);
         assert_eq!(cfg.database_kind, DatabaseKind::Sqlite);
         assert_eq!(cfg.db_pool_size, 2, "SQLite: one writer, two connections");
@@ -569,7 +680,12 @@ mod tests {
 
     #[test]
     fn lanes_scope_and_user_agent_are_checked() {
-        let cfg = parse(&[]).unwrap();
+        let mut none = MOCKS.to_vec();
+        none.push("--upstream-user-agent");
+        let cfg = Config::from_raw(RawConfig::parse_from(
+            std::iter::once("importer").chain(MOCKS.iter().copied()),
+        ))
+        .unwrap();
         assert_eq!((cfg.lichess_max_streams, cfg.chesscom_max_requests), (1, 1));
         assert_eq!(cfg.lanes_scope, LanesScope::Process);
         assert!(cfg.user_agent.is_none());
@@ -603,7 +719,8 @@ mod tests {
             .warnings()
             .is_empty()
         );
-        let anonymous = parse(&["--upstream-user-agent", "my-importer/1.0"]).unwrap();
+        none.push("my-importer/1.0");
+        let anonymous = parse(&none).unwrap();
         assert!(
             anonymous
                 .warnings()

@@ -11,7 +11,7 @@ use importer::http::{AppState, app};
 use importer::metrics::Metrics;
 use importer::pipeline::ImportContext;
 use importer::scheduler::Scheduler;
-use importer::store::Store;
+use importer::store::{Store, StoreOptions};
 use importer::upstream::{Client, ClientConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -113,8 +113,15 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let store = Store::connect(&config.database_url, config.db_pool_size, config.sqlite_cache_kib)
+    let options = StoreOptions {
+        pool_size: config.db_pool_size,
+        queue_pool_size: config.db_queue_pool_size,
+        sqlite_cache_kib: config.sqlite_cache_kib,
+        transaction_pooler: config.transaction_pooler,
+    };
+    let store = Store::connect(&config.database_url, &options)
         .await
+        .map_err(|e| with_pooler_hint(e, &config))
         .with_context(|| format!("opening {}", redact(&config.database_url)))?;
     for warning in config.warnings() {
         tracing::warn!("{warning}");
@@ -146,13 +153,20 @@ async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Resul
     scheduler
         .start()
         .await
+        .map_err(|e| with_pooler_hint(e, &config))
         .context("taking back unfinished imports")?;
     let listener = tokio::net::TcpListener::bind(config.bind_addr)
         .await
         .with_context(|| format!("binding {}", config.bind_addr))?;
+    let addr = listener.local_addr().context("reading the address listened on")?;
+    if let Some(path) = &config.listen_addr_file {
+        write_whole(path, &format!("{addr}\n")).with_context(|| format!("writing {}", path.display()))?;
+    }
     tracing::info!(
-        addr = %listener.local_addr()?,
+        %addr,
         database = %redact(&config.database_url),
+        db_connections = config.db_pool_size + config.db_queue_pool_size,
+        transaction_pooler = config.transaction_pooler,
         max_concurrent_imports = config.max_concurrent_imports,
         import_batch_size = config.import_batch_size,
         existing_games_page_size = config.existing_games_page_size,
@@ -183,6 +197,27 @@ async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Resul
     tracing::info!("stopped; unfinished imports resume at the next start");
     store.close().await;
     Ok(())
+}
+
+/// Writes `text` to `path` whole: to a file beside it first, then renamed, so that a reader
+/// polling `path` never sees half of it.
+fn write_whole(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// A refused prepared statement, without `DATABASE_POOLER=transaction`, with what that means.
+fn with_pooler_hint(e: importer::store::StoreError, config: &Config) -> anyhow::Error {
+    if e.is_prepared_statement_refused() && !config.transaction_pooler {
+        anyhow::Error::new(e).context(
+            "PostgreSQL refused a prepared statement this connection had made, which happens behind a pooler \
+             in transaction mode (PgBouncer, Supavisor): set DATABASE_POOLER=transaction",
+        )
+    } else {
+        e.into()
+    }
 }
 
 /// Hides a password in a database URL before it is logged.

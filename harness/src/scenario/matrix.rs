@@ -94,6 +94,11 @@ pub fn expand(axes: &[(&str, Vec<Option<String>>)], imports: Option<u32>) -> Res
                     label.push_str(&format!("-{short}{v}"));
                 }
             }
+            match env.get("DATABASE_POOLER").map(String::as_str) {
+                Some("transaction") => label.push_str("-pgbouncer"),
+                Some(_) => label.push_str("-direct"),
+                None => {}
+            }
             Cell {
                 label,
                 imports: imports.unwrap_or(c),

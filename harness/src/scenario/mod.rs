@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::upstream::Platform;
 
 pub use matrix::Cell;
-pub use schema::{Crash, Database, Gate, Matrix, Scenario, Upstream, UserTemplate, Workload};
+pub use schema::{Crash, Database, Gate, Matrix, Pooler, Scenario, Upstream, UserTemplate, Workload};
 
 /// A scenario that cannot be used; the message names file, line and key.
 #[derive(Debug, thiserror::Error)]
@@ -302,7 +302,7 @@ impl Checked {
             }
         }
         let m = &raw.matrix;
-        let axes: [(&str, Vec<Option<String>>); 13] = [
+        let axes: [(&str, Vec<Option<String>>); 14] = [
             ("MAX_CONCURRENT_IMPORTS", matrix::axis(&m.max_concurrent_imports)),
             ("IMPORT_BATCH_SIZE", matrix::axis(&m.import_batch_size)),
             (
@@ -322,6 +322,7 @@ impl Checked {
             ("ALLOCATOR", matrix::axis(&m.allocator)),
             ("LICHESS_MAX_STREAMS", matrix::axis(&m.lichess_max_streams)),
             ("CHESSCOM_MAX_REQUESTS", matrix::axis(&m.chesscom_max_requests)),
+            ("DATABASE_POOLER", matrix::axis(&m.database_pooler)),
         ];
         for (key, values) in &axes {
             if values.is_empty() {
@@ -359,6 +360,35 @@ impl Checked {
             return Err(invalid(
                 "MAX_CONCURRENT_IMPORTS",
                 format!("{bad} is not in 1..=256"),
+            ));
+        }
+        let poolers = m
+            .database_pooler
+            .iter()
+            .flatten()
+            .chain(raw.env.get("DATABASE_POOLER"));
+        for p in poolers {
+            match p.as_str() {
+                "none" => {}
+                "transaction" if raw.database == Database::Postgres => {}
+                "transaction" => {
+                    return Err(invalid(
+                        "DATABASE_POOLER",
+                        "`transaction` puts a PgBouncer in front of PostgreSQL: it needs `database: postgres`".into(),
+                    ));
+                }
+                bad => {
+                    return Err(invalid(
+                        "DATABASE_POOLER",
+                        format!("{bad:?} is not `none` or `transaction`"),
+                    ));
+                }
+            }
+        }
+        if !(1..=100).contains(&raw.pooler.default_pool_size) {
+            return Err(invalid(
+                "pooler.default_pool_size",
+                format!("{} is not in 1..=100", raw.pooler.default_pool_size),
             ));
         }
         for (key, values) in [

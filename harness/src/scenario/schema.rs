@@ -86,6 +86,10 @@ pub struct Matrix {
         skip_serializing_if = "Option::is_none"
     )]
     pub chesscom_max_requests: Option<Vec<u32>>,
+    /// `none` (the importer connects to PostgreSQL itself) or `transaction` (through a PgBouncer
+    /// in transaction mode the harness starts for the cell; `pooler` sets its allowance).
+    #[serde(rename = "DATABASE_POOLER", default, skip_serializing_if = "Option::is_none")]
+    pub database_pooler: Option<Vec<String>>,
     /// The importer build: `glibc` (the importer binary), `jemalloc` or `mimalloc` (`importer-<name>` beside it).
     #[serde(rename = "ALLOCATOR", default, skip_serializing_if = "Option::is_none")]
     pub allocator: Option<Vec<String>>,
@@ -302,9 +306,14 @@ pub struct Scenario {
     /// sqlite or postgres.
     #[serde(default = "default_database")]
     pub database: Database,
-    /// Server for `database: postgres`.
+    /// Server for `database: postgres`: PostgreSQL itself (each cell gets a schema of its own),
+    /// not a pooler; a cell with `DATABASE_POOLER: transaction` reaches it through a PgBouncer
+    /// the harness starts in front of it.
     #[serde(default = "default_postgres_url")]
     pub postgres_url: String,
+    /// The PgBouncer of cells with `DATABASE_POOLER: transaction`.
+    #[serde(default)]
+    pub pooler: Pooler,
     /// Memory budget, e.g. `512MB` (MB and MiB both mean 2^20 bytes).
     pub budget: String,
     /// Share of the budget kept free, e.g. `15%`.
@@ -336,6 +345,28 @@ pub struct Scenario {
     /// Tolerances of the regression gate.
     #[serde(default)]
     pub gate: Gate,
+}
+
+/// The PgBouncer a pooled cell gets (transaction mode, as managed hosts sell it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pooler {
+    /// Server connections it opens to PostgreSQL, all the cell's importers together
+    /// (`default_pool_size`): the small allowance of a hosted plan.
+    #[serde(default = "default_pool_size")]
+    pub default_pool_size: u32,
+}
+
+impl Default for Pooler {
+    fn default() -> Self {
+        Pooler {
+            default_pool_size: default_pool_size(),
+        }
+    }
+}
+
+fn default_pool_size() -> u32 {
+    4
 }
 
 fn default_database() -> Database {

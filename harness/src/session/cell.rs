@@ -14,8 +14,8 @@ use crate::load::{self, ImportSpec};
 use crate::observe::{self, Sample, server_latency};
 use crate::scenario::{Cell, Checked, Crash, Database};
 use crate::target;
-use crate::target::cgroup;
 use crate::target::db::CellDb;
+use crate::target::{cgroup, pooler};
 use crate::upstream::{self, MockUser, Platform, Upstreams};
 use crate::verify::{self, Expectation, Verification};
 
@@ -143,6 +143,17 @@ pub(super) async fn measure(
     env.insert("LICHESS_BASE_URL".into(), mocks.lichess_url());
     env.insert("CHESSCOM_BASE_URL".into(), mocks.chess_com_url());
     env.extend(opts.set.clone());
+    // Held until the cell ends: its importers' connections go through it.
+    let _pooler = match (&db, env.get("DATABASE_POOLER").map(String::as_str)) {
+        (CellDb::Postgres { server, schema }, Some("transaction")) => {
+            let options = pooler::Options::in_front_of(server, schema, s.raw.pooler.default_pool_size)
+                .map_err(|e| format!("pooler: {e}"))?;
+            let bouncer = pooler::PgBouncer::start(&options).map_err(|e| e.to_string())?;
+            env.insert("DATABASE_URL".into(), bouncer.url(pooler::CELL_DATABASE, ""));
+            Some(bouncer)
+        }
+        _ => None,
+    };
     // Not an importer setting: it chooses the binary.
     let allocator = env.remove("ALLOCATOR");
     let importer = &importer_for(importer, allocator.as_deref())?;

@@ -9,6 +9,7 @@
 pub mod build;
 pub mod cgroup;
 pub mod db;
+pub mod pooler;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,19 +48,18 @@ pub enum Error {
 /// A running importer.
 pub struct Server {
     child: Child,
-    /// Its base URL.
+    /// Its base URL, `http://127.0.0.1:PORT`, known once [`Server::wait_healthy`] has returned.
     pub base: String,
     /// Where its output goes.
     pub log: PathBuf,
-}
-
-/// A free loopback port (the importer binds it right after).
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    /// Where it writes the address it listens on (`LISTEN_ADDR_FILE`).
+    addr_file: PathBuf,
 }
 
 impl Server {
-    /// Starts `bin` with exactly `env` (plus BIND_ADDR on `port`, or a free one), output to `log`, inside `limit` when given.
+    /// Starts `bin` with exactly `env` (plus `BIND_ADDR` on `port`, or on port 0: the importer
+    /// binds a free port itself and writes it to `LISTEN_ADDR_FILE`, so no other process can take
+    /// it between a choice and a bind), output to `log`, inside `limit` when given.
     pub fn spawn(
         bin: &Path,
         env: &BTreeMap<String, String>,
@@ -74,10 +74,13 @@ impl Server {
             bin: bin.to_path_buf(),
             source,
         };
-        let port = match port {
-            Some(p) => p,
-            None => free_port().map_err(spawn_err)?,
-        };
+        let port = port.unwrap_or(0);
+        let addr_file = log.with_extension("addr");
+        if let Err(e) = std::fs::remove_file(&addr_file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(spawn_err(e));
+        }
         // Appended: a restarted importer's log follows its predecessor's.
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -89,6 +92,7 @@ impl Server {
         cmd.env_clear()
             .envs(env)
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("LISTEN_ADDR_FILE", &addr_file)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -98,8 +102,9 @@ impl Server {
         let child = cmd.spawn().map_err(spawn_err)?;
         Ok(Server {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: String::new(),
             log: log.to_path_buf(),
+            addr_file,
         })
     }
 
@@ -123,14 +128,34 @@ impl Server {
         self.child.id()
     }
 
-    /// Waits until /healthz answers 200.
+    /// Waits until it has written the address it listens on and /healthz answers 200 there.
+    ///
+    /// Errors when the listening socket on that address is not this child's (read from
+    /// `/proc`): a server that answers is then proved to be the one started.
     pub async fn wait_healthy(&mut self, http: &reqwest::Client, timeout: Duration) -> Result<(), Error> {
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(self.unhealthy(started, format!("exited with {status}")));
             }
-            if let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await
+            if self.base.is_empty()
+                && let Ok(text) = std::fs::read_to_string(&self.addr_file)
+            {
+                let addr: std::net::SocketAddr = text.trim().parse().map_err(|_| {
+                    self.unhealthy(
+                        started,
+                        format!("{} holds {text:?}, not an address", self.addr_file.display()),
+                    )
+                })?;
+                if !listens_on(self.child.id(), addr.port()) {
+                    return Err(
+                        self.unhealthy(started, format!("port {} is not its own socket", addr.port()))
+                    );
+                }
+                self.base = format!("http://{addr}");
+            }
+            if !self.base.is_empty()
+                && let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await
                 && r.status().is_success()
             {
                 return Ok(());
@@ -216,5 +241,50 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (any address), read from
+/// `/proc/net/tcp{,6}` and `/proc/PID/fd`: which server answers on a port, without asking it.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    (f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A")
+                        .then(|| format!("socket:[{}]", f[9]))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .any(|link| inodes.iter().any(|i| link.as_os_str() == i.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listens_on_tells_its_own_socket_from_another() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert!(super::listens_on(std::process::id(), port));
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let other_port = other.local_addr().expect("addr").port();
+        drop(other);
+        assert!(
+            !super::listens_on(std::process::id(), other_port),
+            "closed: no longer ours"
+        );
+        // PID 1 (init) does not hold this test's socket.
+        assert!(!super::listens_on(1, port));
     }
 }

@@ -70,6 +70,21 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
+    /// Whether PostgreSQL refused a named prepared statement of this connection: SQLSTATE 42P05
+    /// (`duplicate_prepared_statement`) or 26000 (`invalid_sql_statement_name`). A pooler in
+    /// transaction mode causes both, by giving a client's next transaction another server
+    /// connection (see [`Store`] and `DATABASE_POOLER`).
+    pub fn is_prepared_statement_refused(&self) -> bool {
+        let source = match self {
+            StoreError::Group(e) => return e.is_prepared_statement_refused(),
+            StoreError::Connect(s)
+            | StoreError::Migrate { source: s, .. }
+            | StoreError::Query { source: s, .. } => s,
+            StoreError::LeaseLost(_) | StoreError::Corrupt { .. } => return false,
+        };
+        matches!(source, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P05" | "26000")))
+    }
+
     /// Whether trying the same step again can help.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -99,22 +114,45 @@ enum Pool {
     Postgres(PgPool),
 }
 
-/// Connections of the queue pool: one writes at a time (admissions, claims, renewals, ends), the
-/// others serve reads. With 512 clients polling their import every 0.1 s, one reader was the
-/// queue (GET p99 212 ms, capacity-512); an SQLite connection here holds a few pages of
+/// Default connections of the queue pool: one writes at a time (admissions, claims, renewals,
+/// ends), the others serve reads. With 512 clients polling their import every 0.1 s, one reader
+/// was the queue (GET p99 212 ms, capacity-512); an SQLite connection here holds a few pages of
 /// `import_jobs`, not games.
-const QUEUE_POOL_SIZE: u32 = 4;
+pub const QUEUE_POOL_SIZE: u32 = 4;
+
+/// How [`Store::connect`] opens the database.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    /// Connections the imports use (games pool).
+    pub pool_size: u32,
+    /// Connections the queue uses (queue pool); the process opens at most both sizes together.
+    pub queue_pool_size: u32,
+    /// SQLite page cache per connection, KiB.
+    pub sqlite_cache_kib: u32,
+    /// PostgreSQL: the URL leads to a pooler in transaction mode (see [`Store`]).
+    pub transaction_pooler: bool,
+}
 
 /// The database: games and import jobs, on SQLite or PostgreSQL.
 ///
 /// Two pools: the imports read and write games on `games`, the queue's statements run on `queue`,
 /// so that admitting an import never waits for a connection behind the imports' batches.
+///
+/// Behind a pooler in transaction mode (PgBouncer, Supavisor), consecutive transactions of one
+/// connection may run on different server connections, so nothing may outlive its transaction
+/// (PgBouncer's FAQ, "How to use prepared statements with transaction pooling"). In that mode
+/// ([`StoreOptions::transaction_pooler`]) every statement is unnamed (sqlx's `persistent(false)`:
+/// no `sqlx_s_N` left on a server connection another client then meets) and runs inside an
+/// explicit transaction, because sqlx parses and executes an unnamed statement in two round trips
+/// the pooler could send to two servers. Locks are always transaction-scoped, in either mode.
 #[derive(Clone, Debug)]
 pub struct Store {
     games: Pool,
     queue: Pool,
     /// SQLite: this process's writes, one at a time, the queue's first. `None` on PostgreSQL.
     gate: Option<Arc<WriteGate>>,
+    /// PostgreSQL through a transaction-mode pooler.
+    pooled: bool,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool, once per backend.
@@ -127,6 +165,51 @@ macro_rules! on_pool {
     };
 }
 
+/// Runs `$body` (a `sqlx::Result`) with `$conn` a connection of `$store`'s pool `$which`; behind a
+/// transaction pooler, inside a transaction of its own (see [`Store`]). Yields a `sqlx::Result`.
+/// The second form takes one body per backend.
+macro_rules! on_conn {
+    ($store:expr, $which:ident, $conn:ident => $body:expr) => {
+        on_conn!($store, $which, $conn => sqlite: $body, postgres: $body)
+    };
+    ($store:expr, $which:ident, $conn:ident => sqlite: $sqlite:expr, postgres: $postgres:expr) => {{
+        let pooled = $store.pooled;
+        match &$store.$which {
+            Pool::Sqlite(pool) => {
+                async {
+                    let mut held = pool.acquire().await?;
+                    let $conn = &mut *held;
+                    let out: sqlx::Result<_> = $sqlite;
+                    out
+                }
+                .await
+            }
+            Pool::Postgres(pool) if pooled => {
+                async {
+                    let mut tx = pool.begin().await?;
+                    let out: sqlx::Result<_> = {
+                        let $conn = &mut *tx;
+                        $postgres
+                    };
+                    let out = out?;
+                    tx.commit().await?;
+                    Ok(out)
+                }
+                .await
+            }
+            Pool::Postgres(pool) => {
+                async {
+                    let mut held = pool.acquire().await?;
+                    let $conn = &mut *held;
+                    let out: sqlx::Result<_> = $postgres;
+                    out
+                }
+                .await
+            }
+        }
+    }};
+}
+
 mod queue;
 
 pub use queue::{ClaimLanes, QueueTx};
@@ -134,14 +217,16 @@ pub use queue::{ClaimLanes, QueueTx};
 /// Writes what a batch completes of the user's history (`SyncProgress`) in the open transaction
 /// `$tx`, so that a range is never recorded without the games it claims.
 macro_rules! write_sync {
-    ($tx:expr, $user:expr, $platform:expr, $sync:expr, $op:expr) => {{
+    ($tx:expr, $keep:expr, $user:expr, $platform:expr, $sync:expr, $op:expr) => {{
         let (user, platform, sync): (&str, &str, &SyncProgress) = ($user, $platform, $sync);
+        let keep: bool = $keep;
         if let Some(new) = sync.range {
             // The recorded ranges it overlaps or touches become one with it.
             let touching: Vec<(i64, i64)> = sqlx::query_as(
                 "DELETE FROM sync_ranges WHERE user_id = $1 AND platform = $2 AND lo_ms <= $4 AND hi_ms >= $3 \
                  RETURNING lo_ms, hi_ms",
             )
+            .persistent(keep)
             .bind(user)
             .bind(platform)
             .bind(new.lo_ms)
@@ -156,6 +241,7 @@ macro_rules! write_sync {
             let merged = crate::sync::merge(&existing, new);
             for r in &merged {
                 sqlx::query("INSERT INTO sync_ranges (user_id, platform, lo_ms, hi_ms) VALUES ($1, $2, $3, $4)")
+                    .persistent(keep)
                     .bind(user)
                     .bind(platform)
                     .bind(r.lo_ms)
@@ -170,6 +256,7 @@ macro_rules! write_sync {
                 "INSERT INTO sync_pending (user_id, platform, provider_game_id, created_ms) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, platform, provider_game_id) DO NOTHING",
             )
+            .persistent(keep)
             .bind(user)
             .bind(platform)
             .bind(&p.game_id)
@@ -180,6 +267,7 @@ macro_rules! write_sync {
         }
         for id in &sync.pending_done {
             sqlx::query("DELETE FROM sync_pending WHERE user_id = $1 AND platform = $2 AND provider_game_id = $3")
+                .persistent(keep)
                 .bind(user)
                 .bind(platform)
                 .bind(id)
@@ -193,6 +281,7 @@ macro_rules! write_sync {
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, platform, month) DO UPDATE \
                  SET complete = excluded.complete, etag = excluded.etag, last_modified = excluded.last_modified",
             )
+            .persistent(keep)
             .bind(user)
             .bind(platform)
             .bind(m.month.to_string())
@@ -234,8 +323,8 @@ fn owned(rows: u64, id: &str) -> Result<()> {
 impl Store {
     /// Opens the pools for `url` (creating a SQLite file if missing) and brings the schema up to date.
     ///
-    /// `pool_size` connections for the imports, and [`QUEUE_POOL_SIZE`] more for the queue.
-    pub async fn connect(url: &str, pool_size: u32, sqlite_cache_kib: u32) -> Result<Store> {
+    /// At most `pool_size + queue_pool_size` connections, opened as needed.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store> {
         let store = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(StoreError::Connect)?
@@ -244,7 +333,7 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
                 // Negative: a size in KiB. Each connection has its own cache.
-                .pragma("cache_size", format!("-{sqlite_cache_kib}"));
+                .pragma("cache_size", format!("-{}", options.sqlite_cache_kib));
             let pool = |size| {
                 SqlitePoolOptions::new()
                     .max_connections(size)
@@ -252,23 +341,34 @@ impl Store {
                     .connect_with(opts.clone())
             };
             Store {
-                games: Pool::Sqlite(pool(pool_size).await.map_err(StoreError::Connect)?),
-                queue: Pool::Sqlite(pool(QUEUE_POOL_SIZE).await.map_err(StoreError::Connect)?),
+                games: Pool::Sqlite(pool(options.pool_size).await.map_err(StoreError::Connect)?),
+                queue: Pool::Sqlite(pool(options.queue_pool_size).await.map_err(StoreError::Connect)?),
                 gate: Some(Arc::new(WriteGate::default())),
+                pooled: false,
             }
         } else {
-            let opts = PgConnectOptions::from_str(url).map_err(StoreError::Connect)?;
+            let mut opts = PgConnectOptions::from_str(url)
+                .map_err(StoreError::Connect)?
+                // A startup parameter PgBouncer refuses unless told to ignore it; the importer
+                // reads no floating-point column as text.
+                .extra_float_digits(None);
+            if options.transaction_pooler {
+                opts = opts.statement_cache_capacity(0);
+            }
             let pool = |size| {
                 PgPoolOptions::new()
                     .max_connections(size)
                     .min_connections(0)
-                    .acquire_timeout(Duration::from_secs(10))
+                    // Waiting for a connection is normal under a small allowance; an import whose
+                    // batch waits longer than this fails its step and is retried (`is_transient`).
+                    .acquire_timeout(Duration::from_secs(60))
                     .connect_with(opts.clone())
             };
             Store {
-                games: Pool::Postgres(pool(pool_size).await.map_err(StoreError::Connect)?),
-                queue: Pool::Postgres(pool(QUEUE_POOL_SIZE).await.map_err(StoreError::Connect)?),
+                games: Pool::Postgres(pool(options.pool_size).await.map_err(StoreError::Connect)?),
+                queue: Pool::Postgres(pool(options.queue_pool_size).await.map_err(StoreError::Connect)?),
                 gate: None,
+                pooled: options.transaction_pooler,
             }
         };
         store.migrate().await?;
@@ -280,21 +380,43 @@ impl Store {
         matches!(self.games, Pool::Sqlite(_))
     }
 
+    /// Whether statements may be kept prepared on their connection (not behind a transaction pooler).
+    fn keep(&self) -> bool {
+        !self.pooled
+    }
+
     async fn migrate(&self) -> Result<()> {
         let fail = |version| move |source| StoreError::Migrate { version, source };
-        // Processes starting at once on one PostgreSQL apply migrations one after the other.
+        let keep = self.keep();
+        // Processes starting at once on one PostgreSQL apply migrations one after the other: each
+        // step's transaction takes a transaction-scoped lock first (a session lock would outlive
+        // its transaction behind a transaction pooler, held by whichever client meets it next).
         let lock = (!self.is_sqlite()).then_some(MIGRATION_LOCK);
         on_pool!(&self.games, pool => {
             let mut conn = pool.acquire().await.map_err(fail(0))?;
-            if let Some(key) = lock {
-                sqlx::query("SELECT pg_advisory_lock($1)").bind(key).execute(&mut *conn).await.map_err(fail(0))?;
+            macro_rules! begin_locked {
+                ($version:expr) => {{
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail($version))?;
+                    if let Some(key) = lock {
+                        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                            .persistent(keep)
+                            .bind(key)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(fail($version))?;
+                    }
+                    tx
+                }};
             }
-            sqlx::raw_sql(schema::SCHEMA_TABLE).execute(&mut *conn).await.map_err(fail(0))?;
+            let mut tx = begin_locked!(0);
+            sqlx::raw_sql(schema::SCHEMA_TABLE).execute(&mut *tx).await.map_err(fail(0))?;
+            tx.commit().await.map_err(fail(0))?;
             for &(version, sql) in self.migrations() {
                 // Each migration and its record commit together: a crash never leaves one half applied.
-                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail(version))?;
+                let mut tx = begin_locked!(version);
                 let done: Option<i64> =
                     sqlx::query_scalar("SELECT version FROM importer_schema WHERE version = $1")
+                        .persistent(keep)
                         .bind(version)
                         .fetch_optional(&mut *tx)
                         .await
@@ -304,6 +426,7 @@ impl Store {
                 }
                 sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail(version))?;
                 sqlx::query("INSERT INTO importer_schema (version) VALUES ($1)")
+                    .persistent(keep)
                     .bind(version)
                     .execute(&mut *tx)
                     .await
@@ -312,9 +435,10 @@ impl Store {
             }
             // Version 3 is code, not SQL: a key is read from each row's stored PGN.
             let version = schema::REKEY_VERSION;
-            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail(version))?;
+            let mut tx = begin_locked!(version);
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM importer_schema WHERE version = $1")
+                    .persistent(keep)
                     .bind(version)
                     .fetch_optional(&mut *tx)
                     .await
@@ -328,6 +452,7 @@ impl Store {
                         "SELECT id, pgn FROM games WHERE platform = 'chess.com' \
                          AND provider_game_id NOT LIKE '%/%' AND id > $1 ORDER BY id LIMIT 500",
                     )
+                    .persistent(keep)
                     .bind(after)
                     .fetch_all(&mut *tx)
                     .await
@@ -344,6 +469,7 @@ impl Store {
                             continue;
                         };
                         sqlx::query("UPDATE games SET provider_game_id = $1 WHERE id = $2")
+                            .persistent(keep)
                             .bind(key)
                             .bind(id)
                             .execute(&mut *tx)
@@ -354,6 +480,7 @@ impl Store {
                 }
                 // Stored PGN with LF only, as every new game is stored.
                 sqlx::query("UPDATE games SET pgn = REPLACE(REPLACE(pgn, $1, $2), $3, $2) WHERE pgn LIKE $4")
+                    .persistent(keep)
                     .bind("\r\n")
                     .bind("\n")
                     .bind("\r")
@@ -362,6 +489,7 @@ impl Store {
                     .await
                     .map_err(fail(version))?;
                 sqlx::query("INSERT INTO importer_schema (version) VALUES ($1)")
+                    .persistent(keep)
                     .bind(version)
                     .execute(&mut *tx)
                     .await
@@ -373,9 +501,6 @@ impl Store {
                 }
             } else {
                 tx.commit().await.map_err(fail(version))?;
-            }
-            if let Some(key) = lock {
-                sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await.map_err(fail(0))?;
             }
             Ok(())
         })
@@ -391,7 +516,8 @@ impl Store {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<()> {
-        on_pool!(&self.queue, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+        // A simple query (no parameters): one round trip, no statement, pooler-safe as it is.
+        on_pool!(&self.queue, pool => sqlx::raw_sql("SELECT 1").execute(pool).await.map(|_| ()))
             .map_err(query_err("checking the database"))
     }
 
@@ -401,8 +527,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let op = query_err("checking which games are stored");
-        match &self.games {
-            Pool::Sqlite(pool) => {
+        let keep = self.keep();
+        on_conn!(self, games, conn =>
+            sqlite: {
                 let mut qb = QueryBuilder::new("SELECT provider_game_id FROM games WHERE user_id = ");
                 qb.push_bind(user)
                     .push(" AND platform = ")
@@ -413,19 +540,20 @@ impl Store {
                     sep.push_bind(*id);
                 }
                 sep.push_unseparated(")");
-                qb.build_query_scalar().fetch_all(pool).await.map_err(op)
-            }
-            Pool::Postgres(pool) => sqlx::query_scalar(
+                qb.build_query_scalar().persistent(keep).fetch_all(&mut *conn).await
+            },
+            postgres: sqlx::query_scalar(
                 "SELECT provider_game_id FROM games \
                  WHERE user_id = $1 AND platform = $2 AND provider_game_id = ANY($3)",
             )
+            .persistent(keep)
             .bind(user)
             .bind(platform.as_str())
             .bind(ids)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await
-            .map_err(op),
-        }
+        )
+        .map_err(op)
     }
 
     /// One page of stored ids in id order, strictly after `after` (keyset pagination, never OFFSET).
@@ -439,12 +567,14 @@ impl Store {
         let sql = "SELECT provider_game_id FROM games WHERE user_id = $1 AND platform = $2 \
                    AND provider_game_id > $3 ORDER BY provider_game_id LIMIT $4";
         let limit = i64::try_from(page_size).unwrap_or(i64::MAX);
-        on_pool!(&self.games, pool => sqlx::query_scalar(sql)
+        let keep = self.keep();
+        on_conn!(self, games, conn => sqlx::query_scalar(sql)
+            .persistent(keep)
             .bind(user)
             .bind(platform.as_str())
             .bind(after.unwrap_or(""))
             .bind(limit)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await)
         .map_err(query_err("reading a page of stored ids"))
     }
@@ -479,6 +609,7 @@ impl Store {
         let op = "writing a batch of games";
         let (job_id, user, platform) = (job.import_id.as_str(), job.user_id.as_str(), job.platform);
         let _turn = self.games_turn().await;
+        let keep = self.keep();
         on_pool!(&self.games, pool => {
             let mut tx = pool.begin().await.map_err(query_err(op))?;
             let mut inserted = 0;
@@ -508,7 +639,7 @@ impl Store {
                         .push_bind(imported_at);
                 });
                 qb.push(" ON CONFLICT (user_id, platform, provider_game_id) DO NOTHING");
-                inserted += qb.build().execute(&mut *tx).await.map_err(query_err(op))?.rows_affected();
+                inserted += qb.build().persistent(keep).execute(&mut *tx).await.map_err(query_err(op))?.rows_affected();
             }
             let imported = counters.games_imported + i64::try_from(inserted).unwrap_or(i64::MAX);
             let skipped = counters.games_skipped_existing
@@ -518,6 +649,7 @@ impl Store {
                 "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
                  games_skipped_existing = $4, games_failed_parse = $5 WHERE id = $1 AND owner = $6",
             )
+            .persistent(keep)
             .bind(job_id)
             .bind(counters.games_fetched)
             .bind(imported)
@@ -529,7 +661,7 @@ impl Store {
             .map_err(query_err(op))?
             .rows_affected();
             owned(updated, job_id)?;
-            write_sync!(tx, user, platform.as_str(), sync, op);
+            write_sync!(tx, keep, user, platform.as_str(), sync, op);
             tx.commit().await.map_err(query_err(op))?;
             Ok(inserted)
         })
@@ -571,33 +703,37 @@ impl Store {
     pub async fn sync_state(&self, user: &str, platform: Platform) -> Result<SyncState> {
         let op = query_err("reading what is stored of the user's history");
         let p = platform.as_str();
-        let (ranges, pending, months): SyncRows = on_pool!(&self.games, pool => {
+        let keep = self.keep();
+        let (ranges, pending, months): SyncRows = on_conn!(self, games, conn => {
             let ranges = sqlx::query_as(
                 "SELECT lo_ms, hi_ms FROM sync_ranges WHERE user_id = $1 AND platform = $2 ORDER BY lo_ms",
             )
+            .persistent(keep)
             .bind(user)
             .bind(p)
-            .fetch_all(pool)
-            .await;
+            .fetch_all(&mut *conn)
+            .await?;
             let pending = sqlx::query_as(
                 "SELECT provider_game_id, created_ms FROM sync_pending WHERE user_id = $1 AND platform = $2 \
                  ORDER BY created_ms",
             )
+            .persistent(keep)
             .bind(user)
             .bind(p)
-            .fetch_all(pool)
-            .await;
+            .fetch_all(&mut *conn)
+            .await?;
             let months = sqlx::query_as(
                 "SELECT month, complete, etag, last_modified FROM sync_months \
                  WHERE user_id = $1 AND platform = $2 ORDER BY month",
             )
+            .persistent(keep)
             .bind(user)
             .bind(p)
-            .fetch_all(pool)
-            .await;
-            (ranges.map_err(op)?, pending.map_err(query_err("reading pending games"))?,
-             months.map_err(query_err("reading recorded months"))?)
-        });
+            .fetch_all(&mut *conn)
+            .await?;
+            Ok((ranges, pending, months))
+        })
+        .map_err(op)?;
         let months = months
             .into_iter()
             .map(|(month, complete, etag, last_modified)| {
@@ -639,7 +775,9 @@ impl Store {
                    lease_until = CASE WHEN $6 IS NULL THEN lease_until END \
                    WHERE id = $1 AND owner = $7";
         let _turn = self.games_turn().await;
-        let updated = on_pool!(&self.games, pool => sqlx::query(sql)
+        let keep = self.keep();
+        let updated = on_conn!(self, games, conn => sqlx::query(sql)
+            .persistent(keep)
             .bind(id)
             .bind(counters.games_fetched)
             .bind(counters.games_imported)
@@ -647,7 +785,7 @@ impl Store {
             .bind(counters.games_failed_parse)
             .bind(status.map(JobStatus::as_str))
             .bind(owner)
-            .execute(pool)
+            .execute(&mut *conn)
             .await
             .map(|r| r.rows_affected()))
         .map_err(query_err(op))?;

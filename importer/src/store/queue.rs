@@ -35,6 +35,17 @@ const QUEUED_COUNT: &str = "SELECT COUNT(*) FROM import_jobs WHERE status = 'que
 const JOB_COLUMNS: &str = "id, user_id, platform, game_limit, status, games_fetched, games_imported, \
      games_skipped_existing, games_failed_parse, error, created_at, started_at, finished_at";
 
+/// The `position` column of `job_with_position`'s row.
+fn position<R>(row: &R) -> Result<i64>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get("position")
+        .map_err(query_err("reading an import job"))
+}
+
 fn job_from_row<R>(row: &R) -> Result<Job>
 where
     R: Row,
@@ -98,6 +109,8 @@ pub struct QueueTx<'s> {
     /// Advisory locks taken so far (PostgreSQL), held until the end of the transaction.
     submit_locked: bool,
     claim_locked: bool,
+    /// Whether statements may stay prepared on the connection (not behind a transaction pooler).
+    keep: bool,
     /// SQLite: this process's writer, held until the end of the transaction.
     _turn: Option<Turn<'s>>,
 }
@@ -113,6 +126,7 @@ impl QueueTx<'_> {
     async fn advisory_lock(&mut self, key: i64) -> Result<()> {
         if let Tx::Postgres(tx) = &mut self.tx {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .persistent(self.keep)
                 .bind(key)
                 .execute(&mut **tx)
                 .await
@@ -141,6 +155,7 @@ impl QueueTx<'_> {
         if users.is_empty() {
             return Ok(HashMap::new());
         }
+        let keep = self.keep;
         on_tx!(&mut self.tx, tx => {
             let mut qb = QueryBuilder::new(
                 "SELECT user_id, platform, id FROM import_jobs WHERE status IN ('queued', 'running')                  AND user_id IN (",
@@ -152,6 +167,7 @@ impl QueueTx<'_> {
             sep.push_unseparated(")");
             let rows: Vec<(String, String, String)> = qb
                 .build_query_as()
+                .persistent(keep)
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(query_err("finding users' active imports"))?;
@@ -164,7 +180,8 @@ impl QueueTx<'_> {
 
     /// How many jobs are queued, across every process.
     pub async fn queued_count(&mut self) -> Result<i64> {
-        on_tx!(&mut self.tx, tx => sqlx::query_scalar(QUEUED_COUNT).fetch_one(&mut **tx).await)
+        let keep = self.keep;
+        on_tx!(&mut self.tx, tx => sqlx::query_scalar(QUEUED_COUNT).persistent(keep).fetch_one(&mut **tx).await)
             .map_err(query_err("counting queued imports"))
     }
 
@@ -177,6 +194,7 @@ impl QueueTx<'_> {
         if jobs.is_empty() {
             return Ok(());
         }
+        let keep = self.keep;
         on_tx!(&mut self.tx, tx => {
             let mut qb = QueryBuilder::new(
                 "INSERT INTO import_jobs (id, user_id, platform, game_limit, status, created_at, \
@@ -195,6 +213,7 @@ impl QueueTx<'_> {
                     .push_bind(running.then_some(lease_until));
             });
             qb.build()
+                .persistent(keep)
                 .execute(&mut **tx)
                 .await
                 .map_err(query_err("recording import jobs"))?;
@@ -252,8 +271,10 @@ impl QueueTx<'_> {
             in_use("chess.com"),
         );
         let started = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+        let keep = self.keep;
         on_tx!(&mut self.tx, tx => {
             let row = sqlx::query(&sql)
+                .persistent(keep)
                 .bind(owner)
                 .bind(lease_until)
                 .bind(started)
@@ -278,6 +299,7 @@ impl QueueTx<'_> {
             "SELECT id, pos FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY platform ORDER BY {order}) AS pos \
              FROM import_jobs WHERE status = 'queued') q WHERE id IN ("
         );
+        let keep = self.keep;
         on_tx!(&mut self.tx, tx => {
             let mut qb = QueryBuilder::new(head);
             let mut sep = qb.separated(", ");
@@ -287,6 +309,7 @@ impl QueueTx<'_> {
             sep.push_unseparated(")");
             let rows: Vec<(String, i64)> = qb
                 .build_query_as()
+                .persistent(keep)
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(query_err("finding queue positions"))?;
@@ -320,6 +343,7 @@ impl Store {
             tx,
             submit_locked: false,
             claim_locked: false,
+            keep: self.keep(),
             _turn: turn,
         })
     }
@@ -351,8 +375,14 @@ impl Store {
         let sql =
             "UPDATE import_jobs SET lease_until = $2 WHERE owner = $1 AND status = 'running' RETURNING id";
         let _turn = self.queue_turn().await;
-        on_pool!(&self.queue, pool => sqlx::query_scalar(sql).bind(owner).bind(lease_until).fetch_all(pool).await)
-            .map_err(query_err("renewing import leases"))
+        let keep = self.keep();
+        on_conn!(self, queue, conn => sqlx::query_scalar(sql)
+            .persistent(keep)
+            .bind(owner)
+            .bind(lease_until)
+            .fetch_all(&mut *conn)
+            .await)
+        .map_err(query_err("renewing import leases"))
     }
 
     /// Puts back in the queue the running jobs of `owner`, or every running job when `owner` is `None`.
@@ -363,13 +393,20 @@ impl Store {
         let sql = "UPDATE import_jobs SET status = 'queued', owner = NULL, lease_until = NULL \
                    WHERE status = 'running' AND ($1 IS NULL OR owner = $1)";
         let _turn = self.queue_turn().await;
-        on_pool!(&self.queue, pool => sqlx::query(sql).bind(owner).execute(pool).await.map(|r| r.rows_affected()))
-            .map_err(query_err("requeueing imports left running"))
+        let keep = self.keep();
+        on_conn!(self, queue, conn => sqlx::query(sql)
+            .persistent(keep)
+            .bind(owner)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(query_err("requeueing imports left running"))
     }
 
     /// How many jobs are queued, across every process.
     pub async fn queued_count(&self) -> Result<i64> {
-        on_pool!(&self.queue, pool => sqlx::query_scalar(QUEUED_COUNT).fetch_one(pool).await)
+        let keep = self.keep();
+        on_conn!(self, queue, conn => sqlx::query_scalar(QUEUED_COUNT).persistent(keep).fetch_one(&mut *conn).await)
             .map_err(query_err("counting queued imports"))
     }
 
@@ -391,18 +428,16 @@ impl Store {
                 AND q.platform = me.platform AND q.{order} <= me.{order}) ELSE 0 END AS position \
              FROM import_jobs me WHERE me.id = $1"
         );
-        on_pool!(&self.queue, pool => {
-            let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await
-                .map_err(query_err("reading an import job"))?;
-            match row {
-                None => Ok(None),
-                Some(row) => {
-                    let position: i64 = row.try_get("position")
-                        .map_err(query_err("reading an import job"))?;
-                    Ok(Some((job_from_row(&row)?, position)))
-                }
-            }
-        })
+        let keep = self.keep();
+        // Rows are decoded inside: a row cannot leave the connection it was read on.
+        let read = on_conn!(self, queue, conn => sqlx::query(&sql)
+            .persistent(keep)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map(|row| row.map(|row| Ok((job_from_row(&row)?, position(&row)?)))))
+        .map_err(query_err("reading an import job"))?;
+        read.transpose()
     }
 
     /// Ends a job with its final counters and, when it failed, the reason.
@@ -419,7 +454,9 @@ impl Store {
                    games_skipped_existing = $5, games_failed_parse = $6, error = $7, finished_at = $8, \
                    owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $9";
         let _turn = self.queue_turn().await;
-        let updated = on_pool!(&self.queue, pool => sqlx::query(sql)
+        let keep = self.keep();
+        let updated = on_conn!(self, queue, conn => sqlx::query(sql)
+            .persistent(keep)
             .bind(id)
             .bind(status.as_str())
             .bind(counters.games_fetched)
@@ -429,7 +466,7 @@ impl Store {
             .bind(error)
             .bind(at)
             .bind(owner)
-            .execute(pool)
+            .execute(&mut *conn)
             .await
             .map(|r| r.rows_affected()))
         .map_err(query_err("finishing an import job"))?;

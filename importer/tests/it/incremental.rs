@@ -9,8 +9,8 @@
 use harness::upstream::{MockUser, Platform, Upstreams};
 
 use crate::SEED;
-use crate::on_both_databases;
 use crate::support::{Importer, TestDb};
+use crate::{on_both_databases, on_every_database};
 
 /// The ids of games `indices` of `user`, as stored.
 fn ids(user: &MockUser, indices: impl Iterator<Item = u64>) -> Vec<String> {
@@ -82,7 +82,7 @@ async fn lichess_returning_user_reads_only_what_is_new(db: TestDb) {
     assert_stored_exactly(&db, "returning", &ids(&now, 0..1000)).await;
     assert_eq!(imp.stop().await, Some(0));
 }
-on_both_databases!(
+on_every_database!(
     lichess_returning_user,
     lichess_returning_user_reads_only_what_is_new
 );
@@ -131,7 +131,7 @@ async fn chess_com_returning_user_skips_old_months_and_gets_304s(db: TestDb) {
     );
     assert_eq!(imp.stop().await, Some(0));
 }
-on_both_databases!(
+on_every_database!(
     chess_com_returning_user,
     chess_com_returning_user_skips_old_months_and_gets_304s
 );

@@ -68,7 +68,7 @@ async fn full_import_then_repeat_stores_nothing_new(db: TestDb) {
     assert_eq!(db.games_of("magnus_1500").await, 1500);
     assert_eq!(imp.stop().await, Some(0), "SIGTERM exits 0");
 }
-on_both_databases!(
+on_every_database!(
     full_import_then_repeat,
     full_import_then_repeat_stores_nothing_new
 );
@@ -93,7 +93,7 @@ async fn chess_com_over_fifteen_months(db: TestDb) {
     assert_eq!(again["games_imported"], 0, "{again}");
     assert_eq!(db.games_of("hikaru").await, 1500);
 }
-on_both_databases!(chess_com_months, chess_com_over_fifteen_months);
+on_every_database!(chess_com_months, chess_com_over_fifteen_months);
 
 async fn limit_is_respected_on_both_platforms(db: TestDb) {
     let mocks = Upstreams::start(&[lichess("limited", 300), chess_com("limitedcc", 300, 4)], SEED)
@@ -226,7 +226,7 @@ async fn three_imports_with_two_slots(db: TestDb) {
     assert_eq!(posts("202"), Some(3.0), "{metrics}");
     assert_eq!(posts("200"), Some(1.0), "{metrics}");
 }
-on_both_databases!(queueing, three_imports_with_two_slots);
+on_every_database!(queueing, three_imports_with_two_slots);
 
 async fn unknown_user_fails_with_reason(db: TestDb) {
     let mocks = Upstreams::start(&[], SEED).await.expect("mocks");
@@ -419,6 +419,8 @@ fn each_bad_setting_stops_the_program_with_exit_code_2_naming_it() {
         ("UPSTREAM_READ_TIMEOUT_SECS", "0"),
         ("WORKER_THREADS", "65"),
         ("SQLITE_CACHE_KIB", "10"),
+        ("DB_QUEUE_POOL_SIZE", "0"),
+        ("DATABASE_POOLER", "session"),
     ];
     for (var, value) in cases {
         let (code, stderr) = run_with_env(&[(var, value)]);
@@ -450,6 +452,10 @@ fn help_lists_every_setting() {
         "BIND_ADDR",
         "LICHESS_TOKEN",
         "UPSTREAM_RATE_LIMIT_WAIT_SECS",
+        "DB_QUEUE_POOL_SIZE",
+        "DATABASE_POOLER",
+        "LISTEN_ADDR_FILE",
+        "UPSTREAM_USER_AGENT",
     ] {
         assert!(help.contains(var), "--help names {var}");
     }
@@ -623,7 +629,7 @@ on_both_databases!(sigterm_resume, sigterm_mid_import);
 async fn kill_9_mid_import(db: TestDb) {
     interrupted_import_resumes_exactly(db, "KILL").await;
 }
-on_both_databases!(kill_resume, kill_9_mid_import);
+on_every_database!(kill_resume, kill_9_mid_import);
 
 #[tokio::test]
 async fn hostile_requests_get_4xx_naming_the_field_and_change_nothing() {
@@ -1020,9 +1026,18 @@ async fn submit(imp: &Importer, user: &str) -> serde_json::Value {
 /// Two importer processes share one PostgreSQL queue; one is killed (-9) mid-import.
 /// The other takes over its running job when the lease expires and its queued one at once,
 /// and every game of every user is stored exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_share_the_queue_and_survive_a_kill_9() {
-    let db = TestDb::postgres().await;
+mod two_processes {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::two_processes_share_the_queue_and_survive_a_kill_9(crate::TestDb::postgres().await).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pooled() {
+        super::two_processes_share_the_queue_and_survive_a_kill_9(crate::TestDb::pooled().await).await;
+    }
+}
+
+async fn two_processes_share_the_queue_and_survive_a_kill_9(db: TestDb) {
     let users: Vec<MockUser> = (1..=4).map(|i| lichess(&format!("shared{i}"), 1200)).collect();
     let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
     let env = |id| {
@@ -1325,9 +1340,18 @@ on_both_databases!(refusals, refusals_are_told_apart);
 
 /// Two processes behind one address, `PROVIDER_LANES_SCOPE=database`: their lichess imports
 /// together stay within the lane (2), where each process alone would allow 2.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_scope_counts_every_process() {
-    let db = TestDb::postgres().await;
+mod database_scope {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::database_scope_counts_every_process(crate::TestDb::postgres().await).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pooled() {
+        super::database_scope_counts_every_process(crate::TestDb::pooled().await).await;
+    }
+}
+
+async fn database_scope_counts_every_process(db: TestDb) {
     // 2.5 s a stream: none ends while the six are posted.
     let users: Vec<MockUser> = (1..=6).map(|i| lichess(&format!("scoped{i}"), 1000)).collect();
     let mocks = Upstreams::start_with(&users, paced(400)).await.expect("mocks");
@@ -1614,7 +1638,7 @@ async fn stored_chess_com_keys_are_migrated(db: TestDb) {
     assert_eq!(job["games_imported"], 0, "{job}");
     assert_eq!(db.games_of("player_a").await, 2);
 }
-on_both_databases!(rekey_migration, stored_chess_com_keys_are_migrated);
+on_every_database!(rekey_migration, stored_chess_com_keys_are_migrated);
 
 const TOKEN: &str = "it-token-0123456789abcdef";
 
@@ -1727,16 +1751,11 @@ async fn a_public_address_without_a_token_is_refused_unless_allowed() {
         "{stderr}"
     );
     // The opt-out: it serves on every address, loopback included.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
     let mocks = Upstreams::start(&[], SEED).await.expect("mocks");
-    let bind = format!("0.0.0.0:{port}");
     let imp = Importer::start(
         &db,
         &mocks,
-        &[("BIND_ADDR", &bind), ("ALLOW_UNAUTHENTICATED", "true")],
+        &[("BIND_ADDR", "0.0.0.0:0"), ("ALLOW_UNAUTHENTICATED", "true")],
     )
     .await;
     assert!(imp.base.starts_with("http://127.0.0.1:"));
@@ -1753,6 +1772,119 @@ async fn a_public_address_without_a_token_is_refused_unless_allowed() {
         .expect("help");
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("API_TOKEN") && !help.contains(TOKEN), "{help}");
+}
+
+/// With the real providers' URLs (the defaults) and no contact in the User-Agent, every import
+/// would be refused: the importer does not start. With a contact it starts; against loopback
+/// mocks it starts without one (and warns).
+#[tokio::test]
+async fn the_real_providers_without_a_contact_are_refused_at_start() {
+    let db = TestDb::sqlite();
+    for anonymous in [None, Some("my-importer/1.0")] {
+        let mut env = vec![("DATABASE_URL", db.url())];
+        env.extend(anonymous.map(|ua| ("UPSTREAM_USER_AGENT", ua.to_string())));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, stderr) = run_with_env(&env);
+        assert_eq!(code, Some(2), "{anonymous:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("UPSTREAM_USER_AGENT") && stderr.contains("e-mail address"),
+            "{stderr}"
+        );
+    }
+    let mocks = Upstreams::start(&[], SEED).await.expect("mocks");
+    let real = [
+        ("LICHESS_BASE_URL", "https://lichess.org"),
+        ("CHESSCOM_BASE_URL", "https://api.chess.com"),
+        ("UPSTREAM_USER_AGENT", "importer-it/1.0 (ops@example.org)"),
+    ];
+    // Starting asks nothing of the providers: no request leaves this machine.
+    let imp = Importer::start(&db, &mocks, &real).await;
+    assert_eq!(imp.stop().await, Some(0));
+    let imp = Importer::start(&db, &mocks, &[("UPSTREAM_USER_AGENT", "my-importer/1.0")]).await;
+    assert!(
+        imp.log_text().contains("names neither a URL nor an e-mail"),
+        "{}",
+        imp.log_text()
+    );
+    assert_eq!(imp.stop().await, Some(0));
+}
+
+/// `DATABASE_URL` with `sslmode`, through a PgBouncer that requires TLS (the shared server is not
+/// touched): `verify-full` with the CA that signed the pooler's certificate imports exactly, and
+/// so does `require`; a root certificate that did not sign it stops the importer at start with
+/// the TLS error as rustls gave it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_required_and_verified() {
+    use harness::target::pooler::{self, PgBouncer};
+    let db = TestDb::postgres().await;
+    let TestDb::Postgres(schema) = &db else {
+        unreachable!("postgres() makes a schema")
+    };
+    let dir = std::env::temp_dir().join(format!("importer-it-tls-{schema}"));
+    let (ca, cert, key) = pooler::test_certificates(&dir.join("right")).expect("certificates");
+    let (other_ca, _, _) = pooler::test_certificates(&dir.join("other")).expect("certificates");
+    let bouncer = PgBouncer::start(&pooler::Options {
+        server: "127.0.0.1:5432".into(),
+        databases: vec![pooler::Database {
+            alias: "it".into(),
+            dbname: "test".into(),
+            search_path: Some(schema.clone()),
+        }],
+        pool_mode: "transaction".into(),
+        default_pool_size: 4,
+        tls: Some(pooler::Tls { cert, key }),
+    })
+    .expect("PgBouncer must start");
+    let mocks = Upstreams::start(&[lichess("tls_user", 120)], SEED)
+        .await
+        .expect("mocks");
+    let verified = bouncer.url(
+        "it",
+        &format!("?sslmode=verify-full&sslrootcert={}", ca.display()),
+    );
+    let imp = Importer::start(
+        &db,
+        &mocks,
+        &[("DATABASE_URL", &verified), ("DATABASE_POOLER", "transaction")],
+    )
+    .await;
+    let job = imp.import("tls_user", "lichess", 500).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["games_imported"], 120, "{job}");
+    assert_eq!(db.distinct_games_of("tls_user").await, 120);
+    assert_eq!(imp.stop().await, Some(0));
+    let required = bouncer.url("it", "?sslmode=require");
+    let imp = Importer::start(
+        &db,
+        &mocks,
+        &[("DATABASE_URL", &required), ("DATABASE_POOLER", "transaction")],
+    )
+    .await;
+    assert_eq!(imp.stop().await, Some(0));
+
+    let wrong = bouncer.url(
+        "it",
+        &format!("?sslmode=verify-full&sslrootcert={}", other_ca.display()),
+    );
+    let started = std::time::Instant::now();
+    let (code, stderr) = run_with_env(&[
+        ("DATABASE_URL", &wrong),
+        ("DATABASE_POOLER", "transaction"),
+        ("LICHESS_BASE_URL", &mocks.lichess_url()),
+        ("CHESSCOM_BASE_URL", &mocks.chess_com_url()),
+        ("BIND_ADDR", "127.0.0.1:0"),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to the database") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "refused at once"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A flood of idle and slow-header connections while imports run, bounded in count and time:

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use harness::target::pooler::{self, PgBouncer};
 use harness::upstream::Upstreams;
 use serde_json::Value;
 use sqlx::Connection;
@@ -19,7 +20,15 @@ pub enum TestDb {
     Sqlite(PathBuf),
     /// A PostgreSQL schema of its own.
     Postgres(String),
+    /// A PostgreSQL schema of its own, reached by the importer through a PgBouncer of its own in
+    /// transaction mode with a small allowance (`POOLED_SERVER_CONNECTIONS`), as managed hosts
+    /// hand it out.
+    Pooled(String, PgBouncer),
 }
+
+/// Server connections the test's PgBouncer allows (its `default_pool_size`): fewer than one
+/// importer's own pools (DB_POOL_SIZE 5 + DB_QUEUE_POOL_SIZE 4), so that clients wait for one.
+pub const POOLED_SERVER_CONNECTIONS: u32 = 4;
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
@@ -46,11 +55,48 @@ impl TestDb {
         TestDb::Postgres(schema)
     }
 
+    /// A fresh PostgreSQL schema behind a PgBouncer of its own in transaction mode; panics (the
+    /// test fails, never skips) when PgBouncer cannot start.
+    pub async fn pooled() -> TestDb {
+        let TestDb::Postgres(schema) = TestDb::postgres().await else {
+            unreachable!("postgres() makes a schema")
+        };
+        let bouncer = PgBouncer::start(&pooler::Options {
+            server: "127.0.0.1:5432".into(),
+            databases: vec![pooler::Database {
+                alias: "it".into(),
+                dbname: "test".into(),
+                search_path: Some(schema.clone()),
+            }],
+            pool_mode: "transaction".into(),
+            default_pool_size: POOLED_SERVER_CONNECTIONS,
+            tls: None,
+        })
+        .unwrap_or_else(|e| panic!("PgBouncer must start for the pooled tests: {e}"));
+        TestDb::Pooled(schema, bouncer)
+    }
+
     /// The importer's DATABASE_URL.
     pub fn url(&self) -> String {
         match self {
+            TestDb::Pooled(_, bouncer) => bouncer.url("it", ""),
+            _ => self.direct_url(),
+        }
+    }
+
+    /// The importer's settings for this database beyond DATABASE_URL.
+    pub fn env(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            TestDb::Pooled(..) => vec![("DATABASE_POOLER", "transaction")],
+            _ => Vec::new(),
+        }
+    }
+
+    /// A URL straight to the database, for the test's own reads and writes.
+    pub fn direct_url(&self) -> String {
+        match self {
             TestDb::Sqlite(path) => format!("sqlite://{}", path.display()),
-            TestDb::Postgres(schema) => {
+            TestDb::Postgres(schema) | TestDb::Pooled(schema, _) => {
                 format!("{PG_ADMIN_URL}?options=-c%20search_path%3D{schema}&application_name={schema}")
             }
         }
@@ -60,14 +106,16 @@ impl TestDb {
     pub async fn execute(&self, sql: &str) {
         match self {
             TestDb::Sqlite(_) => {
-                let opts: sqlx::sqlite::SqliteConnectOptions = self.url().parse().expect("sqlite url");
+                let opts: sqlx::sqlite::SqliteConnectOptions = self.direct_url().parse().expect("sqlite url");
                 let mut c = sqlx::SqliteConnection::connect_with(&opts.create_if_missing(true))
                     .await
                     .expect("sqlite");
                 sqlx::raw_sql(sql).execute(&mut c).await.expect("execute");
             }
-            TestDb::Postgres(_) => {
-                let mut c = sqlx::PgConnection::connect(&self.url()).await.expect("postgres");
+            TestDb::Postgres(_) | TestDb::Pooled(..) => {
+                let mut c = sqlx::PgConnection::connect(&self.direct_url())
+                    .await
+                    .expect("postgres");
                 sqlx::raw_sql(sql).execute(&mut c).await.expect("execute");
             }
         }
@@ -75,14 +123,14 @@ impl TestDb {
 
     /// Which database this is.
     pub fn is_postgres(&self) -> bool {
-        matches!(self, TestDb::Postgres(_))
+        matches!(self, TestDb::Postgres(_) | TestDb::Pooled(..))
     }
 
     /// Runs a scalar count query against this database.
     pub async fn count(&self, sql: &str, user: &str) -> i64 {
         match self {
             TestDb::Sqlite(_) => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url())
+                let mut c = sqlx::SqliteConnection::connect(&self.direct_url())
                     .await
                     .expect("sqlite");
                 sqlx::query_scalar(sql)
@@ -91,8 +139,10 @@ impl TestDb {
                     .await
                     .expect("count")
             }
-            TestDb::Postgres(_) => {
-                let mut c = sqlx::PgConnection::connect(&self.url()).await.expect("postgres");
+            TestDb::Postgres(_) | TestDb::Pooled(..) => {
+                let mut c = sqlx::PgConnection::connect(&self.direct_url())
+                    .await
+                    .expect("postgres");
                 sqlx::query_scalar(sql)
                     .bind(user)
                     .fetch_one(&mut c)
@@ -104,7 +154,7 @@ impl TestDb {
 
     /// Terminates the importer's PostgreSQL connections (those named after this schema); returns how many.
     pub async fn terminate_backends(&self) -> i64 {
-        let TestDb::Postgres(schema) = self else {
+        let (TestDb::Postgres(schema) | TestDb::Pooled(schema, _)) = self else {
             return 0;
         };
         let mut c = sqlx::PgConnection::connect(PG_ADMIN_URL).await.expect("postgres");
@@ -155,13 +205,6 @@ pub struct Importer {
     pub log: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// The built importer binary.
 pub fn importer_bin() -> &'static str {
     env!("CARGO_BIN_EXE_importer")
@@ -170,37 +213,60 @@ pub fn importer_bin() -> &'static str {
 impl Importer {
     /// Starts the importer on `db` against `mocks` with extra environment, and waits for /healthz.
     pub async fn start(db: &TestDb, mocks: &Upstreams, env: &[(&str, &str)]) -> Importer {
-        // A test that sets BIND_ADDR (a public address, say) is reached on its port.
-        let port = env
-            .iter()
-            .find(|(k, _)| *k == "BIND_ADDR")
-            .and_then(|(_, v)| v.parse::<std::net::SocketAddr>().ok())
-            .map_or_else(free_port, |a| a.port());
         let log = std::env::temp_dir().join(format!("{}.log", unique("importer")));
+        let addr_file = log.with_extension("addr");
         let out = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(importer_bin());
         cmd.env_clear()
             .env("RUST_LOG", "info")
             .env("DATABASE_URL", db.url())
-            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            // Port 0: the importer binds a free port itself and tells which (a test may set its own).
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("LISTEN_ADDR_FILE", &addr_file)
             .env("LICHESS_BASE_URL", mocks.lichess_url())
             .env("CHESSCOM_BASE_URL", mocks.chess_com_url())
             // Stable across restarts, so a restarted importer takes its own jobs back at once.
             .env("INSTANCE_ID", "it-main")
             // The mocks, like the providers, refuse a client that names no contact; a test may set its own.
             .env("UPSTREAM_USER_AGENT", harness::session::HARNESS_USER_AGENT)
+            .envs(db.env())
             .envs(env.iter().copied())
             .stdout(Stdio::from(out.try_clone().expect("log")))
             .stderr(Stdio::from(out))
             .kill_on_drop(true);
         let child = cmd.spawn().expect("spawn importer");
-        let imp = Importer {
+        let mut imp = Importer {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: String::new(),
             http: reqwest::Client::new(),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
+        let addr: std::net::SocketAddr = loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                break text.trim().parse().expect("LISTEN_ADDR_FILE holds IP:PORT");
+            }
+            if let Ok(Some(status)) = imp.child.try_wait() {
+                panic!(
+                    "importer exited ({status}) before listening; log:\n{}",
+                    imp.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "importer not listening in 30 s; log:\n{}",
+                imp.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let pid = imp.child.id().expect("importer running");
+        assert!(
+            harness::target::listens_on(pid, addr.port()),
+            "port {} is not the started importer's own socket",
+            addr.port()
+        );
+        // An unspecified address (0.0.0.0) is reached on loopback.
+        imp.base = format!("http://127.0.0.1:{}", addr.port());
         loop {
             if let Ok(r) = imp.http.get(format!("{}/healthz", imp.base)).send().await
                 && r.status().is_success()
@@ -354,6 +420,28 @@ macro_rules! on_both_databases {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 super::$body($crate::support::TestDb::postgres().await).await;
+            }
+        }
+    };
+}
+
+/// Like `on_both_databases!`, and a third test through PgBouncer in transaction mode
+/// (`TestDb::pooled`): for the paths a pooler can break (statements, locks, the queue).
+#[macro_export]
+macro_rules! on_every_database {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::support::TestDb::sqlite()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body($crate::support::TestDb::postgres().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pooled() {
+                super::$body($crate::support::TestDb::pooled().await).await;
             }
         }
     };
