@@ -14,30 +14,40 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-lichess=$(free_port) chesscom=$(free_port) api=$(free_port)
-
-"$harness" mock --lichess-port "$lichess" --chesscom-port "$chesscom" > "$work/mocks.log" 2>&1 &
+# Every server binds port 0 and says which port it got: no port is chosen here and bound later.
+"$harness" mock --lichess-port 0 --chesscom-port 0 > "$work/mocks.log" 2>&1 &
 pids+=($!)
-LICHESS_BASE_URL="http://127.0.0.1:$lichess" CHESSCOM_BASE_URL="http://127.0.0.1:$chesscom" \
-    DATABASE_URL="sqlite://$work/contract.db" BIND_ADDR="127.0.0.1:$api" \
+for _ in $(seq 100); do
+    grep -q '^chess.com mock:' "$work/mocks.log" && break
+    sleep 0.1
+done
+lichess_url=$(sed -n 's/^lichess mock: *//p' "$work/mocks.log")
+chesscom_url=$(sed -n 's/^chess.com mock: *//p' "$work/mocks.log")
+[ -n "$lichess_url" ] && [ -n "$chesscom_url" ] || {
+    echo "contract: the mocks did not come up; their log:" >&2
+    cat "$work/mocks.log" >&2
+    exit 1
+}
+LICHESS_BASE_URL="$lichess_url" CHESSCOM_BASE_URL="$chesscom_url" \
+    DATABASE_URL="sqlite://$work/contract.db" BIND_ADDR="127.0.0.1:0" LISTEN_ADDR_FILE="$work/addr" \
     UPSTREAM_USER_AGENT="importer-contract-check (+http://127.0.0.1/; local mocks only)" \
     MAX_CONCURRENT_IMPORTS=2 IMPORT_QUEUE_CAPACITY=5 \
     "$importer" > "$work/importer.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:$api/healthz" > /dev/null 2>&1 && break
+    [ -s "$work/addr" ] && curl -fsS "http://$(cat "$work/addr")/healthz" > /dev/null 2>&1 && break
     sleep 0.1
 done
-curl -fsS "http://127.0.0.1:$api/healthz" > /dev/null || {
+api=$(cat "$work/addr" 2> /dev/null || true)
+[ -n "$api" ] && curl -fsS "http://$api/healthz" > /dev/null || {
     echo "contract: the importer did not come up; its log:" >&2
     cat "$work/importer.log" >&2
     exit 1
 }
 
 status=0
-"$st" run "http://127.0.0.1:$api/api/v1/openapi.json" \
+"$st" run "http://$api/api/v1/openapi.json" \
     --checks "${CONTRACT_CHECKS:-all}" \
     --phases examples,coverage,fuzzing \
     --max-examples "${CONTRACT_EXAMPLES:-100}" --max-time "${CONTRACT_SECS:-45}" \
