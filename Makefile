@@ -69,7 +69,7 @@ allocators: release
 run:
 	$(CARGO) run --release -p importer
 
-## test: formatting, lints, every test on SQLite and PostgreSQL, the scenarios, the API contract (installs Chromium and schemathesis when missing)
+## test: formatting, lints, every test on SQLite, PostgreSQL and PostgreSQL through PgBouncer, the scenarios, the API contract (installs Chromium, PgBouncer and schemathesis when missing)
 test: fmt lint check-pg chromium pgbouncer
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) run -q -p harness -- check scenarios/*.yaml

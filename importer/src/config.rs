@@ -59,7 +59,8 @@ pub struct RawConfig {
     /// Idle connections kept per upstream host (0..=1024).
     #[arg(long, env = "HTTP_POOL_MAX_IDLE_PER_HOST", default_value = "6")]
     pub http_pool_max_idle_per_host: String,
-    /// Database connections (1..=100); default 2 on SQLite (one writer), 5 on PostgreSQL.
+    /// Database connections for the imports' batches (1..=100); default 2 on SQLite (one writer),
+    /// 5 on PostgreSQL. The queue has DB_QUEUE_POOL_SIZE more.
     #[arg(long, env = "DB_POOL_SIZE")]
     pub db_pool_size: Option<String>,
     /// Queue connections (1..=100), beside DB_POOL_SIZE: the process opens at most
@@ -529,7 +530,7 @@ impl Config {
 
     /// Against the real providers, a client naming no contact has every import refused (lichess
     /// answers 404, chess.com 403): a first start that would fail every import does not start.
-    /// Mocks on loopback keep the warning only.
+    /// Any base URL off loopback counts as a real provider; mocks on loopback keep the warning only.
     fn contact_for_real_providers(&self) -> Result<(), ConfigError> {
         let sent = self
             .user_agent

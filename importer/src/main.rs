@@ -113,6 +113,15 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    if let Some(path) = &config.listen_addr_file {
+        // A parent polling the file must never read a previous run's address.
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing the previous {}", path.display()));
+            }
+            _ => {}
+        }
+    }
     let options = StoreOptions {
         pool_size: config.db_pool_size,
         queue_pool_size: config.db_queue_pool_size,

@@ -154,6 +154,15 @@ impl Server {
                 }
                 self.base = format!("http://{addr}");
             }
+            // An importer older than LISTEN_ADDR_FILE (the other side of an A/B gate) says the
+            // address only in its "listening addr=..." log line; the log may hold a predecessor's
+            // line too (a restart appends), so only a port this child holds is taken.
+            if self.base.is_empty()
+                && let Some(addr) = logged_addr(&std::fs::read_to_string(&self.log).unwrap_or_default())
+                && listens_on(self.child.id(), addr.port())
+            {
+                self.base = format!("http://{addr}");
+            }
             if !self.base.is_empty()
                 && let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await
                 && r.status().is_success()
@@ -244,6 +253,14 @@ impl Drop for Server {
     }
 }
 
+/// The address of the last "listening addr=IP:PORT" line of an importer's log.
+fn logged_addr(log: &str) -> Option<std::net::SocketAddr> {
+    log.lines()
+        .rev()
+        .filter(|l| l.contains("listening"))
+        .find_map(|l| l.split_once("addr=")?.1.split_whitespace().next()?.parse().ok())
+}
+
 /// Whether process `pid` holds a TCP socket listening on `port` (any address), read from
 /// `/proc/net/tcp{,6}` and `/proc/PID/fd`: which server answers on a port, without asking it.
 pub fn listens_on(pid: u32, port: u16) -> bool {
@@ -284,7 +301,23 @@ mod tests {
             !super::listens_on(std::process::id(), other_port),
             "closed: no longer ours"
         );
-        // PID 1 (init) does not hold this test's socket.
-        assert!(!super::listens_on(1, port));
+        // Another process does not hold this test's socket (it inherits no descriptor of it).
+        let mut other = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        assert!(std::path::Path::new(&format!("/proc/{}/fd", other.id())).exists());
+        assert!(!super::listens_on(other.id(), port));
+        let _ = other.kill();
+        let _ = other.wait();
+    }
+
+    #[test]
+    fn the_last_listening_line_gives_the_address() {
+        let log = "2026-12-03T10:00:00Z  INFO listening addr=127.0.0.1:4000 database=sqlite://a\n\
+                   2026-12-03T10:00:01Z  INFO shutdown signal received\n\
+                   2026-12-03T10:00:02Z  INFO listening addr=127.0.0.1:4001 database=sqlite://a\n";
+        assert_eq!(super::logged_addr(log), Some(([127, 0, 0, 1], 4001).into()));
+        assert_eq!(super::logged_addr("no such line"), None);
     }
 }

@@ -49,6 +49,8 @@ pub struct Database {
     /// A schema set on each server connection PgBouncer opens (`connect_query`): a client's own
     /// `options=-c search_path=...` is a startup parameter PgBouncer refuses.
     pub search_path: Option<String>,
+    /// The user and password PgBouncer logs in to PostgreSQL with; `None`: the client's (trust).
+    pub server_login: Option<(String, String)>,
 }
 
 /// How PgBouncer runs.
@@ -76,7 +78,12 @@ impl Options {
     pub fn in_front_of(server_url: &str, schema: &str, default_pool_size: u32) -> Result<Options, String> {
         let url = reqwest::Url::parse(server_url).map_err(|e| format!("{server_url}: {e}"))?;
         let host = url.host_str().ok_or_else(|| format!("{server_url}: no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let dbname = url.path().trim_start_matches('/');
+        let user = match url.username() {
+            "" => "postgres",
+            u => u,
+        };
         Ok(Options {
             server: format!("{host}:{}", url.port().unwrap_or(5432)),
             databases: vec![Database {
@@ -87,6 +94,7 @@ impl Options {
                     dbname.into()
                 },
                 search_path: Some(schema.into()),
+                server_login: Some((user.into(), url.password().unwrap_or_default().into())),
             }],
             pool_mode: "transaction".into(),
             default_pool_size,
@@ -124,6 +132,12 @@ fn ini(opts: &Options, dir: &Path) -> String {
             "{} = host={host} port={port} dbname={}",
             db.alias, db.dbname
         ));
+        if let Some((user, password)) = &db.server_login {
+            text.push_str(&format!(" user={user}"));
+            if !password.is_empty() {
+                text.push_str(&format!(" password='{password}'"));
+            }
+        }
         if let Some(schema) = &db.search_path {
             text.push_str(&format!(" connect_query='SET search_path TO {schema}'"));
         }

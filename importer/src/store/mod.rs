@@ -2,7 +2,8 @@
 //!
 //! One `Store` type serves both backends. The SQL text is shared where both
 //! accept it (`$N` placeholders, `ON CONFLICT DO NOTHING`); each statement
-//! is still compiled against each backend's own types through `on_pool!`, so
+//! is still compiled against each backend's own types through `on_pool!` or
+//! `on_conn!`, so
 //! no `Any` driver or dynamic typing is involved. Invariants kept here: a
 //! batch of games and its job's counters are written in one transaction, and
 //! the unique key (user_id, platform, provider_game_id) is the last guard
@@ -165,8 +166,10 @@ macro_rules! on_pool {
     };
 }
 
-/// Runs `$body` (a `sqlx::Result`) with `$conn` a connection of `$store`'s pool `$which`; behind a
-/// transaction pooler, inside a transaction of its own (see [`Store`]). Yields a `sqlx::Result`.
+/// Runs `$body` (a `sqlx::Result`, one or more statements) with `$conn` a connection of
+/// `$store`'s pool `$which`; behind a transaction pooler, inside a transaction of its own (see
+/// [`Store`]). Yields a `sqlx::Result`. Every statement in it must carry `.persistent(keep)`:
+/// sqlx names a statement whenever `persistent` is true, whatever the cache size.
 /// The second form takes one body per backend.
 macro_rules! on_conn {
     ($store:expr, $which:ident, $conn:ident => $body:expr) => {
@@ -297,8 +300,6 @@ macro_rules! write_sync {
 
 /// A row of `sync_months`: month, complete, ETag, Last-Modified.
 type MonthRow = (String, bool, Option<String>, Option<String>);
-/// The rows of `sync_ranges`, `sync_pending` and `sync_months` for one user.
-type SyncRows = (Vec<(i64, i64)>, Vec<(String, i64)>, Vec<MonthRow>);
 
 /// What the database holds completely of one user's history (see `crate::sync`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -359,9 +360,14 @@ impl Store {
                 PgPoolOptions::new()
                     .max_connections(size)
                     .min_connections(0)
-                    // Waiting for a connection is normal under a small allowance; an import whose
-                    // batch waits longer than this fails its step and is retried (`is_transient`).
-                    .acquire_timeout(Duration::from_secs(60))
+                    // Behind a pooler, waiting for a connection is normal under a small allowance:
+                    // the pooler queues clients, and an import whose batch waits longer than this
+                    // fails its step and is retried (`is_transient`).
+                    .acquire_timeout(Duration::from_secs(if options.transaction_pooler {
+                        60
+                    } else {
+                        10
+                    }))
                     .connect_with(opts.clone())
             };
             Store {
@@ -704,36 +710,37 @@ impl Store {
         let op = query_err("reading what is stored of the user's history");
         let p = platform.as_str();
         let keep = self.keep();
-        let (ranges, pending, months): SyncRows = on_conn!(self, games, conn => {
-            let ranges = sqlx::query_as(
-                "SELECT lo_ms, hi_ms FROM sync_ranges WHERE user_id = $1 AND platform = $2 ORDER BY lo_ms",
-            )
-            .persistent(keep)
-            .bind(user)
-            .bind(p)
-            .fetch_all(&mut *conn)
-            .await?;
-            let pending = sqlx::query_as(
-                "SELECT provider_game_id, created_ms FROM sync_pending WHERE user_id = $1 AND platform = $2 \
-                 ORDER BY created_ms",
-            )
-            .persistent(keep)
-            .bind(user)
-            .bind(p)
-            .fetch_all(&mut *conn)
-            .await?;
-            let months = sqlx::query_as(
-                "SELECT month, complete, etag, last_modified FROM sync_months \
-                 WHERE user_id = $1 AND platform = $2 ORDER BY month",
-            )
-            .persistent(keep)
-            .bind(user)
-            .bind(p)
-            .fetch_all(&mut *conn)
-            .await?;
-            Ok((ranges, pending, months))
-        })
+        // Three statements, a connection each: held for all three, a connection is one of the
+        // few (DB_POOL_SIZE) that every import starting at once waits for.
+        let ranges: Vec<(i64, i64)> = on_conn!(self, games, conn => sqlx::query_as(
+            "SELECT lo_ms, hi_ms FROM sync_ranges WHERE user_id = $1 AND platform = $2 ORDER BY lo_ms",
+        )
+        .persistent(keep)
+        .bind(user)
+        .bind(p)
+        .fetch_all(&mut *conn)
+        .await)
         .map_err(op)?;
+        let pending: Vec<(String, i64)> = on_conn!(self, games, conn => sqlx::query_as(
+            "SELECT provider_game_id, created_ms FROM sync_pending WHERE user_id = $1 AND platform = $2 \
+             ORDER BY created_ms",
+        )
+        .persistent(keep)
+        .bind(user)
+        .bind(p)
+        .fetch_all(&mut *conn)
+        .await)
+        .map_err(query_err("reading pending games"))?;
+        let months: Vec<MonthRow> = on_conn!(self, games, conn => sqlx::query_as(
+            "SELECT month, complete, etag, last_modified FROM sync_months \
+             WHERE user_id = $1 AND platform = $2 ORDER BY month",
+        )
+        .persistent(keep)
+        .bind(user)
+        .bind(p)
+        .fetch_all(&mut *conn)
+        .await)
+        .map_err(query_err("reading recorded months"))?;
         let months = months
             .into_iter()
             .map(|(month, complete, etag, last_modified)| {

@@ -1780,7 +1780,9 @@ async fn a_public_address_without_a_token_is_refused_unless_allowed() {
 #[tokio::test]
 async fn the_real_providers_without_a_contact_are_refused_at_start() {
     let db = TestDb::sqlite();
-    for anonymous in [None, Some("my-importer/1.0")] {
+    // A build whose default User-Agent names a contact (IMPORTER_HOME_URL) starts without one.
+    let unset = option_env!("IMPORTER_HOME_URL").is_none().then_some(None);
+    for anonymous in unset.into_iter().chain([Some("my-importer/1.0")]) {
         let mut env = vec![("DATABASE_URL", db.url())];
         env.extend(anonymous.map(|ua| ("UPSTREAM_USER_AGENT", ua.to_string())));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -1811,9 +1813,9 @@ async fn the_real_providers_without_a_contact_are_refused_at_start() {
 }
 
 /// `DATABASE_URL` with `sslmode`, through a PgBouncer that requires TLS (the shared server is not
-/// touched): `verify-full` with the CA that signed the pooler's certificate imports exactly, and
-/// so does `require`; a root certificate that did not sign it stops the importer at start with
-/// the TLS error as rustls gave it.
+/// touched): `verify-full` with the CA that signed the pooler's certificate imports exactly;
+/// `require` starts (connects, migrates); a root certificate that did not sign it stops the
+/// importer at start with the TLS error as rustls gave it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_the_database_is_required_and_verified() {
     use harness::target::pooler::{self, PgBouncer};
@@ -1830,6 +1832,7 @@ async fn tls_to_the_database_is_required_and_verified() {
             alias: "it".into(),
             dbname: "test".into(),
             search_path: Some(schema.clone()),
+            server_login: None,
         }],
         pool_mode: "transaction".into(),
         default_pool_size: 4,
@@ -1885,6 +1888,43 @@ async fn tls_to_the_database_is_required_and_verified() {
         "refused at once"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Behind a transaction pooler without `DATABASE_POOLER=transaction`, the importer stops at start
+/// with PostgreSQL's refusal and says which setting is missing. One server connection: the
+/// queue's first statement meets the name the migration's left there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_pooler_without_the_setting_is_named_at_start() {
+    use harness::target::pooler::{self, PgBouncer};
+    let db = TestDb::postgres().await;
+    let TestDb::Postgres(schema) = &db else {
+        unreachable!("postgres() makes a schema")
+    };
+    let bouncer = PgBouncer::start(&pooler::Options {
+        server: "127.0.0.1:5432".into(),
+        databases: vec![pooler::Database {
+            alias: "it".into(),
+            dbname: "test".into(),
+            search_path: Some(schema.clone()),
+            server_login: None,
+        }],
+        pool_mode: "transaction".into(),
+        default_pool_size: 1,
+        tls: None,
+    })
+    .expect("PgBouncer must start");
+    let mocks = Upstreams::start(&[], SEED).await.expect("mocks");
+    let (code, stderr) = run_with_env(&[
+        ("DATABASE_URL", &bouncer.url("it", "")),
+        ("LICHESS_BASE_URL", &mocks.lichess_url()),
+        ("CHESSCOM_BASE_URL", &mocks.chess_com_url()),
+        ("BIND_ADDR", "127.0.0.1:0"),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("prepared statement") && stderr.contains("set DATABASE_POOLER=transaction"),
+        "{stderr}"
+    );
 }
 
 /// A flood of idle and slow-header connections while imports run, bounded in count and time:

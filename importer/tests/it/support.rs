@@ -67,6 +67,7 @@ impl TestDb {
                 alias: "it".into(),
                 dbname: "test".into(),
                 search_path: Some(schema.clone()),
+                server_login: None,
             }],
             pool_mode: "transaction".into(),
             default_pool_size: POOLED_SERVER_CONNECTIONS,
