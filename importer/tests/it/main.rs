@@ -1023,20 +1023,16 @@ async fn submit(imp: &Importer, user: &str) -> serde_json::Value {
     body
 }
 
+on_databases!(
+    two_processes,
+    two_processes_share_the_queue_and_survive_a_kill_9,
+    postgres,
+    pooled
+);
+
 /// Two importer processes share one PostgreSQL queue; one is killed (-9) mid-import.
 /// The other takes over its running job when the lease expires and its queued one at once,
 /// and every game of every user is stored exactly once.
-mod two_processes {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        super::two_processes_share_the_queue_and_survive_a_kill_9(crate::TestDb::postgres().await).await;
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pooled() {
-        super::two_processes_share_the_queue_and_survive_a_kill_9(crate::TestDb::pooled().await).await;
-    }
-}
-
 async fn two_processes_share_the_queue_and_survive_a_kill_9(db: TestDb) {
     let users: Vec<MockUser> = (1..=4).map(|i| lichess(&format!("shared{i}"), 1200)).collect();
     let mocks = Upstreams::start(&users, SEED).await.expect("mocks");
@@ -1338,19 +1334,15 @@ async fn refusals_are_told_apart(db: TestDb) {
 }
 on_both_databases!(refusals, refusals_are_told_apart);
 
+on_databases!(
+    database_scope,
+    database_scope_counts_every_process,
+    postgres,
+    pooled
+);
+
 /// Two processes behind one address, `PROVIDER_LANES_SCOPE=database`: their lichess imports
 /// together stay within the lane (2), where each process alone would allow 2.
-mod database_scope {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        super::database_scope_counts_every_process(crate::TestDb::postgres().await).await;
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pooled() {
-        super::database_scope_counts_every_process(crate::TestDb::pooled().await).await;
-    }
-}
-
 async fn database_scope_counts_every_process(db: TestDb) {
     // 2.5 s a stream: none ends while the six are posted.
     let users: Vec<MockUser> = (1..=6).map(|i| lichess(&format!("scoped{i}"), 1000)).collect();
@@ -1818,27 +1810,13 @@ async fn the_real_providers_without_a_contact_are_refused_at_start() {
 /// importer at start with the TLS error as rustls gave it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_the_database_is_required_and_verified() {
-    use harness::target::pooler::{self, PgBouncer};
+    use harness::target::pooler;
     let db = TestDb::postgres().await;
-    let TestDb::Postgres(schema) = &db else {
-        unreachable!("postgres() makes a schema")
-    };
+    let schema = db.schema();
     let dir = std::env::temp_dir().join(format!("importer-it-tls-{schema}"));
     let (ca, cert, key) = pooler::test_certificates(&dir.join("right")).expect("certificates");
     let (other_ca, _, _) = pooler::test_certificates(&dir.join("other")).expect("certificates");
-    let bouncer = PgBouncer::start(&pooler::Options {
-        server: "127.0.0.1:5432".into(),
-        databases: vec![pooler::Database {
-            alias: "it".into(),
-            dbname: "test".into(),
-            search_path: Some(schema.clone()),
-            server_login: None,
-        }],
-        pool_mode: "transaction".into(),
-        default_pool_size: 4,
-        tls: Some(pooler::Tls { cert, key }),
-    })
-    .expect("PgBouncer must start");
+    let bouncer = support::bouncer_for(schema, 4, Some(pooler::Tls { cert, key }));
     let mocks = Upstreams::start(&[lichess("tls_user", 120)], SEED)
         .await
         .expect("mocks");
@@ -1895,24 +1873,8 @@ async fn tls_to_the_database_is_required_and_verified() {
 /// queue's first statement meets the name the migration's left there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_pooler_without_the_setting_is_named_at_start() {
-    use harness::target::pooler::{self, PgBouncer};
     let db = TestDb::postgres().await;
-    let TestDb::Postgres(schema) = &db else {
-        unreachable!("postgres() makes a schema")
-    };
-    let bouncer = PgBouncer::start(&pooler::Options {
-        server: "127.0.0.1:5432".into(),
-        databases: vec![pooler::Database {
-            alias: "it".into(),
-            dbname: "test".into(),
-            search_path: Some(schema.clone()),
-            server_login: None,
-        }],
-        pool_mode: "transaction".into(),
-        default_pool_size: 1,
-        tls: None,
-    })
-    .expect("PgBouncer must start");
+    let bouncer = support::bouncer_for(db.schema(), 1, None);
     let mocks = Upstreams::start(&[], SEED).await.expect("mocks");
     let (code, stderr) = run_with_env(&[
         ("DATABASE_URL", &bouncer.url("it", "")),

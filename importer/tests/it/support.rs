@@ -61,20 +61,26 @@ impl TestDb {
         let TestDb::Postgres(schema) = TestDb::postgres().await else {
             unreachable!("postgres() makes a schema")
         };
-        let bouncer = PgBouncer::start(&pooler::Options {
-            server: "127.0.0.1:5432".into(),
-            databases: vec![pooler::Database {
-                alias: "it".into(),
-                dbname: "test".into(),
-                search_path: Some(schema.clone()),
-                server_login: None,
-            }],
-            pool_mode: "transaction".into(),
-            default_pool_size: POOLED_SERVER_CONNECTIONS,
-            tls: None,
-        })
-        .unwrap_or_else(|e| panic!("PgBouncer must start for the pooled tests: {e}"));
+        let bouncer = bouncer_for(&schema, POOLED_SERVER_CONNECTIONS, None);
         TestDb::Pooled(schema, bouncer)
+    }
+
+    /// A fresh database of `kind`: `sqlite`, `postgres` or `pooled`.
+    pub async fn open(kind: &str) -> TestDb {
+        match kind {
+            "sqlite" => TestDb::sqlite(),
+            "postgres" => TestDb::postgres().await,
+            "pooled" => TestDb::pooled().await,
+            other => panic!("no database kind {other:?}"),
+        }
+    }
+
+    /// The PostgreSQL schema, for a test that starts its own PgBouncer in front of it.
+    pub fn schema(&self) -> &str {
+        match self {
+            TestDb::Postgres(schema) | TestDb::Pooled(schema, _) => schema,
+            TestDb::Sqlite(_) => panic!("an SQLite database has no schema"),
+        }
     }
 
     /// The importer's DATABASE_URL.
@@ -194,6 +200,25 @@ impl TestDb {
         )
         .await
     }
+}
+
+/// A PgBouncer of the test's own in transaction mode in front of the shared PostgreSQL, offering
+/// `schema` as database `it` with `server_connections` server connections, TLS when given; panics
+/// (the test fails, never skips) when it cannot start.
+pub fn bouncer_for(schema: &str, server_connections: u32, tls: Option<pooler::Tls>) -> PgBouncer {
+    PgBouncer::start(&pooler::Options {
+        server: "127.0.0.1:5432".into(),
+        databases: vec![pooler::Database {
+            alias: "it".into(),
+            dbname: "test".into(),
+            search_path: Some(schema.into()),
+            server_login: None,
+        }],
+        pool_mode: "transaction".into(),
+        default_pool_size: server_connections,
+        tls,
+    })
+    .unwrap_or_else(|e| panic!("PgBouncer must start: {e}"))
 }
 
 /// The importer binary, running.
@@ -409,20 +434,27 @@ impl Importer {
     }
 }
 
+/// Defines a test once per database kind named (`sqlite`, `postgres`, `pooled`: see
+/// [`TestDb::open`]), each a module `$name::$kind`.
+#[macro_export]
+macro_rules! on_databases {
+    ($name:ident, $body:ident, $($kind:ident),+) => {
+        mod $name {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $kind() {
+                    super::$body($crate::support::TestDb::open(stringify!($kind)).await).await;
+                }
+            )+
+        }
+    };
+}
+
 /// Defines a test twice: on SQLite and on PostgreSQL.
 #[macro_export]
 macro_rules! on_both_databases {
     ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body($crate::support::TestDb::sqlite()).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body($crate::support::TestDb::postgres().await).await;
-            }
-        }
+        $crate::on_databases!($name, $body, sqlite, postgres);
     };
 }
 
@@ -431,19 +463,6 @@ macro_rules! on_both_databases {
 #[macro_export]
 macro_rules! on_every_database {
     ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body($crate::support::TestDb::sqlite()).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body($crate::support::TestDb::postgres().await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn pooled() {
-                super::$body($crate::support::TestDb::pooled().await).await;
-            }
-        }
+        $crate::on_databases!($name, $body, sqlite, postgres, pooled);
     };
 }
