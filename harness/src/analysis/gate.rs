@@ -142,6 +142,15 @@ pub struct BaselineCell {
     pub peak: u64,
     /// Median memory per import, bytes.
     pub per_import: u64,
+    /// Median peak anonymous memory, bytes; 0 in a baseline written before it was measured.
+    #[serde(default)]
+    pub peak_anon: u64,
+    /// Median anonymous memory per import, bytes; 0 as `peak_anon`.
+    #[serde(default)]
+    pub per_import_anon: u64,
+    /// Median peak file-backed memory (the binary's resident text), bytes; 0 as `peak_anon`.
+    #[serde(default)]
+    pub peak_file: u64,
     /// Median idle RSS, bytes.
     pub idle: u64,
     /// Runs the medians were taken over.
@@ -277,6 +286,12 @@ pub struct Stats {
     pub peak: u64,
     /// Median memory per import, bytes.
     pub per_import: u64,
+    /// Median peak anonymous memory, bytes.
+    pub peak_anon: u64,
+    /// Median anonymous memory per import, bytes.
+    pub per_import_anon: u64,
+    /// Median peak file-backed memory, bytes.
+    pub peak_file: u64,
     /// Median idle RSS, bytes.
     pub idle: u64,
     /// Spread of the peaks, percent of their median.
@@ -289,6 +304,12 @@ pub struct Stats {
     pub peaks: Vec<f64>,
     /// Memory per import of each run that finished, bytes.
     pub per_imports: Vec<f64>,
+    /// Peak anonymous memory of each run that finished, bytes.
+    pub peaks_anon: Vec<f64>,
+    /// Anonymous memory per import of each run that finished, bytes.
+    pub per_imports_anon: Vec<f64>,
+    /// Peak file-backed memory of each run that finished, bytes.
+    pub peaks_file: Vec<f64>,
 }
 
 /// The medians a cell is judged on; `erratic` when its repeats spread too much even after a rerun.
@@ -315,12 +336,18 @@ pub fn stats(runs: &[CellRun], erratic: bool) -> Stats {
         get_p99_us: p99("GET /api/v1/imports/{id}"),
         peak: median(ok.iter().map(|r| r.peak)),
         per_import: median(ok.iter().map(|r| r.per_import)),
+        peak_anon: median(ok.iter().map(|r| r.peak_anon)),
+        per_import_anon: median(ok.iter().map(|r| r.per_import_anon)),
+        peak_file: median(ok.iter().map(|r| r.peak_file)),
         idle: median(ok.iter().map(|r| r.idle_rss)),
         spread: spread_pct(&runs.iter().collect::<Vec<_>>()),
         erratic,
         problems,
         peaks: ok.iter().map(|r| r.peak as f64).collect(),
         per_imports: ok.iter().map(|r| r.per_import as f64).collect(),
+        peaks_anon: ok.iter().map(|r| r.peak_anon as f64).collect(),
+        per_imports_anon: ok.iter().map(|r| r.per_import_anon as f64).collect(),
+        peaks_file: ok.iter().map(|r| r.peak_file as f64).collect(),
     }
 }
 
@@ -525,19 +552,28 @@ pub fn decide(
                         a.problems.join("; ")
                     ));
                 }
+                // The code's behaviour is judged on anonymous memory: the binary's resident text
+                // depends on how the page cache holds each file, and is judged on its own.
                 checks.push(ab_check(
                     label,
-                    "peak_rss",
-                    &a.peaks,
-                    &st.peaks,
+                    "peak_anon",
+                    &a.peaks_anon,
+                    &st.peaks_anon,
                     g.peak_tolerance_pct,
                 ));
                 checks.push(ab_check(
                     label,
-                    "memory_per_import",
-                    &a.per_imports,
-                    &st.per_imports,
+                    "per_import_anon",
+                    &a.per_imports_anon,
+                    &st.per_imports_anon,
                     g.per_import_tolerance_pct,
+                ));
+                checks.push(ab_check(
+                    label,
+                    "resident_text",
+                    &a.peaks_file,
+                    &st.peaks_file,
+                    g.resident_text_tolerance_pct,
                 ));
                 continue;
             }
@@ -560,16 +596,40 @@ pub fn decide(
                 });
             }
             Some(bc) => {
-                for (metric, base, measured) in [
-                    ("peak_rss", bc.peak, st.peak),
-                    ("memory_per_import", bc.per_import, st.per_import),
-                ] {
+                // A baseline written before the split holds totals only: judged on those, said so.
+                let split = bc.peak_anon > 0;
+                if !split {
+                    warnings.push(format!(
+                        "{label}: the baseline predates anonymous memory: judged on the totals (VmHWM), \
+                         which the binary's page-cache layout moves; write a new baseline"
+                    ));
+                }
+                let figures = if split {
+                    [
+                        ("peak_anon", bc.peak_anon, st.peak_anon, &st.peaks_anon),
+                        (
+                            "per_import_anon",
+                            bc.per_import_anon,
+                            st.per_import_anon,
+                            &st.per_imports_anon,
+                        ),
+                        ("resident_text", bc.peak_file, st.peak_file, &st.peaks_file),
+                    ]
+                    .to_vec()
+                } else {
+                    [
+                        ("peak_rss", bc.peak, st.peak, &st.peaks),
+                        ("memory_per_import", bc.per_import, st.per_import, &st.per_imports),
+                    ]
+                    .to_vec()
+                };
+                for (metric, base, measured, values) in figures {
                     // A floor larger than the quantity it guards could never fail: the memory
                     // per import (about 1 MiB) gets its own percentage and no floor.
-                    let (tol, values) = if metric == "peak_rss" {
-                        (tolerance(base, g.tolerance_pct, g.tolerance_floor_mb), &st.peaks)
-                    } else {
-                        (tolerance(base, g.per_import_tolerance_pct, 0.0), &st.per_imports)
+                    let tol = match metric {
+                        "peak_rss" | "peak_anon" => tolerance(base, g.tolerance_pct, g.tolerance_floor_mb),
+                        "resident_text" => tolerance(base, g.resident_text_tolerance_pct, 0.0),
+                        _ => tolerance(base, g.per_import_tolerance_pct, 0.0),
                     };
                     let tol_pct = tol as f64 * 100.0 / base.max(1) as f64;
                     let noise = one_sample_detectable_pct(values, base as f64, tol_pct);
@@ -604,6 +664,9 @@ pub fn baseline_of(s: &Checked, per_cell: &[(String, Stats)], results: &RunResul
                     BaselineCell {
                         peak: st.peak,
                         per_import: st.per_import,
+                        peak_anon: st.peak_anon,
+                        per_import_anon: st.per_import_anon,
+                        peak_file: st.peak_file,
                         idle: st.idle,
                         repeats: runs,
                         spread_pct: st.spread,

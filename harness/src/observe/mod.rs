@@ -10,7 +10,7 @@ pub mod sampler;
 pub mod server_latency;
 pub mod timing;
 
-pub use sampler::{Sample, Sampler, median_rss, vm_hwm, vm_rss};
+pub use sampler::{RssSplit, Sample, Sampler, median_anon, median_rss, rss_split, vm_hwm, vm_rss};
 
 /// RSS over time of one cell run, with the moments imports started and ended.
 #[derive(Debug, Clone)]

@@ -76,6 +76,12 @@ const HEADER: [&str; 10] = [
 ];
 
 /// The power statement: a pass is only as good as the smallest change the run could have seen.
+/// Which figure each metric judges.
+const FIGURES: &str = "Figures: peak_anon and per_import_anon judge the importer's anonymous memory (RssAnon: \
+     the code's behaviour); resident_text the binary's file-backed memory (RssFile), on its own \
+     tolerance; budget the total (VmHWM), what a container limit sees. peak_rss and \
+     memory_per_import (totals) appear only against a baseline written before the split.";
+
 fn power(d: &Decision) -> Vec<String> {
     d.checks
         .iter()
@@ -100,6 +106,7 @@ pub fn table(d: &Decision) -> String {
             r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]
         );
     }
+    let _ = writeln!(out, "{FIGURES}");
     for c in d.checks.iter().filter(|c| c.verdict.fails()) {
         let _ = writeln!(out, "✗ {}", c.message);
     }
@@ -132,6 +139,7 @@ pub fn markdown(d: &Decision) -> String {
     for r in rows(d) {
         let _ = writeln!(out, "| {} |", r.join(" | "));
     }
+    let _ = writeln!(out, "\n{FIGURES}");
     for c in d.checks.iter().filter(|c| c.verdict.fails()) {
         let _ = writeln!(out, "\n- ✗ {}", c.message);
     }

@@ -70,10 +70,25 @@ fn write_samples(path: &Path, timelines: &[Timeline]) -> Result<(), Error> {
     };
     let file = std::fs::File::create(path).map_err(err)?;
     let mut out = std::io::BufWriter::new(file);
-    writeln!(out, "cell,repeat,t_secs,rss_bytes").map_err(err)?;
+    writeln!(
+        out,
+        "cell,repeat,t_secs,rss_bytes,anon_bytes,file_bytes,shmem_bytes"
+    )
+    .map_err(err)?;
     for t in timelines {
         for s in &t.samples {
-            writeln!(out, "{},{},{:.4},{}", t.label, t.repeat + 1, s.t, s.rss).map_err(err)?;
+            writeln!(
+                out,
+                "{},{},{:.4},{},{},{},{}",
+                t.label,
+                t.repeat + 1,
+                s.t,
+                s.rss,
+                s.anon,
+                s.file,
+                s.shmem
+            )
+            .map_err(err)?;
         }
     }
     out.flush().map_err(err)
@@ -153,9 +168,14 @@ pub fn read_samples(path: &Path, label: &str) -> Vec<Sample> {
             let mut f = l.split(',');
             let (cell, repeat, t, rss) = (f.next()?, f.next()?, f.next()?, f.next()?);
             (cell == label && repeat == "1").then_some(())?;
+            // Files written before the split have the first four columns only.
+            let mut split = || f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
             Some(Sample {
                 t: t.parse().ok()?,
                 rss: rss.parse().ok()?,
+                anon: split(),
+                file: split(),
+                shmem: split(),
             })
         })
         .collect()

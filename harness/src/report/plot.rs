@@ -161,7 +161,7 @@ impl Draw for TimelinePlot<'_> {
         let max_y = mib(max_rss) * 1.15;
         let budget = mib(self.budget);
         let title = format!(
-            "Importer RSS over time: the highest uses {:.1} % of the {budget:.0} MiB budget",
+            "Importer memory over time (solid: RSS; dashed: anonymous): the highest RSS uses {:.1} % of the {budget:.0} MiB budget",
             mib(max_rss) / budget.max(f64::MIN_POSITIVE) * 100.0
         );
         let root = root.titled(&title, ("sans-serif", 20)).map_err(e)?;
@@ -200,6 +200,18 @@ impl Draw for TimelinePlot<'_> {
                     .map_err(e)?
                     .label(t.label.as_str())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2)));
+                // The anonymous part, in the same colour: the gap to the total is the binary's
+                // resident text and other file-backed pages.
+                if t.samples.iter().any(|s| s.anon > 0) {
+                    chart
+                        .draw_series(DashedLineSeries::new(
+                            t.samples.iter().map(|s| (s.t, mib(s.anon))),
+                            6,
+                            4,
+                            color.stroke_width(1),
+                        ))
+                        .map_err(e)?;
+                }
                 // Ticks at the bottom where this cell's imports started and ended.
                 chart
                     .draw_series(

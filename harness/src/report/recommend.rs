@@ -35,6 +35,11 @@ pub fn markdown(r: &Recommendation) -> String {
     );
     let _ = writeln!(
         out,
+        "Fitted on the total resident memory (VmHWM: anonymous + the binary's resident text), what a \
+         container limit sees; the gate judges regressions on the anonymous part alone.\n"
+    );
+    let _ = writeln!(
+        out,
         "| configuration | idle MiB | per import MiB [90 % CI] | R² | n=4 predicted from n≤3 (error) | safe MAX_CONCURRENT_IMPORTS |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");

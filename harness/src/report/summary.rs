@@ -98,9 +98,22 @@ pub fn summary_markdown(results: &RunResults) -> String {
         results.machine.kernel,
         results.machine.allocator,
     );
+    let resident_text = median(
+        results
+            .cells
+            .iter()
+            .filter(|c| c.error.is_none())
+            .map(|c| c.peak_file),
+    );
     let _ = writeln!(
         out,
-        "Peak = the kernel's VmHWM of the importer (sampled every 5 ms for the timeline); per import = (peak − idle) / imports; medians over repeats.\n"
+        "Importer binary: {} MiB on disk, {:.1} MiB of it resident at the peak (median `RssFile`, the same in every cell unless the binary changes; each run measures a copy of the binary made for it).\n",
+        format_args!("{:.1}", mib(results.importer_bytes)),
+        mib(resident_text),
+    );
+    let _ = writeln!(
+        out,
+        "Peak = the kernel's VmHWM of the importer (sampled every 5 ms for the timeline), what a container limit sees: anonymous + file-backed + shared memory. anon = the highest sampled anonymous memory (`RssAnon`: heap and stacks, the importer's own); file = the highest file-backed (`RssFile`: mostly the binary's resident text, which depends on how the page cache holds the file, not on the code). Per import = (peak − idle) / imports; medians over repeats.\n"
     );
     if let Some(n) = results.cells.iter().map(|c| c.instances).max().filter(|&n| n > 1) {
         let _ = writeln!(
@@ -110,9 +123,12 @@ pub fn summary_markdown(results: &RunResults) -> String {
     }
     let _ = writeln!(
         out,
-        "| cell | imports | ran at once | idle MiB | peak MiB | sampled peak MiB | per import MiB | spread % | games/s | wait median s | first queued waited s | wait max s | verified | budget |"
+        "| cell | imports | ran at once | idle MiB | peak MiB | sampled peak MiB | anon MiB | file MiB | per import MiB | per import anon MiB | spread % | games/s | wait median s | first queued waited s | wait max s | verified | budget |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for (label, runs) in by_cell(results) {
         let good: Vec<&CellRun> = runs.iter().copied().filter(|r| r.error.is_none()).collect();
         let med = |f: fn(&CellRun) -> u64| median(good.iter().map(|r| f(r)));
@@ -145,12 +161,15 @@ pub fn summary_markdown(results: &RunResults) -> String {
         let ran = runs.iter().map(|r| r.max_running).min().unwrap_or(0);
         let _ = writeln!(
             out,
-            "| {label} | {} | {ran} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} | {wait_median:.1} | {first_queued} | {:.1} | {} | {}{} |",
+            "| {label} | {} | {ran} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.0} | {wait_median:.1} | {first_queued} | {:.1} | {} | {}{} |",
             runs.first().map_or(0, |r| r.cell.imports),
             mib(med(|r| r.idle_rss)),
             mib(med(|r| r.peak_hwm)),
             mib(med(|r| r.peak_sampled)),
+            mib(med(|r| r.peak_anon)),
+            mib(med(|r| r.peak_file)),
             mib(med(|r| r.per_import)),
+            mib(med(|r| r.per_import_anon)),
             spread_pct(&runs),
             gps,
             wait,

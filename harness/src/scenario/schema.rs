@@ -239,6 +239,10 @@ pub struct Gate {
     /// A/B: growth of the memory per import that matters, percent (as `peak_tolerance_pct`).
     #[serde(default = "default_per_import_tolerance_pct")]
     pub per_import_tolerance_pct: f64,
+    /// Growth of the binary's resident text (peak file-backed memory) that matters, percent: a
+    /// new heavy dependency, not the code's behaviour. A/B and against a baseline.
+    #[serde(default = "default_resident_text_tolerance_pct")]
+    pub resident_text_tolerance_pct: f64,
     /// Against a committed baseline: allowed growth, percent.
     #[serde(default = "default_tolerance_pct")]
     pub tolerance_pct: f64,
@@ -263,6 +267,9 @@ fn default_peak_tolerance_pct() -> f64 {
 fn default_per_import_tolerance_pct() -> f64 {
     15.0
 }
+fn default_resident_text_tolerance_pct() -> f64 {
+    10.0
+}
 fn default_tolerance_pct() -> f64 {
     10.0
 }
@@ -278,6 +285,7 @@ impl Default for Gate {
         Gate {
             peak_tolerance_pct: default_peak_tolerance_pct(),
             per_import_tolerance_pct: default_per_import_tolerance_pct(),
+            resident_text_tolerance_pct: default_resident_text_tolerance_pct(),
             tolerance_pct: default_tolerance_pct(),
             tolerance_floor_mb: default_tolerance_floor_mb(),
             max_spread_pct: default_max_spread_pct(),

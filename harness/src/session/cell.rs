@@ -28,6 +28,10 @@ pub(super) fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
         peak_hwm: 0,
         peak: 0,
         per_import: 0,
+        idle_anon: 0,
+        peak_anon: 0,
+        peak_file: 0,
+        per_import_anon: 0,
         samples: 0,
         load_secs: 0.0,
         overlap_secs: 0.0,
@@ -285,6 +289,19 @@ pub(super) async fn measure(
         .filter_map(|(_, v)| observe::median_rss(v, 0.0, IDLE_WINDOW.as_secs_f64()))
         .max()
         .unwrap_or(0);
+    let highest = |figure: fn(&Sample) -> u64| {
+        timelines
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(figure))
+            .max()
+            .unwrap_or(0)
+    };
+    let (peak_anon, peak_file) = (highest(|x| x.anon), highest(|x| x.file));
+    let idle_anon = timelines
+        .iter()
+        .filter_map(|(_, v)| observe::median_anon(v, 0.0, IDLE_WINDOW.as_secs_f64()))
+        .max()
+        .unwrap_or(0);
     let mut samples: Vec<Sample> = timelines
         .iter_mut()
         .filter(|(i, _)| *i == 0)
@@ -374,6 +391,10 @@ pub(super) async fn measure(
         peak_hwm,
         peak,
         per_import: peak.saturating_sub(idle) / u64::from(per_process),
+        idle_anon,
+        peak_anon,
+        peak_file,
+        per_import_anon: peak_anon.saturating_sub(idle_anon) / u64::from(per_process),
         samples: samples.len(),
         load_secs,
         overlap_secs: (first_end - last_post).max(0.0),

@@ -107,7 +107,12 @@ pub struct Session<'a> {
     timelines: Vec<Timeline>,
     enforced: Option<String>,
     limit_available: bool,
+    /// Each binary measured, by its path as given, and the copy in `dir/bin` that runs instead.
+    staged: Vec<(PathBuf, PathBuf)>,
 }
+
+/// Allocator variants built beside an importer (`make allocators`), staged with it.
+const VARIANTS: [&str; 2] = ["jemalloc", "mimalloc"];
 
 impl<'a> Session<'a> {
     /// Checks the set-up (binary, database, memory cgroup) and makes the report folder.
@@ -176,7 +181,38 @@ impl<'a> Session<'a> {
             timelines: Vec::new(),
             enforced,
             limit_available,
+            staged: Vec::new(),
         })
+    }
+
+    /// The copy of `importer` this run measures: every binary, each side of an A/B alike, is
+    /// first copied into the run folder (`bin/N/`, with its allocator variants), because how
+    /// a file was written decides how the page cache holds it, and so its resident text: the
+    /// same bytes as the linker wrote them and as a copy differed by 1 MiB of RSS (issue #27).
+    /// The copies are removed when the run ends.
+    fn staged(&mut self, importer: &Path) -> Result<PathBuf, String> {
+        if let Some((_, copy)) = self.staged.iter().find(|(from, _)| from == importer) {
+            return Ok(copy.clone());
+        }
+        let dir = self.dir.join("bin").join(self.staged.len().to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let name = importer
+            .file_name()
+            .map_or("importer".into(), |f| f.to_os_string());
+        let copy = dir.join(&name);
+        std::fs::copy(importer, &copy)
+            .map_err(|e| format!("cannot copy {} to {}: {e}", importer.display(), copy.display()))?;
+        for v in VARIANTS {
+            let mut variant = name.clone();
+            variant.push(format!("-{v}"));
+            let from = importer.with_file_name(&variant);
+            if from.is_file() {
+                std::fs::copy(&from, dir.join(&variant))
+                    .map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
+            }
+        }
+        self.staged.push((importer.to_path_buf(), copy.clone()));
+        Ok(copy)
     }
 
     /// Says something without breaking the progress bar.
@@ -210,18 +246,20 @@ impl<'a> Session<'a> {
             .dir
             .join("cells")
             .join(format!("{}-r{}", cell.label, repeat + 1));
-        let run = match std::fs::create_dir_all(&cell_dir) {
-            Err(e) => (
+        let staged = self.staged(importer);
+        let run = match (std::fs::create_dir_all(&cell_dir), staged) {
+            (Err(e), _) => (
                 cell::failed(cell, repeat, format!("cannot create {}: {e}", cell_dir.display())),
                 Vec::new(),
             ),
-            Ok(()) => match cell::measure(
+            (_, Err(e)) => (cell::failed(cell, repeat, e), Vec::new()),
+            (Ok(()), Ok(importer)) => match cell::measure(
                 self.s,
                 opts,
                 cell,
                 repeat,
                 &cell_dir,
-                importer,
+                &importer,
                 self.limit_available,
             )
             .await
@@ -266,6 +304,8 @@ impl<'a> Session<'a> {
     /// Ends the run: what it measured, for `report` to write.
     pub fn finish(self, cells: Vec<CellRun>) -> Outcome {
         self.bar.finish_and_clear();
+        // The staged copies are the binaries as given, byte for byte: nothing to keep.
+        let _ = std::fs::remove_dir_all(self.dir.join("bin"));
         // The importer limits glibc to one arena unless MALLOC_ARENA_MAX is given.
         let mut allocator = match self.s.raw.env.get("MALLOC_ARENA_MAX") {
             Some(n) => format!("glibc, MALLOC_ARENA_MAX={n}"),
@@ -280,6 +320,7 @@ impl<'a> Session<'a> {
             description: self.s.raw.description.clone(),
             database: format!("{:?}", self.s.raw.database).to_lowercase(),
             importer: self.importer.display().to_string(),
+            importer_bytes: std::fs::metadata(&self.importer).map_or(0, |m| m.len()),
             budget_bytes: self.s.budget_bytes,
             headroom: self.s.headroom,
             started_at: self.started.to_rfc3339(),

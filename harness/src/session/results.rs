@@ -53,6 +53,19 @@ pub struct CellRun {
     pub peak: u64,
     /// (peak - idle) / imports, bytes.
     pub per_import: u64,
+    /// Median anonymous memory (`RssAnon`) over the idle second, bytes: the importer's own.
+    #[serde(default)]
+    pub idle_anon: u64,
+    /// Highest sampled anonymous memory, bytes (no kernel high-water mark exists for it).
+    #[serde(default)]
+    pub peak_anon: u64,
+    /// Highest sampled file-backed memory (`RssFile`), bytes: mostly the binary's resident text,
+    /// which depends on how the page cache holds the file, not on the code.
+    #[serde(default)]
+    pub peak_file: u64,
+    /// (peak_anon - idle_anon) / imports, bytes.
+    #[serde(default)]
+    pub per_import_anon: u64,
     /// Samples taken.
     pub samples: usize,
     /// Seconds from the first POST to the last import's end.
@@ -137,6 +150,9 @@ pub struct RunResults {
     pub database: String,
     /// The importer binary.
     pub importer: String,
+    /// Its size on disk, bytes (0 in results written before it was recorded).
+    #[serde(default)]
+    pub importer_bytes: u64,
     /// Budget, bytes.
     pub budget_bytes: u64,
     /// Headroom fraction.

@@ -185,6 +185,25 @@ async fn a_short_real_run_writes_every_report() {
         cell.peak_hwm,
         cell.peak_sampled
     );
+    // The split: the importer's own memory and its binary's resident text, each a real share.
+    assert!(
+        cell.idle_anon > 0 && cell.peak_anon >= cell.idle_anon && cell.peak_file > 0,
+        "anon idle {} peak {}, file peak {}",
+        cell.idle_anon,
+        cell.peak_anon,
+        cell.peak_file
+    );
+    assert!(
+        cell.peak_anon < cell.peak && cell.peak_file < cell.peak,
+        "each part below the total {}: anon {} file {}",
+        cell.peak,
+        cell.peak_anon,
+        cell.peak_file
+    );
+    let csv = std::fs::read_to_string(outcome.dir.join("samples.csv")).expect("samples.csv");
+    assert!(csv.starts_with("cell,repeat,t_secs,rss_bytes,anon_bytes,file_bytes,shmem_bytes\n"));
+    let summary = std::fs::read_to_string(outcome.dir.join("summary.md")).expect("summary.md");
+    assert!(summary.contains("| anon MiB | file MiB |"), "{summary}");
     assert!(outcome.results.passed());
     for f in [
         "results.json",
@@ -387,7 +406,7 @@ fn the_gate_fails_a_hungrier_configuration_against_the_same_build_and_passes_it_
     assert_eq!(code, Some(1), "{text}");
     let line = text
         .lines()
-        .find(|l| l.starts_with("✗ c3-b50-p2000 peak_rss:"))
+        .find(|l| l.starts_with("✗ c3-b50-p2000 peak_anon:"))
         .unwrap_or_default();
     assert!(
         line.contains("against ")
