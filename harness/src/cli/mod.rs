@@ -109,6 +109,8 @@ pub struct RunArgs {
     /// The scenario file (YAML), e.g. scenarios/railway-hobby.yaml.
     scenario: PathBuf,
     /// The importer binary to measure (default: the scenario's, else target/release/importer).
+    /// The run measures a copy of it made in its own folder, as it does of every binary: how a
+    /// file was written (by the linker, by cp) changes how much of it stays resident.
     #[arg(long)]
     importer: Option<PathBuf>,
     /// Folder for reports; a run writes to OUT/<scenario>/<UTC time>/ and links OUT/<scenario>/latest.
