@@ -554,12 +554,18 @@ pub fn decide(
                 }
                 // The code's behaviour is judged on anonymous memory: the binary's resident text
                 // depends on how the page cache holds each file, and is judged on its own.
+                let mean_a = a.peaks_anon.iter().sum::<f64>() / a.peaks_anon.len().max(1) as f64;
+                let floor_pct = if mean_a > 0.0 {
+                    g.peak_floor_mib * 1024.0 * 1024.0 * 100.0 / mean_a
+                } else {
+                    0.0
+                };
                 checks.push(ab_check(
                     label,
                     "peak_anon",
                     &a.peaks_anon,
                     &st.peaks_anon,
-                    g.peak_tolerance_pct,
+                    g.peak_tolerance_pct.max(floor_pct),
                 ));
                 checks.push(ab_check(
                     label,

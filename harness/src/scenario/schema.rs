@@ -236,6 +236,10 @@ pub struct Gate {
     /// is a growth above it that is also significant over the repeats (Welch's t-test, p < 0.05).
     #[serde(default = "default_peak_tolerance_pct")]
     pub peak_tolerance_pct: f64,
+    /// A/B: growth of the anonymous peak that matters in MiB, whatever `peak_tolerance_pct` says
+    /// (the larger wins): the anonymous peak is a few MiB, where 5 % is a few hundred KiB of noise.
+    #[serde(default = "default_peak_floor_mib")]
+    pub peak_floor_mib: f64,
     /// A/B: growth of the memory per import that matters, percent (as `peak_tolerance_pct`).
     #[serde(default = "default_per_import_tolerance_pct")]
     pub per_import_tolerance_pct: f64,
@@ -267,6 +271,9 @@ fn default_peak_tolerance_pct() -> f64 {
 fn default_per_import_tolerance_pct() -> f64 {
     15.0
 }
+fn default_peak_floor_mib() -> f64 {
+    0.5
+}
 fn default_resident_text_tolerance_pct() -> f64 {
     10.0
 }
@@ -285,6 +292,7 @@ impl Default for Gate {
         Gate {
             peak_tolerance_pct: default_peak_tolerance_pct(),
             per_import_tolerance_pct: default_per_import_tolerance_pct(),
+            peak_floor_mib: default_peak_floor_mib(),
             resident_text_tolerance_pct: default_resident_text_tolerance_pct(),
             tolerance_pct: default_tolerance_pct(),
             tolerance_floor_mb: default_tolerance_floor_mb(),
