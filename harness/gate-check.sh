@@ -17,34 +17,26 @@ for case in "IMPORT_BATCH_SIZE=200" "IMPORT_BATCH_SIZE=400" "hungry build"; do
     # The checks in words: what grew, by how much, how significant, and what the run could see.
     grep -E '^(✗|·) [^ ]' "$out/last.txt" | sed 's/^/           /'
 done
-alarms=0
-for i in $(seq 1 "$runs"); do
-    gate "$importer"
-    code=$?
-    case $code in
-        0) ;;
-        1) alarms=$((alarms + 1)); echo "FALSE ALARM A/A run $i"; grep -E '^✗ [^ ]' "$out/last.txt" ;;
-        *) echo "A/A run $i could not decide (exit $code):"; tail -n 5 "$out/last.txt"; bad=1 ;;
-    esac
-done
-echo "A/A: $alarms false alarm(s) in $runs runs"
-[ "$alarms" = 0 ] || bad=1
+# Runs the gate $runs times with nothing to find between CANDIDATE and AGAINST; any alarm fails the proof.
+no_alarm() {
+    local name=$1 candidate=$2 against=$3 alarms=0 i code
+    for i in $(seq 1 "$runs"); do
+        gate_between "$candidate" "$against"
+        code=$?
+        case $code in
+            0) ;;
+            1) alarms=$((alarms + 1)); echo "FALSE ALARM $name run $i"; grep -E '^✗ [^ ]' "$out/last.txt" ;;
+            *) echo "$name run $i could not decide (exit $code):"; tail -n 5 "$out/last.txt"; bad=1 ;;
+        esac
+    done
+    echo "$name: $alarms false alarm(s) in $runs runs"
+    [ "$alarms" = 0 ] || bad=1
+}
+no_alarm "A/A" "$importer" "$importer"
 # The same bytes written two ways (as the linker wrote them, and a copy): how a file was written
 # decides how the page cache holds it, so an unstaged comparison called this a 5 % regression.
 copy="$out/importer-copy"
 cp "$importer" "$copy" && cmp -s "$importer" "$copy" || { echo "cannot copy $importer"; exit 2; }
-written=0
-for order in "copy linker" "linker copy"; do
-    for i in $(seq 1 "$runs"); do
-        if [ "$order" = "copy linker" ]; then gate_between "$copy" "$importer"; else gate_between "$importer" "$copy"; fi
-        code=$?
-        case $code in
-            0) ;;
-            1) written=$((written + 1)); echo "FALSE ALARM identical bytes ($order) run $i"; grep -E '^✗ [^ ]' "$out/last.txt" ;;
-            *) echo "identical bytes ($order) run $i could not decide (exit $code):"; tail -n 5 "$out/last.txt"; bad=1 ;;
-        esac
-    done
-done
-echo "identical bytes written two ways, both orders: $written false alarm(s) in $((2 * runs)) runs"
-[ "$written" = 0 ] || bad=1
+no_alarm "identical bytes, copy against linker" "$copy" "$importer"
+no_alarm "identical bytes, linker against copy" "$importer" "$copy"
 exit $bad

@@ -556,7 +556,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    /// Parses `args`, with a contact in the User-Agent unless `args` name one (or none: `--`).
+    /// Parses `args`, with a contact in the User-Agent unless `args` give a User-Agent.
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
         let mut argv = vec!["importer"];
         if !args.contains(&"--upstream-user-agent") {

@@ -554,18 +554,20 @@ pub fn decide(
                 }
                 // The code's behaviour is judged on anonymous memory: the binary's resident text
                 // depends on how the page cache holds each file, and is judged on its own.
+                // The larger of the percentage and the floor, as a percentage of the other side's mean.
                 let mean_a = a.peaks_anon.iter().sum::<f64>() / a.peaks_anon.len().max(1) as f64;
-                let floor_pct = if mean_a > 0.0 {
-                    g.peak_floor_mib * 1024.0 * 1024.0 * 100.0 / mean_a
+                let peak_tol = tolerance(mean_a as u64, g.peak_tolerance_pct, g.peak_floor_mib);
+                let peak_tol_pct = if mean_a > 0.0 {
+                    peak_tol as f64 * 100.0 / mean_a
                 } else {
-                    0.0
+                    g.peak_tolerance_pct
                 };
                 checks.push(ab_check(
                     label,
                     "peak_anon",
                     &a.peaks_anon,
                     &st.peaks_anon,
-                    g.peak_tolerance_pct.max(floor_pct),
+                    peak_tol_pct,
                 ));
                 checks.push(ab_check(
                     label,

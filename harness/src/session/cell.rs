@@ -279,16 +279,6 @@ pub(super) async fn measure(
     }
     let mut load = load.map_err(|e| e.to_string())?;
     // The timeline and the idle level are the first process's; the peak is the highest of any.
-    let peak_sampled = timelines
-        .iter()
-        .flat_map(|(_, v)| v.iter().map(|x| x.rss))
-        .max()
-        .unwrap_or(0);
-    let idle = timelines
-        .iter()
-        .filter_map(|(_, v)| observe::median_rss(v, 0.0, IDLE_WINDOW.as_secs_f64()))
-        .max()
-        .unwrap_or(0);
     let highest = |figure: fn(&Sample) -> u64| {
         timelines
             .iter()
@@ -296,12 +286,15 @@ pub(super) async fn measure(
             .max()
             .unwrap_or(0)
     };
-    let (peak_anon, peak_file) = (highest(|x| x.anon), highest(|x| x.file));
-    let idle_anon = timelines
-        .iter()
-        .filter_map(|(_, v)| observe::median_anon(v, 0.0, IDLE_WINDOW.as_secs_f64()))
-        .max()
-        .unwrap_or(0);
+    let (peak_sampled, peak_anon, peak_file) = (highest(|x| x.rss), highest(|x| x.anon), highest(|x| x.file));
+    let idle_of = |median: fn(&[Sample], f64, f64) -> Option<u64>| {
+        timelines
+            .iter()
+            .filter_map(|(_, v)| median(v, 0.0, IDLE_WINDOW.as_secs_f64()))
+            .max()
+            .unwrap_or(0)
+    };
+    let (idle, idle_anon) = (idle_of(observe::median_rss), idle_of(observe::median_anon));
     let mut samples: Vec<Sample> = timelines
         .iter_mut()
         .filter(|(i, _)| *i == 0)

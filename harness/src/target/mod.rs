@@ -139,19 +139,9 @@ impl Server {
                 return Err(self.unhealthy(started, format!("exited with {status}")));
             }
             if self.base.is_empty()
-                && let Ok(text) = std::fs::read_to_string(&self.addr_file)
+                && let Some(addr) = reported_addr(&self.addr_file, self.child.id())
+                    .map_err(|why| self.unhealthy(started, why))?
             {
-                let addr: std::net::SocketAddr = text.trim().parse().map_err(|_| {
-                    self.unhealthy(
-                        started,
-                        format!("{} holds {text:?}, not an address", self.addr_file.display()),
-                    )
-                })?;
-                if !listens_on(self.child.id(), addr.port()) {
-                    return Err(
-                        self.unhealthy(started, format!("port {} is not its own socket", addr.port()))
-                    );
-                }
                 self.base = format!("http://{addr}");
             }
             // An importer older than LISTEN_ADDR_FILE (the other side of an A/B gate) says the
@@ -251,6 +241,27 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The address an importer started with `LISTEN_ADDR_FILE=addr_file` reports, once it has written
+/// it, as a client reaches it (an unspecified address, `0.0.0.0`, on loopback); `None` before.
+/// Errors when the file holds no address, or when the socket listening on that port is not
+/// process `pid`'s own ([`listens_on`]): a server that answers is then the one started.
+pub fn reported_addr(addr_file: &Path, pid: u32) -> Result<Option<std::net::SocketAddr>, String> {
+    let Ok(text) = std::fs::read_to_string(addr_file) else {
+        return Ok(None);
+    };
+    let mut addr: std::net::SocketAddr = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{} holds {text:?}, not an address", addr_file.display()))?;
+    if !listens_on(pid, addr.port()) {
+        return Err(format!("port {} is not its own socket", addr.port()));
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(Some(addr))
 }
 
 /// The address of the last "listening addr=IP:PORT" line of an importer's log.

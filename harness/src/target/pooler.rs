@@ -20,6 +20,14 @@ pub enum Error {
     /// Preparing its files or its socket failed.
     #[error("preparing pgbouncer: {0}")]
     Io(#[from] std::io::Error),
+    /// The `openssl` command making the test's certificates failed.
+    #[error("openssl {step} failed:\n{stderr}")]
+    Openssl {
+        /// Its subcommand.
+        step: String,
+        /// What it printed.
+        stderr: String,
+    },
     /// It exited or never said it was up.
     #[error("pgbouncer did not start ({why}); its log:\n{log}")]
     NotUp {
@@ -261,11 +269,6 @@ impl PgBouncer {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-
-    /// Whether it is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
 }
 
 impl Drop for PgBouncer {
@@ -302,9 +305,9 @@ pub fn test_certificates(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), Erro
         if out.status.success() {
             Ok(())
         } else {
-            Err(Error::NotUp {
-                why: format!("openssl {} failed", args.first().unwrap_or(&"")),
-                log: String::from_utf8_lossy(&out.stderr).into_owned(),
+            Err(Error::Openssl {
+                step: args.first().unwrap_or(&"").to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             })
         }
     };

@@ -268,9 +268,12 @@ impl Importer {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        let addr: std::net::SocketAddr = loop {
-            if let Ok(text) = std::fs::read_to_string(&addr_file) {
-                break text.trim().parse().expect("LISTEN_ADDR_FILE holds IP:PORT");
+        let pid = imp.child.id().expect("importer running");
+        let addr = loop {
+            if let Some(addr) = harness::target::reported_addr(&addr_file, pid)
+                .unwrap_or_else(|why| panic!("{why}; log:\n{}", imp.log_text()))
+            {
+                break addr;
             }
             if let Ok(Some(status)) = imp.child.try_wait() {
                 panic!(
@@ -285,14 +288,7 @@ impl Importer {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let pid = imp.child.id().expect("importer running");
-        assert!(
-            harness::target::listens_on(pid, addr.port()),
-            "port {} is not the started importer's own socket",
-            addr.port()
-        );
-        // An unspecified address (0.0.0.0) is reached on loopback.
-        imp.base = format!("http://127.0.0.1:{}", addr.port());
+        imp.base = format!("http://{addr}");
         loop {
             if let Ok(r) = imp.http.get(format!("{}/healthz", imp.base)).send().await
                 && r.status().is_success()
