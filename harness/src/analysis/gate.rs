@@ -351,6 +351,17 @@ pub fn stats(runs: &[CellRun], erratic: bool) -> Stats {
     }
 }
 
+/// An A/B tolerance in percent: the larger of `pct` and `floor_mib` over the mean of `against`
+/// (the side compared with), as [`tolerance`] takes it against a baseline.
+pub fn floored_pct(against: &[f64], pct: f64, floor_mib: f64) -> f64 {
+    let mean = against.iter().sum::<f64>() / against.len().max(1) as f64;
+    if mean > 0.0 {
+        tolerance(mean as u64, pct, floor_mib) as f64 * 100.0 / mean
+    } else {
+        pct
+    }
+}
+
 /// Allowed growth over `base`: the larger of the percentage and the floor.
 pub fn tolerance(base: u64, pct: f64, floor_mib: f64) -> u64 {
     let by_pct = base as f64 * pct / 100.0;
@@ -554,20 +565,12 @@ pub fn decide(
                 }
                 // The code's behaviour is judged on anonymous memory: the binary's resident text
                 // depends on how the page cache holds each file, and is judged on its own.
-                // The larger of the percentage and the floor, as a percentage of the other side's mean.
-                let mean_a = a.peaks_anon.iter().sum::<f64>() / a.peaks_anon.len().max(1) as f64;
-                let peak_tol = tolerance(mean_a as u64, g.peak_tolerance_pct, g.peak_floor_mib);
-                let peak_tol_pct = if mean_a > 0.0 {
-                    peak_tol as f64 * 100.0 / mean_a
-                } else {
-                    g.peak_tolerance_pct
-                };
                 checks.push(ab_check(
                     label,
                     "peak_anon",
                     &a.peaks_anon,
                     &st.peaks_anon,
-                    peak_tol_pct,
+                    floored_pct(&a.peaks_anon, g.peak_tolerance_pct, g.peak_floor_mib),
                 ));
                 checks.push(ab_check(
                     label,
@@ -688,6 +691,27 @@ pub fn baseline_of(s: &Checked, per_cell: &[(String, Stats)], results: &RunResul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ab_floor_widens_a_small_figure_only() {
+        let mib = |v: f64| v * 1024.0 * 1024.0;
+        // 4.6 MiB of anonymous peak: 0.5 MiB is 10.9 %, more than 5 %.
+        let small = [mib(4.6), mib(4.6)];
+        assert!((floored_pct(&small, 5.0, 0.5) - 10.87).abs() < 0.01);
+        // 20 MiB: 5 % is 1 MiB, more than the floor.
+        assert!((floored_pct(&[mib(20.0)], 5.0, 0.5) - 5.0).abs() < 0.01);
+        // The debug build's A/A that called +6.0 % (p 0.047) of 5.6 MiB a regression passes.
+        let a = [mib(5.55), mib(5.60), mib(5.65), mib(5.62), mib(5.63)];
+        let b = [mib(5.90), mib(5.95), mib(6.00), mib(5.93), mib(5.97)];
+        assert_eq!(
+            ab_check("c3", "peak_anon", &a, &b, 5.0).verdict,
+            Verdict::Regression
+        );
+        assert_eq!(
+            ab_check("c3", "peak_anon", &a, &b, floored_pct(&a, 5.0, 0.5)).verdict,
+            Verdict::Pass
+        );
+    }
 
     #[test]
     fn tolerance_is_the_larger_of_percentage_and_floor() {
