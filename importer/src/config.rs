@@ -124,6 +124,11 @@ pub struct RawConfig {
     /// Seconds a running import stays claimed without a renewal before another process takes it over (2..=3600).
     #[arg(long, env = "JOB_LEASE_SECS", default_value = "30")]
     pub job_lease_secs: String,
+    /// Days a finished (completed or failed) import's record is kept (0..=36500; 0 keeps every
+    /// record). Older ones are deleted hourly in small batches; queued and running ones never are.
+    /// `harness capture` sees at most this far back.
+    #[arg(long, env = "JOB_RETENTION_DAYS", default_value = "30")]
+    pub job_retention_days: String,
     /// How often a process with a free slot looks for imports queued by others, ms (50..=60000).
     #[arg(long, env = "JOB_POLL_MILLIS", default_value = "1000")]
     pub job_poll_millis: String,
@@ -182,6 +187,8 @@ pub struct Config {
     pub job_lease: Duration,
     /// How often to look for queued imports.
     pub job_poll: Duration,
+    /// How long a finished import's record is kept; `None` keeps every record.
+    pub job_retention: Option<Duration>,
     /// Imports running at once.
     pub max_concurrent_imports: usize,
     /// Games per batch (and per transaction).
@@ -449,6 +456,10 @@ impl Config {
             instance_id,
             job_lease: Duration::from_secs(int_in("JOB_LEASE_SECS", &raw.job_lease_secs, 2, 3600)?),
             job_poll: Duration::from_millis(int_in("JOB_POLL_MILLIS", &raw.job_poll_millis, 50, 60_000)?),
+            job_retention: match int_in::<u64>("JOB_RETENTION_DAYS", &raw.job_retention_days, 0, 36_500)? {
+                0 => None,
+                days => Some(Duration::from_secs(days * 86_400)),
+            },
             max_concurrent_imports: int_in("MAX_CONCURRENT_IMPORTS", &raw.max_concurrent_imports, 1, 256)?,
             import_batch_size: int_in("IMPORT_BATCH_SIZE", &raw.import_batch_size, 1, 10_000)?,
             existing_games_page_size: int_in(
@@ -676,6 +687,15 @@ mod tests {
         assert_eq!(
             parse(&["--job-poll-millis", "10"]).unwrap_err().var,
             "JOB_POLL_MILLIS"
+        );
+        assert_eq!(
+            parse(&[]).unwrap().job_retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(parse(&["--job-retention-days", "0"]).unwrap().job_retention, None);
+        assert_eq!(
+            parse(&["--job-retention-days", "36501"]).unwrap_err().var,
+            "JOB_RETENTION_DAYS"
         );
     }
 

@@ -10,6 +10,7 @@ pub mod job;
 pub mod metrics;
 pub mod pgn;
 pub mod pipeline;
+pub mod retention;
 pub mod scheduler;
 pub mod store;
 pub mod sync;

@@ -29,6 +29,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::config::LanesScope;
 use crate::job::{Counters, Job, JobStatus, Platform};
+use crate::metrics::ImportOutcome;
 use crate::pipeline::{ImportContext, ImportError, run_import};
 use crate::store::{ClaimLanes, QueueTx, StoreError};
 
@@ -156,6 +157,10 @@ impl Scheduler {
         tokio::spawn(async move { this.keep_claiming().await });
         let this = Arc::clone(self);
         tokio::spawn(async move { this.keep_renewing().await });
+        if let Some(retention) = self.ctx.config.job_retention {
+            let (store, stopping) = (self.ctx.store.clone(), self.ctx.stopping.clone());
+            tokio::spawn(crate::retention::keep_pruning(store, retention, stopping));
+        }
         Ok(())
     }
 
@@ -568,6 +573,21 @@ impl Scheduler {
             secs = started.elapsed().as_secs_f64(), error = error.as_deref().unwrap_or(""),
             "import finished"
         );
+        let finished = now_to_ms();
+        let secs = |from: chrono::DateTime<Utc>, to: chrono::DateTime<Utc>| {
+            (to - from).num_milliseconds() as f64 / 1000.0
+        };
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        self.ctx.metrics.import_finished(&ImportOutcome {
+            platform: job.platform,
+            wait_secs: job.started_at.map_or(0.0, |s| secs(job.created_at, s)),
+            run_secs: job
+                .started_at
+                .map_or_else(|| started.elapsed().as_secs_f64(), |s| secs(s, finished)),
+            imported: count(counters.games_imported),
+            skipped_existing: count(counters.games_skipped_existing),
+            failed_parse: count(counters.games_failed_parse),
+        });
         if let Err(e) = self
             .ctx
             .store
@@ -577,7 +597,7 @@ impl Scheduler {
                 status,
                 &counters,
                 error.as_deref(),
-                now_to_ms(),
+                finished,
             )
             .await
         {

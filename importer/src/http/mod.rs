@@ -145,8 +145,16 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
 }
 
 /// Counters, gauges and the request-duration histogram in the OpenMetrics text format.
+///
+/// Among them, what users were given, per provider, observed when each import ends:
+/// `importer_import_wait_seconds` (request to start) and `importer_import_run_seconds` (start to
+/// end) histograms, and `importer_import_games_total{provider,outcome}` (`imported`,
+/// `skipped_existing`, `failed_parse`).
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
-    (status = 200, description = "OpenMetrics 1.0 text exposition, as Prometheus scrapes it", body = String, content_type = "application/openmetrics-text"),
+    (status = 200, description = "OpenMetrics 1.0 text exposition, as Prometheus scrapes it: imports active and queued, \
+games imported, 429s and cool-down per provider, resident memory, request durations per route and status, and per provider \
+the import wait (`importer_import_wait_seconds`) and run (`importer_import_run_seconds`) histograms and \
+`importer_import_games_total{provider,outcome}`", body = String, content_type = "application/openmetrics-text"),
     (status = 401, description = "`API_TOKEN` is set and the request did not carry it", body = ErrorBody),
     (status = 500, description = "The database failed; the cause is logged, not sent", body = ErrorBody),
 ))]

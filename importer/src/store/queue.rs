@@ -473,6 +473,24 @@ impl Store {
         owned(updated, id)
     }
 
+    /// Deletes at most `batch` finished (completed or failed) jobs that finished before `before`;
+    /// returns how many went. Queued and running jobs are never touched, so neither the queue's
+    /// order nor any position changes.
+    pub async fn prune_finished_jobs(&self, before: DateTime<Utc>, batch: i64) -> Result<u64> {
+        let sql = "DELETE FROM import_jobs WHERE id IN (SELECT id FROM import_jobs \
+                   WHERE status IN ('completed', 'failed') AND finished_at < $1 LIMIT $2)";
+        let _turn = self.queue_turn().await;
+        let keep = self.keep();
+        on_conn!(self, queue, conn => sqlx::query(sql)
+            .persistent(keep)
+            .bind(before)
+            .bind(batch)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(query_err("deleting finished import jobs past their retention"))
+    }
+
     async fn queue_turn(&self) -> Option<Turn<'_>> {
         match &self.gate {
             Some(gate) => Some(gate.queue().await),

@@ -5,6 +5,7 @@
 mod support;
 
 mod incremental;
+mod retention;
 
 use std::process::Command;
 
@@ -225,6 +226,37 @@ async fn three_imports_with_two_slots(db: TestDb) {
     };
     assert_eq!(posts("202"), Some(3.0), "{metrics}");
     assert_eq!(posts("200"), Some(1.0), "{metrics}");
+    // What the three users were given: three waits and runs, one of them queued behind the others.
+    let histogram = |name: &str, provider: &str| {
+        scrape.samples.iter().find_map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets)
+                if s.metric == name && s.labels.get("provider") == Some(provider) =>
+            {
+                Some(buckets.iter().map(|b| (b.less_than, b.count)).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+    };
+    for name in ["importer_import_wait_seconds", "importer_import_run_seconds"] {
+        let buckets = histogram(name, "lichess").unwrap_or_else(|| panic!("{name} missing:\n{metrics}"));
+        assert_eq!(buckets.last().map(|b| b.1), Some(3.0), "{name}: {buckets:?}");
+        let empty = histogram(name, "chess.com").unwrap_or_else(|| panic!("{name} missing:\n{metrics}"));
+        assert_eq!(empty.last().map(|b| b.1), Some(0.0), "{name}: {empty:?}");
+    }
+    let games = |outcome: &str| {
+        scrape.samples.iter().find_map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v)
+                if s.metric == "importer_import_games_total"
+                    && s.labels.get("provider") == Some("lichess")
+                    && s.labels.get("outcome") == Some(outcome) =>
+            {
+                Some(v)
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(games("imported"), Some(1200.0), "{metrics}");
+    assert_eq!(games("skipped_existing"), Some(0.0), "{metrics}");
 }
 on_every_database!(queueing, three_imports_with_two_slots);
 

@@ -1,0 +1,141 @@
+//! `JOB_RETENTION_DAYS`: finished imports' records past the retention go, in batches; queued and
+//! running ones never do, whatever their age, and no queue position moves.
+
+use chrono::{DateTime, Duration, Utc};
+use importer::job::{Counters, Job, JobStatus, Platform};
+use importer::retention::{BATCH, prune_once};
+use importer::store::{QUEUE_POOL_SIZE, Store, StoreOptions};
+
+use crate::on_every_database;
+use crate::support::TestDb;
+
+const OWNER: &str = "retention-test";
+
+fn job(id: &str, platform: Platform, status: JobStatus, created_at: DateTime<Utc>) -> Job {
+    Job {
+        import_id: id.to_string(),
+        user_id: format!("user-{id}"),
+        platform,
+        limit: 100,
+        status,
+        counters: Counters::default(),
+        error: None,
+        created_at,
+        started_at: (status == JobStatus::Running).then_some(created_at),
+        finished_at: None,
+    }
+}
+
+/// Records `id` as requested at `created_at` and ended with `status` at `finished_at`.
+async fn finished(
+    store: &Store,
+    id: &str,
+    status: JobStatus,
+    created_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+) {
+    let lease = Utc::now().timestamp_millis() + 60_000;
+    store
+        .insert_job(
+            &job(id, Platform::Lichess, JobStatus::Running, created_at),
+            OWNER,
+            lease,
+        )
+        .await
+        .expect("insert");
+    let error = (status == JobStatus::Failed).then_some("upstream said 404");
+    store
+        .finish_job(id, OWNER, status, &Counters::default(), error, finished_at)
+        .await
+        .expect("finish");
+}
+
+async fn position(store: &Store, id: &str) -> Option<(JobStatus, i64)> {
+    store
+        .job_with_position(id)
+        .await
+        .expect("read")
+        .map(|(j, p)| (j.status, p))
+}
+
+async fn only_old_finished_jobs_are_pruned(db: TestDb) {
+    let options = StoreOptions {
+        pool_size: 2,
+        queue_pool_size: QUEUE_POOL_SIZE,
+        sqlite_cache_kib: 512,
+        transaction_pooler: matches!(db, TestDb::Pooled(..)),
+    };
+    let store = Store::connect(&db.url(), &options).await.expect("database");
+    let now = Utc::now();
+    let (old, recent) = (now - Duration::days(40), now - Duration::days(1));
+    let lease = now.timestamp_millis() + 60_000;
+    // More old finished ones than one batch, so that the round takes several.
+    let old_done: Vec<String> = (0..BATCH + 7).map(|i| format!("old-done-{i}")).collect();
+    for id in &old_done {
+        finished(&store, id, JobStatus::Completed, old - Duration::hours(1), old).await;
+    }
+    finished(&store, "old-failed", JobStatus::Failed, old, old).await;
+    // Requested long ago, ended yesterday: its age is its end's.
+    finished(&store, "recent-done", JobStatus::Completed, old, recent).await;
+    for (id, platform, status) in [
+        ("old-running", Platform::ChessCom, JobStatus::Running),
+        ("old-queued-1", Platform::Lichess, JobStatus::Queued),
+        ("old-queued-2", Platform::ChessCom, JobStatus::Queued),
+    ] {
+        store
+            .insert_job(&job(id, platform, status, old), OWNER, lease)
+            .await
+            .expect("insert");
+    }
+    store
+        .insert_job(
+            &job("new-queued", Platform::Lichess, JobStatus::Queued, now),
+            OWNER,
+            lease,
+        )
+        .await
+        .expect("insert");
+    let kept = [
+        "recent-done",
+        "old-running",
+        "old-queued-1",
+        "old-queued-2",
+        "new-queued",
+    ];
+    let mut before = Vec::new();
+    for id in kept {
+        before.push(position(&store, id).await);
+    }
+    assert_eq!(
+        before,
+        vec![
+            Some((JobStatus::Completed, 0)),
+            Some((JobStatus::Running, 0)),
+            Some((JobStatus::Queued, 1)),
+            Some((JobStatus::Queued, 1)),
+            Some((JobStatus::Queued, 2)),
+        ]
+    );
+
+    let deleted = prune_once(&store, std::time::Duration::from_secs(30 * 86_400))
+        .await
+        .expect("prune");
+    assert_eq!(
+        deleted,
+        old_done.len() as u64 + 1,
+        "every old finished job, and only those"
+    );
+    for id in old_done.iter().map(String::as_str).chain(["old-failed"]) {
+        assert_eq!(position(&store, id).await, None, "{id} is past its retention");
+    }
+    let mut after = Vec::new();
+    for id in kept {
+        after.push(position(&store, id).await);
+    }
+    assert_eq!(after, before, "the queue and the recent history are untouched");
+    assert_eq!(store.queued_count().await.expect("count"), 3);
+    let again = prune_once(&store, std::time::Duration::from_secs(30 * 86_400)).await;
+    assert_eq!(again.expect("prune"), 0);
+}
+
+on_every_database!(retention, only_old_finished_jobs_are_pruned);
