@@ -31,22 +31,6 @@ pub struct Fit {
     t90: f64,
 }
 
-/// One-sided 95 % (two-sided 90 %) Student t quantiles by degrees of freedom.
-fn t_quantile_95(df: usize) -> f64 {
-    const TABLE: [f64; 30] = [
-        6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782, 1.771, 1.761,
-        1.753, 1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1.714, 1.711, 1.708, 1.706, 1.703, 1.701,
-        1.699, 1.697,
-    ];
-    match df {
-        0 => f64::INFINITY,
-        1..=30 => TABLE[df - 1],
-        31..=60 => 1.671,
-        61..=120 => 1.658,
-        _ => 1.645,
-    }
-}
-
 impl Fit {
     /// Fits `points` (x = concurrency, y = peak bytes); `None` with fewer than 3 points or one x.
     pub fn new(points: &[(f64, f64)]) -> Option<Fit> {
@@ -69,7 +53,7 @@ impl Fit {
             .sum();
         let sst: f64 = points.iter().map(|p| (p.1 - mean_y).powi(2)).sum();
         let residual_sd = (sse / (n - 2) as f64).sqrt();
-        let t90 = t_quantile_95(n - 2);
+        let t90 = crate::analysis::stats::t_quantile(0.95, (n - 2) as f64);
         let half = t90 * residual_sd / sxx.sqrt();
         Some(Fit {
             idle: intercept,

@@ -1,11 +1,19 @@
 //! Which MAX_CONCURRENT_IMPORTS is safe in a budget (`harness recommend`).
 //!
 //! For each configuration of the scenario (its matrix without the
-//! concurrency axis), the importer is measured at several concurrency levels,
-//! the capacity model is fitted, and the largest concurrency whose predicted
-//! peak (90 % upper bound) fits budget × (1 − headroom) is recommended. The
-//! model is checked against itself (fit n = 1..3, predict 4, measure 4), and
-//! the recommendation is validated under a real hard limit: the recommended
+//! concurrency axis), the importer is measured at the concurrency levels
+//! that add imports *running at once*: the providers' lanes
+//! (LICHESS_MAX_STREAMS, CHESSCOM_MAX_REQUESTS) cap how many run, and a level
+//! above that cap only queues, so it is not measured. The capacity model is
+//! fitted against the imports that ran at once, as each run measured them.
+//!
+//! Three answers: a trusted line (R² ≥ 0.9) gives the largest concurrency
+//! whose predicted peak (90 % upper bound) fits budget × (1 − headroom),
+//! capped at what the lanes let run; a flat curve (the peaks vary by less
+//! than [`FLAT_CV`] of their mean) says memory does not bind below the lanes'
+//! cap, and bounds the peak there; peaks that scatter more than that with no
+//! line through them are measured once more, and then refused. The
+//! recommendation is validated under a real hard limit: the recommended
 //! concurrency with twice as many imports requested at once. `cli::recommend`
 //! runs what these functions plan and judge.
 
@@ -14,8 +22,24 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::capacity::{Fit, MAX_CONCURRENCY};
+use crate::analysis::stats::{mean_var, t_quantile};
 use crate::scenario::{Cell, Checked};
 use crate::session::results::{CellRun, RunResults, median};
+use crate::upstream::Platform;
+
+/// Peaks whose standard deviation is below this fraction of their mean make a flat curve:
+/// memory does not grow with the imports running. Above it, with no line through them, they scatter.
+pub const FLAT_CV: f64 = 0.10;
+
+/// What limits a configuration's imports running at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binding {
+    /// The budget: more running imports would not fit.
+    Memory,
+    /// The providers' lanes: memory would allow more than the lanes let run.
+    Lanes,
+}
 
 /// The model of one configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,8 +48,21 @@ pub struct Model {
     pub config: String,
     /// Its importer environment, without MAX_CONCURRENT_IMPORTS.
     pub env: BTreeMap<String, String>,
-    /// (concurrency, peak bytes) of every run.
+    /// (imports that ran at once, peak bytes) of every verified run.
     pub points: Vec<(u32, u64)>,
+    /// The most imports the lanes let run at once with this workload (lichess streams for the
+    /// lichess users + chess.com requests for the chess.com ones).
+    #[serde(default)]
+    pub lanes_cap: u32,
+    /// LICHESS_MAX_STREAMS and CHESSCOM_MAX_REQUESTS of the configuration.
+    #[serde(default)]
+    pub lanes: (u32, u32),
+    /// What binds at the recommendation, when there is one.
+    #[serde(default)]
+    pub binding: Option<Binding>,
+    /// Peaks' standard deviation over their mean, when the fit is not trusted.
+    #[serde(default)]
+    pub peak_cv: Option<f64>,
     /// The fit over every level.
     pub fit: Option<Fit>,
     /// Largest safe concurrency, when the fit is trusted.
@@ -34,8 +71,20 @@ pub struct Model {
     pub predicted_peak: Option<f64>,
     /// Fit on n <= 3, its prediction at n = 4, the median measured at 4, and the error in percent.
     pub self_check: Option<SelfCheck>,
-    /// Why nothing is recommended, if so.
+    /// The answer in words: what binds and why, or why nothing is recommended.
     pub note: Option<String>,
+}
+
+impl Model {
+    /// The deploy's one line of slots and lanes, when there is a recommendation.
+    pub fn slots_and_lanes(&self) -> Option<String> {
+        self.recommended.map(|n| {
+            format!(
+                "MAX_CONCURRENT_IMPORTS={n} LICHESS_MAX_STREAMS={} CHESSCOM_MAX_REQUESTS={}",
+                self.lanes.0, self.lanes.1
+            )
+        })
+    }
 }
 
 /// The model checked against itself.
@@ -77,6 +126,9 @@ pub struct Validation {
 pub struct Recommendation {
     /// Scenario.
     pub scenario: String,
+    /// The production window a captured scenario replays (`observed.window`), in words.
+    #[serde(default)]
+    pub window: Option<String>,
     /// Budget, bytes.
     pub budget_bytes: u64,
     /// Headroom fraction.
@@ -140,25 +192,86 @@ pub fn level_cell(config: &str, env: &BTreeMap<String, String>, n: u32, imports:
     }
 }
 
-/// The concurrency levels measured: 1..=4 (for the n = 4 self-check), 8 and 16 (so that the
-/// per-import slope stands out of the run-to-run noise), and the scenario's own.
-pub fn levels(s: &Checked, extra: &[u32]) -> Vec<u32> {
+/// LICHESS_MAX_STREAMS and CHESSCOM_MAX_REQUESTS in `env`, or the importer's default, 1.
+pub fn lanes_of(env: &BTreeMap<String, String>) -> (u32, u32) {
+    let get = |k: &str| env.get(k).and_then(|v| v.parse().ok()).unwrap_or(1);
+    (get("LICHESS_MAX_STREAMS"), get("CHESSCOM_MAX_REQUESTS"))
+}
+
+/// Of `n` imports requested at once (users taken in turn from the scenario's templates), how
+/// many the lanes `(lichess, chess_com)` let run at once.
+pub fn runnable(s: &Checked, lanes: (u32, u32), n: u32) -> u32 {
+    let lichess = (0..n as usize)
+        .filter(|&i| s.template(i).platform == Platform::Lichess)
+        .count() as u32;
+    lichess.min(lanes.0) + (n - lichess).min(lanes.1)
+}
+
+/// The concurrency levels measured for a configuration with `lanes`: of 1..=4 (for the n = 4
+/// self-check), 8 and 16 (so that the per-import slope stands out of the run-to-run noise), and
+/// the scenario's own, those that add imports running at once (a level above the lanes' cap only
+/// queues and is left out); then `extra`, as asked.
+pub fn levels(s: &Checked, lanes: (u32, u32), extra: &[u32]) -> Vec<u32> {
     let mut v: Vec<u32> = [1, 2, 3, 4, 8, 16]
         .into_iter()
         .chain(s.cells.iter().map(|c| c.max_concurrent_imports))
         .collect();
+    v.sort_unstable();
+    v.dedup();
+    let mut running = 0;
+    v.retain(|&n| {
+        let r = runnable(s, lanes, n);
+        let adds = r > running;
+        running = running.max(r);
+        adds
+    });
     v.extend_from_slice(extra);
     v.sort_unstable();
     v.dedup();
     v
 }
 
-fn model(config: String, env: BTreeMap<String, String>, runs: &[&CellRun], limit: f64) -> Model {
-    let points: Vec<(u32, u64)> = runs
-        .iter()
+/// (imports that ran at once, peak bytes) of a configuration's verified runs.
+fn points_of(runs: &[&CellRun]) -> Vec<(u32, u64)> {
+    runs.iter()
         .filter(|r| r.error.is_none() && r.verification.ok)
-        .map(|r| (r.cell.max_concurrent_imports, r.peak))
-        .collect();
+        // Older results have no count of running imports: their slots stand in.
+        .map(|r| {
+            let running = if r.max_running > 0 {
+                r.max_running
+            } else {
+                r.cell.max_concurrent_imports
+            };
+            (running.min(r.cell.max_concurrent_imports), r.peak)
+        })
+        .collect()
+}
+
+/// The peaks' standard deviation over their mean, and a one-sided 95 % bound on a peak: the
+/// largest measured plus Student's t × the standard deviation.
+fn flat_bound(points: &[(u32, u64)]) -> Option<(f64, f64)> {
+    if points.len() < 2 {
+        return None;
+    }
+    let ys: Vec<f64> = points.iter().map(|p| p.1 as f64).collect();
+    let (mean, var) = mean_var(&ys);
+    let max = ys.iter().copied().fold(0.0, f64::max);
+    let sd = var.sqrt();
+    Some((
+        sd / mean.max(1.0),
+        max + t_quantile(0.95, (ys.len() - 1) as f64) * sd,
+    ))
+}
+
+fn pct_of(bytes: f64, of: f64) -> f64 {
+    bytes * 100.0 / of.max(1.0)
+}
+
+/// The verdict on one configuration from its runs; `limit` is the budget less the headroom.
+fn model(s: &Checked, config: String, env: BTreeMap<String, String>, runs: &[&CellRun], limit: f64) -> Model {
+    let points = points_of(runs);
+    let lanes = lanes_of(&env);
+    let lanes_cap = runnable(s, lanes, MAX_CONCURRENCY).max(1);
     let xy = |max_n: u32| -> Vec<(f64, f64)> {
         points
             .iter()
@@ -179,39 +292,120 @@ fn model(config: String, env: BTreeMap<String, String>, runs: &[&CellRun], limit
             }
         })
     });
-    let (recommended, note) = match &fit {
-        None => (None, Some("too few measured points to fit".to_string())),
-        Some(f) if !f.trusted() => (
-            None,
-            Some(format!(
-                "poor fit (R² {:.2} < 0.90): memory does not grow linearly with imports here; no recommendation from it",
-                f.r2
-            )),
-        ),
-        Some(f) if f.per_import <= 0.0 => (
-            None,
-            Some("the fitted memory per import is not positive; measure more levels".to_string()),
-        ),
-        Some(f) => match f.largest_fitting(limit) {
-            Some(n) => (Some(n), None),
-            None => (None, Some("not even one import fits the budget".into())),
-        },
-    };
-    Model {
+    let mut m = Model {
         config,
         env,
-        predicted_peak: recommended.zip(fit).map(|(n, f)| f.upper(f64::from(n))),
         points,
+        lanes_cap,
+        lanes,
+        binding: None,
+        peak_cv: None,
         fit,
-        recommended,
+        recommended: None,
+        predicted_peak: None,
         self_check,
-        note,
+        note: None,
+    };
+    match fit {
+        Some(f) if f.trusted() && f.per_import > 0.0 => judge_line(&mut m, f, limit),
+        _ => judge_flat(&mut m, limit),
     }
+    m
+}
+
+fn lanes_words(m: &Model) -> String {
+    format!(
+        "{} lichess stream(s) and {} chess.com request(s) let at most {} of these imports run at once",
+        m.lanes.0, m.lanes.1, m.lanes_cap
+    )
+}
+
+/// A trusted line: the most running imports that fit, capped at the lanes'.
+fn judge_line(m: &mut Model, f: Fit, limit: f64) {
+    let cap = m.lanes_cap;
+    match f.largest_fitting(limit) {
+        Some(n) if n >= cap => {
+            let peak = f.upper(f64::from(cap));
+            m.recommended = Some(cap);
+            m.predicted_peak = Some(peak);
+            m.binding = Some(Binding::Lanes);
+            m.note = Some(format!(
+                "the lanes bind, not memory: {}; at {cap} running the peak is ≤ {:.1} MiB ({:.0} % of the \
+                 limit); memory alone would hold {n}{}",
+                lanes_words(m),
+                peak / 1048576.0,
+                pct_of(peak, limit),
+                if n == MAX_CONCURRENCY {
+                    ", the importer's own maximum"
+                } else {
+                    ""
+                }
+            ));
+        }
+        Some(n) => {
+            m.recommended = Some(n);
+            m.predicted_peak = Some(f.upper(f64::from(n)));
+            m.binding = Some(Binding::Memory);
+            m.note = Some(format!(
+                "memory binds: {n} running imports fit the limit, fewer than the {cap} the lanes allow"
+            ));
+        }
+        None => m.note = Some("not even one import fits the budget".into()),
+    }
+}
+
+/// No trusted line: a flat curve is an answer (memory does not bind), a scatter is not.
+fn judge_flat(m: &mut Model, limit: f64) {
+    let Some((cv, bound)) = flat_bound(&m.points) else {
+        m.note = Some("too few measured points to judge".into());
+        return;
+    };
+    m.peak_cv = Some(cv);
+    let r2 = m
+        .fit
+        .map_or_else(|| "no line: one level".to_string(), |f| format!("R² {:.2}", f.r2));
+    if cv > FLAT_CV {
+        m.note = Some(format!(
+            "the peaks scatter ({r2}; standard deviation {:.0} % of their mean, above {:.0} %): no \
+             recommendation from them",
+            cv * 100.0,
+            FLAT_CV * 100.0
+        ));
+    } else if bound > limit {
+        m.note = Some(format!(
+            "memory does not grow with the imports running ({r2}), but the peak's bound, {:.1} MiB, exceeds the limit",
+            bound / 1048576.0
+        ));
+    } else {
+        let ran = m.points.iter().map(|p| p.0).max().unwrap_or(0);
+        m.recommended = Some(m.lanes_cap);
+        m.predicted_peak = Some(bound);
+        m.binding = Some(Binding::Lanes);
+        m.note = Some(format!(
+            "memory does not bind below {ran} running: the lanes do ({}); the peak does not grow with the \
+             imports running ({r2}, standard deviation {:.1} % of the mean): at most {:.1} MiB at the 95 % \
+             bound, {:.0} % of the limit",
+            lanes_words(m),
+            cv * 100.0,
+            bound / 1048576.0,
+            pct_of(bound, limit)
+        ));
+    }
+}
+
+/// Configurations (by index) whose peaks scatter: worth one more repeat before refusing.
+pub fn scattered(rec: &Recommendation) -> Vec<usize> {
+    rec.models
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.recommended.is_none() && m.peak_cv.is_some_and(|cv| cv > FLAT_CV))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The sweep to measure: every configuration of the scenario at each of `levels`,
 /// with the budget given; and the configurations, in the scenario's order.
-pub fn sweep(s: &Checked, budget_bytes: u64, levels: &[u32]) -> (Checked, Vec<Config>) {
+pub fn sweep(s: &Checked, budget_bytes: u64, extra_levels: &[u32]) -> (Checked, Vec<Config>) {
     let mut configs: Vec<Config> = Vec::new();
     for c in &s.cells {
         let cfg = config_of(c);
@@ -224,7 +418,11 @@ pub fn sweep(s: &Checked, budget_bytes: u64, levels: &[u32]) -> (Checked, Vec<Co
     sweep.budget_bytes = budget_bytes;
     sweep.cells = configs
         .iter()
-        .flat_map(|(label, env)| levels.iter().map(move |&n| level_cell(label, env, n, n)))
+        .flat_map(|(label, env)| {
+            levels(s, lanes_of(env), extra_levels)
+                .into_iter()
+                .map(move |n| level_cell(label, env, n, n))
+        })
         .collect();
     (sweep, configs)
 }
@@ -235,19 +433,15 @@ pub fn conclude(
     s: &Checked,
     budget_bytes: u64,
     configs: Vec<Config>,
-    sweep: &RunResults,
+    sweep: &[CellRun],
     reports: String,
 ) -> Recommendation {
     let limit = budget_bytes as f64 * (1.0 - s.headroom);
     let models: Vec<Model> = configs
         .into_iter()
         .map(|(label, env)| {
-            let mine: Vec<&CellRun> = sweep
-                .cells
-                .iter()
-                .filter(|r| r.cell.config_label() == label)
-                .collect();
-            model(label, env, &mine, limit)
+            let mine: Vec<&CellRun> = sweep.iter().filter(|r| r.cell.config_label() == label).collect();
+            model(s, label, env, &mine, limit)
         })
         .collect();
     let best = models
@@ -270,6 +464,7 @@ pub fn conclude(
     });
     Recommendation {
         scenario: s.name.clone(),
+        window: s.observed_window(),
         budget_bytes,
         headroom: s.headroom,
         env_lines,
@@ -328,4 +523,106 @@ pub fn validation(r: &RunResults) -> Option<Validation> {
         delivered_to_clients: unfinished == 0,
         problems,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// railway-hobby's shape: lichess and chess.com users in turn, 2 + 2 lanes.
+    fn hobby() -> Checked {
+        let text = "budget: 512MB\nenv:\n  LICHESS_MAX_STREAMS: \"2\"\n  CHESSCOM_MAX_REQUESTS: \"2\"\n\
+                    matrix:\n  MAX_CONCURRENT_IMPORTS: [2, 3, 4]\nworkload:\n  users:\n    - platform: lichess\n      \
+                    games: 100\n    - platform: chess.com\n      games: 100\n";
+        Checked::parse(Path::new("hobby.yaml"), text).expect("scenario")
+    }
+
+    /// A verified run of `n` slots in which `running` ran at once and the peak was `peak_mib`.
+    fn run(s: &Checked, n: u32, running: u32, peak_mib: f64) -> CellRun {
+        let (label, env) = config_of(&s.cells[0]);
+        let mut r = CellRun::failed(&level_cell(&label, &env, n, n), 0, String::new());
+        r.error = None;
+        r.verification.ok = true;
+        r.verification.problems.clear();
+        r.max_running = running;
+        r.peak = (peak_mib * MIB as f64) as u64;
+        r
+    }
+
+    fn conclude_on(s: &Checked, runs: &[CellRun]) -> Recommendation {
+        let configs = vec![config_of(&s.cells[0])];
+        conclude(s, 512 * MIB, configs, runs, String::new())
+    }
+
+    #[test]
+    fn levels_stop_where_the_lanes_stop_adding_running_imports() {
+        let s = hobby();
+        assert_eq!(runnable(&s, (2, 2), 16), 4);
+        assert_eq!(runnable(&s, (2, 2), 3), 3);
+        assert_eq!(runnable(&s, (1, 1), 3), 2);
+        assert_eq!(levels(&s, (2, 2), &[]), vec![1, 2, 3, 4]);
+        assert_eq!(levels(&s, (1, 1), &[]), vec![1, 2]);
+        // Asked for, a level is measured even if it only queues.
+        assert_eq!(levels(&s, (1, 1), &[8]), vec![1, 2, 8]);
+        assert_eq!(levels(&s, (64, 64), &[]), vec![1, 2, 3, 4, 8, 16]);
+    }
+
+    #[test]
+    fn a_flat_curve_is_an_answer_bound_by_the_lanes() {
+        let s = hobby();
+        // The issue's shape: peaks of 16-17 MiB whatever the imports running (R² well below 0.9).
+        let runs: Vec<CellRun> = [(1, 16.6), (2, 16.2), (3, 16.9), (4, 16.4)]
+            .into_iter()
+            .map(|(n, p)| run(&s, n, n, p))
+            .collect();
+        let rec = conclude_on(&s, &runs);
+        let m = &rec.models[0];
+        assert!(m.fit.is_some_and(|f| !f.trusted()), "{:?}", m.fit);
+        assert_eq!(rec.best, Some(0));
+        assert_eq!(m.binding, Some(Binding::Lanes));
+        assert_eq!(
+            m.slots_and_lanes().as_deref(),
+            Some("MAX_CONCURRENT_IMPORTS=4 LICHESS_MAX_STREAMS=2 CHESSCOM_MAX_REQUESTS=2")
+        );
+        let note = m.note.as_deref().unwrap_or_default();
+        assert!(note.contains("memory does not bind below 4 running"), "{note}");
+        assert!(note.contains("R² "), "{note}");
+        assert_eq!(rec.exit_code(), 0);
+    }
+
+    #[test]
+    fn a_line_that_fits_below_the_lanes_binds_on_memory() {
+        let s = hobby();
+        // 100 MiB per import on 50 MiB: 435 MiB (512 less 15 %) holds 3 at the bound, not 4.
+        let runs: Vec<CellRun> = [(1, 150.0), (2, 250.0), (3, 350.0), (4, 450.0)]
+            .into_iter()
+            .map(|(n, p)| run(&s, n, n, p))
+            .collect();
+        let rec = conclude_on(&s, &runs);
+        let m = &rec.models[0];
+        assert_eq!(m.binding, Some(Binding::Memory));
+        assert_eq!(m.recommended, Some(3));
+        // The points are the imports that ran: a run of 4 slots in which 2 ran is a point at 2.
+        let queued = run(&s, 4, 2, 250.0);
+        assert_eq!(points_of(&[&queued]), vec![(2, 250 * MIB)]);
+    }
+
+    #[test]
+    fn scattered_peaks_are_refused_and_named_for_another_repeat() {
+        let s = hobby();
+        let runs: Vec<CellRun> = [(1, 16.0), (2, 30.0), (3, 12.0), (4, 25.0)]
+            .into_iter()
+            .map(|(n, p)| run(&s, n, n, p))
+            .collect();
+        let rec = conclude_on(&s, &runs);
+        assert_eq!(rec.best, None);
+        assert_eq!(scattered(&rec), vec![0]);
+        let note = rec.models[0].note.as_deref().unwrap_or_default();
+        assert!(note.contains("scatter"), "{note}");
+        assert_eq!(rec.exit_code(), 1);
+    }
 }

@@ -31,6 +31,15 @@ pub fn t_two_sided_p(t: f64, df: f64) -> f64 {
     }
 }
 
+/// The `p` quantile of Student's t with `df` degrees of freedom (statrs' inverse CDF): 0.95 gives
+/// the one-sided 95 % (two-sided 90 %) bound's factor. Infinite when `df` is not positive.
+pub fn t_quantile(p: f64, df: f64) -> f64 {
+    match StudentsT::new(0.0, 1.0, df) {
+        Ok(dist) => dist.inverse_cdf(p),
+        Err(_) => f64::INFINITY,
+    }
+}
+
 /// Welch's t-test of `a` against `b`: (t, df, two-sided p); `None` with fewer than two values a side.
 pub fn welch(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
     if a.len() < 2 || b.len() < 2 {
@@ -71,6 +80,14 @@ pub fn spread_pct(runs: &[&CellRun]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn t_quantiles_match_the_printed_tables() {
+        // One-sided 95 %: 6.314 at 1 df, 1.697 at 30 (any table of Student's t).
+        assert!((t_quantile(0.95, 1.0) - 6.314).abs() < 1e-3);
+        assert!((t_quantile(0.95, 30.0) - 1.697).abs() < 1e-3);
+        assert!(t_quantile(0.95, 0.0).is_infinite());
+    }
 
     #[test]
     fn t_distribution_matches_tables() {

@@ -23,14 +23,33 @@ pub async fn recommend(
     extra_levels: &[u32],
     validate: bool,
 ) -> Result<Recommendation, Error> {
-    let levels = plan::levels(s, extra_levels);
-    let (sweep, configs) = plan::sweep(s, budget_bytes, &levels);
-    let repeats = session::repeats(s, opts).max(2);
+    let (sweep, configs) = plan::sweep(s, budget_bytes, extra_levels);
+    // One repeat where the peaks allow an answer; a second only for configurations whose peaks
+    // scatter, before refusing them.
+    let repeats = session::repeats(s, opts).max(1);
     let mut session = Session::start(&sweep, opts, sweep.cells.len() as u64 * u64::from(repeats)).await?;
     let mut runs = Vec::new();
     for cell in &sweep.cells {
         for r in 0..repeats {
             runs.push(session.measure(cell, r).await);
+        }
+    }
+    let first = plan::conclude(s, budget_bytes, configs.clone(), &runs, String::new());
+    let again: Vec<&crate::scenario::Cell> = plan::scattered(&first)
+        .into_iter()
+        .flat_map(|i| {
+            let label = first.models[i].config.clone();
+            sweep.cells.iter().filter(move |c| c.config_label() == label)
+        })
+        .collect();
+    if !again.is_empty() {
+        session.say(format!(
+            "the peaks of {} configuration(s) scatter: measuring each of their levels once more",
+            plan::scattered(&first).len()
+        ));
+        session.add_to_total(again.len() as u64);
+        for cell in again {
+            runs.push(session.measure(cell, repeats).await);
         }
     }
     let outcome = session.finish(runs);
@@ -39,7 +58,7 @@ pub async fn recommend(
         s,
         budget_bytes,
         configs,
-        &outcome.results,
+        &outcome.results.cells,
         outcome.dir.display().to_string(),
     );
     if let (Some(i), true) = (rec.best, validate) {

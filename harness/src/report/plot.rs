@@ -373,7 +373,7 @@ impl Draw for CapacityPlot<'_> {
         let min_y = (mib(min_peak) * 0.7).max(0.5);
         let mut chart = ChartBuilder::on(root)
             .caption(
-                format!("Capacity model: peak = idle + n × per import ({})", r.scenario),
+                format!("Peak memory by imports running at once ({})", r.scenario),
                 ("sans-serif", 22),
             )
             .margin(12)
@@ -383,7 +383,7 @@ impl Draw for CapacityPlot<'_> {
             .map_err(e)?;
         chart
             .configure_mesh()
-            .x_desc("imports at once (MAX_CONCURRENT_IMPORTS, log scale)")
+            .x_desc("imports running at once (as measured; log scale)")
             .y_desc("peak RSS (MiB, log scale)")
             .label_style(("sans-serif", 14))
             .draw()
@@ -417,7 +417,8 @@ impl Draw for CapacityPlot<'_> {
                         .map_or(" (no recommendation)".into(), |n| format!(": safe up to {n}"))
                 ))
                 .legend(move |(x, y)| Circle::new((x + 7, y), 4, color.filled()));
-            if let Some(f) = m.fit {
+            // A line only where it describes the points: an untrusted fit is not drawn.
+            if let Some(f) = m.fit.filter(|f| f.trusted()) {
                 let line: Vec<(f64, f64)> = (0..=60)
                     .map(|k| 0.8 * (max_x / 0.8).powf(f64::from(k) / 60.0))
                     .map(|n| (n, (f.predict(n) / 1048576.0).max(min_y)))

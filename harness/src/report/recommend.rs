@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{Error, html, plot, summary_markdown, write_file};
 use crate::analysis::capacity::MAX_CONCURRENCY;
-use crate::analysis::recommend::Recommendation;
+use crate::analysis::recommend::{Binding, Recommendation};
 use crate::session::results::{RunResults, mib};
 
 /// Writes the recommendation's files into the sweep's report folder `dir`.
@@ -38,11 +38,19 @@ pub fn markdown(r: &Recommendation) -> String {
         "Fitted on the total resident memory (VmHWM: anonymous + the binary's resident text), what a \
          container limit sees; the gate judges regressions on the anonymous part alone.\n"
     );
+    if let Some(w) = &r.window {
+        let _ = writeln!(out, "For the traffic of the window {w}.\n");
+    }
     let _ = writeln!(
         out,
-        "| configuration | idle MiB | per import MiB [90 % CI] | R² | n=4 predicted from n≤3 (error) | safe MAX_CONCURRENT_IMPORTS |"
+        "Fitted against the imports that ran at once (what the lanes let run), not the slots asked for; \
+         levels above the lanes' cap only queue and are not measured.\n"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| configuration | ran at once | idle MiB | per import MiB [90 % CI] | R² | n=4 predicted from n≤3 (error) | safe MAX_CONCURRENT_IMPORTS | bound by |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for m in &r.models {
         let fit = m.fit.map_or("–".into(), |f| {
             format!(
@@ -60,16 +68,35 @@ pub fn markdown(r: &Recommendation) -> String {
                 c.error_pct
             )
         });
+        let ran: Vec<u32> = {
+            let mut v: Vec<u32> = m.points.iter().map(|p| p.0).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             m.config,
+            ran.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
             m.fit.map_or("–".into(), |f| format!("{:.1}", f.idle / 1048576.0)),
             fit,
             m.fit.map_or("–".into(), |f| format!("{:.3}", f.r2)),
             check,
-            m.recommended
-                .map_or_else(|| m.note.clone().unwrap_or_default(), |n| n.to_string()),
+            m.recommended.map_or_else(|| "–".to_string(), |n| n.to_string()),
+            match m.binding {
+                Some(Binding::Lanes) => "lanes",
+                Some(Binding::Memory) => "memory",
+                None => "–",
+            },
+        );
+    }
+    for m in r.models.iter().filter(|m| m.recommended.is_none()) {
+        let _ = writeln!(
+            out,
+            "\n- {}: {}",
+            m.config,
+            m.note.as_deref().unwrap_or("no recommendation")
         );
     }
     match r.best {
@@ -83,10 +110,10 @@ pub fn markdown(r: &Recommendation) -> String {
             let m = &r.models[i];
             let _ = writeln!(
                 out,
-                "\n**Recommended: {} with MAX_CONCURRENT_IMPORTS={}** (predicted peak ≤ {:.1} MiB at the 90 % bound). Deploy with:\n\n```sh\n{}\n```",
+                "\n**Recommended: {}: {}**\n\nWhy: {}.\n\nDeploy with:\n\n```sh\n{}\n```",
                 m.config,
-                m.recommended.unwrap_or(0),
-                m.predicted_peak.unwrap_or(0.0) / 1048576.0,
+                m.slots_and_lanes().unwrap_or_default(),
+                m.note.as_deref().unwrap_or(""),
                 r.env_lines.join("\n")
             );
             if m.recommended == Some(MAX_CONCURRENCY) {

@@ -430,6 +430,9 @@ impl Checked {
                 }
             }
         }
+        if let Some(o) = &raw.observed {
+            check_observed(o).map_err(|m| invalid("observed", m))?;
+        }
         let name = raw.name.clone().unwrap_or_else(|| {
             file.file_stem()
                 .map_or("scenario".into(), |s| s.to_string_lossy().into_owned())
@@ -451,11 +454,60 @@ impl Checked {
         })
     }
 
+    /// The production window a captured scenario replays, in words (`observed`), if it is one.
+    pub fn observed_window(&self) -> Option<String> {
+        self.raw
+            .observed
+            .as_ref()
+            .map(|o| format!("{} to {} (as production recorded it)", o.from, o.to))
+    }
+
     /// The user kind of import number `i` (0-based): templates are taken in turn.
     pub fn template(&self, i: usize) -> &UserTemplate {
         let users = &self.raw.workload.users;
         &users[i % users.len()]
     }
+}
+
+/// What is wrong with a captured scenario's `observed` section, in words.
+fn check_observed(o: &schema::Observed) -> Result<(), String> {
+    let at = |key: &str, v: &str| {
+        chrono::DateTime::parse_from_rfc3339(v)
+            .map_err(|e| format!("{key}: {v:?} is not an RFC 3339 time: {e}"))
+    };
+    if at("from", &o.from)? >= at("to", &o.to)? {
+        return Err(format!("from {} is not before to {}", o.from, o.to));
+    }
+    if !(o.tolerance_pct.is_finite() && o.tolerance_pct > 0.0 && o.tolerance_pct <= 1000.0) {
+        return Err(format!("tolerance_pct: {} is not in (0, 1000]", o.tolerance_pct));
+    }
+    for (provider, p) in &o.providers {
+        if Platform::parse(provider).is_none() {
+            return Err(format!(
+                "providers: {provider:?} is neither lichess nor chess.com"
+            ));
+        }
+        let times = [
+            p.wait_p50_secs,
+            p.wait_p95_secs,
+            p.wait_max_secs,
+            p.run_p50_secs,
+            p.run_p95_secs,
+            p.run_max_secs,
+        ];
+        if times.iter().any(|t| !t.is_finite() || *t < 0.0) {
+            return Err(format!(
+                "{provider}: every time is a number of seconds, 0 or more"
+            ));
+        }
+        if p.completed + p.failed > p.imports {
+            return Err(format!(
+                "{provider}: {} completed and {} failed of {} imports",
+                p.completed, p.failed, p.imports
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

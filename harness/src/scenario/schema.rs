@@ -361,6 +361,60 @@ pub struct Scenario {
     /// Tolerances of the regression gate.
     #[serde(default)]
     pub gate: Gate,
+    /// What production saw in the window a captured scenario replays (`harness capture` writes
+    /// it): a run sets its own waits and runs beside these.
+    #[serde(default)]
+    pub observed: Option<Observed>,
+}
+
+/// What production saw, per provider, in a captured window; times in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observed {
+    /// The window's start, RFC 3339.
+    pub from: String,
+    /// The window's end, RFC 3339 (exclusive).
+    pub to: String,
+    /// Largest difference, percent, between the replay's p95 wait or run and production's that
+    /// still counts as reproduced.
+    #[serde(default = "default_observed_tolerance_pct")]
+    pub tolerance_pct: f64,
+    /// Per provider (`lichess`, `chess.com`) that had imports in the window.
+    pub providers: BTreeMap<String, ObservedProvider>,
+}
+
+/// One provider's imports in a captured window, as `import_jobs` recorded them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedProvider {
+    /// Imports requested in the window.
+    pub imports: u32,
+    /// Of those, completed.
+    pub completed: u32,
+    /// Of those, failed.
+    pub failed: u32,
+    /// Wait (requested → started) of the imports that started: median, 95th percentile, longest.
+    pub wait_p50_secs: f64,
+    /// See `wait_p50_secs`.
+    pub wait_p95_secs: f64,
+    /// See `wait_p50_secs`.
+    pub wait_max_secs: f64,
+    /// Run (started → finished) of the imports that finished: median, 95th percentile, longest.
+    pub run_p50_secs: f64,
+    /// See `run_p50_secs`.
+    pub run_p95_secs: f64,
+    /// See `run_p50_secs`.
+    pub run_max_secs: f64,
+    /// Games the window's imports fetched, imported and skipped as already stored.
+    pub games_fetched: u64,
+    /// See `games_fetched`.
+    pub games_imported: u64,
+    /// See `games_fetched`.
+    pub games_skipped: u64,
+}
+
+fn default_observed_tolerance_pct() -> f64 {
+    25.0
 }
 
 /// The PgBouncer a pooled cell gets (transaction mode, as managed hosts sell it).

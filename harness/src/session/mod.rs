@@ -249,10 +249,10 @@ impl<'a> Session<'a> {
         let staged = self.staged(importer);
         let run = match (std::fs::create_dir_all(&cell_dir), staged) {
             (Err(e), _) => (
-                cell::failed(cell, repeat, format!("cannot create {}: {e}", cell_dir.display())),
+                CellRun::failed(cell, repeat, format!("cannot create {}: {e}", cell_dir.display())),
                 Vec::new(),
             ),
-            (_, Err(e)) => (cell::failed(cell, repeat, e), Vec::new()),
+            (_, Err(e)) => (CellRun::failed(cell, repeat, e), Vec::new()),
             (Ok(()), Ok(importer)) => match cell::measure(
                 self.s,
                 opts,
@@ -265,7 +265,7 @@ impl<'a> Session<'a> {
             .await
             {
                 Ok(done) => done,
-                Err(e) => (cell::failed(cell, repeat, e), Vec::new()),
+                Err(e) => (CellRun::failed(cell, repeat, e), Vec::new()),
             },
         };
         let (mut run, samples) = run;

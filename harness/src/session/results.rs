@@ -223,3 +223,44 @@ pub fn by_cell(results: &RunResults) -> Vec<(String, Vec<&CellRun>)> {
         })
         .collect()
 }
+
+impl CellRun {
+    /// A run that failed before it measured anything: `error` says why.
+    pub fn failed(cell: &Cell, repeat: u32, error: String) -> CellRun {
+        CellRun {
+            cell: cell.clone(),
+            repeat,
+            idle_rss: 0,
+            peak_sampled: 0,
+            peak_hwm: 0,
+            peak: 0,
+            per_import: 0,
+            idle_anon: 0,
+            peak_anon: 0,
+            peak_file: 0,
+            per_import_anon: 0,
+            samples: 0,
+            load_secs: 0.0,
+            overlap_secs: 0.0,
+            games_imported: 0,
+            games_per_sec: 0.0,
+            fits_budget: false,
+            verification: Verification {
+                ok: false,
+                users: Vec::new(),
+                problems: vec![error.clone()],
+            },
+            load: Default::default(),
+            oom_killed: false,
+            enforced: None,
+            error: Some(error),
+            crash: None,
+            instances: 1,
+            reference_parse: None,
+            max_running: 0,
+            upstream: Default::default(),
+            server_latency: Vec::new(),
+            timing: None,
+        }
+    }
+}

@@ -40,6 +40,13 @@ impl Platform {
             Platform::ChessCom => "chess.com",
         }
     }
+
+    /// The platform the API calls `name` (`lichess`, `chess.com`), if any.
+    pub fn parse(name: &str) -> Option<Platform> {
+        [Platform::Lichess, Platform::ChessCom]
+            .into_iter()
+            .find(|p| p.as_str() == name)
+    }
 }
 
 /// One user the mocks know.
