@@ -7,5 +7,6 @@ pub mod compare;
 pub mod gate;
 pub mod queueing;
 pub mod recommend;
+pub mod replay;
 pub mod stats;
 pub mod wait;

@@ -56,6 +56,9 @@ pub struct Row {
 pub struct WaitRecommendation {
     /// Scenario.
     pub scenario: String,
+    /// The production window a captured scenario replays, in words.
+    #[serde(default)]
+    pub window: Option<String>,
     /// Budget, bytes.
     pub budget_bytes: u64,
     /// Headroom fraction.
@@ -253,6 +256,7 @@ pub fn conclude(
     };
     WaitRecommendation {
         scenario: s.name.clone(),
+        window: s.observed_window(),
         budget_bytes,
         headroom: s.headroom,
         max_wait_secs,

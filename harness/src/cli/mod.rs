@@ -2,6 +2,7 @@
 //! parses, runs a session, hands the results to analysis and report, and
 //! chooses the exit code.
 
+pub mod capture;
 pub mod check;
 pub mod compare;
 pub mod gate;
@@ -77,6 +78,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Turn the importer's job history (read-only) into a scenario that replays a window of it at
+    /// the providers' pace, with what production observed beside it; users are pseudonymised.
+    Capture(capture::CaptureArgs),
     /// Check scenario files without running anything; every error names file, line and key.
     Check {
         /// Scenario files.
@@ -129,6 +133,10 @@ pub struct RunArgs {
     /// `auto` goes on unenforced, and says so in every report, where the machine has no memory cgroup.
     #[arg(long, value_name = "on|auto|off", num_args = 0..=1, default_missing_value = "on", default_value = "off", value_parser = ["on", "auto", "off"])]
     enforce_budget: String,
+    /// Keep each cell's PostgreSQL schema after the run (SQLite files are always kept); the cell's
+    /// folder names its database in `database.url`, for `harness capture`.
+    #[arg(long)]
+    keep_databases: bool,
 }
 
 /// What `harness gate` takes beyond the run's arguments: what to compare the candidate with.
@@ -170,6 +178,7 @@ impl RunArgs {
                 "auto" => Enforce::Auto,
                 _ => Enforce::Off,
             },
+            keep_databases: self.keep_databases,
         }
     }
 }
@@ -269,6 +278,7 @@ pub fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Check { scenarios } => check::command(&scenarios),
+            Command::Capture(args) => capture::command(&args).await,
             Command::Run(args) => run::command(&args).await,
             Command::Gate { run, gate } => gate::command(&run, gate).await,
             Command::Recommend {

@@ -53,6 +53,12 @@ pub struct ProviderTiming {
     pub wait_max_secs: f64,
     /// When the last of them ended, seconds from the cell's first POST.
     pub last_done_secs: f64,
+    /// Median run (start to end) of those that ended, seconds.
+    #[serde(default)]
+    pub run_p50_secs: f64,
+    /// 95th percentile of the run, seconds (interpolated as the wait's).
+    #[serde(default)]
+    pub run_p95_secs: f64,
 }
 
 /// A cell's times.
@@ -128,7 +134,16 @@ fn summary<'a>(provider: &str, rows: impl Iterator<Item = &'a ImportTiming>) -> 
         return None;
     }
     let mut data = Data::new(waits.clone());
+    let runs: Vec<f64> = rows.iter().filter_map(|r| r.run_secs).collect();
+    let mut run_data = Data::new(runs.clone());
+    let (run_p50_secs, run_p95_secs) = if runs.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (run_data.median(), run_data.quantile(0.95))
+    };
     Some(ProviderTiming {
+        run_p50_secs,
+        run_p95_secs,
         provider: provider.to_string(),
         imports: waits.len(),
         wait_p50_secs: data.median(),

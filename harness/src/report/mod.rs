@@ -8,6 +8,7 @@ pub mod html;
 pub mod palette;
 pub mod plot;
 pub mod recommend;
+pub mod replay;
 pub mod summary;
 pub mod time;
 pub mod time_plot;

@@ -98,6 +98,7 @@ pub fn summary_markdown(results: &RunResults) -> String {
         results.machine.kernel,
         results.machine.allocator,
     );
+    super::replay::section(results, &mut out);
     let resident_text = median(
         results
             .cells

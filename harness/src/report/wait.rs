@@ -29,6 +29,9 @@ pub fn markdown(r: &WaitRecommendation) -> String {
         mib(r.budget_bytes),
         r.headroom * 100.0
     );
+    if let Some(w) = &r.window {
+        let _ = writeln!(out, "For the traffic of the window {w}.\n");
+    }
     if r.time_scale > 1.0 {
         let _ = writeln!(
             out,

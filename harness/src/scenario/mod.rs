@@ -5,6 +5,7 @@
 //! silently measure the default), and every error names the file, the line
 //! and the key.
 
+pub mod capture;
 mod matrix;
 mod schema;
 
@@ -13,7 +14,10 @@ use std::path::{Path, PathBuf};
 use crate::upstream::Platform;
 
 pub use matrix::Cell;
-pub use schema::{Crash, Database, Gate, Matrix, Pooler, Scenario, Upstream, UserTemplate, Workload};
+pub use schema::{
+    Crash, Database, Gate, Matrix, Observed, ObservedProvider, Pooler, Scenario, Upstream, UserTemplate,
+    Workload,
+};
 
 /// A scenario that cannot be used; the message names file, line and key.
 #[derive(Debug, thiserror::Error)]

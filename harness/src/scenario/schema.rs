@@ -99,6 +99,10 @@ pub struct Matrix {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserTemplate {
+    /// Who this user is in a captured scenario: a keyed hash of the username, the same for each
+    /// import of one user (read only by people; each import still gets a mock user of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudonym: Option<String>,
     /// `lichess` or `chess.com`.
     pub platform: Platform,
     /// Games the user has upstream.
@@ -405,6 +409,9 @@ pub struct ObservedProvider {
     pub run_p95_secs: f64,
     /// See `run_p50_secs`.
     pub run_max_secs: f64,
+    /// Sum of the runs, seconds: with `games_fetched`, the games a second of run received.
+    #[serde(default)]
+    pub run_total_secs: f64,
     /// Games the window's imports fetched, imported and skipped as already stored.
     pub games_fetched: u64,
     /// See `games_fetched`.

@@ -285,7 +285,12 @@ pub(super) async fn measure(
         }
     }
     let verification = verify::check(&expectations, &stored, &jobs);
-    let _ = db.drop_schema().await;
+    if let Err(e) = std::fs::write(dir.join("database.url"), format!("{}\n", db.url())) {
+        tracing::warn!(error = %e, "cannot name the cell's database in database.url");
+    }
+    if !opts.keep_databases {
+        let _ = db.drop_schema().await;
+    }
 
     let peak = peak_hwm.max(peak_sampled);
     let first_post = load

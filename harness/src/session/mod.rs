@@ -57,6 +57,10 @@ pub struct Options {
     pub set: BTreeMap<String, String>,
     /// Hard memory limit.
     pub enforce: Enforce,
+    /// Keep each cell's PostgreSQL schema (dropped after the cell otherwise), so that its job
+    /// history can be read afterwards (`harness capture`); every cell's folder names its database
+    /// in `database.url` either way.
+    pub keep_databases: bool,
 }
 
 /// A run that could not start.
@@ -329,6 +333,8 @@ impl<'a> Session<'a> {
             overrides: self.opts.set.clone(),
             enforced: self.enforced.clone(),
             cells,
+            observed: self.s.raw.observed.clone(),
+            pace_games_per_sec: self.s.raw.upstream.pace_games_per_sec,
         };
         Outcome {
             dir: self.dir,

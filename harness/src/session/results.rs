@@ -171,6 +171,12 @@ pub struct RunResults {
     pub enforced: Option<String>,
     /// Every cell run, in order.
     pub cells: Vec<CellRun>,
+    /// What production saw in the window a captured scenario replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<crate::scenario::Observed>,
+    /// The lichess mock's pace, games a second a stream in provider time (0: unpaced).
+    #[serde(default)]
+    pub pace_games_per_sec: u32,
 }
 
 impl RunResults {

@@ -1,6 +1,7 @@
 //! Harness integration tests: the verifier on crafted databases, and one short
 //! real run of the importer binary that checks the reports.
 
+mod capture;
 mod layout;
 
 use std::collections::HashMap;
