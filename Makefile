@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness wait gate gate-check faults bench fuzz allocators run test fmt lint check-pg chromium pgbouncer pooler release contract openapi
+.PHONY: harness wait gate gate-check faults bench fuzz allocators run test fmt lint check-pg chromium pgbouncer pooler release contract openapi replay-demo
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -42,6 +42,18 @@ gate-check: release
 faults: release check-pg
 	./target/release/harness run scenarios/faults.yaml --no-progress
 	./target/release/harness run scenarios/scale-out.yaml --no-progress
+
+## replay-demo: makes a production-like database (scenarios/replay-source.yaml: Poisson arrivals at the providers'
+## real pace, in real time, about 2 minutes), captures its busiest 10 minutes with `harness capture`, replays
+## them (about 2 minutes) and prints production's waits and runs beside the replay's
+replay-demo: release
+	./target/release/harness run scenarios/replay-source.yaml --no-progress > /dev/null
+	./target/release/harness capture --database-url "$$(cat reports/replay-source/latest/cells/*/database.url | head -1)" \
+	  --busiest 10m --set MAX_CONCURRENT_IMPORTS=2 --set LICHESS_MAX_STREAMS=1 --set CHESSCOM_MAX_REQUESTS=1 \
+	  --out reports/replay-demo/captured.yaml
+	./target/release/harness run reports/replay-demo/captured.yaml --no-progress > /dev/null
+	@cat reports/captured/latest/replay.md
+	@echo "report: reports/captured/latest/report.html"
 
 ## bench: criterion benchmarks: parsing against pgn-reader over the same bytes, and store rows/s on SQLite and PostgreSQL
 bench: check-pg

@@ -119,8 +119,8 @@ pub async fn command(args: &CaptureArgs) -> ExitCode {
         Ok((n, w)) => {
             println!(
                 "captured {n} imports requested in [{}, {}) ({}) into {}\nreplay: harness run {}",
-                w.from,
-                w.to,
+                w.from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                w.to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 w.chosen_by,
                 args.out.display(),
                 args.out.display()

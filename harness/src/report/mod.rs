@@ -114,6 +114,11 @@ pub fn write_all(dir: &Path, results: &RunResults, timelines: &[Timeline]) -> Re
         }
     }
     write_file(&dir.join("summary.md"), summary_markdown(results).as_bytes())?;
+    if results.observed.is_some() {
+        let mut replay = String::new();
+        replay::section(results, &mut replay);
+        write_file(&dir.join("replay.md"), replay.as_bytes())?;
+    }
     html::write_run(dir, &format!("harness run: {}", results.scenario))?;
     Ok(())
 }
