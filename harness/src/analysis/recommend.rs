@@ -361,9 +361,10 @@ fn judge_flat(m: &mut Model, limit: f64) {
         return;
     };
     m.peak_cv = Some(cv);
-    let r2 = m
-        .fit
-        .map_or_else(|| "no line: one level".to_string(), |f| format!("R² {:.2}", f.r2));
+    let r2 = m.fit.map_or_else(
+        || "no fitted line: fewer than 3 points or one level".to_string(),
+        |f| format!("R² {:.2}", f.r2),
+    );
     if cv > FLAT_CV {
         m.note = Some(format!(
             "the peaks scatter ({r2}; standard deviation {:.0} % of their mean, above {:.0} %): no \
