@@ -18,9 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use statrs::distribution::{ContinuousCDF, StudentsT};
-
-use crate::analysis::stats::{mean_var, spread_pct, welch};
+use crate::analysis::stats::{mean_var, spread_pct, t_quantile, welch, welch_terms};
 use crate::scenario::Checked;
 use crate::session::results::{CellRun, Machine, RunResults, median, mib};
 
@@ -39,8 +37,7 @@ pub const POWER: f64 = 0.8;
 /// to be significant; a true change that far plus the second clears it with [`POWER`]
 /// (Cohen, *Statistical Power Analysis*, 1988).
 fn t_quantiles(df: f64) -> Option<(f64, f64)> {
-    let t = StudentsT::new(0.0, 1.0, df).ok()?;
-    Some((t.inverse_cdf(1.0 - ALPHA / 2.0), t.inverse_cdf(POWER)))
+    (df > 0.0).then(|| (t_quantile(1.0 - ALPHA / 2.0, df), t_quantile(POWER, df)))
 }
 
 /// Baseline mode: the smallest true growth, percent of `reference`, that would put the median of
@@ -61,18 +58,12 @@ pub fn one_sample_detectable_pct(values: &[f64], reference: f64, tol_pct: f64) -
 /// (t_{1−α/2} standard errors), so: max(tol, t_{1−α/2} × SE) + t_{power} × SE, with Welch's
 /// standard error and degrees of freedom. None with fewer than 2 repeats on a side.
 pub fn detectable_pct(a: &[f64], b: &[f64], tol_pct: f64) -> Option<f64> {
-    if a.len() < 2 || b.len() < 2 {
-        return None;
-    }
-    let ((ma, va), (_, vb)) = (mean_var(a), mean_var(b));
-    let (na, nb) = (a.len() as f64, b.len() as f64);
-    let se2 = va / na + vb / nb;
-    if se2 <= 0.0 || ma <= 0.0 {
+    let w = welch_terms(a, b)?;
+    if w.se2 <= 0.0 || w.mean_a <= 0.0 {
         return Some(tol_pct);
     }
-    let df = se2 * se2 / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
-    let (t_crit, t_power) = t_quantiles(df)?;
-    let se = se2.sqrt() * 100.0 / ma;
+    let (t_crit, t_power) = t_quantiles(w.df)?;
+    let se = w.se2.sqrt() * 100.0 / w.mean_a;
     Some(tol_pct.max(t_crit * se) + t_power * se)
 }
 

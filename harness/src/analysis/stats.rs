@@ -40,23 +40,51 @@ pub fn t_quantile(p: f64, df: f64) -> f64 {
     }
 }
 
-/// Welch's t-test of `a` against `b`: (t, df, two-sided p); `None` with fewer than two values a side.
-pub fn welch(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+/// Welch's view of two samples: the means, the squared standard error of the difference of the
+/// means, and the Welch–Satterthwaite degrees of freedom (NaN when neither side spreads).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WelchTerms {
+    /// Mean of `a`.
+    pub mean_a: f64,
+    /// Mean of `b`.
+    pub mean_b: f64,
+    /// va / na + vb / nb.
+    pub se2: f64,
+    /// Degrees of freedom.
+    pub df: f64,
+}
+
+/// [`WelchTerms`] of `a` and `b`; `None` with fewer than two values a side.
+pub fn welch_terms(a: &[f64], b: &[f64]) -> Option<WelchTerms> {
     if a.len() < 2 || b.len() < 2 {
         return None;
     }
-    let (ma, va) = mean_var(a);
-    let (mb, vb) = mean_var(b);
+    let ((mean_a, va), (mean_b, vb)) = (mean_var(a), mean_var(b));
     let (na, nb) = (a.len() as f64, b.len() as f64);
     let se2 = va / na + vb / nb;
-    if se2 <= 0.0 {
-        // No spread on either side: the difference is exact, or there is none.
-        let p = if (ma - mb).abs() > 0.0 { 0.0 } else { 1.0 };
-        return Some((0.0, na + nb - 2.0, p));
-    }
-    let t = (mb - ma) / se2.sqrt();
     let df = se2 * se2 / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
-    Some((t, df, t_two_sided_p(t, df)))
+    Some(WelchTerms {
+        mean_a,
+        mean_b,
+        se2,
+        df,
+    })
+}
+
+/// Welch's t-test of `a` against `b`: (t, df, two-sided p); `None` with fewer than two values a side.
+pub fn welch(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+    let w = welch_terms(a, b)?;
+    if w.se2 <= 0.0 {
+        // No spread on either side: the difference is exact, or there is none.
+        let p = if (w.mean_a - w.mean_b).abs() > 0.0 {
+            0.0
+        } else {
+            1.0
+        };
+        return Some((0.0, (a.len() + b.len()) as f64 - 2.0, p));
+    }
+    let t = (w.mean_b - w.mean_a) / w.se2.sqrt();
+    Some((t, w.df, t_two_sided_p(t, w.df)))
 }
 
 /// (max - min) / median of the peaks, in percent.

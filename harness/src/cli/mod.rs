@@ -258,6 +258,7 @@ fn parse_user(s: &str) -> Result<MockUser, String> {
 /// Parses the command line and runs the command; the process's exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::load::quiet_goose();
     // Tracing first: goose and the mocks log through it. The harness's own queries (seeding,
     // verifying 100,000s of rows) are slow by nature: sqlx's slow-statement warning is noise here.
     tracing_subscriber::fmt()

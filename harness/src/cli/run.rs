@@ -41,8 +41,7 @@ pub async fn command(args: &RunArgs) -> ExitCode {
     );
     match run(&scenario, &opts).await {
         Ok(outcome) => {
-            println!("{}", report::summary_markdown(&outcome.results));
-            println!("reports: {}", outcome.dir.display());
+            print!("{}", report::summary::terminal(&outcome.results, &outcome.dir));
             if outcome.results.passed() {
                 ExitCode::SUCCESS
             } else {

@@ -430,6 +430,7 @@ pub async fn run(
     config.no_telnet = true;
     // Under hundreds of imports a POST can wait long for a database connection; the cell timeout bounds it.
     config.timeout = Some(timeout.as_secs().max(30).to_string());
+    let quiet = QuietStdout::new();
     let metrics = on_own_thread(async move {
         GooseAttack::initialize_with_config(config)
             .map_err(|e| Error(e.to_string()))?
@@ -443,6 +444,7 @@ pub async fn run(
             .map_err(|e| Error(format!("{e:?}")))
     })
     .await;
+    drop(quiet);
     *PLAN.lock().map_err(|_| Error("plan lock poisoned".into()))? = None;
     let metrics = metrics?;
     let mut requests: Vec<RequestSummary> = metrics
@@ -467,6 +469,54 @@ pub async fn run(
     let mut imports = plan.records.lock().map(|r| r.clone()).unwrap_or_default();
     imports.sort_by(|a, b| a.user.cmp(&b.user));
     Ok(LoadResult { imports, requests })
+}
+
+/// Set by the command line: goose's own prints leave stdout alone.
+static QUIET_GOOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps goose off this process's stdout from now on: goose 0.19 prints "N users launched." there
+/// whatever its configuration (`quiet`, `no_print_metrics`: its metrics.rs), once per cell. For the
+/// command line only: a test binary's stdout is the test runner's, and is left as it is.
+pub fn quiet_goose() {
+    QUIET_GOOSE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// While alive (and [`quiet_goose`] was called), file descriptor 1 points at /dev/null; the
+/// harness itself writes nothing to stdout during an attack (progress goes to stderr).
+struct QuietStdout {
+    saved: Option<std::os::fd::OwnedFd>,
+}
+
+impl QuietStdout {
+    fn new() -> QuietStdout {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        if !QUIET_GOOSE.load(std::sync::atomic::Ordering::Relaxed) {
+            return QuietStdout { saved: None };
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+            return QuietStdout { saved: None };
+        };
+        // SAFETY: dup and dup2 on descriptors this process owns; the saved copy is owned here.
+        let saved = unsafe { libc::dup(1) };
+        if saved < 0 || unsafe { libc::dup2(null.as_raw_fd(), 1) } < 0 {
+            return QuietStdout { saved: None };
+        }
+        QuietStdout {
+            saved: Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(saved) }),
+        }
+    }
+}
+
+impl Drop for QuietStdout {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        if let Some(saved) = &self.saved {
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            // SAFETY: puts back the descriptor saved in `new`.
+            unsafe { libc::dup2(saved.as_raw_fd(), 1) };
+        }
+    }
 }
 
 #[cfg(test)]

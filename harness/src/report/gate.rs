@@ -152,12 +152,7 @@ pub fn markdown(d: &Decision) -> String {
     out
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::escape as xml_escape;
 
 /// `junit.xml`: one test case per check.
 pub fn junit(d: &Decision) -> String {

@@ -10,12 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Error, write_file};
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::escape;
 
 /// `**bold**` and `` `code` `` inside escaped text.
 fn inline(s: &str) -> String {

@@ -109,7 +109,9 @@ pub fn write_all(dir: &Path, results: &RunResults, timelines: &[Timeline]) -> Re
         if time_plot::has_queue(results) {
             time_plot::queue(&dir.join(format!("queue.{ext}")), results)?;
         }
-        if results.cells.iter().any(|c| c.timing.is_some()) {
+        // Against mocks that answer at once, a wait chart would show the importer's own speed as
+        // if it were what users wait at a provider.
+        if results.paced() && results.cells.iter().any(|c| c.timing.is_some()) {
             time_plot::wait_vs_config(&dir.join(format!("wait-vs-config.{ext}")), results)?;
         }
     }
@@ -121,6 +123,14 @@ pub fn write_all(dir: &Path, results: &RunResults, timelines: &[Timeline]) -> Re
     }
     html::write_run(dir, &format!("harness run: {}", results.scenario))?;
     Ok(())
+}
+
+/// Text made safe inside HTML and XML, element content or a quoted attribute: `& < > "` escaped.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Writes every report of a finished run into its folder and points `latest` beside it there.

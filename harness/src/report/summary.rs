@@ -9,62 +9,85 @@ use crate::session::results::{CellRun, RunResults, by_cell, median, median_f64, 
 /// Peaks and per-import figures of the cells that share one value of a setting.
 type PeaksAndPerImport = (Vec<u64>, Vec<u64>);
 
-fn effects(results: &RunResults, out: &mut String) {
-    let axes = [
-        "MAX_CONCURRENT_IMPORTS",
-        "IMPORT_BATCH_SIZE",
-        "EXISTING_GAMES_PAGE_SIZE",
-        "DEDUP_STRATEGY",
-        "DB_POOL_SIZE",
-        "HTTP_MAX_CONNECTIONS",
-        "HTTP_POOL_MAX_IDLE_PER_HOST",
-        "WORKER_THREADS",
-        "SQLITE_CACHE_KIB",
-        "MALLOC_ARENA_MAX",
-    ];
+/// The settings whose effect on memory the summary shows, when a run varies them.
+const EFFECT_AXES: [&str; 12] = [
+    "MAX_CONCURRENT_IMPORTS",
+    "IMPORT_BATCH_SIZE",
+    "EXISTING_GAMES_PAGE_SIZE",
+    "LICHESS_MAX_STREAMS",
+    "CHESSCOM_MAX_REQUESTS",
+    "DEDUP_STRATEGY",
+    "DB_POOL_SIZE",
+    "HTTP_MAX_CONNECTIONS",
+    "HTTP_POOL_MAX_IDLE_PER_HOST",
+    "WORKER_THREADS",
+    "SQLITE_CACHE_KIB",
+    "MALLOC_ARENA_MAX",
+];
+
+/// One value of a varied setting: the median peak and per-import memory of the cells with it, bytes.
+struct Effect {
+    value: String,
+    peak: u64,
+    per_import: u64,
+}
+
+/// Per varied setting (two values or more), its values in order with their medians over every
+/// other setting.
+fn effects_of(results: &RunResults) -> Vec<(&'static str, Vec<Effect>)> {
     let ok: Vec<&CellRun> = results.cells.iter().filter(|c| c.error.is_none()).collect();
-    let mut any = false;
-    for axis in axes {
-        let mut by_value: BTreeMap<String, PeaksAndPerImport> = BTreeMap::new();
-        for c in &ok {
-            if let Some(v) = c.cell.env.get(axis) {
-                let e = by_value.entry(v.clone()).or_default();
-                e.0.push(c.peak);
-                e.1.push(c.per_import);
+    EFFECT_AXES
+        .into_iter()
+        .filter_map(|axis| {
+            let mut by_value: BTreeMap<String, PeaksAndPerImport> = BTreeMap::new();
+            for c in &ok {
+                if let Some(v) = c.cell.env.get(axis) {
+                    let e = by_value.entry(v.clone()).or_default();
+                    e.0.push(c.peak);
+                    e.1.push(c.per_import);
+                }
             }
-        }
-        if by_value.len() < 2 {
-            continue;
-        }
-        if !any {
-            let _ = writeln!(out, "\n## What moved memory\n");
+            let mut values: Vec<Effect> = by_value
+                .into_iter()
+                .map(|(value, (p, per))| Effect {
+                    value,
+                    peak: median(p.iter().copied()),
+                    per_import: median(per.iter().copied()),
+                })
+                .collect();
+            values.sort_by_key(|e| e.value.parse::<u64>().unwrap_or(u64::MAX));
+            (values.len() >= 2).then_some((axis, values))
+        })
+        .collect()
+}
+
+fn effects(results: &RunResults, out: &mut String) {
+    let all = effects_of(results);
+    if all.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## What moved memory\n");
+    let _ = writeln!(
+        out,
+        "Median over every other setting, per value of one setting.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| setting | value | median peak (MiB) | median per import (MiB) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    for (axis, values) in &all {
+        for e in values {
             let _ = writeln!(
                 out,
-                "Median over every other setting, per value of one setting.\n"
-            );
-            let _ = writeln!(
-                out,
-                "| setting | value | median peak (MiB) | median per import (MiB) |"
-            );
-            let _ = writeln!(out, "|---|---|---|---|");
-            any = true;
-        }
-        let mut values: Vec<(&String, &PeaksAndPerImport)> = by_value.iter().collect();
-        values.sort_by_key(|(v, _)| v.parse::<u64>().unwrap_or(u64::MAX));
-        let peaks: Vec<f64> = values
-            .iter()
-            .map(|(_, (p, _))| mib(median(p.iter().copied())))
-            .collect();
-        for (v, (p, per)) in &values {
-            let _ = writeln!(
-                out,
-                "| {axis} | {v} | {:.1} | {:.2} |",
-                mib(median(p.iter().copied())),
-                mib(median(per.iter().copied()))
+                "| {axis} | {} | {:.1} | {:.2} |",
+                e.value,
+                mib(e.peak),
+                mib(e.per_import)
             );
         }
-        let lo = peaks.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = peaks.iter().copied().fold(0.0, f64::max);
+        let lo = values.iter().map(|e| mib(e.peak)).fold(f64::INFINITY, f64::min);
+        let hi = values.iter().map(|e| mib(e.peak)).fold(0.0, f64::max);
         let _ = writeln!(
             out,
             "| {axis} | range | {:.1} ({:+.0} %) | |",
@@ -72,6 +95,69 @@ fn effects(results: &RunResults, out: &mut String) {
             (hi - lo) * 100.0 / lo.max(0.001)
         );
     }
+}
+
+/// What the terminal shows after a run: the verdict, the peak against the budget, one line per
+/// setting the run varied, the failed cells, a captured scenario's replay, and where the full
+/// tables are (`summary.md`, `report.html` in `dir`).
+pub fn terminal(results: &RunResults, dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    let verdict = if results.passed() {
+        "✓ every cell verified and within budget"
+    } else {
+        "✗ some cells failed"
+    };
+    let _ = writeln!(out, "{} — {verdict}", results.scenario);
+    let ok: Vec<&CellRun> = results.cells.iter().filter(|c| c.error.is_none()).collect();
+    if let Some(top) = ok.iter().max_by_key(|c| c.peak) {
+        let low = ok.iter().map(|c| c.peak).min().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "peak {:.1}-{:.1} MiB over {} cell runs (highest {}: {:.0} % of the {:.0} MiB budget), on {}",
+            mib(low),
+            mib(top.peak),
+            results.cells.len(),
+            top.cell.label,
+            top.peak as f64 * 100.0 / results.budget_bytes.max(1) as f64,
+            mib(results.budget_bytes),
+            results.database,
+        );
+    }
+    for (axis, values) in effects_of(results) {
+        let v: Vec<String> = values
+            .iter()
+            .map(|e| format!("{} → {:.1}", e.value, mib(e.peak)))
+            .collect();
+        let _ = writeln!(out, "  {axis}: median peak {} MiB", v.join(", "));
+    }
+    let failed: Vec<&CellRun> = results
+        .cells
+        .iter()
+        .filter(|c| c.error.is_some() || !c.verification.ok || !c.fits_budget)
+        .collect();
+    for c in failed.iter().take(10) {
+        let why = c
+            .error
+            .clone()
+            .or_else(|| c.verification.problems.first().cloned())
+            .unwrap_or_else(|| "over budget".into());
+        let _ = writeln!(out, "  ✗ {} r{}: {why}", c.cell.label, c.repeat + 1);
+    }
+    if failed.len() > 10 {
+        let _ = writeln!(out, "  … and {} more failed runs", failed.len() - 10);
+    }
+    if results.observed.is_some() {
+        let mut replay = String::new();
+        super::replay::section(results, &mut replay);
+        let rows: Vec<&str> = replay
+            .lines()
+            .filter(|l| l.starts_with("- ") || l.starts_with("  Differs"))
+            .collect();
+        let _ = writeln!(out, "replay against production:\n{}", rows.join("\n"));
+    }
+    let _ = writeln!(out, "tables: {}", dir.join("summary.md").display());
+    let _ = writeln!(out, "report: {}", dir.join("report.html").display());
+    out
 }
 
 /// The summary of a run, in Markdown.

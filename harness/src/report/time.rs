@@ -7,6 +7,9 @@ use std::fmt::Write;
 use crate::observe::timing::Timing;
 use crate::session::results::{RunResults, by_cell};
 
+/// lichess's export pace, games a second a stream (docs/providers.md).
+const REAL_LICHESS_PACE: u32 = 20;
+
 fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |s| format!("{s:.1}"))
 }
@@ -37,7 +40,19 @@ pub fn section(results: &RunResults, out: &mut String) {
     else {
         return;
     };
+    if !results.paced() {
+        // Unpaced mocks: the times would be the importer's own speed, not a user's wait.
+        return;
+    }
     let _ = writeln!(out, "\n## Time\n");
+    if results.pace_games_per_sec > 0 && results.pace_games_per_sec != REAL_LICHESS_PACE {
+        let _ = writeln!(
+            out,
+            "The lichess mock streamed {} games a second a stream, not lichess's {REAL_LICHESS_PACE}: these times are \
+             the importer's against that mock, not what a user waits at lichess (`make wait` measures that).\n",
+            results.pace_games_per_sec
+        );
+    }
     if scale > 1.0 {
         let _ = writeln!(
             out,

@@ -49,12 +49,12 @@ impl Draw for QueuePlot<'_> {
         let scale = self.cells.first().map_or(1.0, |(_, _, t)| t.time_scale);
         let title = if scale > 1.0 {
             format!(
-                "Each user waiting (pale), then importing (solid): lichess blue, chess.com vermillion (run {scale:.0}× faster)"
+                "Waiting (pale), then importing (solid); lichess blue, chess.com vermillion; run {scale:.0}× faster"
             )
         } else {
-            "Each user waiting (pale), then importing (solid): lichess blue, chess.com vermillion".into()
+            "Waiting (pale), then importing (solid); lichess blue, chess.com vermillion".into()
         };
-        let root = root.titled(&title, ("sans-serif", 20)).map_err(e)?;
+        let root = root.titled(&title, ("sans-serif", 18)).map_err(e)?;
         // One time axis for every panel, so that panels compare at a glance.
         let max_t = self
             .cells
@@ -137,7 +137,12 @@ pub fn queue(path: &Path, results: &RunResults) -> Result<(), Error> {
     let rows = cells.len().div_ceil(3).max(1) as u32;
     let per_panel_rows = cells.iter().map(|(_, _, t)| t.imports.len()).max().unwrap_or(1) as u32;
     let height = rows * (120 + 22 * per_panel_rows.min(MAX_QUEUE_ROWS as u32)) + 40;
-    render_with(path, (560 * cols, height.min(4000)), &QueuePlot { cells })
+    // Wide enough for the title even with one panel.
+    render_with(
+        path,
+        ((560 * cols).max(1000), height.min(4000)),
+        &QueuePlot { cells },
+    )
 }
 
 struct WaitPlot<'a> {

@@ -335,6 +335,7 @@ impl<'a> Session<'a> {
             cells,
             observed: self.s.raw.observed.clone(),
             pace_games_per_sec: self.s.raw.upstream.pace_games_per_sec,
+            chesscom_latency_ms: self.s.raw.upstream.chesscom_latency_ms,
         };
         Outcome {
             dir: self.dir,

@@ -177,6 +177,17 @@ pub struct RunResults {
     /// The lichess mock's pace, games a second a stream in provider time (0: unpaced).
     #[serde(default)]
     pub pace_games_per_sec: u32,
+    /// The chess.com mock's time before each answer, ms in provider time (0: at once).
+    #[serde(default)]
+    pub chesscom_latency_ms: u64,
+}
+
+impl RunResults {
+    /// Whether the mocks were paced at all: without a pace or a latency, a run's times are the
+    /// importer's own speed against mocks that answer at once, not what a user waits at a provider.
+    pub fn paced(&self) -> bool {
+        self.pace_games_per_sec > 0 || self.chesscom_latency_ms > 0
+    }
 }
 
 impl RunResults {
