@@ -5,7 +5,7 @@
 //! lichess exported when it was read is stored, or was ongoing and is remembered as pending". An
 //! import asks only for the windows outside them, newest first (`since`/`until`, which lila reads
 //! as `createdAt >= since` and `createdAt < until` on the unfiltered export path: lila
-//! `GameApiV2.exportByUser`; `../shared/UPSTREAM.md`).
+//! `GameApiV2.exportByUser`; `docs/providers.md`).
 //!
 //! chess.com: months (`YYYY/MM`, the month a game *ended*), each recorded whole or partial with
 //! the `ETag` and `Last-Modified` it came with. A game can still be filed under the newest month

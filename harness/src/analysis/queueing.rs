@@ -6,7 +6,7 @@
 //! oldest queued import whose provider has a free lane starts (a slot never
 //! waits for a lane, as `importer::scheduler` claims); it holds its slot and
 //! its lane until it ends. An import's run time is the provider's alone:
-//! a lichess export streams `games / pace` seconds (UPSTREAM.md: 20 games/s
+//! a lichess export streams `games / pace` seconds (docs/providers.md: 20 games/s
 //! anonymous, 30 with a token); a chess.com import asks for the archive list
 //! and then each month, one request at a time, each answered after the
 //! provider's latency. The importer's own parsing and writing are left out:

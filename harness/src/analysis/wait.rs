@@ -19,9 +19,9 @@ use crate::session::cell_users;
 use crate::session::results::{CellRun, RunResults};
 use crate::upstream::Platform;
 
-/// lichess's pace to a client with a token when the scenario gives none (UPSTREAM.md: 30 games/s).
+/// lichess's pace to a client with a token when the scenario gives none (docs/providers.md: 30 games/s).
 pub const TOKEN_PACE: f64 = 30.0;
-/// lichess export streams one address may hold (UPSTREAM.md: 2; more draw 429 and a penalty).
+/// lichess export streams one address may hold (docs/providers.md: 2; more draw 429 and a penalty).
 pub const LICHESS_STREAMS_ALLOWED: u32 = 2;
 
 /// One configuration as measured and predicted.

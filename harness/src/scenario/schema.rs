@@ -165,7 +165,7 @@ pub struct Workload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// lichess games per second per stream, like the real service (about 20 anonymous: UPSTREAM.md;
+    /// lichess games per second per stream, like the real service (about 20 anonymous: docs/providers.md;
     /// 0 = as fast as possible).
     #[serde(default)]
     pub pace_games_per_sec: u32,

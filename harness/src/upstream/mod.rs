@@ -1,4 +1,4 @@
-//! Mock lichess and chess.com, faithful to `shared/UPSTREAM.md`, rules included.
+//! Mock lichess and chess.com, faithful to `docs/providers.md`, rules included.
 //!
 //! Each provider is one small server (`serve.rs`) that first applies the
 //! provider's rules (`policy.rs`: streams in flight, the penalty after a 429,

@@ -1,4 +1,4 @@
-//! The providers' rules, as the mocks enforce them (`shared/UPSTREAM.md`):
+//! The providers' rules, as the mocks enforce them (`docs/providers.md`):
 //!
 //! - lichess: at most 2 export streams at once per address (lila's
 //!   `ConcurrencyLimit`, key `api.ip.download`); one more is answered `429` with

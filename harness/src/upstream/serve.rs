@@ -40,7 +40,7 @@ pub(super) struct Shared {
     pub seed: u64,
     /// lichess: time between games of one stream.
     pub pace: Option<Duration>,
-    /// lichess: the same for a request with a token (lichess streams faster to one: UPSTREAM.md).
+    /// lichess: the same for a request with a token (lichess streams faster to one: docs/providers.md).
     pub authenticated_pace: Option<Duration>,
     /// chess.com: time before each answer.
     pub latency: Option<Duration>,

@@ -15,7 +15,7 @@ use crate::Platform;
 /// One game ready to be stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GameRow {
-    /// The provider's id (lichess: 8 characters; chess.com: the number ending the game URL).
+    /// The provider's id (lichess: 8 characters; chess.com: `live/N` or `daily/N`, the kind and number of the game URL).
     pub provider_game_id: String,
     /// When the game was played (its start, UTC), when the PGN says.
     pub played_at: Option<DateTime<Utc>>,

@@ -102,7 +102,8 @@ impl Provider {
         until.filter(|u| *u > tokio::time::Instant::now())
     }
 
-    /// Extends the cool-down to `now + wait`; returns the seconds added (0 when one already lasts longer).
+    /// Extends the cool-down to `now + wait`: (the seconds added, 0 when one already lasts longer;
+    /// whether this call began a new cool-down rather than extending one).
     fn cool_down(&self, wait: Duration) -> (f64, bool) {
         let now = tokio::time::Instant::now();
         let mut until = self.cool_down_until.lock().unwrap_or_else(|e| e.into_inner());

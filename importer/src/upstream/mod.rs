@@ -80,7 +80,7 @@ pub enum UpstreamError {
 }
 
 /// The job's error for a refusal: the provider's status and words, and what the provider documents
-/// the status to mean where it documents it (`../shared/UPSTREAM.md`).
+/// the status to mean where it documents it (`docs/providers.md`).
 fn refusal(provider: &str, status: u16, said: &Said) -> String {
     let answered = match said {
         Said::Json(words) | Said::Text(words) => format!("{provider} answered {status}: {words}"),
@@ -231,7 +231,7 @@ mod tests {
             UpstreamError::RateLimited {
                 provider: "lichess",
                 times: 11,
-                // lichess's body for a stream beyond its limit (shared/cases/lichess-429-concurrency.txt).
+                // lichess's body for a stream beyond its limit (importer/tests/data/cases/lichess-429-concurrency.txt).
                 said: Said::of(
                     include_bytes!("../../tests/data/lichess-429-concurrency.json"),
                     false
