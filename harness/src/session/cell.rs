@@ -17,7 +17,7 @@ use crate::target;
 use crate::target::db::CellDb;
 use crate::target::{cgroup, pooler};
 use crate::upstream::{self, MockUser, Platform, Upstreams};
-use crate::verify::{self, Expectation};
+use crate::verify::{self, Expectation, Verification};
 
 /// One import of a cell: its user now, as the earlier imports saw them, and the import's limit.
 #[derive(Debug, Clone)]
@@ -66,15 +66,91 @@ pub(super) async fn measure(
     enforce: bool,
 ) -> Result<(CellRun, Vec<Sample>), String> {
     let users = cell_users(s, cell);
-    let mock_users: Vec<MockUser> = users.iter().map(|u| u.user.clone()).collect();
+    let mocks = start_mocks(s, &users).await?;
+    let db = open_database(s, cell, repeat, dir).await?;
+    let mut env = importer_env(s, opts, cell, &db, &mocks);
+    // Held until the cell ends: its importers' connections go through it.
+    let _pooler = start_pooler(s, &db, &mut env)?;
+    // Not an importer setting: it chooses the binary.
+    let allocator = env.remove("ALLOCATOR");
+    let importer = &importer_for(importer, allocator.as_deref())?;
+    // Returning users: their history as an earlier import of this same binary left it.
+    let earlier: Vec<Earlier> = users.iter().map(|u| u.earlier.clone()).collect();
+    prime(&earlier, importer, &env, s.raw.upstream.seed, dir).await?;
+    let primed_at = chrono::Utc::now();
+    let http = reqwest::Client::new();
+    let spawn = Spawn {
+        s,
+        cell,
+        repeat,
+        dir,
+        importer,
+        enforce,
+    };
+    let mut fleet = start_fleet(&spawn, &env, &http).await?;
+    let seeded = db.stored_count().await.map_err(|e| e.to_string())?;
+    let origin = Instant::now();
+    for (k, m) in fleet.members.iter().enumerate() {
+        fleet
+            .samplers
+            .push((k, observe::Sampler::start(m.server.pid(), origin, SAMPLE_EVERY)));
+    }
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let attack = Attack {
+        s,
+        users: &users,
+        env: &env,
+        db: &db,
+        seeded,
+        importer,
+        origin,
+        http: &http,
+    };
+    let (load, crash) = attack.run(&mut fleet).await?;
+    // A moment after the last import, to see what memory is given back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token = env.get("API_TOKEN").map(String::as_str);
+    let stopped = stop_and_observe(fleet, crash.as_ref(), &http, token).await;
+    let mut load = load.map_err(|e| e.to_string())?;
+    let verification = verify_cell(&users, &db, primed_at, &mut load, &mocks).await?;
+    if let Err(e) = std::fs::write(dir.join("database.url"), format!("{}\n", db.url())) {
+        tracing::warn!(error = %e, "cannot name the cell's database in database.url");
+    }
+    if !opts.keep_databases {
+        let _ = db.drop_schema().await;
+    }
+    let upstream = mocks.served();
+    let error = cell_error(s, &stopped, &upstream, crash.as_ref());
+    let run = assemble(
+        s,
+        cell,
+        repeat,
+        &users,
+        stopped.memory.clone(),
+        Outcome {
+            load,
+            verification,
+            upstream,
+            crash,
+            error,
+            oom_killed: stopped.oom_killed,
+            server_latency: stopped.server_latency,
+        },
+    );
+    Ok((run, stopped.samples))
+}
+
+/// The mocks of a cell, serving `users` at the scenario's pace in provider time: rates × the time
+/// scale, durations ÷ it.
+async fn start_mocks(s: &Checked, users: &[CellUser]) -> Result<Upstreams, String> {
     let up = &s.raw.upstream;
-    // Provider time runs `scale` times faster: rates × scale, durations ÷ scale.
     let scale = up.time_scale;
     let mut policy = up.policy.clone();
     if let upstream::Policy::Enforced(rules) = &mut policy {
         rules.penalty_secs /= scale;
     }
-    let mocks = Upstreams::start_with(
+    let mock_users: Vec<MockUser> = users.iter().map(|u| u.user.clone()).collect();
+    Upstreams::start_with(
         &mock_users,
         upstream::Options {
             seed: up.seed,
@@ -89,16 +165,31 @@ pub(super) async fn measure(
         },
     )
     .await
-    .map_err(|e| format!("mocks: {e}"))?;
-    let db = match s.raw.database {
-        Database::Sqlite => CellDb::sqlite(dir),
+    .map_err(|e| format!("mocks: {e}"))
+}
+
+/// A fresh database for one run of a cell: a SQLite file in `dir`, or a schema of its own.
+async fn open_database(s: &Checked, cell: &Cell, repeat: u32, dir: &Path) -> Result<CellDb, String> {
+    match s.raw.database {
+        Database::Sqlite => Ok(CellDb::sqlite(dir)),
         Database::Postgres => CellDb::postgres(
             &s.raw.postgres_url,
             &format!("{}_{}_{}", s.name, cell.label, repeat),
         )
         .await
-        .map_err(|e| e.to_string())?,
-    };
+        .map_err(|e| e.to_string()),
+    }
+}
+
+/// The importer's environment: the harness's defaults, the scenario's, the cell's, the database
+/// and the mocks, then the command line's `--set`, each over the one before.
+fn importer_env(
+    s: &Checked,
+    opts: &Options,
+    cell: &Cell,
+    db: &CellDb,
+    mocks: &Upstreams,
+) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("RUST_LOG".into(), "info,sqlx=warn".into());
     // Both providers refuse clients that name no contact; a scenario may set its own.
@@ -109,46 +200,66 @@ pub(super) async fn measure(
     env.insert("LICHESS_BASE_URL".into(), mocks.lichess_url());
     env.insert("CHESSCOM_BASE_URL".into(), mocks.chess_com_url());
     env.extend(opts.set.clone());
-    // Held until the cell ends: its importers' connections go through it.
-    let _pooler = match (&db, env.get("DATABASE_POOLER").map(String::as_str)) {
+    env
+}
+
+/// A PgBouncer of the cell's own in front of its schema when the cell asks for a transaction
+/// pooler; `env`'s DATABASE_URL then leads to it.
+fn start_pooler(
+    s: &Checked,
+    db: &CellDb,
+    env: &mut BTreeMap<String, String>,
+) -> Result<Option<pooler::PgBouncer>, String> {
+    match (db, env.get("DATABASE_POOLER").map(String::as_str)) {
         (CellDb::Postgres { server, schema }, Some("transaction")) => {
             let options = pooler::Options::in_front_of(server, schema, s.raw.pooler.default_pool_size)
                 .map_err(|e| format!("pooler: {e}"))?;
             let bouncer = pooler::PgBouncer::start(&options).map_err(|e| e.to_string())?;
             env.insert("DATABASE_URL".into(), bouncer.url(pooler::CELL_DATABASE, ""));
-            Some(bouncer)
+            Ok(Some(bouncer))
         }
-        _ => None,
-    };
-    // Not an importer setting: it chooses the binary.
-    let allocator = env.remove("ALLOCATOR");
-    let importer = &importer_for(importer, allocator.as_deref())?;
-    // Returning users: their history as an earlier import of this same binary left it.
-    let earlier: Vec<Earlier> = users.iter().map(|u| u.earlier.clone()).collect();
-    prime(&earlier, importer, &env, up.seed, dir).await?;
-    let primed_at = chrono::Utc::now();
-    let instances = s.raw.instances as usize;
-    let http = reqwest::Client::new();
+        _ => Ok(None),
+    }
+}
+
+/// What starting a cell's importer processes needs.
+struct Spawn<'a> {
+    s: &'a Checked,
+    cell: &'a Cell,
+    repeat: u32,
+    dir: &'a Path,
+    importer: &'a Path,
+    enforce: bool,
+}
+
+/// The scenario's `instances` importer processes, each healthy, each in a memory cgroup of the
+/// budget when the run enforces it.
+async fn start_fleet(
+    sp: &Spawn<'_>,
+    env: &BTreeMap<String, String>,
+    http: &reqwest::Client,
+) -> Result<Fleet, String> {
+    let instances = sp.s.raw.instances as usize;
     let mut fleet = Fleet::default();
     for k in 0..instances {
         let mut env = env.clone();
         // Each process its own stable name: a restarted one takes its own imports back at once.
         env.insert("INSTANCE_ID".into(), format!("harness-{}", k + 1));
         let log = if instances == 1 {
-            dir.join("importer.log")
+            sp.dir.join("importer.log")
         } else {
-            dir.join(format!("importer-{}.log", k + 1))
+            sp.dir.join(format!("importer-{}.log", k + 1))
         };
-        let limit = if enforce {
-            let name = format!("{}-r{}-i{}", cell.label, repeat + 1, k + 1);
-            Some(cgroup::Limit::create(&name, s.budget_bytes).map_err(|e| e.to_string())?)
+        let limit = if sp.enforce {
+            let name = format!("{}-r{}-i{}", sp.cell.label, sp.repeat + 1, k + 1);
+            Some(cgroup::Limit::create(&name, sp.s.budget_bytes).map_err(|e| e.to_string())?)
         } else {
             None
         };
-        let mut server =
-            target::Server::spawn(importer, &env, &log, limit.as_ref(), None).map_err(|e| e.to_string())?;
+        let mut server = target::Server::spawn(sp.importer, &env, &log, limit.as_ref(), None)
+            .map_err(|e| e.to_string())?;
         server
-            .wait_healthy(&http, Duration::from_secs(30))
+            .wait_healthy(http, Duration::from_secs(30))
             .await
             .map_err(|e| e.to_string())?;
         fleet.members.push(Member {
@@ -158,57 +269,100 @@ pub(super) async fn measure(
             limit,
         });
     }
-    let seeded = db.stored_count().await.map_err(|e| e.to_string())?;
-    let origin = Instant::now();
-    for (k, m) in fleet.members.iter().enumerate() {
-        fleet
-            .samplers
-            .push((k, observe::Sampler::start(m.server.pid(), origin, SAMPLE_EVERY)));
-    }
-    tokio::time::sleep(IDLE_WINDOW).await;
-    let offsets = s.raw.workload.arrivals.offsets(users.len(), up.seed);
-    let specs = users
-        .iter()
-        .zip(offsets)
-        .enumerate()
-        .map(|(i, (u, offset))| ImportSpec {
-            user: u.user.name.clone(),
-            platform: u.user.platform.as_str(),
-            limit: u.limit,
-            instance: i % instances,
-            delay: Duration::from_secs_f64(offset / scale),
-        })
-        .collect();
-    let bases: Vec<String> = fleet.members.iter().map(|m| m.server.base.clone()).collect();
-    let timeout = Duration::from_secs(s.raw.cell_timeout_secs);
-    let load_fut = load::run(
-        &bases,
-        specs,
-        origin,
-        timeout,
-        env.get("API_TOKEN").map(String::as_str),
-    );
-    tokio::pin!(load_fut);
-    let mut crash = None;
-    let load = match &s.raw.crash {
-        None => load_fut.await,
-        Some(c) => {
-            let strike = fleet.crash(c, &db, seeded, importer, origin, &http);
-            tokio::pin!(strike);
-            tokio::select! {
-                load = &mut load_fut => load,
-                struck = &mut strike => {
-                    crash = Some(struck?);
-                    load_fut.await
-                }
+    Ok(fleet)
+}
+
+/// goose's load on a started fleet, and the scenario's crash while it runs.
+struct Attack<'a> {
+    s: &'a Checked,
+    users: &'a [CellUser],
+    env: &'a BTreeMap<String, String>,
+    db: &'a CellDb,
+    seeded: u64,
+    importer: &'a Path,
+    origin: Instant,
+    http: &'a reqwest::Client,
+}
+
+impl Attack<'_> {
+    /// Posts every import at its offset and follows it to its end; the crash strikes meanwhile.
+    async fn run(
+        &self,
+        fleet: &mut Fleet,
+    ) -> Result<(Result<load::LoadResult, load::Error>, Option<CrashRecord>), String> {
+        let s = self.s;
+        let instances = fleet.members.len().max(1);
+        let offsets = s
+            .raw
+            .workload
+            .arrivals
+            .offsets(self.users.len(), s.raw.upstream.seed);
+        let specs = self
+            .users
+            .iter()
+            .zip(offsets)
+            .enumerate()
+            .map(|(i, (u, offset))| ImportSpec {
+                user: u.user.name.clone(),
+                platform: u.user.platform.as_str(),
+                limit: u.limit,
+                instance: i % instances,
+                delay: Duration::from_secs_f64(offset / s.raw.upstream.time_scale),
+            })
+            .collect();
+        let bases: Vec<String> = fleet.members.iter().map(|m| m.server.base.clone()).collect();
+        let timeout = Duration::from_secs(s.raw.cell_timeout_secs);
+        let token = self.env.get("API_TOKEN").map(String::as_str);
+        let load_fut = load::run(&bases, specs, self.origin, timeout, token);
+        tokio::pin!(load_fut);
+        let Some(c) = &s.raw.crash else {
+            return Ok((load_fut.await, None));
+        };
+        let strike = fleet.crash(c, self.db, self.seeded, self.importer, self.origin, self.http);
+        tokio::pin!(strike);
+        tokio::select! {
+            load = &mut load_fut => Ok((load, None)),
+            struck = &mut strike => {
+                let record = struck?;
+                Ok((load_fut.await, Some(record)))
             }
         }
-    };
-    // A moment after the last import, to see what memory is given back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A cell's memory: the timeline and the idle level are the first process's, the peaks the
+/// highest of any; bytes.
+#[derive(Debug, Clone, Default)]
+struct Memory {
+    idle: u64,
+    idle_anon: u64,
+    peak_hwm: u64,
+    peak_sampled: u64,
+    peak_anon: u64,
+    peak_file: u64,
+    samples: usize,
+}
+
+/// What stopping the fleet showed.
+struct Stopped {
+    memory: Memory,
+    samples: Vec<Sample>,
+    exits: Vec<target::Stopped>,
+    oom_killed: bool,
+    server_latency: Vec<server_latency::RouteLatency>,
+}
+
+/// Reads the server's latency and the peaks while the processes run, then stops them (SIGTERM)
+/// and their samplers; the process the crash killed for good is not judged by its exit.
+async fn stop_and_observe(
+    mut fleet: Fleet,
+    crash: Option<&CrashRecord>,
+    http: &reqwest::Client,
+    token: Option<&str>,
+) -> Stopped {
     // The server's side of the latency, while the first process still runs (it may have crashed).
     let server_latency = match fleet.members.first() {
-        Some(m) => server_latency::scrape(&http, &m.server.base, env.get("API_TOKEN").map(String::as_str))
+        Some(m) => server_latency::scrape(http, &m.server.base, token)
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "no server-side latency for this cell");
@@ -224,10 +378,7 @@ pub(super) async fn measure(
         .unwrap_or(0);
     let mut timelines: Vec<(usize, Vec<Sample>)> =
         fleet.samplers.drain(..).map(|(i, o)| (i, o.stop())).collect();
-    let killed = crash
-        .as_ref()
-        .filter(|c| !c.restarted)
-        .map(|c| c.instance as usize - 1);
+    let killed = crash.filter(|c| !c.restarted).map(|c| c.instance as usize - 1);
     let mut exits = Vec::new();
     let mut oom_killed = false;
     for (k, m) in fleet.members.into_iter().enumerate() {
@@ -239,8 +390,26 @@ pub(super) async fn measure(
             || exit.signal == Some(libc::SIGKILL) && !exit.forced;
         exits.push(exit);
     }
-    let mut load = load.map_err(|e| e.to_string())?;
-    // The timeline and the idle level are the first process's; the peak is the highest of any.
+    let mut memory = memory_of(&timelines);
+    memory.peak_hwm = peak_hwm;
+    let mut samples: Vec<Sample> = timelines
+        .iter_mut()
+        .filter(|(i, _)| *i == 0)
+        .flat_map(|(_, v)| std::mem::take(v))
+        .collect();
+    samples.sort_by(|a, b| a.t.total_cmp(&b.t));
+    memory.samples = samples.len();
+    Stopped {
+        memory,
+        samples,
+        exits,
+        oom_killed,
+        server_latency,
+    }
+}
+
+/// The peaks and idle medians of every process's timeline.
+fn memory_of(timelines: &[(usize, Vec<Sample>)]) -> Memory {
     let highest = |figure: fn(&Sample) -> u64| {
         timelines
             .iter()
@@ -248,7 +417,6 @@ pub(super) async fn measure(
             .max()
             .unwrap_or(0)
     };
-    let (peak_sampled, peak_anon, peak_file) = (highest(|x| x.rss), highest(|x| x.anon), highest(|x| x.file));
     let idle_of = |median: fn(&[Sample], f64, f64) -> Option<u64>| {
         timelines
             .iter()
@@ -256,14 +424,26 @@ pub(super) async fn measure(
             .max()
             .unwrap_or(0)
     };
-    let (idle, idle_anon) = (idle_of(observe::median_rss), idle_of(observe::median_anon));
-    let mut samples: Vec<Sample> = timelines
-        .iter_mut()
-        .filter(|(i, _)| *i == 0)
-        .flat_map(|(_, v)| std::mem::take(v))
-        .collect();
-    samples.sort_by(|a, b| a.t.total_cmp(&b.t));
+    Memory {
+        idle: idle_of(observe::median_rss),
+        idle_anon: idle_of(observe::median_anon),
+        peak_hwm: 0,
+        peak_sampled: highest(|x| x.rss),
+        peak_anon: highest(|x| x.anon),
+        peak_file: highest(|x| x.file),
+        samples: 0,
+    }
+}
 
+/// Exact delivery: every expected game stored once and nothing else; each import's record gets
+/// when its first game was stored and how many games its mock sent.
+async fn verify_cell(
+    users: &[CellUser],
+    db: &CellDb,
+    primed_at: chrono::DateTime<chrono::Utc>,
+    load: &mut load::LoadResult,
+    mocks: &Upstreams,
+) -> Result<Verification, String> {
     let expectations: Vec<Expectation> = users
         .iter()
         .map(|u| Expectation {
@@ -284,78 +464,87 @@ pub(super) async fn measure(
             rec.games_received = Some(mocks.games_served_to(user.platform, &user.name));
         }
     }
-    let verification = verify::check(&expectations, &stored, &jobs);
-    if let Err(e) = std::fs::write(dir.join("database.url"), format!("{}\n", db.url())) {
-        tracing::warn!(error = %e, "cannot name the cell's database in database.url");
-    }
-    if !opts.keep_databases {
-        let _ = db.drop_schema().await;
-    }
+    Ok(verify::check(&expectations, &stored, &jobs))
+}
 
-    let peak = peak_hwm.max(peak_sampled);
-    let first_post = load
-        .imports
-        .iter()
-        .map(|i| i.posted_at)
-        .fold(f64::INFINITY, f64::min);
-    let last_post = load.imports.iter().map(|i| i.posted_at).fold(0.0, f64::max);
-    let first_end = load
-        .imports
-        .iter()
-        .map(|i| i.ended_at)
-        .fold(f64::INFINITY, f64::min);
-    let last_end = load.imports.iter().map(|i| i.ended_at).fold(0.0, f64::max);
-    let load_secs = (last_end - first_post).max(0.0);
-    let games_imported: i64 = load.imports.iter().map(|i| i.games_imported).sum();
-    let upstream = mocks.served();
-    let max_running = load::max_running(&load.imports);
-    let timing = observe::timing::of(&load.imports, scale);
+/// Why the cell failed apart from delivery, in words, if it did: an OOM kill, a 429 the scenario
+/// did not expect, a crash that never struck, an importer that did not stop cleanly.
+fn cell_error(
+    s: &Checked,
+    stopped: &Stopped,
+    upstream: &BTreeMap<String, upstream::Served>,
+    crash: Option<&CrashRecord>,
+) -> Option<String> {
     let rate_limited: Vec<String> = upstream
         .iter()
         .filter(|(_, served)| served.rate_limited > 0)
         .map(|(provider, served)| format!("{provider} {}", served.rate_limited))
         .collect();
-    let error = if oom_killed {
-        Some("oom-killed".to_string())
-    } else if !rate_limited.is_empty() && !s.raw.upstream.expect_rate_limits {
+    if stopped.oom_killed {
+        return Some("oom-killed".to_string());
+    }
+    if !rate_limited.is_empty() && !s.raw.upstream.expect_rate_limits {
         // A 429 from a mock is one production would have served too: the settings break the rules.
-        Some(format!(
+        return Some(format!(
             "the mocks served 429 Too Many Requests ({}): these settings break the providers' rules \
              (set upstream.expect_rate_limits: true only where 429s are the point)",
             rate_limited.join(", ")
-        ))
-    } else if let (Some(c), None) = (&s.raw.crash, &crash) {
+        ));
+    }
+    if let (Some(c), None) = (&s.raw.crash, crash) {
         // A fault scenario whose fault never happened proves nothing: say so instead of passing.
-        Some(format!(
+        return Some(format!(
             "the crash never struck: the imports ended before {} games were stored",
             c.after_games
-        ))
-    } else {
-        exits.iter().find(|e| !e.clean()).map(|exit| {
-            if exit.before_sigterm {
-                format!("importer died during the run ({exit:?})")
-            } else if exit.forced {
-                "importer did not stop within 10 s of SIGTERM".into()
-            } else {
-                format!("importer exited with {exit:?} on SIGTERM")
-            }
-        })
-    };
+        ));
+    }
+    stopped.exits.iter().find(|e| !e.clean()).map(|exit| {
+        if exit.before_sigterm {
+            format!("importer died during the run ({exit:?})")
+        } else if exit.forced {
+            "importer did not stop within 10 s of SIGTERM".into()
+        } else {
+            format!("importer exited with {exit:?} on SIGTERM")
+        }
+    })
+}
+
+/// What a cell run ended with besides its memory.
+struct Outcome {
+    load: load::LoadResult,
+    verification: Verification,
+    upstream: BTreeMap<String, upstream::Served>,
+    crash: Option<CrashRecord>,
+    error: Option<String>,
+    oom_killed: bool,
+    server_latency: Vec<server_latency::RouteLatency>,
+}
+
+/// The cell run as `results.json` holds it: memory per import, rates and times from the load.
+fn assemble(s: &Checked, cell: &Cell, repeat: u32, users: &[CellUser], m: Memory, o: Outcome) -> CellRun {
+    let imports = &o.load.imports;
+    let first_post = imports.iter().map(|i| i.posted_at).fold(f64::INFINITY, f64::min);
+    let last_post = imports.iter().map(|i| i.posted_at).fold(0.0, f64::max);
+    let first_end = imports.iter().map(|i| i.ended_at).fold(f64::INFINITY, f64::min);
+    let last_end = imports.iter().map(|i| i.ended_at).fold(0.0, f64::max);
+    let load_secs = (last_end - first_post).max(0.0);
+    let games_imported: i64 = imports.iter().map(|i| i.games_imported).sum();
+    let peak = m.peak_hwm.max(m.peak_sampled);
     // Imports spread over the processes in turn: the busiest runs this many.
-    let per_process = cell.imports.div_ceil(s.raw.instances).max(1);
-    let run = CellRun {
+    let per_process = u64::from(cell.imports.div_ceil(s.raw.instances).max(1));
+    CellRun {
         cell: cell.clone(),
         repeat,
-        idle_rss: idle,
-        peak_sampled,
-        peak_hwm,
+        idle_rss: m.idle,
+        peak_sampled: m.peak_sampled,
+        peak_hwm: m.peak_hwm,
         peak,
-        per_import: peak.saturating_sub(idle) / u64::from(per_process),
-        idle_anon,
-        peak_anon,
-        peak_file,
-        per_import_anon: peak_anon.saturating_sub(idle_anon) / u64::from(per_process),
-        samples: samples.len(),
+        per_import: peak.saturating_sub(m.idle) / per_process,
+        idle_anon: m.idle_anon,
+        peak_anon: m.peak_anon,
+        peak_file: m.peak_file,
+        per_import_anon: m.peak_anon.saturating_sub(m.idle_anon) / per_process,
+        samples: m.samples,
         load_secs,
         overlap_secs: (first_end - last_post).max(0.0),
         games_imported,
@@ -365,24 +554,23 @@ pub(super) async fn measure(
             0.0
         },
         fits_budget: peak <= s.budget_bytes,
-        verification,
-        load,
-        oom_killed,
+        max_running: load::max_running(imports),
+        timing: Some(observe::timing::of(imports, s.raw.upstream.time_scale)),
+        verification: o.verification,
+        load: o.load,
+        oom_killed: o.oom_killed,
         enforced: None,
-        error,
-        crash,
+        error: o.error,
+        crash: o.crash,
         instances: s.raw.instances,
         // Measured after the importer stopped, so the two never share the CPU.
         reference_parse: s.raw.reference_parse.then(|| {
             let imported: Vec<(MockUser, u64)> = users.iter().map(|u| (u.user.clone(), u.limit)).collect();
             crate::observe::parse_rate::measure(&imported, s.raw.upstream.seed)
         }),
-        max_running,
-        upstream,
-        server_latency,
-        timing: Some(timing),
-    };
-    Ok((run, samples))
+        upstream: o.upstream,
+        server_latency: o.server_latency,
+    }
 }
 
 /// The User-Agent the harness gives the importer: the mocks, like the providers, refuse one without
