@@ -132,6 +132,7 @@ impl Checked {
             key: key.to_string(),
             message,
         };
+        let bad_at = |(key, message): Bad| invalid(key, message);
         let budget_bytes = parse_bytes(&raw.budget).ok_or_else(|| {
             invalid(
                 "budget",
@@ -147,307 +148,21 @@ impl Checked {
         if raw.repeats == 0 || raw.repeats > 50 {
             return Err(invalid("repeats", format!("{} is not in 1..=50", raw.repeats)));
         }
-        if raw.workload.users.is_empty() {
-            return Err(invalid("users", "at least one user is needed".into()));
-        }
-        for u in &raw.workload.users {
-            if u.stored > u.games {
-                return Err(invalid(
-                    "stored",
-                    format!("{} stored of {} games upstream", u.stored, u.games),
-                ));
-            }
-            if u.new_since_stored + u.stored > u.games {
-                return Err(invalid(
-                    "new_since_stored",
-                    format!(
-                        "{} new + {} stored is more than the {} games upstream",
-                        u.new_since_stored, u.stored, u.games
-                    ),
-                ));
-            }
-            if !u.finishes_late.is_empty() && u.platform != Platform::Lichess {
-                return Err(invalid(
-                    "finishes_late",
-                    "chess.com files a game under the month it ended, which every import reads: \
-                     late finishes are a lichess case"
-                        .into(),
-                ));
-            }
-            let stored_range = u.new_since_stored..u.new_since_stored + u.stored;
-            if let Some(bad) = u.finishes_late.iter().find(|i| !stored_range.contains(*i)) {
-                return Err(invalid(
-                    "finishes_late",
-                    format!(
-                        "game {bad} is not inside the stored range (indices {}..{})",
-                        stored_range.start, stored_range.end
-                    ),
-                ));
-            }
-            if !(1..=10_000).contains(&u.limit) {
-                return Err(invalid(
-                    "limit",
-                    format!("{} is not in 1..=10000 (the API's range)", u.limit),
-                ));
-            }
-            if u.platform != Platform::Lichess && (u.cut_after.is_some() || u.stall_after.is_some()) {
-                let key = if u.cut_after.is_some() {
-                    "cut_after"
-                } else {
-                    "stall_after"
-                };
-                return Err(invalid(key, "cut and stalled streams are lichess faults".into()));
-            }
-            if u.months == 0 || u.months > 600 {
-                return Err(invalid("months", format!("{} is not in 1..=600", u.months)));
-            }
-        }
-        if raw.workload.imports == Some(0) {
-            return Err(invalid("imports", "0 imports measure nothing".into()));
-        }
-        let g = &raw.gate;
-        for (key, v) in [
-            ("peak_tolerance_pct", g.peak_tolerance_pct),
-            ("per_import_tolerance_pct", g.per_import_tolerance_pct),
-        ] {
-            if !(0.0..=1000.0).contains(&v) {
-                return Err(invalid(key, format!("{v} is not in 0..=1000")));
-            }
-        }
-        if !(0.0..=1000.0).contains(&g.tolerance_pct) {
-            return Err(invalid(
-                "tolerance_pct",
-                format!("{} is not in 0..=1000", g.tolerance_pct),
-            ));
-        }
-        if !(0.0..=100_000.0).contains(&g.tolerance_floor_mb) {
-            return Err(invalid(
-                "tolerance_floor_mb",
-                format!("{} is not in 0..=100000", g.tolerance_floor_mb),
-            ));
-        }
-        if !(0.0..=1000.0).contains(&g.max_spread_pct) {
-            return Err(invalid(
-                "max_spread_pct",
-                format!("{} is not in 0..=1000", g.max_spread_pct),
-            ));
-        }
-        if let crate::upstream::Policy::Enforced(rules) = &raw.upstream.policy
-            && let Some(problem) = rules.problem()
-        {
-            return Err(invalid("policy", problem));
-        }
-        if raw.upstream.chesscom_latency_ms > 60_000 {
-            return Err(invalid(
-                "chesscom_latency_ms",
-                format!("{} is not in 0..=60000", raw.upstream.chesscom_latency_ms),
-            ));
-        }
-        let up = &raw.upstream;
-        if !(up.time_scale.is_finite() && (1.0..=1000.0).contains(&up.time_scale)) {
-            return Err(invalid(
-                "time_scale",
-                format!("{} is not in 1..=1000", up.time_scale),
-            ));
-        }
-        if up.authenticated_pace_games_per_sec.is_some() && up.pace_games_per_sec == 0 {
-            return Err(invalid(
-                "authenticated_pace_games_per_sec",
-                "needs pace_games_per_sec too: an unpaced anonymous stream would be the faster one".into(),
-            ));
-        }
-        if let Some(problem) = raw.workload.arrivals.problem() {
-            return Err(invalid("arrivals", problem));
-        }
-        let mut imports = raw.workload.imports;
-        if let Some(listed) = raw.workload.arrivals.count() {
-            match imports {
-                Some(n) if n != listed => {
-                    return Err(invalid(
-                        "at_secs",
-                        format!("{listed} offsets for {n} imports: give one offset per import"),
-                    ));
-                }
-                _ => imports = Some(listed),
-            }
-        }
-        if raw.cell_timeout_secs == 0 {
-            return Err(invalid("cell_timeout_secs", "must be at least 1".into()));
-        }
-        if !(1..=8).contains(&raw.instances) {
-            return Err(invalid("instances", format!("{} is not in 1..=8", raw.instances)));
-        }
-        if raw.instances > 1 && raw.database != Database::Postgres {
-            return Err(invalid(
-                "instances",
-                "several importer processes share a queue only on PostgreSQL; set `database: postgres`"
-                    .into(),
-            ));
-        }
-        if let Some(c) = &raw.crash {
-            if c.after_games == 0 {
-                return Err(invalid("after_games", "must be at least 1".into()));
-            }
-            if !(1..=raw.instances).contains(&c.instance) {
-                return Err(invalid(
-                    "instance",
-                    format!(
-                        "{} is not one of the {} importer processes",
-                        c.instance, raw.instances
-                    ),
-                ));
-            }
-            if raw.instances == 1 && !c.restart {
-                return Err(invalid(
-                    "restart",
-                    "with one importer process, a crash without `restart: true` leaves no one to finish"
-                        .into(),
-                ));
-            }
-        }
-        let m = &raw.matrix;
-        let axes: [(&str, Vec<Option<String>>); 14] = [
-            ("MAX_CONCURRENT_IMPORTS", matrix::axis(&m.max_concurrent_imports)),
-            ("IMPORT_BATCH_SIZE", matrix::axis(&m.import_batch_size)),
-            (
-                "EXISTING_GAMES_PAGE_SIZE",
-                matrix::axis(&m.existing_games_page_size),
-            ),
-            ("DEDUP_STRATEGY", matrix::axis(&m.dedup_strategy)),
-            ("DB_POOL_SIZE", matrix::axis(&m.db_pool_size)),
-            ("HTTP_MAX_CONNECTIONS", matrix::axis(&m.http_max_connections)),
-            (
-                "HTTP_POOL_MAX_IDLE_PER_HOST",
-                matrix::axis(&m.http_pool_max_idle_per_host),
-            ),
-            ("WORKER_THREADS", matrix::axis(&m.worker_threads)),
-            ("SQLITE_CACHE_KIB", matrix::axis(&m.sqlite_cache_kib)),
-            ("MALLOC_ARENA_MAX", matrix::axis(&m.malloc_arena_max)),
-            ("ALLOCATOR", matrix::axis(&m.allocator)),
-            ("LICHESS_MAX_STREAMS", matrix::axis(&m.lichess_max_streams)),
-            ("CHESSCOM_MAX_REQUESTS", matrix::axis(&m.chesscom_max_requests)),
-            ("DATABASE_POOLER", matrix::axis(&m.database_pooler)),
-        ];
-        for (key, values) in &axes {
-            if values.is_empty() {
-                return Err(invalid(key, "an axis needs at least one value".into()));
-            }
-        }
-        if let Some(bad) = m
-            .dedup_strategy
-            .iter()
-            .flatten()
-            .find(|s| !matches!(s.as_str(), "batch" | "preload"))
-        {
-            return Err(invalid(
-                "DEDUP_STRATEGY",
-                format!("{bad:?} is not `batch` or `preload`"),
-            ));
-        }
-        if let Some(bad) = m
-            .allocator
-            .iter()
-            .flatten()
-            .find(|s| !ALLOCATORS.contains(&s.as_str()))
-        {
-            return Err(invalid(
-                "ALLOCATOR",
-                format!("{bad:?} is not one of {}", ALLOCATORS.join(", ")),
-            ));
-        }
-        if let Some(bad) = m
-            .max_concurrent_imports
-            .iter()
-            .flatten()
-            .find(|&&n| !(1..=256).contains(&n))
-        {
-            return Err(invalid(
-                "MAX_CONCURRENT_IMPORTS",
-                format!("{bad} is not in 1..=256"),
-            ));
-        }
-        let poolers = m
-            .database_pooler
-            .iter()
-            .flatten()
-            .chain(raw.env.get("DATABASE_POOLER"));
-        for p in poolers {
-            match p.as_str() {
-                "none" => {}
-                "transaction" if raw.database == Database::Postgres => {}
-                "transaction" => {
-                    return Err(invalid(
-                        "DATABASE_POOLER",
-                        "`transaction` puts a PgBouncer in front of PostgreSQL: it needs `database: postgres`".into(),
-                    ));
-                }
-                bad => {
-                    return Err(invalid(
-                        "DATABASE_POOLER",
-                        format!("{bad:?} is not `none` or `transaction`"),
-                    ));
-                }
-            }
-        }
-        if !(1..=100).contains(&raw.pooler.default_pool_size) {
-            return Err(invalid(
-                "pooler.default_pool_size",
-                format!("{} is not in 1..=100", raw.pooler.default_pool_size),
-            ));
-        }
-        for (key, values) in [
-            ("LICHESS_MAX_STREAMS", &m.lichess_max_streams),
-            ("CHESSCOM_MAX_REQUESTS", &m.chesscom_max_requests),
-        ] {
-            if let Some(bad) = values.iter().flatten().find(|&&n| !(1..=64).contains(&n)) {
-                return Err(invalid(key, format!("{bad} is not in 1..=64")));
-            }
-        }
+        check_users(&raw.workload).map_err(bad_at)?;
+        check_gate(&raw.gate).map_err(bad_at)?;
+        check_upstream(&raw).map_err(bad_at)?;
+        let imports = imports_of(&raw.workload).map_err(bad_at)?;
+        check_processes(&raw).map_err(bad_at)?;
+        let axes = axes_of(&raw.matrix);
+        check_matrix(&raw, &axes).map_err(bad_at)?;
         let mut cells = matrix::expand(&axes, imports)
             .map_err(|n| invalid("matrix", format!("{n} cells; at most {}", matrix::MAX_CELLS)))?;
-        // The last import must be posted well before the cell gives up on it.
-        for c in &cells {
-            let last = raw
-                .workload
-                .arrivals
-                .offsets(c.imports as usize, raw.upstream.seed)
-                .into_iter()
-                .fold(0.0, f64::max);
-            let real = last / raw.upstream.time_scale;
-            if real > raw.cell_timeout_secs as f64 / 2.0 || last > crate::load::arrivals::MAX_SPAN_SECS {
-                return Err(invalid(
-                    "arrivals",
-                    format!(
-                        "the last of {} imports is posted at {last:.0} s of provider time ({real:.0} s at time_scale {}): \
-                         more than half of cell_timeout_secs {} or a day",
-                        c.imports, raw.upstream.time_scale, raw.cell_timeout_secs
-                    ),
-                ));
-            }
-        }
-        // The lanes a cell runs with belong to its record, wherever the scenario set them: the
-        // time reports and `recommend --max-wait` read them there.
-        for key in ["LICHESS_MAX_STREAMS", "CHESSCOM_MAX_REQUESTS"] {
-            if let Some(v) = raw.env.get(key) {
-                for c in &mut cells {
-                    c.env.entry(key.to_string()).or_insert_with(|| v.clone());
-                }
-            }
-        }
+        check_arrival_span(&raw, &cells).map_err(bad_at)?;
+        lanes_into_cells(&raw, &mut cells);
         if let Some(o) = &raw.observed {
             check_observed(o).map_err(|m| invalid("observed", m))?;
         }
-        let name = raw.name.clone().unwrap_or_else(|| {
-            file.file_stem()
-                .map_or("scenario".into(), |s| s.to_string_lossy().into_owned())
-        });
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(invalid("name", format!("{name:?}: use letters, digits, - and _")));
-        }
+        let name = name_of(&raw, file).map_err(bad_at)?;
         Ok(Checked {
             file: file.to_path_buf(),
             name,
@@ -471,6 +186,353 @@ impl Checked {
         let users = &self.raw.workload.users;
         &users[i % users.len()]
     }
+}
+
+/// A key of the scenario and what is wrong with its value.
+type Bad = (&'static str, String);
+
+fn wrong(key: &'static str, message: String) -> Bad {
+    (key, message)
+}
+
+/// The users: counts that fit together, faults on the platform that has them, the API's limit.
+fn check_users(workload: &Workload) -> Result<(), Bad> {
+    if workload.users.is_empty() {
+        return Err(wrong("users", "at least one user is needed".into()));
+    }
+    for u in &workload.users {
+        if u.stored > u.games {
+            return Err(wrong(
+                "stored",
+                format!("{} stored of {} games upstream", u.stored, u.games),
+            ));
+        }
+        if u.new_since_stored + u.stored > u.games {
+            return Err(wrong(
+                "new_since_stored",
+                format!(
+                    "{} new + {} stored is more than the {} games upstream",
+                    u.new_since_stored, u.stored, u.games
+                ),
+            ));
+        }
+        if !u.finishes_late.is_empty() && u.platform != Platform::Lichess {
+            return Err(wrong(
+                "finishes_late",
+                "chess.com files a game under the month it ended, which every import reads: \
+                 late finishes are a lichess case"
+                    .into(),
+            ));
+        }
+        let stored_range = u.new_since_stored..u.new_since_stored + u.stored;
+        if let Some(bad) = u.finishes_late.iter().find(|i| !stored_range.contains(*i)) {
+            return Err(wrong(
+                "finishes_late",
+                format!(
+                    "game {bad} is not inside the stored range (indices {}..{})",
+                    stored_range.start, stored_range.end
+                ),
+            ));
+        }
+        if !(1..=10_000).contains(&u.limit) {
+            return Err(wrong(
+                "limit",
+                format!("{} is not in 1..=10000 (the API's range)", u.limit),
+            ));
+        }
+        if u.platform != Platform::Lichess && (u.cut_after.is_some() || u.stall_after.is_some()) {
+            let key = if u.cut_after.is_some() {
+                "cut_after"
+            } else {
+                "stall_after"
+            };
+            return Err(wrong(key, "cut and stalled streams are lichess faults".into()));
+        }
+        if u.months == 0 || u.months > 600 {
+            return Err(wrong("months", format!("{} is not in 1..=600", u.months)));
+        }
+    }
+    if workload.imports == Some(0) {
+        return Err(wrong("imports", "0 imports measure nothing".into()));
+    }
+    Ok(())
+}
+
+/// The gate's tolerances.
+fn check_gate(g: &Gate) -> Result<(), Bad> {
+    for (key, v) in [
+        ("peak_tolerance_pct", g.peak_tolerance_pct),
+        ("per_import_tolerance_pct", g.per_import_tolerance_pct),
+    ] {
+        if !(0.0..=1000.0).contains(&v) {
+            return Err(wrong(key, format!("{v} is not in 0..=1000")));
+        }
+    }
+    if !(0.0..=1000.0).contains(&g.tolerance_pct) {
+        return Err(wrong(
+            "tolerance_pct",
+            format!("{} is not in 0..=1000", g.tolerance_pct),
+        ));
+    }
+    if !(0.0..=100_000.0).contains(&g.tolerance_floor_mb) {
+        return Err(wrong(
+            "tolerance_floor_mb",
+            format!("{} is not in 0..=100000", g.tolerance_floor_mb),
+        ));
+    }
+    if !(0.0..=1000.0).contains(&g.max_spread_pct) {
+        return Err(wrong(
+            "max_spread_pct",
+            format!("{} is not in 0..=1000", g.max_spread_pct),
+        ));
+    }
+    Ok(())
+}
+
+/// The mocks: their rules, latency, time scale and paces, and the arrivals.
+fn check_upstream(raw: &Scenario) -> Result<(), Bad> {
+    if let crate::upstream::Policy::Enforced(rules) = &raw.upstream.policy
+        && let Some(problem) = rules.problem()
+    {
+        return Err(wrong("policy", problem));
+    }
+    if raw.upstream.chesscom_latency_ms > 60_000 {
+        return Err(wrong(
+            "chesscom_latency_ms",
+            format!("{} is not in 0..=60000", raw.upstream.chesscom_latency_ms),
+        ));
+    }
+    let up = &raw.upstream;
+    if !(up.time_scale.is_finite() && (1.0..=1000.0).contains(&up.time_scale)) {
+        return Err(wrong(
+            "time_scale",
+            format!("{} is not in 1..=1000", up.time_scale),
+        ));
+    }
+    if up.authenticated_pace_games_per_sec.is_some() && up.pace_games_per_sec == 0 {
+        return Err(wrong(
+            "authenticated_pace_games_per_sec",
+            "needs pace_games_per_sec too: an unpaced anonymous stream would be the faster one".into(),
+        ));
+    }
+    if let Some(problem) = raw.workload.arrivals.problem() {
+        return Err(wrong("arrivals", problem));
+    }
+    Ok(())
+}
+
+/// The imports each cell requests: `workload.imports`, or one per listed offset.
+fn imports_of(workload: &Workload) -> Result<Option<u32>, Bad> {
+    let mut imports = workload.imports;
+    if let Some(listed) = workload.arrivals.count() {
+        match imports {
+            Some(n) if n != listed => {
+                return Err(wrong(
+                    "at_secs",
+                    format!("{listed} offsets for {n} imports: give one offset per import"),
+                ));
+            }
+            _ => imports = Some(listed),
+        }
+    }
+    Ok(imports)
+}
+
+/// The cell timeout, the importer processes and the crash.
+fn check_processes(raw: &Scenario) -> Result<(), Bad> {
+    if raw.cell_timeout_secs == 0 {
+        return Err(wrong("cell_timeout_secs", "must be at least 1".into()));
+    }
+    if !(1..=8).contains(&raw.instances) {
+        return Err(wrong("instances", format!("{} is not in 1..=8", raw.instances)));
+    }
+    if raw.instances > 1 && raw.database != Database::Postgres {
+        return Err(wrong(
+            "instances",
+            "several importer processes share a queue only on PostgreSQL; set `database: postgres`".into(),
+        ));
+    }
+    if let Some(c) = &raw.crash {
+        if c.after_games == 0 {
+            return Err(wrong("after_games", "must be at least 1".into()));
+        }
+        if !(1..=raw.instances).contains(&c.instance) {
+            return Err(wrong(
+                "instance",
+                format!(
+                    "{} is not one of the {} importer processes",
+                    c.instance, raw.instances
+                ),
+            ));
+        }
+        if raw.instances == 1 && !c.restart {
+            return Err(wrong(
+                "restart",
+                "with one importer process, a crash without `restart: true` leaves no one to finish".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The matrix's axes, in the order cells are labelled and expanded.
+fn axes_of(m: &Matrix) -> [(&'static str, Vec<Option<String>>); 14] {
+    [
+        ("MAX_CONCURRENT_IMPORTS", matrix::axis(&m.max_concurrent_imports)),
+        ("IMPORT_BATCH_SIZE", matrix::axis(&m.import_batch_size)),
+        (
+            "EXISTING_GAMES_PAGE_SIZE",
+            matrix::axis(&m.existing_games_page_size),
+        ),
+        ("DEDUP_STRATEGY", matrix::axis(&m.dedup_strategy)),
+        ("DB_POOL_SIZE", matrix::axis(&m.db_pool_size)),
+        ("HTTP_MAX_CONNECTIONS", matrix::axis(&m.http_max_connections)),
+        (
+            "HTTP_POOL_MAX_IDLE_PER_HOST",
+            matrix::axis(&m.http_pool_max_idle_per_host),
+        ),
+        ("WORKER_THREADS", matrix::axis(&m.worker_threads)),
+        ("SQLITE_CACHE_KIB", matrix::axis(&m.sqlite_cache_kib)),
+        ("MALLOC_ARENA_MAX", matrix::axis(&m.malloc_arena_max)),
+        ("ALLOCATOR", matrix::axis(&m.allocator)),
+        ("LICHESS_MAX_STREAMS", matrix::axis(&m.lichess_max_streams)),
+        ("CHESSCOM_MAX_REQUESTS", matrix::axis(&m.chesscom_max_requests)),
+        ("DATABASE_POOLER", matrix::axis(&m.database_pooler)),
+    ]
+}
+
+/// The matrix's values: each axis given, each value one the importer accepts.
+fn check_matrix(raw: &Scenario, axes: &[(&'static str, Vec<Option<String>>)]) -> Result<(), Bad> {
+    let m = &raw.matrix;
+    for (key, values) in axes {
+        if values.is_empty() {
+            return Err(wrong(key, "an axis needs at least one value".into()));
+        }
+    }
+    if let Some(bad) = m
+        .dedup_strategy
+        .iter()
+        .flatten()
+        .find(|s| !matches!(s.as_str(), "batch" | "preload"))
+    {
+        return Err(wrong(
+            "DEDUP_STRATEGY",
+            format!("{bad:?} is not `batch` or `preload`"),
+        ));
+    }
+    if let Some(bad) = m
+        .allocator
+        .iter()
+        .flatten()
+        .find(|s| !ALLOCATORS.contains(&s.as_str()))
+    {
+        return Err(wrong(
+            "ALLOCATOR",
+            format!("{bad:?} is not one of {}", ALLOCATORS.join(", ")),
+        ));
+    }
+    if let Some(bad) = m
+        .max_concurrent_imports
+        .iter()
+        .flatten()
+        .find(|&&n| !(1..=256).contains(&n))
+    {
+        return Err(wrong(
+            "MAX_CONCURRENT_IMPORTS",
+            format!("{bad} is not in 1..=256"),
+        ));
+    }
+    let poolers = m
+        .database_pooler
+        .iter()
+        .flatten()
+        .chain(raw.env.get("DATABASE_POOLER"));
+    for p in poolers {
+        match p.as_str() {
+            "none" => {}
+            "transaction" if raw.database == Database::Postgres => {}
+            "transaction" => {
+                return Err(wrong(
+                    "DATABASE_POOLER",
+                    "`transaction` puts a PgBouncer in front of PostgreSQL: it needs `database: postgres`"
+                        .into(),
+                ));
+            }
+            bad => {
+                return Err(wrong(
+                    "DATABASE_POOLER",
+                    format!("{bad:?} is not `none` or `transaction`"),
+                ));
+            }
+        }
+    }
+    if !(1..=100).contains(&raw.pooler.default_pool_size) {
+        return Err(wrong(
+            "pooler.default_pool_size",
+            format!("{} is not in 1..=100", raw.pooler.default_pool_size),
+        ));
+    }
+    for (key, values) in [
+        ("LICHESS_MAX_STREAMS", &m.lichess_max_streams),
+        ("CHESSCOM_MAX_REQUESTS", &m.chesscom_max_requests),
+    ] {
+        if let Some(bad) = values.iter().flatten().find(|&&n| !(1..=64).contains(&n)) {
+            return Err(wrong(key, format!("{bad} is not in 1..=64")));
+        }
+    }
+    Ok(())
+}
+
+/// The last import must be posted well before the cell gives up on it.
+fn check_arrival_span(raw: &Scenario, cells: &[Cell]) -> Result<(), Bad> {
+    for c in cells {
+        let last = raw
+            .workload
+            .arrivals
+            .offsets(c.imports as usize, raw.upstream.seed)
+            .into_iter()
+            .fold(0.0, f64::max);
+        let real = last / raw.upstream.time_scale;
+        if real > raw.cell_timeout_secs as f64 / 2.0 || last > crate::load::arrivals::MAX_SPAN_SECS {
+            return Err(wrong(
+                "arrivals",
+                format!(
+                    "the last of {} imports is posted at {last:.0} s of provider time ({real:.0} s at time_scale {}): \
+                     more than half of cell_timeout_secs {} or a day",
+                    c.imports, raw.upstream.time_scale, raw.cell_timeout_secs
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The lanes a cell runs with belong to its record, wherever the scenario set them: the time
+/// reports and `recommend --max-wait` read them there.
+fn lanes_into_cells(raw: &Scenario, cells: &mut [Cell]) {
+    for key in ["LICHESS_MAX_STREAMS", "CHESSCOM_MAX_REQUESTS"] {
+        if let Some(v) = raw.env.get(key) {
+            for c in cells.iter_mut() {
+                c.env.entry(key.to_string()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+}
+
+/// The scenario's name: its own, or the file's stem; letters, digits, - and _.
+fn name_of(raw: &Scenario, file: &Path) -> Result<String, Bad> {
+    let name = raw.name.clone().unwrap_or_else(|| {
+        file.file_stem()
+            .map_or("scenario".into(), |s| s.to_string_lossy().into_owned())
+    });
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(wrong("name", format!("{name:?}: use letters, digits, - and _")));
+    }
+    Ok(name)
 }
 
 /// What is wrong with a captured scenario's `observed` section, in words.
