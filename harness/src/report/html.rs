@@ -12,100 +12,22 @@ use super::{Error, write_file};
 
 use super::escape;
 
-/// `**bold**` and `` `code` `` inside escaped text.
-fn inline(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut bold = false;
-    let mut code = false;
-    let mut rest = escape(s);
-    while !rest.is_empty() {
-        if !code && rest.starts_with("**") {
-            out.push_str(if bold { "</strong>" } else { "<strong>" });
-            bold = !bold;
-            rest.drain(..2);
-        } else if rest.starts_with('`') {
-            out.push_str(if code { "</code>" } else { "<code>" });
-            code = !code;
-            rest.drain(..1);
-        } else {
-            let c = rest.remove(0);
-            out.push(c);
-        }
-    }
-    if code {
-        out.push_str("</code>");
-    }
-    if bold {
-        out.push_str("</strong>");
-    }
-    out
-}
-
-fn cells(line: &str) -> Vec<&str> {
-    line.trim().trim_matches('|').split('|').map(str::trim).collect()
-}
-
-/// The subset of Markdown the harness writes, as HTML.
+/// The run's Markdown as HTML, by pulldown-cmark (CommonMark and tables). Raw HTML in the text
+/// (a provider's error page quoted in a failure, say) is shown as text, never interpreted; a
+/// table cell holding only ✓, ✗ or ⚠ gets the class that colours it.
 pub fn markdown_to_html(md: &str) -> String {
+    use pulldown_cmark::{Event, Options, Parser};
+    let events = Parser::new_ext(md, Options::ENABLE_TABLES).map(|e| match e {
+        Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+        other => other,
+    });
     let mut out = String::new();
-    let mut lines = md.lines().peekable();
-    while let Some(line) = lines.next() {
-        let t = line.trim_end();
-        if let Some(h) = t.strip_prefix("## ") {
-            let _ = writeln!(out, "<h2>{}</h2>", inline(h));
-        } else if let Some(h) = t.strip_prefix("# ") {
-            let _ = writeln!(out, "<h1>{}</h1>", inline(h));
-        } else if t.starts_with("```") {
-            out.push_str("<pre>");
-            for l in lines.by_ref() {
-                if l.trim_start().starts_with("```") {
-                    break;
-                }
-                out.push_str(&escape(l));
-                out.push('\n');
-            }
-            out.push_str("</pre>\n");
-        } else if t.starts_with('|') {
-            out.push_str("<table>\n<thead><tr>");
-            for c in cells(t) {
-                let _ = write!(out, "<th>{}</th>", inline(c));
-            }
-            out.push_str("</tr></thead>\n<tbody>\n");
-            while let Some(next) = lines.peek() {
-                if !next.trim_start().starts_with('|') {
-                    break;
-                }
-                let row = lines.next().unwrap_or_default();
-                if row.contains("---") && row.chars().all(|c| matches!(c, '|' | '-' | ' ' | ':')) {
-                    continue;
-                }
-                out.push_str("<tr>");
-                for c in cells(row) {
-                    let class = match c {
-                        "✓" => " class=\"ok\"",
-                        "✗" => " class=\"bad\"",
-                        "⚠" => " class=\"warn\"",
-                        _ => "",
-                    };
-                    let _ = write!(out, "<td{class}>{}</td>", inline(c));
-                }
-                out.push_str("</tr>\n");
-            }
-            out.push_str("</tbody></table>\n");
-        } else if let Some(item) = t.strip_prefix("- ") {
-            out.push_str("<ul>\n");
-            let _ = writeln!(out, "<li>{}</li>", inline(item));
-            while let Some(next) = lines.peek() {
-                let Some(item) = next.trim_end().strip_prefix("- ") else {
-                    break;
-                };
-                let _ = writeln!(out, "<li>{}</li>", inline(item));
-                lines.next();
-            }
-            out.push_str("</ul>\n");
-        } else if !t.is_empty() {
-            let _ = writeln!(out, "<p>{}</p>", inline(t.trim_end_matches("  ")));
-        }
+    pulldown_cmark::html::push_html(&mut out, events);
+    for (mark, class) in [("✓", "ok"), ("✗", "bad"), ("⚠", "warn")] {
+        out = out.replace(
+            &format!("<td>{mark}</td>"),
+            &format!("<td class=\"{class}\">{mark}</td>"),
+        );
     }
     out
 }
@@ -176,10 +98,21 @@ mod tests {
         let html = markdown_to_html(
             "# T <x>\n\n| a | b |\n|---|---|\n| 1 | ✓ |\n\n- one\n- **two**\n\n```sh\nA=<1>\n```\n",
         );
-        assert!(html.contains("<h1>T &lt;x&gt;</h1>"));
-        assert!(html.contains("<th>a</th>") && html.contains("<td class=\"ok\">✓</td>"));
+        assert!(html.contains("<h1>T &lt;x&gt;</h1>"), "{html}");
+        assert!(
+            html.contains("<th>a</th>") && html.contains("<td class=\"ok\">✓</td>"),
+            "{html}"
+        );
         assert_eq!(html.matches("<td").count(), 2);
-        assert!(html.contains("<li><strong>two</strong></li>"));
-        assert!(html.contains("<pre>A=&lt;1&gt;\n</pre>"));
+        assert!(html.contains("<li><strong>two</strong></li>"), "{html}");
+        assert!(html.contains("A=&lt;1&gt;\n</code></pre>"), "{html}");
+        // The report's third-level headings (e.g. "### Each user (first repeat)") are headings.
+        assert!(markdown_to_html("### Each user\n").contains("<h3>Each user</h3>"));
+        // Raw HTML in the text is text.
+        let quoted = markdown_to_html("the provider said <script>alert(1)</script>\n");
+        assert!(
+            !quoted.contains("<script>") && quoted.contains("&lt;script&gt;"),
+            "{quoted}"
+        );
     }
 }

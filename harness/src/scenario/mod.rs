@@ -476,8 +476,8 @@ fn check_matrix(raw: &Scenario, axes: &[(&'static str, Vec<Option<String>>)]) ->
         ("LICHESS_MAX_STREAMS", &m.lichess_max_streams),
         ("CHESSCOM_MAX_REQUESTS", &m.chesscom_max_requests),
     ] {
-        if let Some(bad) = values.iter().flatten().find(|&&n| !(1..=64).contains(&n)) {
-            return Err(wrong(key, format!("{bad} is not in 1..=64")));
+        if let Some(bad) = values.iter().flatten().find(|&&n| !(1..=256).contains(&n)) {
+            return Err(wrong(key, format!("{bad} is not in 1..=256")));
         }
     }
     Ok(())
