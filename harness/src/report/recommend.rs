@@ -46,6 +46,17 @@ pub fn markdown(r: &Recommendation) -> String {
         "Fitted against the imports that ran at once (what the lanes let run), not the slots asked for; \
          levels above the lanes' cap only queue and are not measured.\n"
     );
+    models_table(r, &mut out);
+    verdict(r, &mut out);
+    if let Some(v) = &r.validation {
+        validation(v, &mut out);
+    }
+    let _ = writeln!(out, "\nReports: {}", r.reports);
+    out
+}
+
+/// One row per configuration, then why each without a recommendation has none.
+fn models_table(r: &Recommendation, out: &mut String) {
     let _ = writeln!(
         out,
         "| configuration | ran at once | idle MiB | per import MiB [90 % CI] | R² | n=4 predicted from n≤3 (error) | safe MAX_CONCURRENT_IMPORTS | bound by |"
@@ -99,6 +110,10 @@ pub fn markdown(r: &Recommendation) -> String {
             m.note.as_deref().unwrap_or("no recommendation")
         );
     }
+}
+
+/// The recommendation and why, or that there is none.
+fn verdict(r: &Recommendation, out: &mut String) {
     match r.best {
         None => {
             let _ = writeln!(
@@ -124,31 +139,31 @@ pub fn markdown(r: &Recommendation) -> String {
             }
         }
     }
-    if let Some(v) = &r.validation {
-        let verdict = if v.delivered && !v.oom_killed {
-            "✓ held"
+}
+
+/// The validation under a hard limit, in words.
+fn validation(v: &crate::analysis::recommend::Validation, out: &mut String) {
+    let verdict = if v.delivered && !v.oom_killed {
+        "✓ held"
+    } else {
+        "✗ FAILED"
+    };
+    let _ = writeln!(
+        out,
+        "\nValidation under a hard limit ({}): MAX_CONCURRENT_IMPORTS={} with {} imports requested at once: peak {:.1} MiB, {}, {}, longest queue wait {:.1} s — {verdict}.",
+        v.enforced.as_deref().unwrap_or("no limit"),
+        v.concurrency,
+        v.imports,
+        mib(v.peak),
+        if v.oom_killed { "OOM-killed" } else { "no OOM kill" },
+        if v.delivered {
+            "every game delivered exactly once"
         } else {
-            "✗ FAILED"
-        };
-        let _ = writeln!(
-            out,
-            "\nValidation under a hard limit ({}): MAX_CONCURRENT_IMPORTS={} with {} imports requested at once: peak {:.1} MiB, {}, {}, longest queue wait {:.1} s — {verdict}.",
-            v.enforced.as_deref().unwrap_or("no limit"),
-            v.concurrency,
-            v.imports,
-            mib(v.peak),
-            if v.oom_killed { "OOM-killed" } else { "no OOM kill" },
-            if v.delivered {
-                "every game delivered exactly once"
-            } else {
-                "delivery FAILED"
-            },
-            v.max_wait_secs
-        );
-        for p in &v.problems {
-            let _ = writeln!(out, "- {p}");
-        }
+            "delivery FAILED"
+        },
+        v.max_wait_secs
+    );
+    for p in &v.problems {
+        let _ = writeln!(out, "- {p}");
     }
-    let _ = writeln!(out, "\nReports: {}", r.reports);
-    out
 }

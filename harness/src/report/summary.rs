@@ -208,67 +208,7 @@ pub fn summary_markdown(results: &RunResults) -> String {
             "{n} importer processes share the database; imports go to them in turn. Idle and peak are the highest of any one process; per import divides by the imports one process was given.\n"
         );
     }
-    let _ = writeln!(
-        out,
-        "| cell | imports | ran at once | idle MiB | peak MiB | sampled peak MiB | anon MiB | file MiB | per import MiB | per import anon MiB | spread % | games/s | wait median s | first queued waited s | wait max s | verified | budget |"
-    );
-    let _ = writeln!(
-        out,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    );
-    for (label, runs) in by_cell(results) {
-        let good: Vec<&CellRun> = runs.iter().copied().filter(|r| r.error.is_none()).collect();
-        let med = |f: fn(&CellRun) -> u64| median(good.iter().map(|r| f(r)));
-        let gps = median_f64(good.iter().map(|r| r.games_per_sec));
-        let waits: Vec<f64> = runs
-            .iter()
-            .flat_map(|r| r.load.imports.iter().filter_map(|i| i.wait_secs))
-            .collect();
-        let wait = waits.iter().copied().fold(0.0, f64::max);
-        let wait_median = median_f64(waits.iter().copied());
-        // The import that waited first in line: what "the 4th user waits" means with 3 slots.
-        let first_queued: Vec<f64> = runs
-            .iter()
-            .filter_map(|r| {
-                r.load
-                    .imports
-                    .iter()
-                    .find(|i| i.admitted_as == "queued" && i.queue_position == 1)
-                    .and_then(|i| i.wait_secs)
-            })
-            .collect();
-        let first_queued = if first_queued.is_empty() {
-            "–".to_string()
-        } else {
-            format!("{:.1}", median_f64(first_queued))
-        };
-        let verified = runs.iter().all(|r| r.verification.ok);
-        let fits = runs.iter().all(|r| r.fits_budget);
-        let errors: Vec<&str> = runs.iter().filter_map(|r| r.error.as_deref()).collect();
-        let ran = runs.iter().map(|r| r.max_running).min().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "| {label} | {} | {ran} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.0} | {wait_median:.1} | {first_queued} | {:.1} | {} | {}{} |",
-            runs.first().map_or(0, |r| r.cell.imports),
-            mib(med(|r| r.idle_rss)),
-            mib(med(|r| r.peak_hwm)),
-            mib(med(|r| r.peak_sampled)),
-            mib(med(|r| r.peak_anon)),
-            mib(med(|r| r.peak_file)),
-            mib(med(|r| r.per_import)),
-            mib(med(|r| r.per_import_anon)),
-            spread_pct(&runs),
-            gps,
-            wait,
-            if verified { "✓" } else { "✗" },
-            if fits { "✓" } else { "✗" },
-            if errors.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", errors.join("; "))
-            },
-        );
-    }
+    cells_table(results, &mut out);
     concurrency(results, &mut out);
     super::time::section(results, &mut out);
     upstream(results, &mut out);
@@ -494,6 +434,71 @@ fn reference(results: &RunResults, out: &mut String) {
             out,
             "\n## Against pgn-reader alone\n\npgn-reader reading the same games (a visitor that only counts moves, best of 5, after the cell, same machine) against the import's games/s (median).\n\n| cell | games | MB | pgn-reader games/s | import games/s | import / pgn-reader |\n|---|---|---|---|---|---|\n{}",
             lines.join("\n")
+        );
+    }
+}
+
+/// One row per cell: memory, rates, waits, verification and budget, medians over repeats.
+fn cells_table(results: &RunResults, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "| cell | imports | ran at once | idle MiB | peak MiB | sampled peak MiB | anon MiB | file MiB | per import MiB | per import anon MiB | spread % | games/s | wait median s | first queued waited s | wait max s | verified | budget |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for (label, runs) in by_cell(results) {
+        let good: Vec<&CellRun> = runs.iter().copied().filter(|r| r.error.is_none()).collect();
+        let med = |f: fn(&CellRun) -> u64| median(good.iter().map(|r| f(r)));
+        let gps = median_f64(good.iter().map(|r| r.games_per_sec));
+        let waits: Vec<f64> = runs
+            .iter()
+            .flat_map(|r| r.load.imports.iter().filter_map(|i| i.wait_secs))
+            .collect();
+        let wait = waits.iter().copied().fold(0.0, f64::max);
+        let wait_median = median_f64(waits.iter().copied());
+        // The import that waited first in line: what "the 4th user waits" means with 3 slots.
+        let first_queued: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| {
+                r.load
+                    .imports
+                    .iter()
+                    .find(|i| i.admitted_as == "queued" && i.queue_position == 1)
+                    .and_then(|i| i.wait_secs)
+            })
+            .collect();
+        let first_queued = if first_queued.is_empty() {
+            "–".to_string()
+        } else {
+            format!("{:.1}", median_f64(first_queued))
+        };
+        let verified = runs.iter().all(|r| r.verification.ok);
+        let fits = runs.iter().all(|r| r.fits_budget);
+        let errors: Vec<&str> = runs.iter().filter_map(|r| r.error.as_deref()).collect();
+        let ran = runs.iter().map(|r| r.max_running).min().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {ran} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.0} | {wait_median:.1} | {first_queued} | {:.1} | {} | {}{} |",
+            runs.first().map_or(0, |r| r.cell.imports),
+            mib(med(|r| r.idle_rss)),
+            mib(med(|r| r.peak_hwm)),
+            mib(med(|r| r.peak_sampled)),
+            mib(med(|r| r.peak_anon)),
+            mib(med(|r| r.peak_file)),
+            mib(med(|r| r.per_import)),
+            mib(med(|r| r.per_import_anon)),
+            spread_pct(&runs),
+            gps,
+            wait,
+            if verified { "✓" } else { "✗" },
+            if fits { "✓" } else { "✗" },
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", errors.join("; "))
+            },
         );
     }
 }

@@ -66,12 +66,43 @@ pub fn section(results: &RunResults, out: &mut String) {
         "Wait = from the user's POST to the import's start (client clock, admission included); done = from the \
          POST to the last game stored. Worst repeat of each cell.\n"
     );
+    providers_table(&timed, out);
+    let users: usize = timed
+        .iter()
+        .filter_map(|(_, runs)| runs.first().map(|(_, t)| t.imports.len()))
+        .sum();
+    // A table of every user is read by people; past a few hundred rows it is only scrolled.
+    if users > 400 {
+        let _ = writeln!(
+            out,
+            "\n{users} users: each one's times are in `results.json` (`timing.imports` of each cell run)."
+        );
+        return;
+    }
+    users_table(&timed, out);
+    let queue = if super::time_plot::has_queue(results) {
+        "`queue.png` (each user waiting, then importing, a panel per cell) and "
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "\nPictures: {queue}`wait-vs-config.png` (p95 wait and last completion against the slots, a line per \
+         lane setting)."
+    );
+}
+
+/// A cell's timed runs, by cell label.
+type Timed<'a> = [(String, Vec<(&'a crate::session::results::CellRun, &'a Timing)>)];
+
+/// Per cell and provider, the worst repeat's p50/p95/max wait and last completion.
+fn providers_table(timed: &Timed<'_>, out: &mut String) {
     let _ = writeln!(
         out,
         "| cell | slots | lichess streams | chess.com requests | provider | imports | wait p50 s | wait p95 s | wait max s | last done s |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
-    for (label, runs) in &timed {
+    for (label, runs) in timed {
         let Some((run, _)) = runs.first() else { continue };
         for provider in ["lichess", "chess.com", "all"] {
             let worst = runs
@@ -93,25 +124,17 @@ pub fn section(results: &RunResults, out: &mut String) {
             );
         }
     }
-    let users: usize = timed
-        .iter()
-        .filter_map(|(_, runs)| runs.first().map(|(_, t)| t.imports.len()))
-        .sum();
-    // A table of every user is read by people; past a few hundred rows it is only scrolled.
-    if users > 400 {
-        let _ = writeln!(
-            out,
-            "\n{users} users: each one's times are in `results.json` (`timing.imports` of each cell run)."
-        );
-        return;
-    }
+}
+
+/// Each user of each cell's first repeat.
+fn users_table(timed: &Timed<'_>, out: &mut String) {
     let _ = writeln!(out, "\n### Each user (first repeat)\n");
     let _ = writeln!(
         out,
         "| cell | user | provider | posted at s | wait s | run s | first game s | done s | games | games/s | received per stored |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
-    for (label, runs) in &timed {
+    for (label, runs) in timed {
         let Some((_, t)) = runs.first() else { continue };
         for i in &t.imports {
             let _ = writeln!(
@@ -131,14 +154,4 @@ pub fn section(results: &RunResults, out: &mut String) {
             );
         }
     }
-    let queue = if super::time_plot::has_queue(results) {
-        "`queue.png` (each user waiting, then importing, a panel per cell) and "
-    } else {
-        ""
-    };
-    let _ = writeln!(
-        out,
-        "\nPictures: {queue}`wait-vs-config.png` (p95 wait and last completion against the slots, a line per \
-         lane setting)."
-    );
 }
