@@ -307,6 +307,113 @@ fn user_agent(value: &str) -> Result<String, ConfigError> {
     Ok(v.to_string())
 }
 
+/// DB_POOL_SIZE, or the database's default.
+fn db_pool_size_of(given: Option<&str>, kind: &DatabaseKind) -> Result<u32, ConfigError> {
+    match given {
+        Some(n) => int_in("DB_POOL_SIZE", n, 1, 100),
+        // SQLite has one writer: more connections only add page caches (and make peak memory
+        // depend on how many happened to open); docs/measurements.md has the figures.
+        None if *kind == DatabaseKind::Sqlite => Ok(2),
+        None => Ok(5),
+    }
+}
+
+/// DATABASE_POOLER: `transaction` only with PostgreSQL.
+fn transaction_pooler_of(value: &str, kind: &DatabaseKind) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "none" => Ok(false),
+        "transaction" if *kind == DatabaseKind::Postgres => Ok(true),
+        other => Err(ConfigError {
+            var: "DATABASE_POOLER",
+            value: other.to_string(),
+            accepted: "`none`, or `transaction` with a postgres:// DATABASE_URL".into(),
+        }),
+    }
+}
+
+/// `value` as one of `choices` (its name, its meaning), or the error naming every name.
+fn choice<T: Copy>(var: &'static str, value: &str, choices: &[(&str, T)]) -> Result<T, ConfigError> {
+    let v = value.trim();
+    choices
+        .iter()
+        .find(|(name, _)| *name == v)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| ConfigError {
+            var,
+            value: v.to_string(),
+            accepted: choices
+                .iter()
+                .map(|(name, _)| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        })
+}
+
+/// BIND_ADDR, else every address on PORT (a hosting platform's), else 127.0.0.1:8080.
+fn bind_addr_of(bind_addr: Option<&str>, port: Option<&str>) -> Result<SocketAddr, ConfigError> {
+    match (bind_addr, port) {
+        (Some(addr), _) => addr.parse().map_err(|_| ConfigError {
+            var: "BIND_ADDR",
+            value: addr.to_string(),
+            accepted: "a socket address such as 127.0.0.1:8080".into(),
+        }),
+        (None, Some(port)) => Ok(SocketAddr::from((
+            [0, 0, 0, 0],
+            int_in("PORT", port, 1, u16::MAX)?,
+        ))),
+        (None, None) => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
+    }
+}
+
+/// API_TOKEN: at least 16 printable ASCII characters without spaces; never echoed back.
+fn api_token_of(token: Option<String>) -> Result<Option<String>, ConfigError> {
+    match token {
+        Some(t) if t.len() >= 16 && t.bytes().all(|b| (0x21..0x7f).contains(&b)) => Ok(Some(t)),
+        Some(_) => Err(ConfigError {
+            var: "API_TOKEN",
+            // Never echoed: a token that is almost right is still a secret.
+            value: "(hidden)".into(),
+            accepted: "16 to any number of printable ASCII characters without spaces".into(),
+        }),
+        None => Ok(None),
+    }
+}
+
+/// A public address serves anyone: it needs a token, unless ALLOW_UNAUTHENTICATED says otherwise.
+fn token_off_loopback(
+    has_token: bool,
+    allow_unauthenticated: bool,
+    bind_addr: SocketAddr,
+) -> Result<(), ConfigError> {
+    if has_token || allow_unauthenticated || bind_addr.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(ConfigError {
+        var: "API_TOKEN",
+        value: String::new(),
+        accepted: format!(
+            "a token, because BIND_ADDR {bind_addr} is not loopback and every endpoint would answer \
+             anyone; or ALLOW_UNAUTHENTICATED=true on a private network"
+        ),
+    })
+}
+
+/// INSTANCE_ID as given, or a random one.
+fn instance_id_of(id: Option<String>) -> Result<String, ConfigError> {
+    match id {
+        Some(id) if valid_instance_id(&id) => Ok(id),
+        Some(id) => Err(ConfigError {
+            var: "INSTANCE_ID",
+            value: id,
+            accepted: "1 to 64 characters among A-Z a-z 0-9 . _ : -".into(),
+        }),
+        None => Ok(format!(
+            "importer-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        )),
+    }
+}
+
 fn int_in<T>(var: &'static str, value: &str, lo: T, hi: T) -> Result<T, ConfigError>
 where
     T: FromStr + PartialOrd + std::fmt::Display + Copy,
@@ -380,78 +487,28 @@ fn valid_instance_id(id: &str) -> bool {
 impl Config {
     /// Checks every raw value and builds the configuration, naming the first bad one.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let bind_addr = match (&raw.bind_addr, &raw.port) {
-            (Some(addr), _) => addr.parse().map_err(|_| ConfigError {
-                var: "BIND_ADDR",
-                value: addr.clone(),
-                accepted: "a socket address such as 127.0.0.1:8080".into(),
-            })?,
-            (None, Some(port)) => {
-                let port: u16 = int_in("PORT", port, 1, u16::MAX)?;
-                SocketAddr::from(([0, 0, 0, 0], port))
-            }
-            (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
-        };
-        let dedup_strategy = match raw.dedup_strategy.trim() {
-            "batch" => DedupStrategy::Batch,
-            "preload" => DedupStrategy::Preload,
-            other => {
-                return Err(ConfigError {
-                    var: "DEDUP_STRATEGY",
-                    value: other.to_string(),
-                    accepted: "`batch` or `preload`".into(),
-                });
-            }
-        };
+        let bind_addr = bind_addr_of(raw.bind_addr.as_deref(), raw.port.as_deref())?;
+        let dedup_strategy = choice(
+            "DEDUP_STRATEGY",
+            &raw.dedup_strategy,
+            &[
+                ("batch", DedupStrategy::Batch),
+                ("preload", DedupStrategy::Preload),
+            ],
+        )?;
         let lichess_token = raw.lichess_token.filter(|t| !t.trim().is_empty());
-        let api_token = match raw.api_token {
-            Some(t) if t.len() >= 16 && t.bytes().all(|b| (0x21..0x7f).contains(&b)) => Some(t),
-            Some(_) => {
-                return Err(ConfigError {
-                    var: "API_TOKEN",
-                    // Never echoed: a token that is almost right is still a secret.
-                    value: "(hidden)".into(),
-                    accepted: "16 to any number of printable ASCII characters without spaces".into(),
-                });
-            }
-            None => None,
-        };
-        let allow_unauthenticated = match raw.allow_unauthenticated.trim() {
-            "true" => true,
-            "false" => false,
-            other => {
-                return Err(ConfigError {
-                    var: "ALLOW_UNAUTHENTICATED",
-                    value: other.to_string(),
-                    accepted: "`true` or `false`".into(),
-                });
-            }
-        };
-        if api_token.is_none() && !allow_unauthenticated && !bind_addr.ip().is_loopback() {
-            return Err(ConfigError {
-                var: "API_TOKEN",
-                value: String::new(),
-                accepted: format!(
-                    "a token, because BIND_ADDR {bind_addr} is not loopback and every endpoint would answer \
-                     anyone; or ALLOW_UNAUTHENTICATED=true on a private network"
-                ),
-            });
-        }
+        let api_token = api_token_of(raw.api_token)?;
+        let allow_unauthenticated = choice(
+            "ALLOW_UNAUTHENTICATED",
+            &raw.allow_unauthenticated,
+            &[("true", true), ("false", false)],
+        )?;
+        token_off_loopback(api_token.is_some(), allow_unauthenticated, bind_addr)?;
         let kind = database_kind(&raw.database_url)?;
         let lichess_base_url = base_url("LICHESS_BASE_URL", &raw.lichess_base_url)?;
         let chesscom_base_url = base_url("CHESSCOM_BASE_URL", &raw.chesscom_base_url)?;
         let user_agent = raw.upstream_user_agent.as_deref().map(user_agent).transpose()?;
-        let instance_id = match raw.instance_id {
-            Some(id) if valid_instance_id(&id) => id,
-            Some(id) => {
-                return Err(ConfigError {
-                    var: "INSTANCE_ID",
-                    value: id,
-                    accepted: "1 to 64 characters among A-Z a-z 0-9 . _ : -".into(),
-                });
-            }
-            None => format!("importer-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-        };
+        let instance_id = instance_id_of(raw.instance_id)?;
         let config = Config {
             instance_id,
             job_lease: Duration::from_secs(int_in("JOB_LEASE_SECS", &raw.job_lease_secs, 2, 3600)?),
@@ -477,27 +534,9 @@ impl Config {
                 0,
                 1024,
             )?,
-            db_pool_size: match &raw.db_pool_size {
-                Some(n) => int_in("DB_POOL_SIZE", n, 1, 100)?,
-                // SQLite has one writer: more connections only add page caches (and make peak
-                // memory depend on how many happened to open). Measured with the harness
-                // (railway-hobby, paced, c2-c4, 5 repeats): pool 5 -> 2 lowered the peak
-                // 14.3 -> 13.5 MiB at 4 imports and the repeat spread from up to 5.3 % to 3.2 %.
-                None if kind == DatabaseKind::Sqlite => 2,
-                None => 5,
-            },
+            db_pool_size: db_pool_size_of(raw.db_pool_size.as_deref(), &kind)?,
             db_queue_pool_size: int_in("DB_QUEUE_POOL_SIZE", &raw.db_queue_pool_size, 1, 100)?,
-            transaction_pooler: match raw.database_pooler.trim() {
-                "none" => false,
-                "transaction" if kind == DatabaseKind::Postgres => true,
-                other => {
-                    return Err(ConfigError {
-                        var: "DATABASE_POOLER",
-                        value: other.to_string(),
-                        accepted: "`none`, or `transaction` with a postgres:// DATABASE_URL".into(),
-                    });
-                }
-            },
+            transaction_pooler: transaction_pooler_of(&raw.database_pooler, &kind)?,
             listen_addr_file: raw.listen_addr_file,
             database_kind: kind,
             database_url: raw.database_url,
@@ -522,17 +561,14 @@ impl Config {
             sqlite_cache_kib: int_in("SQLITE_CACHE_KIB", &raw.sqlite_cache_kib, 64, 1_048_576)?,
             lichess_max_streams: int_in("LICHESS_MAX_STREAMS", &raw.lichess_max_streams, 1, 256)?,
             chesscom_max_requests: int_in("CHESSCOM_MAX_REQUESTS", &raw.chesscom_max_requests, 1, 256)?,
-            lanes_scope: match raw.provider_lanes_scope.trim() {
-                "process" => LanesScope::Process,
-                "database" => LanesScope::Database,
-                other => {
-                    return Err(ConfigError {
-                        var: "PROVIDER_LANES_SCOPE",
-                        value: other.to_string(),
-                        accepted: "`process` or `database`".into(),
-                    });
-                }
-            },
+            lanes_scope: choice(
+                "PROVIDER_LANES_SCOPE",
+                &raw.provider_lanes_scope,
+                &[
+                    ("process", LanesScope::Process),
+                    ("database", LanesScope::Database),
+                ],
+            )?,
             user_agent,
         };
         config.contact_for_real_providers()?;
