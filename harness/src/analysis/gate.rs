@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::stats::{mean_var, spread_pct, t_quantile, welch, welch_terms};
-use crate::scenario::Checked;
+use crate::scenario::{Checked, Gate};
 use crate::session::results::{CellRun, Machine, RunResults, median, mib};
 
 /// Fewest repeats the gate takes a median over.
@@ -460,6 +460,177 @@ pub enum Against<'a> {
     Build(&'a [(String, Stats)]),
 }
 
+/// The checks that need nothing to compare with: delivery, the budget, the latency limits.
+fn absolute_checks(s: &Checked, label: &str, st: &Stats, limit: u64) -> Vec<Check> {
+    let g = &s.raw.gate;
+    let label = label.to_string();
+    let mut checks = Vec::new();
+    if !st.problems.is_empty() {
+        checks.push(Check {
+            cell: label.clone(),
+            metric: "delivery".into(),
+            baseline: None,
+            measured: st.peak,
+            change_pct: None,
+            tolerance: 0,
+            p_value: None,
+            detectable_pct: None,
+            verdict: Verdict::Failed,
+            message: format!("{label}: {}", st.problems.join("; ")),
+        });
+    }
+    let over = st.peak > limit;
+    checks.push(Check {
+        cell: label.clone(),
+        metric: "budget".into(),
+        baseline: None,
+        measured: st.peak,
+        change_pct: None,
+        tolerance: limit,
+        p_value: None,
+        detectable_pct: None,
+        verdict: if over { Verdict::OverBudget } else { Verdict::Pass },
+        message: format!(
+            "{label} peak_rss {:.1} MiB {} budget {:.0} MiB less {:.0} % headroom = {:.1} MiB",
+            mib(st.peak),
+            if over { ">" } else { "<=" },
+            mib(s.budget_bytes),
+            s.headroom * 100.0,
+            mib(limit)
+        ),
+    });
+    for (metric, limit_ms, measured_us) in [
+        ("post_p99", g.max_post_p99_ms, st.post_p99_us),
+        ("get_p99", g.max_get_p99_ms, st.get_p99_us),
+    ] {
+        let Some(limit_ms) = limit_ms else { continue };
+        let limit_us = (limit_ms * 1000.0) as u64;
+        let slow = measured_us > limit_us;
+        checks.push(Check {
+            cell: label.clone(),
+            metric: metric.into(),
+            baseline: None,
+            measured: measured_us,
+            change_pct: None,
+            tolerance: limit_us,
+            p_value: None,
+            detectable_pct: None,
+            verdict: if slow { Verdict::TooSlow } else { Verdict::Pass },
+            message: format!(
+                "{label} {metric} {:.1} ms {} the scenario's limit {limit_ms:.1} ms",
+                measured_us as f64 / 1000.0,
+                if slow { ">" } else { "<=" },
+            ),
+        });
+    }
+    checks
+}
+
+/// A/B: the anonymous peak, memory per import and resident text against the other build's repeats.
+fn ab_checks(g: &Gate, label: &str, a: &Stats, st: &Stats, warnings: &mut Vec<String>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if !a.problems.is_empty() {
+        warnings.push(format!(
+            "{label}: the build compared against failed some repeats: {}",
+            a.problems.join("; ")
+        ));
+    }
+    // The code's behaviour is judged on anonymous memory: the binary's resident text
+    // depends on how the page cache holds each file, and is judged on its own.
+    checks.push(ab_check(
+        label,
+        "peak_anon",
+        &a.peaks_anon,
+        &st.peaks_anon,
+        floored_pct(&a.peaks_anon, g.peak_tolerance_pct, g.peak_floor_mib),
+    ));
+    checks.push(ab_check(
+        label,
+        "per_import_anon",
+        &a.per_imports_anon,
+        &st.per_imports_anon,
+        g.per_import_tolerance_pct,
+    ));
+    checks.push(ab_check(
+        label,
+        "resident_text",
+        &a.peaks_file,
+        &st.peaks_file,
+        g.resident_text_tolerance_pct,
+    ));
+    checks
+}
+
+/// Against a committed baseline's medians: anonymous figures when it has them, else totals.
+fn baseline_checks(
+    g: &Gate,
+    label: &str,
+    b: &Baseline,
+    st: &Stats,
+    warnings: &mut Vec<String>,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    match b.cells.get(label) {
+        None => {
+            warnings.push(format!("{label}: not in the baseline, not compared"));
+            checks.push(Check {
+                cell: label.to_string(),
+                metric: "baseline".into(),
+                baseline: None,
+                measured: st.peak,
+                change_pct: None,
+                tolerance: 0,
+                p_value: None,
+                detectable_pct: None,
+                verdict: Verdict::NoBaseline,
+                message: format!("{label}: no baseline"),
+            });
+        }
+        Some(bc) => {
+            // A baseline written before the split holds totals only: judged on those, said so.
+            let split = bc.peak_anon > 0;
+            if !split {
+                warnings.push(format!(
+                    "{label}: the baseline predates anonymous memory: judged on the totals (VmHWM), \
+                     which the binary's page-cache layout moves; write a new baseline"
+                ));
+            }
+            let figures = if split {
+                [
+                    ("peak_anon", bc.peak_anon, st.peak_anon, &st.peaks_anon),
+                    (
+                        "per_import_anon",
+                        bc.per_import_anon,
+                        st.per_import_anon,
+                        &st.per_imports_anon,
+                    ),
+                    ("resident_text", bc.peak_file, st.peak_file, &st.peaks_file),
+                ]
+                .to_vec()
+            } else {
+                [
+                    ("peak_rss", bc.peak, st.peak, &st.peaks),
+                    ("memory_per_import", bc.per_import, st.per_import, &st.per_imports),
+                ]
+                .to_vec()
+            };
+            for (metric, base, measured, values) in figures {
+                // A floor larger than the quantity it guards could never fail: the memory
+                // per import (about 1 MiB) gets its own percentage and no floor.
+                let tol = match metric {
+                    "peak_rss" | "peak_anon" => tolerance(base, g.tolerance_pct, g.tolerance_floor_mb),
+                    "resident_text" => tolerance(base, g.resident_text_tolerance_pct, 0.0),
+                    _ => tolerance(base, g.per_import_tolerance_pct, 0.0),
+                };
+                let tol_pct = tol as f64 * 100.0 / base.max(1) as f64;
+                let noise = one_sample_detectable_pct(values, base as f64, tol_pct);
+                checks.push(relative(label, metric, (base, measured), tol, st.erratic, noise));
+            }
+        }
+    }
+    checks
+}
+
 /// Judges each cell's stats against the budget, the scenario's latency limits and, when given,
 /// what it is compared `against`. `per_cell` is in the scenario's cell order; `reports` and `wall_secs` are recorded.
 pub fn decide(
@@ -478,166 +649,21 @@ pub fn decide(
         warnings.extend(machine_warnings(&b.machine, machine));
     }
     for (label, st) in per_cell {
-        if !st.problems.is_empty() {
-            checks.push(Check {
-                cell: label.clone(),
-                metric: "delivery".into(),
-                baseline: None,
-                measured: st.peak,
-                change_pct: None,
-                tolerance: 0,
-                p_value: None,
-                detectable_pct: None,
-                verdict: Verdict::Failed,
-                message: format!("{label}: {}", st.problems.join("; ")),
-            });
-        }
-        let over = st.peak > limit;
-        checks.push(Check {
-            cell: label.clone(),
-            metric: "budget".into(),
-            baseline: None,
-            measured: st.peak,
-            change_pct: None,
-            tolerance: limit,
-            p_value: None,
-            detectable_pct: None,
-            verdict: if over { Verdict::OverBudget } else { Verdict::Pass },
-            message: format!(
-                "{label} peak_rss {:.1} MiB {} budget {:.0} MiB less {:.0} % headroom = {:.1} MiB",
-                mib(st.peak),
-                if over { ">" } else { "<=" },
-                mib(s.budget_bytes),
-                s.headroom * 100.0,
-                mib(limit)
-            ),
-        });
-        for (metric, limit_ms, measured_us) in [
-            ("post_p99", g.max_post_p99_ms, st.post_p99_us),
-            ("get_p99", g.max_get_p99_ms, st.get_p99_us),
-        ] {
-            let Some(limit_ms) = limit_ms else { continue };
-            let limit_us = (limit_ms * 1000.0) as u64;
-            let slow = measured_us > limit_us;
-            checks.push(Check {
-                cell: label.clone(),
-                metric: metric.into(),
-                baseline: None,
-                measured: measured_us,
-                change_pct: None,
-                tolerance: limit_us,
-                p_value: None,
-                detectable_pct: None,
-                verdict: if slow { Verdict::TooSlow } else { Verdict::Pass },
-                message: format!(
-                    "{label} {metric} {:.1} ms {} the scenario's limit {limit_ms:.1} ms",
-                    measured_us as f64 / 1000.0,
-                    if slow { ">" } else { "<=" },
-                ),
-            });
-        }
+        checks.extend(absolute_checks(s, label, st, limit));
         if st.erratic {
             warnings.push(format!(
                 "{label}: repeats spread {:.1} % even after a rerun: erratic",
                 st.spread
             ));
         }
-        let b = match against {
-            Against::Nothing => continue,
+        match against {
+            Against::Nothing => {}
             Against::Build(before) => {
-                let Some((_, a)) = before.iter().find(|(l, _)| l == label) else {
-                    continue;
-                };
-                if !a.problems.is_empty() {
-                    warnings.push(format!(
-                        "{label}: the build compared against failed some repeats: {}",
-                        a.problems.join("; ")
-                    ));
-                }
-                // The code's behaviour is judged on anonymous memory: the binary's resident text
-                // depends on how the page cache holds each file, and is judged on its own.
-                checks.push(ab_check(
-                    label,
-                    "peak_anon",
-                    &a.peaks_anon,
-                    &st.peaks_anon,
-                    floored_pct(&a.peaks_anon, g.peak_tolerance_pct, g.peak_floor_mib),
-                ));
-                checks.push(ab_check(
-                    label,
-                    "per_import_anon",
-                    &a.per_imports_anon,
-                    &st.per_imports_anon,
-                    g.per_import_tolerance_pct,
-                ));
-                checks.push(ab_check(
-                    label,
-                    "resident_text",
-                    &a.peaks_file,
-                    &st.peaks_file,
-                    g.resident_text_tolerance_pct,
-                ));
-                continue;
-            }
-            Against::Baseline(b) => b,
-        };
-        match b.cells.get(label) {
-            None => {
-                warnings.push(format!("{label}: not in the baseline, not compared"));
-                checks.push(Check {
-                    cell: label.clone(),
-                    metric: "baseline".into(),
-                    baseline: None,
-                    measured: st.peak,
-                    change_pct: None,
-                    tolerance: 0,
-                    p_value: None,
-                    detectable_pct: None,
-                    verdict: Verdict::NoBaseline,
-                    message: format!("{label}: no baseline"),
-                });
-            }
-            Some(bc) => {
-                // A baseline written before the split holds totals only: judged on those, said so.
-                let split = bc.peak_anon > 0;
-                if !split {
-                    warnings.push(format!(
-                        "{label}: the baseline predates anonymous memory: judged on the totals (VmHWM), \
-                         which the binary's page-cache layout moves; write a new baseline"
-                    ));
-                }
-                let figures = if split {
-                    [
-                        ("peak_anon", bc.peak_anon, st.peak_anon, &st.peaks_anon),
-                        (
-                            "per_import_anon",
-                            bc.per_import_anon,
-                            st.per_import_anon,
-                            &st.per_imports_anon,
-                        ),
-                        ("resident_text", bc.peak_file, st.peak_file, &st.peaks_file),
-                    ]
-                    .to_vec()
-                } else {
-                    [
-                        ("peak_rss", bc.peak, st.peak, &st.peaks),
-                        ("memory_per_import", bc.per_import, st.per_import, &st.per_imports),
-                    ]
-                    .to_vec()
-                };
-                for (metric, base, measured, values) in figures {
-                    // A floor larger than the quantity it guards could never fail: the memory
-                    // per import (about 1 MiB) gets its own percentage and no floor.
-                    let tol = match metric {
-                        "peak_rss" | "peak_anon" => tolerance(base, g.tolerance_pct, g.tolerance_floor_mb),
-                        "resident_text" => tolerance(base, g.resident_text_tolerance_pct, 0.0),
-                        _ => tolerance(base, g.per_import_tolerance_pct, 0.0),
-                    };
-                    let tol_pct = tol as f64 * 100.0 / base.max(1) as f64;
-                    let noise = one_sample_detectable_pct(values, base as f64, tol_pct);
-                    checks.push(relative(label, metric, (base, measured), tol, st.erratic, noise));
+                if let Some((_, a)) = before.iter().find(|(l, _)| l == label) {
+                    checks.extend(ab_checks(g, label, a, st, &mut warnings));
                 }
             }
+            Against::Baseline(b) => checks.extend(baseline_checks(g, label, b, st, &mut warnings)),
         }
     }
     let failed = checks.iter().any(|c| c.verdict.fails());
