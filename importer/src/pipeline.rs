@@ -226,13 +226,23 @@ impl Batcher<'_> {
     }
 }
 
+/// One surveyed game of a chess.com month: all that is kept of it beyond one batch.
+struct Surveyed {
+    /// When it ended, ms since the epoch; `None` sorts last.
+    end_ms: Option<i64>,
+    /// Its place in the month as received: ties on the end time keep this order.
+    arrival: usize,
+    /// The key it is stored under.
+    key: String,
+}
+
 /// The games of one chess.com month, surveyed before any is stored: the month PGN's order is not
 /// documented, so when the limit ends inside a month the newest of it (by end time) must be chosen.
 /// Only a small key per game is kept; the rows themselves only while they fit one batch.
 #[derive(Default)]
 struct MonthSurvey {
-    /// (end time in ms, `None` last; arrival; key) of each game of the month that parsed.
-    games: Vec<(Option<i64>, usize, String)>,
+    /// Each game of the month that parsed.
+    games: Vec<Surveyed>,
     /// The rows, while the month has not outgrown a batch: such a month need not be read again.
     held: Option<Vec<GameRow>>,
 }
@@ -257,8 +267,11 @@ impl MonthSurvey {
 
     fn push(&mut self, row: GameRow, batch: usize) {
         let end = row.ended_at.map(|t| t.timestamp_millis());
-        self.games
-            .push((end, self.games.len(), row.provider_game_id.clone()));
+        self.games.push(Surveyed {
+            end_ms: end,
+            arrival: self.games.len(),
+            key: row.provider_game_id.clone(),
+        });
         if let Some(held) = &mut self.held {
             if held.len() < batch {
                 held.push(row);
@@ -277,22 +290,22 @@ impl Batcher<'_> {
         // A month read again after a break repeats games: each counts once.
         let mut seen = HashSet::with_capacity(games.len());
         let before = games.len();
-        games.retain(|g| seen.insert(g.2.clone()));
+        games.retain(|g| seen.insert(g.key.clone()));
         drop(seen);
         self.counters.games_skipped_existing += (before - games.len()) as i64;
         let stored: HashSet<String> = match &self.preloaded {
             Some(known) => games
                 .iter()
-                .filter(|g| known.contains(&g.2))
-                .map(|g| g.2.clone())
+                .filter(|g| known.contains(&g.key))
+                .map(|g| g.key.clone())
                 .collect(),
             None => {
-                let keys: Vec<&str> = games.iter().map(|g| g.2.as_str()).collect();
+                let keys: Vec<&str> = games.iter().map(|g| g.key.as_str()).collect();
                 self.stored_among(&keys).await?
             }
         };
         let before = games.len();
-        games.retain(|g| !stored.contains(&g.2));
+        games.retain(|g| !stored.contains(&g.key));
         self.counters.games_skipped_existing += (before - games.len()) as i64;
         if games.is_empty() {
             return Ok((Choice::Nothing, true));
@@ -301,10 +314,10 @@ impl Batcher<'_> {
         let whole = games.len() <= room;
         if !whole {
             // Newest first; a game without an end time after those with one.
-            games.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            games.sort_by(|a, b| b.end_ms.cmp(&a.end_ms).then(a.arrival.cmp(&b.arrival)));
             games.truncate(room);
         }
-        let chosen: HashSet<String> = games.into_iter().map(|g| g.2).collect();
+        let chosen: HashSet<String> = games.into_iter().map(|g| g.key).collect();
         let choice = match held {
             Some(mut rows) => {
                 let mut wanted = chosen;

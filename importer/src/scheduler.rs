@@ -31,7 +31,7 @@ use crate::config::LanesScope;
 use crate::job::{Counters, Job, JobStatus, Platform};
 use crate::metrics::ImportOutcome;
 use crate::pipeline::{ImportContext, ImportError, run_import};
-use crate::store::{ClaimLanes, QueueTx, StoreError};
+use crate::store::{ClaimLanes, Lanes, QueueTx, StoreError};
 
 /// Most submissions admitted in one transaction.
 const ADMISSION_GROUP: usize = 256;
@@ -210,13 +210,19 @@ impl Scheduler {
     fn claim_lanes(&self, state: &State) -> ClaimLanes {
         let lanes = |p| i64::try_from(self.ctx.config.lanes(p)).unwrap_or(i64::MAX);
         match self.ctx.config.lanes_scope {
-            LanesScope::Database => ClaimLanes::Shared(lanes(Platform::Lichess), lanes(Platform::ChessCom)),
+            LanesScope::Database => ClaimLanes::Shared(Lanes {
+                lichess: lanes(Platform::Lichess),
+                chess_com: lanes(Platform::ChessCom),
+            }),
             LanesScope::Process => {
                 let free = |p| {
                     let running = state.running.values().filter(|r| **r == p).count();
                     lanes(p) - i64::try_from(running).unwrap_or(i64::MAX)
                 };
-                ClaimLanes::Free(free(Platform::Lichess), free(Platform::ChessCom))
+                ClaimLanes::Free(Lanes {
+                    lichess: free(Platform::Lichess),
+                    chess_com: free(Platform::ChessCom),
+                })
             }
         }
     }
@@ -229,9 +235,9 @@ impl Scheduler {
         }
         match self.claim_lanes(state) {
             ClaimLanes::Shared(..) => true,
-            ClaimLanes::Free(l, c) => match platform {
-                Platform::Lichess => l > 0,
-                Platform::ChessCom => c > 0,
+            ClaimLanes::Free(free) => match platform {
+                Platform::Lichess => free.lichess > 0,
+                Platform::ChessCom => free.chess_com > 0,
             },
         }
     }
@@ -285,7 +291,7 @@ impl Scheduler {
     /// Whether this process's lanes are all taken (never with shared lanes: the claim statement
     /// counts those).
     fn no_free_lane(&self, state: &State) -> bool {
-        matches!(self.claim_lanes(state), ClaimLanes::Free(l, c) if l <= 0 && c <= 0)
+        matches!(self.claim_lanes(state), ClaimLanes::Free(free) if free.lichess <= 0 && free.chess_com <= 0)
     }
 
     /// Claims queued jobs while a slot and a lane are free, and starts them; returns how many.
@@ -577,18 +583,8 @@ impl Scheduler {
         let secs = |from: chrono::DateTime<Utc>, to: chrono::DateTime<Utc>| {
             (to - from).num_milliseconds() as f64 / 1000.0
         };
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        self.ctx.metrics.import_finished(&ImportOutcome {
-            platform: job.platform,
-            wait_secs: job.started_at.map_or(0.0, |s| secs(job.created_at, s)),
-            run_secs: job
-                .started_at
-                .map_or_else(|| started.elapsed().as_secs_f64(), |s| secs(s, finished)),
-            imported: count(counters.games_imported),
-            skipped_existing: count(counters.games_skipped_existing),
-            failed_parse: count(counters.games_failed_parse),
-        });
-        if let Err(e) = self
+        // Observed once the end is recorded: an end that is not is taken over and ends again.
+        match self
             .ctx
             .store
             .finish_job(
@@ -601,7 +597,22 @@ impl Scheduler {
             )
             .await
         {
-            tracing::error!(import_id = %job.import_id, error = %e, "cannot record the end of an import");
+            Ok(()) => {
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                self.ctx.metrics.import_finished(&ImportOutcome {
+                    platform: job.platform,
+                    wait_secs: job.started_at.map_or(0.0, |s| secs(job.created_at, s)),
+                    run_secs: job
+                        .started_at
+                        .map_or_else(|| started.elapsed().as_secs_f64(), |s| secs(s, finished)),
+                    imported: count(counters.games_imported),
+                    skipped_existing: count(counters.games_skipped_existing),
+                    failed_parse: count(counters.games_failed_parse),
+                });
+            }
+            Err(e) => {
+                tracing::error!(import_id = %job.import_id, error = %e, "cannot record the end of an import");
+            }
         }
     }
 

@@ -360,16 +360,31 @@ pub fn tolerance(base: u64, pct: f64, floor_mib: f64) -> u64 {
     by_pct.max(floor) as u64
 }
 
+/// One figure of one cell against its baseline: bytes, and the growth allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Compared<'a> {
+    /// The cell's label.
+    pub cell: &'a str,
+    /// The figure, e.g. `peak_anon`.
+    pub metric: &'a str,
+    /// The baseline's median.
+    pub base: u64,
+    /// This run's median.
+    pub measured: u64,
+    /// Growth allowed over `base`.
+    pub tol: u64,
+}
+
 /// A measured median against its baseline with tolerance `tol`; erratic repeats never pass
 /// silently. `noise_pct`: the growth the run could detect (see [`one_sample_detectable_pct`]).
-pub fn relative(
-    cell: &str,
-    metric: &str,
-    (base, measured): (u64, u64),
-    tol: u64,
-    erratic: bool,
-    noise_pct: Option<f64>,
-) -> Check {
+pub fn relative(c: Compared<'_>, erratic: bool, noise_pct: Option<f64>) -> Check {
+    let Compared {
+        cell,
+        metric,
+        base,
+        measured,
+        tol,
+    } = c;
     let change = if base > 0 {
         (measured as f64 - base as f64) * 100.0 / base as f64
     } else {
@@ -624,7 +639,17 @@ fn baseline_checks(
                 };
                 let tol_pct = tol as f64 * 100.0 / base.max(1) as f64;
                 let noise = one_sample_detectable_pct(values, base as f64, tol_pct);
-                checks.push(relative(label, metric, (base, measured), tol, st.erratic, noise));
+                checks.push(relative(
+                    Compared {
+                        cell: label,
+                        metric,
+                        base,
+                        measured,
+                        tol,
+                    },
+                    st.erratic,
+                    noise,
+                ));
             }
         }
     }
@@ -739,10 +764,13 @@ mod tests {
     #[test]
     fn verdicts_name_metric_baseline_measured_and_tolerance() {
         let c = relative(
-            "c3",
-            "memory_per_import",
-            (3 << 20, 9 << 20),
-            3 << 20,
+            Compared {
+                cell: "c3",
+                metric: "memory_per_import",
+                base: 3 << 20,
+                measured: 9 << 20,
+                tol: 3 << 20,
+            },
             false,
             None,
         );
@@ -750,19 +778,63 @@ mod tests {
         assert!(c.message.contains("memory_per_import") && c.message.contains("baseline 3.00 MiB"));
         assert!(c.message.contains("measured 9.00 MiB") && c.message.contains("tolerance 3.00 MiB"));
         assert_eq!(
-            relative("c3", "peak_rss", (20 << 20, 22 << 20), 3 << 20, false, None).verdict,
+            relative(
+                Compared {
+                    cell: "c3",
+                    metric: "peak_rss",
+                    base: 20 << 20,
+                    measured: 22 << 20,
+                    tol: 3 << 20
+                },
+                false,
+                None
+            )
+            .verdict,
             Verdict::Pass
         );
         assert_eq!(
-            relative("c3", "peak_rss", (20 << 20, 10 << 20), 3 << 20, false, None).verdict,
+            relative(
+                Compared {
+                    cell: "c3",
+                    metric: "peak_rss",
+                    base: 20 << 20,
+                    measured: 10 << 20,
+                    tol: 3 << 20
+                },
+                false,
+                None
+            )
+            .verdict,
             Verdict::Better
         );
         assert_eq!(
-            relative("c3", "peak_rss", (20 << 20, 22 << 20), 3 << 20, true, None).verdict,
+            relative(
+                Compared {
+                    cell: "c3",
+                    metric: "peak_rss",
+                    base: 20 << 20,
+                    measured: 22 << 20,
+                    tol: 3 << 20
+                },
+                true,
+                None
+            )
+            .verdict,
             Verdict::Erratic
         );
         assert_eq!(
-            relative("c3", "peak_rss", (20 << 20, 40 << 20), 3 << 20, true, None).verdict,
+            relative(
+                Compared {
+                    cell: "c3",
+                    metric: "peak_rss",
+                    base: 20 << 20,
+                    measured: 40 << 20,
+                    tol: 3 << 20
+                },
+                true,
+                None
+            )
+            .verdict,
             Verdict::Regression
         );
     }

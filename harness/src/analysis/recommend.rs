@@ -39,6 +39,8 @@ pub enum Binding {
     Memory,
     /// The providers' lanes: memory would allow more than the lanes let run.
     Lanes,
+    /// The levels measured: memory did not bind up to the most measured, the lanes allow more.
+    Measured,
 }
 
 /// The model of one configuration.
@@ -377,6 +379,21 @@ fn judge_flat(m: &mut Model, limit: f64) {
             "memory does not grow with the imports running ({r2}), but the peak's bound, {:.1} MiB, exceeds the limit",
             bound / 1048576.0
         ));
+    } else if m.points.iter().map(|p| p.0).max().unwrap_or(0) < m.lanes_cap {
+        // A flat curve says nothing beyond the levels measured.
+        let ran = m.points.iter().map(|p| p.0).max().unwrap_or(0);
+        m.recommended = Some(ran);
+        m.predicted_peak = Some(bound);
+        m.binding = Some(Binding::Measured);
+        m.note = Some(format!(
+            "memory does not grow with the imports running up to the {ran} measured ({r2}): at most {:.1} MiB at \
+             the 95 % bound, {:.0} % of the limit; the lanes would let {} run, which was not measured \
+             (`--levels {}` measures it)",
+            bound / 1048576.0,
+            pct_of(bound, limit),
+            m.lanes_cap,
+            m.lanes_cap
+        ));
     } else {
         let ran = m.points.iter().map(|p| p.0).max().unwrap_or(0);
         m.recommended = Some(m.lanes_cap);
@@ -394,12 +411,15 @@ fn judge_flat(m: &mut Model, limit: f64) {
     }
 }
 
-/// Configurations (by index) whose peaks scatter: worth one more repeat before refusing.
+/// Configurations (by index) without a recommendation whose peaks scatter, or that have fewer
+/// than 3 points (one level, as when the lanes let one import run): worth one more repeat.
 pub fn scattered(rec: &Recommendation) -> Vec<usize> {
     rec.models
         .iter()
         .enumerate()
-        .filter(|(_, m)| m.recommended.is_none() && m.peak_cv.is_some_and(|cv| cv > FLAT_CV))
+        .filter(|(_, m)| {
+            m.recommended.is_none() && (m.peak_cv.is_some_and(|cv| cv > FLAT_CV) || m.points.len() < 3)
+        })
         .map(|(i, _)| i)
         .collect()
 }
@@ -610,6 +630,38 @@ mod tests {
         // The points are the imports that ran: a run of 4 slots in which 2 ran is a point at 2.
         let queued = run(&s, 4, 2, 250.0);
         assert_eq!(points_of(&[&queued]), vec![(2, 250 * MIB)]);
+    }
+
+    #[test]
+    fn one_level_asks_for_another_repeat_and_a_flat_curve_claims_only_what_was_measured() {
+        // One lane each and lichess users only: one import runs, one point, no answer yet.
+        let text = "budget: 512MB\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [2]\nworkload:\n  users:\n    - platform: lichess\n      games: 100\n";
+        let s = Checked::parse(Path::new("one.yaml"), text).expect("scenario");
+        assert_eq!(levels(&s, (1, 1), &[]), vec![1]);
+        let rec = conclude_on(&s, &[run(&s, 1, 1, 16.0)]);
+        assert_eq!(rec.best, None);
+        assert_eq!(scattered(&rec), vec![0], "{:?}", rec.models[0].note);
+        // Wide lanes: flat up to the 4 measured; 64 would be allowed but was not measured.
+        let hobby = hobby();
+        let (label, mut env) = config_of(&hobby.cells[0]);
+        env.insert("LICHESS_MAX_STREAMS".into(), "32".into());
+        env.insert("CHESSCOM_MAX_REQUESTS".into(), "32".into());
+        let runs: Vec<CellRun> = [(1, 16.6), (2, 16.2), (3, 16.9), (4, 16.4)]
+            .into_iter()
+            .map(|(n, p)| {
+                let mut r = run(&hobby, n, n, p);
+                r.cell = level_cell(&label, &env, n, n);
+                r
+            })
+            .collect();
+        let rec = conclude(&hobby, 512 * MIB, vec![(label, env)], &runs, String::new());
+        let m = &rec.models[0];
+        assert_eq!(
+            (m.recommended, m.binding),
+            (Some(4), Some(Binding::Measured)),
+            "{:?}",
+            m.note
+        );
     }
 
     #[test]

@@ -78,7 +78,8 @@ fn replayed(run: &CellRun, platform: Platform) -> Replayed {
         fetched: mine().map(|i| i.games_fetched.max(0) as f64).sum(),
         run_total: mine().filter_map(|i| i.run_secs).sum::<f64>() * scale,
         imports: mine().count() as u32,
-        failed: mine().filter(|i| i.status != "completed").count() as u32,
+        // As production counts them: imports that ended `failed` (not ones the client gave up on).
+        failed: mine().filter(|i| i.status == "failed").count() as u32,
         rate_limited: run.upstream.get(platform.as_str()).map_or(0, |s| s.rate_limited),
     }
 }

@@ -30,7 +30,8 @@ pub struct CaptureArgs {
     /// at a request; when several hold as many, the earliest wins.
     #[arg(long, value_parser = super::parse_wait)]
     busiest: Option<f64>,
-    /// The deploy's settings as KEY=VALUE lines (a .env file); secrets and addresses are left out.
+    /// The deploy's settings as KEY=VALUE lines (a .env file); only the importer's own tuning
+    /// settings are kept (slots, lanes, batch and page sizes, pools...), every other name is left out.
     #[arg(long)]
     env_file: Option<PathBuf>,
     /// A deploy setting, KEY=VALUE (repeatable; after --env-file).
@@ -76,6 +77,9 @@ async fn choose(
     }
 }
 
+/// Longest window a capture takes: a scenario's arrivals span at most a day.
+const MAX_WINDOW_SECS: i64 = 86_400;
+
 async fn capture(args: &CaptureArgs) -> Result<(usize, Window), (u8, String)> {
     let usage = |e: String| (USAGE, e);
     let settings = settings(args).map_err(usage)?;
@@ -83,6 +87,11 @@ async fn capture(args: &CaptureArgs) -> Result<(usize, Window), (u8, String)> {
         .await
         .map_err(|e| usage(e.to_string()))?;
     let (from, to, chosen_by) = choose(args, &mut source).await.map_err(usage)?;
+    if (to - from).num_seconds() > MAX_WINDOW_SECS {
+        return Err(usage(format!(
+            "the window [{from}, {to}) is longer than a day, the longest a scenario replays: choose a shorter one"
+        )));
+    }
     let jobs = source.jobs(from, to).await.map_err(|e| usage(e.to_string()))?;
     let database = match source {
         Source::Sqlite(_) => "sqlite",

@@ -195,7 +195,7 @@ pub fn junit(d: &Decision) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::gate::relative;
+    use crate::analysis::gate::{Compared, relative};
 
     #[test]
     fn terminal_and_markdown_tables_show_the_same_rows() {
@@ -203,10 +203,13 @@ mod tests {
             scenario: "s".into(),
             exit_code: 1,
             checks: vec![relative(
-                "c3",
-                "peak_rss",
-                (20 << 20, 40 << 20),
-                3 << 20,
+                Compared {
+                    cell: "c3",
+                    metric: "peak_rss",
+                    base: 20 << 20,
+                    measured: 40 << 20,
+                    tol: 3 << 20,
+                },
                 false,
                 None,
             )],
@@ -236,10 +239,13 @@ mod tests {
             scenario: "s".into(),
             exit_code: 1,
             checks: vec![relative(
-                "c<1>",
-                "peak_rss",
-                (1 << 20, 90 << 20),
-                3 << 20,
+                Compared {
+                    cell: "c<1>",
+                    metric: "peak_rss",
+                    base: 1 << 20,
+                    measured: 90 << 20,
+                    tol: 3 << 20,
+                },
                 false,
                 None,
             )],

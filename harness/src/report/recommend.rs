@@ -98,6 +98,7 @@ fn models_table(r: &Recommendation, out: &mut String) {
             match m.binding {
                 Some(Binding::Lanes) => "lanes",
                 Some(Binding::Memory) => "memory",
+                Some(Binding::Measured) => "levels measured",
                 None => "–",
             },
         );

@@ -113,7 +113,10 @@ pub(super) async fn measure(
     let stopped = stop_and_observe(fleet, crash.as_ref(), &http, token).await;
     let mut load = load.map_err(|e| e.to_string())?;
     let verification = verify_cell(&users, &db, primed_at, &mut load, &mocks).await?;
-    if let Err(e) = std::fs::write(dir.join("database.url"), format!("{}\n", db.url())) {
+    // Named only where it lasts: a SQLite file, or a schema kept on purpose.
+    if (opts.keep_databases || matches!(db, CellDb::Sqlite { .. }))
+        && let Err(e) = std::fs::write(dir.join("database.url"), format!("{}\n", db.url()))
+    {
         tracing::warn!(error = %e, "cannot name the cell's database in database.url");
     }
     if !opts.keep_databases {

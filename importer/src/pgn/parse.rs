@@ -96,10 +96,16 @@ fn text(value: &RawTag<'_>) -> Option<String> {
     (!s.is_empty() && s != "?").then(|| s.to_string())
 }
 
+/// A game's tags and its plies counted so far: the visitor's state through the movetext.
+struct Movetext {
+    tags: Tags,
+    plies: i32,
+}
+
 impl Visitor for RowVisitor {
     type Tags = Tags;
-    type Movetext = (Tags, i32);
-    type Output = (Tags, i32);
+    type Movetext = Movetext;
+    type Output = Movetext;
 
     fn begin_tags(&mut self) -> ControlFlow<Self::Output, Self::Tags> {
         ControlFlow::Continue(Tags::default())
@@ -139,11 +145,11 @@ impl Visitor for RowVisitor {
     }
 
     fn begin_movetext(&mut self, tags: Tags) -> ControlFlow<Self::Output, Self::Movetext> {
-        ControlFlow::Continue((tags, 0))
+        ControlFlow::Continue(Movetext { tags, plies: 0 })
     }
 
     fn san(&mut self, movetext: &mut Self::Movetext, _san: SanPlus) -> ControlFlow<Self::Output> {
-        movetext.1 += 1;
+        movetext.plies += 1;
         ControlFlow::Continue(())
     }
 
@@ -207,7 +213,10 @@ fn normalise_line_endings(pgn: std::borrow::Cow<'_, str>) -> String {
 /// Parses one framed game of `platform` into a row, or says why it cannot be stored.
 pub fn parse_game(platform: Platform, bytes: &[u8]) -> Result<GameRow, ParseFailure> {
     let mut reader = Reader::new(bytes);
-    let (tags, ply_count) = match reader.read_game(&mut RowVisitor) {
+    let Movetext {
+        tags,
+        plies: ply_count,
+    } = match reader.read_game(&mut RowVisitor) {
         Ok(Some(out)) => out,
         Ok(None) => return Err(ParseFailure::NoTags),
         Err(e) => return Err(ParseFailure::Unreadable(e.to_string())),

@@ -19,14 +19,23 @@ use crate::job::{Counters, Job, JobStatus, Platform};
 const SUBMIT_LOCK: i64 = 0x1e55_0002;
 const CLAIM_LOCK: i64 = 0x1e55_0003;
 
+/// A number of lanes per provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lanes {
+    /// lichess export streams.
+    pub lichess: i64,
+    /// chess.com requests.
+    pub chess_com: i64,
+}
+
 /// Which providers a claim may take an import of: the provider lanes as the claim statement sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimLanes {
-    /// Lanes free in the claiming process: (lichess, chess.com). A provider with 0 is skipped.
-    Free(i64, i64),
-    /// Lanes shared by every process on the database: (lichess, chess.com) limits, compared in the
-    /// statement with the running imports of that provider whose lease holds.
-    Shared(i64, i64),
+    /// Lanes free in the claiming process. A provider with 0 is skipped.
+    Free(Lanes),
+    /// Lanes shared by every process on the database: limits, compared in the statement with the
+    /// running imports of that provider whose lease holds.
+    Shared(Lanes),
 }
 
 /// Jobs queued, across every process.
@@ -241,8 +250,8 @@ impl QueueTx<'_> {
             Tx::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         };
         let (lichess, chess_com, shared) = match lanes {
-            ClaimLanes::Free(l, c) => (l, c, false),
-            ClaimLanes::Shared(l, c) => (l, c, true),
+            ClaimLanes::Free(l) => (l.lichess, l.chess_com, false),
+            ClaimLanes::Shared(l) => (l.lichess, l.chess_com, true),
         };
         if shared && !self.claim_locked {
             self.advisory_lock(CLAIM_LOCK).await?;

@@ -36,8 +36,34 @@ const MATRIX_KEYS: [&str; 5] = [
     "CHESSCOM_MAX_REQUESTS",
 ];
 
-/// The deploy's settings for the replay: what `--env-file` and `--set` gave, less what is secret
-/// or belongs to the deploy's place (URLs, addresses, tokens, names), which the harness sets itself.
+/// The importer's settings a replay carries: how it runs imports, never where it runs or as whom.
+/// Everything else a deploy's environment holds (URLs, tokens, passwords, names, other programs'
+/// variables) is left out, and only its name is said.
+pub const REPLAYED: [&str; 20] = [
+    "MAX_CONCURRENT_IMPORTS",
+    "IMPORT_BATCH_SIZE",
+    "EXISTING_GAMES_PAGE_SIZE",
+    "DEDUP_STRATEGY",
+    "IMPORT_QUEUE_CAPACITY",
+    "HTTP_MAX_CONNECTIONS",
+    "HTTP_POOL_MAX_IDLE_PER_HOST",
+    "DB_POOL_SIZE",
+    "DB_QUEUE_POOL_SIZE",
+    "LICHESS_MAX_STREAMS",
+    "CHESSCOM_MAX_REQUESTS",
+    "PROVIDER_LANES_SCOPE",
+    "UPSTREAM_RATE_LIMIT_WAIT_SECS",
+    "UPSTREAM_READ_TIMEOUT_SECS",
+    "WORKER_THREADS",
+    "SQLITE_CACHE_KIB",
+    "JOB_LEASE_SECS",
+    "JOB_POLL_MILLIS",
+    "JOB_RETENTION_DAYS",
+    "MALLOC_ARENA_MAX",
+];
+
+/// The deploy's settings for the replay: those of [`REPLAYED`] that `--env-file` and `--set`
+/// gave; every other name is left out (and listed), its value never written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
     /// The settings kept.
@@ -56,23 +82,10 @@ impl Settings {
             ..Settings::default()
         };
         for (k, v) in pairs {
-            // Whole words of the name: MAX_CONCURRENT_IMPORTS is not a PORT.
-            let place = [
-                "TOKEN",
-                "URL",
-                "ADDR",
-                "PORT",
-                "INSTANCE",
-                "AGENT",
-                "POOLER",
-                "UNAUTHENTICATED",
-                "LOG",
-                "FILE",
-            ];
-            if k.split('_').any(|w| place.contains(&w)) {
-                s.left_out.push(k);
-            } else {
+            if REPLAYED.contains(&k.as_str()) {
                 s.env.insert(k, v);
+            } else {
+                s.left_out.push(k);
             }
         }
         s
@@ -197,7 +210,8 @@ fn pace_for(jobs: &[JobRecord], from: DateTime<Utc>) -> (f64, u64) {
         .iter()
         .filter_map(|j| Some(secs(j.created_at, j.finished_at?)))
         .fold(0.0, f64::max);
-    let scale = ((last + longest) / REPLAY_SECS).ceil().max(1.0);
+    // The scenario check's range; a window that needs more is refused before (at most a day).
+    let scale = ((last + longest) / REPLAY_SECS).ceil().clamp(1.0, 1000.0);
     let timeout = (2.0 * (last + longest) / scale + 120.0).max(300.0).ceil() as u64;
     (scale, timeout)
 }
@@ -287,7 +301,7 @@ fn header(imports: usize, window: &Window, settings: &Settings, time_scale: f64)
         String::new()
     } else {
         format!(
-            "; left out (secret or the deploy's own place): {}",
+            "; left out (not how imports run: addresses, secrets, other programs' settings): {}",
             settings.left_out.join(", ")
         )
     };
@@ -307,4 +321,37 @@ fn header(imports: usize, window: &Window, settings: &Settings, time_scale: f64)
         rfc3339(window.to),
         window.chosen_by,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_importers_own_tuning_settings_are_replayed() {
+        let text = "# deploy\nexport MAX_CONCURRENT_IMPORTS=4\nLICHESS_MAX_STREAMS=\"2\"\nPGPASSWORD=hunter2\n\
+                    DATABASE_URL=postgres://u:pw@db/x\ndatabase_url=postgres://u:pw@db/y\nSENTRY_DSN=https://k@s/1\n\
+                    API_TOKEN=secretsecretsecret\n";
+        let s = Settings::of(
+            parse_env_file(text).expect("env file"),
+            Some("--env-file x".into()),
+        );
+        assert_eq!(s.env.get("MAX_CONCURRENT_IMPORTS").map(String::as_str), Some("4"));
+        assert_eq!(s.env.get("LICHESS_MAX_STREAMS").map(String::as_str), Some("2"));
+        assert_eq!(s.env.len(), 2, "{:?}", s.env);
+        for name in [
+            "PGPASSWORD",
+            "DATABASE_URL",
+            "database_url",
+            "SENTRY_DSN",
+            "API_TOKEN",
+        ] {
+            assert!(
+                s.left_out.iter().any(|l| l == name),
+                "{name} left out: {:?}",
+                s.left_out
+            );
+        }
+        assert!(parse_env_file("NOEQUALS\n").is_err());
+    }
 }

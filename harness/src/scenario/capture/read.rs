@@ -76,7 +76,7 @@ pub struct JobRecord {
 pub enum Source {
     /// SQLite, opened read-only.
     Sqlite(SqliteConnection),
-    /// PostgreSQL, every read in one `READ ONLY` transaction.
+    /// PostgreSQL, every read in one `REPEATABLE READ READ ONLY` transaction.
     Postgres(PgConnection),
 }
 
@@ -111,7 +111,8 @@ impl Source {
             let mut c = PgConnection::connect(url)
                 .await
                 .map_err(db("connecting to PostgreSQL"))?;
-            sqlx::raw_sql("BEGIN TRANSACTION READ ONLY")
+            // One snapshot for every read: the arrivals and the jobs agree.
+            sqlx::raw_sql("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .execute(&mut c)
                 .await
                 .map_err(db("opening a read-only transaction"))?;
