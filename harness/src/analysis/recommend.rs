@@ -194,12 +194,6 @@ pub fn level_cell(config: &str, env: &BTreeMap<String, String>, n: u32, imports:
     }
 }
 
-/// LICHESS_MAX_STREAMS and CHESSCOM_MAX_REQUESTS in `env`, or the importer's default, 1.
-pub fn lanes_of(env: &BTreeMap<String, String>) -> (u32, u32) {
-    let get = |k: &str| env.get(k).and_then(|v| v.parse().ok()).unwrap_or(1);
-    (get("LICHESS_MAX_STREAMS"), get("CHESSCOM_MAX_REQUESTS"))
-}
-
 /// Of `n` imports requested at once (users taken in turn from the scenario's templates), how
 /// many the lanes `(lichess, chess_com)` let run at once.
 pub fn runnable(s: &Checked, lanes: (u32, u32), n: u32) -> u32 {
@@ -272,7 +266,7 @@ fn pct_of(bytes: f64, of: f64) -> f64 {
 /// The verdict on one configuration from its runs; `limit` is the budget less the headroom.
 fn model(s: &Checked, config: String, env: BTreeMap<String, String>, runs: &[&CellRun], limit: f64) -> Model {
     let points = points_of(runs);
-    let lanes = lanes_of(&env);
+    let lanes = crate::scenario::lanes(&env);
     let lanes_cap = runnable(s, lanes, MAX_CONCURRENCY).max(1);
     let xy = |max_n: u32| -> Vec<(f64, f64)> {
         points
@@ -363,6 +357,7 @@ fn judge_flat(m: &mut Model, limit: f64) {
         return;
     };
     m.peak_cv = Some(cv);
+    let ran = m.points.iter().map(|p| p.0).max().unwrap_or(0);
     let r2 = m.fit.map_or_else(
         || "no fitted line: fewer than 3 points or one level".to_string(),
         |f| format!("R² {:.2}", f.r2),
@@ -379,9 +374,8 @@ fn judge_flat(m: &mut Model, limit: f64) {
             "memory does not grow with the imports running ({r2}), but the peak's bound, {:.1} MiB, exceeds the limit",
             bound / 1048576.0
         ));
-    } else if m.points.iter().map(|p| p.0).max().unwrap_or(0) < m.lanes_cap {
+    } else if ran < m.lanes_cap {
         // A flat curve says nothing beyond the levels measured.
-        let ran = m.points.iter().map(|p| p.0).max().unwrap_or(0);
         m.recommended = Some(ran);
         m.predicted_peak = Some(bound);
         m.binding = Some(Binding::Measured);
@@ -395,7 +389,6 @@ fn judge_flat(m: &mut Model, limit: f64) {
             m.lanes_cap
         ));
     } else {
-        let ran = m.points.iter().map(|p| p.0).max().unwrap_or(0);
         m.recommended = Some(m.lanes_cap);
         m.predicted_peak = Some(bound);
         m.binding = Some(Binding::Lanes);
@@ -440,7 +433,7 @@ pub fn sweep(s: &Checked, budget_bytes: u64, extra_levels: &[u32]) -> (Checked, 
     sweep.cells = configs
         .iter()
         .flat_map(|(label, env)| {
-            levels(s, lanes_of(env), extra_levels)
+            levels(s, crate::scenario::lanes(env), extra_levels)
                 .into_iter()
                 .map(move |n| level_cell(label, env, n, n))
         })

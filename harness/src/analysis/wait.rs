@@ -110,16 +110,13 @@ impl WaitRecommendation {
     }
 }
 
-fn lane(cell: &Cell, key: &str) -> u32 {
-    cell.env.get(key).and_then(|v| v.parse().ok()).unwrap_or(1)
-}
-
 /// The importer's limits in a cell.
 pub fn limits_of(cell: &Cell) -> Limits {
+    let (lichess_lanes, chess_com_lanes) = crate::scenario::lanes(&cell.env);
     Limits {
         slots: cell.max_concurrent_imports,
-        lichess_lanes: lane(cell, "LICHESS_MAX_STREAMS"),
-        chess_com_lanes: lane(cell, "CHESSCOM_MAX_REQUESTS"),
+        lichess_lanes,
+        chess_com_lanes,
     }
 }
 

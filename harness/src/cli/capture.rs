@@ -128,8 +128,8 @@ pub async fn command(args: &CaptureArgs) -> ExitCode {
         Ok((n, w)) => {
             println!(
                 "captured {n} imports requested in [{}, {}) ({}) into {}\nreplay: harness run {}",
-                w.from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                w.to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                capture::rfc3339(w.from),
+                capture::rfc3339(w.to),
                 w.chosen_by,
                 args.out.display(),
                 args.out.display()

@@ -25,7 +25,7 @@ pub async fn recommend(
 ) -> Result<Recommendation, Error> {
     let (sweep, configs) = plan::sweep(s, budget_bytes, extra_levels);
     // One repeat where the peaks allow an answer; a second only for configurations whose peaks
-    // scatter, before refusing them.
+    // scatter or that have fewer than 3 points (see `plan::scattered`).
     let repeats = session::repeats(s, opts).max(1);
     let mut session = Session::start(&sweep, opts, sweep.cells.len() as u64 * u64::from(repeats)).await?;
     let mut runs = Vec::new();
@@ -35,17 +35,18 @@ pub async fn recommend(
         }
     }
     let first = plan::conclude(s, budget_bytes, configs.clone(), &runs, String::new());
-    let again: Vec<&crate::scenario::Cell> = plan::scattered(&first)
-        .into_iter()
-        .flat_map(|i| {
+    let scattered = plan::scattered(&first);
+    let again: Vec<&crate::scenario::Cell> = scattered
+        .iter()
+        .flat_map(|&i| {
             let label = first.models[i].config.clone();
             sweep.cells.iter().filter(move |c| c.config_label() == label)
         })
         .collect();
     if !again.is_empty() {
         session.say(format!(
-            "the peaks of {} configuration(s) scatter: measuring each of their levels once more",
-            plan::scattered(&first).len()
+            "{} configuration(s) with scattered peaks or fewer than 3 points: measuring each of their levels once more",
+            scattered.len()
         ));
         session.add_to_total(again.len() as u64);
         for cell in again {

@@ -34,6 +34,12 @@ impl Cell {
     }
 }
 
+/// LICHESS_MAX_STREAMS and CHESSCOM_MAX_REQUESTS in `env`, or the importer's default, 1.
+pub fn lanes(env: &BTreeMap<String, String>) -> (u32, u32) {
+    let get = |k: &str| env.get(k).and_then(|v| v.parse().ok()).unwrap_or(1);
+    (get("LICHESS_MAX_STREAMS"), get("CHESSCOM_MAX_REQUESTS"))
+}
+
 /// An axis's values as environment values; an axis not given is one cell with the importer's default.
 pub fn axis<T: Clone + ToString>(values: &Option<Vec<T>>) -> Vec<Option<String>> {
     match values {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::upstream::Platform;
 
-pub use matrix::Cell;
+pub use matrix::{Cell, lanes};
 pub use schema::{
     Crash, Database, Gate, Matrix, Observed, ObservedProvider, Pooler, Scenario, Upstream, UserTemplate,
     Workload,

@@ -16,6 +16,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_yaml::{Mapping, Value};
 
 use read::JobRecord;
+use window::secs;
 
 use crate::upstream::Platform;
 
@@ -152,12 +153,9 @@ pub struct Window {
     pub database: &'static str,
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+/// `t` as RFC 3339 UTC with milliseconds, as the captured file and the command line show it.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
-    (to - from).num_milliseconds() as f64 / 1000.0
 }
 
 fn val<T: serde::Serialize>(v: T) -> Value {

@@ -26,7 +26,8 @@ pub fn busiest(arrivals: &[DateTime<Utc>], length: Duration) -> Option<(DateTime
     best.map(|(_, start)| (start, start + length))
 }
 
-fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+/// Seconds from `from` to `to`, to the millisecond.
+pub(super) fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_milliseconds() as f64 / 1000.0
 }
 
