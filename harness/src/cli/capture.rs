@@ -78,20 +78,32 @@ async fn choose(
 }
 
 /// Longest window a capture takes: a scenario's arrivals span at most a day.
-const MAX_WINDOW_SECS: i64 = 86_400;
+const MAX_WINDOW_SECS: f64 = 86_400.0;
+
+/// What is wrong with the window asked for, before any database is opened.
+fn window_asked(args: &CaptureArgs) -> Result<(), String> {
+    let secs = match (args.from, args.to, args.busiest) {
+        (Some(from), Some(to), None) if from < to => (to - from).num_milliseconds() as f64 / 1000.0,
+        (Some(from), Some(to), None) => return Err(format!("--from {from} is not before --to {to}")),
+        (None, None, Some(secs)) => secs,
+        _ => return Err("give a window: --from and --to, or --busiest DURATION".into()),
+    };
+    if secs > MAX_WINDOW_SECS {
+        return Err(format!(
+            "a window of {secs:.0} s is longer than a day, the longest a scenario replays: choose a shorter one"
+        ));
+    }
+    Ok(())
+}
 
 async fn capture(args: &CaptureArgs) -> Result<(usize, Window), (u8, String)> {
     let usage = |e: String| (USAGE, e);
+    window_asked(args).map_err(usage)?;
     let settings = settings(args).map_err(usage)?;
     let mut source = Source::open(&args.database_url)
         .await
         .map_err(|e| usage(e.to_string()))?;
     let (from, to, chosen_by) = choose(args, &mut source).await.map_err(usage)?;
-    if (to - from).num_seconds() > MAX_WINDOW_SECS {
-        return Err(usage(format!(
-            "the window [{from}, {to}) is longer than a day, the longest a scenario replays: choose a shorter one"
-        )));
-    }
     let jobs = source.jobs(from, to).await.map_err(|e| usage(e.to_string()))?;
     let database = match source {
         Source::Sqlite(_) => "sqlite",

@@ -341,6 +341,10 @@ async fn a_missing_importer_is_a_set_up_error_before_anything_starts() {
 }
 
 /// Runs the harness binary; returns exit code and everything it printed.
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn harness_cmd(args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(args)
@@ -558,7 +562,40 @@ fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
     let good = good.to_string_lossy().into_owned();
     let missing = dir.join("missing.yaml").to_string_lossy().into_owned();
     let empty = dir.to_string_lossy().into_owned();
-    let cases: [(&[&str], &str); 8] = [
+    let bad_env = dir.join("deploy.env");
+    std::fs::write(&bad_env, "MAX_CONCURRENT_IMPORTS=4\nno equals sign here\n").expect("write");
+    let bad_env = bad_env.to_string_lossy().into_owned();
+    let capture = |extra: &[&'static str]| -> Vec<String> {
+        [
+            "capture",
+            "--database-url",
+            "sqlite:///nonexistent/importer.db",
+            "--out",
+            "/nonexistent/c.yaml",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let (no_window, long_busiest, long_range) = (
+        capture(&[]),
+        capture(&["--busiest", "25h"]),
+        capture(&["--from", "2026-12-01T00:00:00Z", "--to", "2026-12-02T00:00:01Z"]),
+    );
+    let mut with_env = capture(&["--busiest", "1h", "--env-file"]);
+    with_env.push(bad_env.clone());
+    let (no_window, long_busiest, long_range, with_env) = (
+        as_strs(&no_window),
+        as_strs(&long_busiest),
+        as_strs(&long_range),
+        as_strs(&with_env),
+    );
+    let cases: [(&[&str], &str); 12] = [
+        (&no_window, "give a window"),
+        (&long_busiest, "longer than a day"),
+        (&long_range, "longer than a day"),
+        (&with_env, "line 2: expected KEY=VALUE"),
         (&["run", &missing], "cannot read"),
         (&["recommend", &good, "--max-wait", "soon"], "a wait such as 60s"),
         (
