@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness wait gate gate-check faults bench fuzz allocators run test fmt lint check-pg chromium pgbouncer pooler release contract openapi replay-demo
+.PHONY: harness wait gate gate-check faults bench fuzz allocators run test fmt lint check-pg chromium pgbouncer pooler release contract openapi settings-table replay-demo
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -97,6 +97,10 @@ $(CONTRACT_VENV)/.installed: importer/contract/requirements.txt
 	python3 -m venv $(CONTRACT_VENV)
 	$(CONTRACT_VENV)/bin/pip install -q --disable-pip-version-check -r importer/contract/requirements.txt
 	touch $@
+
+## settings-table: regenerate README.md's configuration table from settings/src/table.rs
+settings-table:
+	$(CARGO) run -q -p settings --example readme-table -- README.md
 
 ## openapi: regenerate importer/openapi.json, the committed API contract, from the code
 openapi:

@@ -5,11 +5,20 @@
 //! a message naming the variable, the value and what is accepted, instead of
 //! misbehaving under load.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use settings::{
+    ALLOW_UNAUTHENTICATED, API_TOKEN, BIND_ADDR, CHESSCOM_BASE_URL, CHESSCOM_MAX_REQUESTS, DATABASE_POOLER,
+    DATABASE_URL, DB_POOL_SIZE, DB_QUEUE_POOL_SIZE, DEDUP_STRATEGY, EXISTING_GAMES_PAGE_SIZE,
+    HTTP_MAX_CONNECTIONS, HTTP_POOL_MAX_IDLE_PER_HOST, IMPORT_BATCH_SIZE, IMPORT_QUEUE_CAPACITY, INSTANCE_ID,
+    JOB_LEASE_SECS, JOB_POLL_MILLIS, JOB_RETENTION_DAYS, LICHESS_BASE_URL, LICHESS_MAX_STREAMS,
+    LICHESS_TOKEN, LISTEN_ADDR_FILE, MAX_CONCURRENT_IMPORTS, PORT, PROVIDER_LANES_SCOPE, SETTINGS,
+    SQLITE_CACHE_KIB, Setting, UPSTREAM_RATE_LIMIT_WAIT_SECS, UPSTREAM_READ_TIMEOUT_SECS,
+    UPSTREAM_USER_AGENT, WORKER_THREADS,
+};
 
 /// A setting that could not be accepted; the message names variable, value and range.
 #[derive(Debug, thiserror::Error)]
@@ -24,131 +33,86 @@ pub struct ConfigError {
 }
 
 /// Raw settings as given on the command line or in the environment, not yet checked.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "importer",
-    version = crate::VERSION,
-    about = "Imports chess games from lichess and chess.com into SQLite or PostgreSQL, \
-             with at most MAX_CONCURRENT_IMPORTS imports at a time.",
-    long_about = None,
-    after_help = "Every option can be given as the environment variable shown beside it; \
-                  a flag wins over the environment. A bad value stops the program with exit code 2."
-)]
+///
+/// The flags are the rows of [`settings::SETTINGS`]: each setting's flag, variable, default
+/// and `--help` line come from there, as its accepted range does in [`Config::from_raw`].
+#[derive(Debug, Clone, Default)]
 pub struct RawConfig {
-    /// Print the API's OpenAPI document (JSON, as importer/openapi.json) and exit.
-    #[arg(long)]
+    /// `--openapi`: print the API's OpenAPI document and exit.
     pub openapi: bool,
-    /// Imports running at once (1..=256); the rest wait in the queue.
-    #[arg(long, env = "MAX_CONCURRENT_IMPORTS", default_value = "3")]
-    pub max_concurrent_imports: String,
-    /// Games written per transaction; also the most games an import holds in memory (1..=10000).
-    #[arg(long, env = "IMPORT_BATCH_SIZE", default_value = "50")]
-    pub import_batch_size: String,
-    /// Stored ids read per query when checking which games exist (1..=100000).
-    #[arg(long, env = "EXISTING_GAMES_PAGE_SIZE", default_value = "2000")]
-    pub existing_games_page_size: String,
-    /// How stored games are recognised: `batch` (ask the database per batch) or `preload` (read all stored ids first).
-    #[arg(long, env = "DEDUP_STRATEGY", default_value = "batch")]
-    pub dedup_strategy: String,
-    /// Imports that may wait for a free slot (0..=100000); beyond it, 429.
-    #[arg(long, env = "IMPORT_QUEUE_CAPACITY", default_value = "100")]
-    pub import_queue_capacity: String,
-    /// Upstream requests in flight, all imports together (1..=1024).
-    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value = "15")]
-    pub http_max_connections: String,
-    /// Idle connections kept per upstream host (0..=1024).
-    #[arg(long, env = "HTTP_POOL_MAX_IDLE_PER_HOST", default_value = "6")]
-    pub http_pool_max_idle_per_host: String,
-    /// Database connections for the imports' batches (1..=100); default 2 on SQLite (one writer),
-    /// 5 on PostgreSQL. The queue has DB_QUEUE_POOL_SIZE more.
-    #[arg(long, env = "DB_POOL_SIZE")]
-    pub db_pool_size: Option<String>,
-    /// Queue connections (1..=100), beside DB_POOL_SIZE: the process opens at most
-    /// DB_POOL_SIZE + DB_QUEUE_POOL_SIZE connections to the database.
-    #[arg(long, env = "DB_QUEUE_POOL_SIZE", default_value = "4")]
-    pub db_queue_pool_size: String,
-    /// `sqlite://FILE` (created if missing) or `postgres://...` (TLS: `?sslmode=require`, or
-    /// `?sslmode=verify-full&sslrootcert=CA.pem`).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://importer.db")]
-    pub database_url: String,
-    /// What stands between the importer and PostgreSQL: `none`, or `transaction` for a pooler in
-    /// transaction mode (PgBouncer, Supavisor on port 6543): then no statement stays prepared on a
-    /// connection and each statement runs in a transaction of its own.
-    #[arg(long, env = "DATABASE_POOLER", default_value = "none")]
-    pub database_pooler: String,
-    /// Write the address the API really listens on (BIND_ADDR with port 0 gets a free port) to
-    /// this file once it listens, as `IP:PORT` and a newline; written whole, then renamed.
-    #[arg(long, env = "LISTEN_ADDR_FILE")]
-    pub listen_addr_file: Option<std::path::PathBuf>,
-    /// Base URL of lichess.
-    #[arg(long, env = "LICHESS_BASE_URL", default_value = "https://lichess.org")]
-    pub lichess_base_url: String,
-    /// Base URL of the chess.com published-data API.
-    #[arg(long, env = "CHESSCOM_BASE_URL", default_value = "https://api.chess.com")]
-    pub chesscom_base_url: String,
-    /// Address to listen on; default 127.0.0.1:8080, or 0.0.0.0:$PORT when PORT is set.
-    #[arg(long, env = "BIND_ADDR")]
-    pub bind_addr: Option<String>,
-    /// Port set by hosting platforms; used when BIND_ADDR is not set.
-    #[arg(long, env = "PORT", hide = true)]
-    pub port: Option<String>,
-    /// The token every API client must send as `Authorization: Bearer <token>` (all endpoints but
-    /// /healthz). Required when BIND_ADDR is not a loopback address, unless ALLOW_UNAUTHENTICATED.
-    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
-    /// `true`: serve without API_TOKEN on a non-loopback address (a private network only).
-    #[arg(long, env = "ALLOW_UNAUTHENTICATED", default_value = "false")]
-    pub allow_unauthenticated: String,
-    /// Optional bearer token for lichess (raises its rate limit).
-    #[arg(long, env = "LICHESS_TOKEN", hide_env_values = true)]
-    pub lichess_token: Option<String>,
-    /// Seconds to wait after a 429 that carries no Retry-After (0..=3600).
-    #[arg(long, env = "UPSTREAM_RATE_LIMIT_WAIT_SECS", default_value = "60")]
-    pub upstream_rate_limit_wait_secs: String,
-    /// Seconds an upstream stream may send nothing before it is treated as stalled and resumed (1..=3600).
-    #[arg(long, env = "UPSTREAM_READ_TIMEOUT_SECS", default_value = "60")]
-    pub upstream_read_timeout_secs: String,
-    /// Runtime worker threads (1..=64); fewer threads, less memory.
-    #[arg(long, env = "WORKER_THREADS", default_value = "2")]
-    pub worker_threads: String,
-    /// SQLite page cache per connection, KiB (64..=1048576). SQLite's own default is 2000; an import
-    /// appends, so a larger cache holds pages it will not read again, and how full each pooled
-    /// connection's cache got varied a run's peak by up to 1 MiB.
-    #[arg(long, env = "SQLITE_CACHE_KIB", default_value = "512")]
-    pub sqlite_cache_kib: String,
-    /// This process's name in the shared job queue (1 to 64 of A-Z a-z 0-9 . _ : -); default a random one.
-    /// Give a name stable across restarts and unique among live processes (a host or pod name) so that
-    /// after a crash the process takes its own imports back at once instead of after their lease.
-    #[arg(long, env = "INSTANCE_ID")]
-    pub instance_id: Option<String>,
-    /// Seconds a running import stays claimed without a renewal before another process takes it over (2..=3600).
-    #[arg(long, env = "JOB_LEASE_SECS", default_value = "30")]
-    pub job_lease_secs: String,
-    /// Days a finished (completed or failed) import's record is kept (0..=36500; 0 keeps every
-    /// record). Older ones are deleted hourly in small batches; queued and running ones never are.
-    /// `harness capture` sees at most this far back.
-    #[arg(long, env = "JOB_RETENTION_DAYS", default_value = "30")]
-    pub job_retention_days: String,
-    /// How often a process with a free slot looks for imports queued by others, ms (50..=60000).
-    #[arg(long, env = "JOB_POLL_MILLIS", default_value = "1000")]
-    pub job_poll_millis: String,
-    /// lichess export streams in flight (1..=256): each running lichess import holds one. lichess
-    /// allows 2 per address and asks for 1 (lila's `api.ip.download` limit); above 2 it answers 429.
-    #[arg(long, env = "LICHESS_MAX_STREAMS", default_value = "1")]
-    pub lichess_max_streams: String,
-    /// chess.com requests in flight (1..=256): each running chess.com import makes one at a time.
-    /// chess.com: "serial access is unlimited; parallel requests may trigger 429".
-    #[arg(long, env = "CHESSCOM_MAX_REQUESTS", default_value = "1")]
-    pub chesscom_max_requests: String,
-    /// What the provider lanes count: `process` (this process's imports: each process has its own
-    /// egress address) or `database` (every process's running imports on the database: processes
-    /// that share one address).
-    #[arg(long, env = "PROVIDER_LANES_SCOPE", default_value = "process")]
-    pub provider_lanes_scope: String,
-    /// The whole User-Agent header sent to lichess and chess.com. Both providers refuse clients
-    /// that do not identify themselves with a contact: name a URL or an e-mail address.
-    #[arg(long, env = "UPSTREAM_USER_AGENT")]
-    pub upstream_user_agent: Option<String>,
+    /// Each setting given or defaulted, by variable name.
+    values: BTreeMap<&'static str, String>,
+}
+
+impl RawConfig {
+    /// The command line: `--openapi` and one flag per setting, each also read from its variable.
+    pub fn command() -> Command {
+        let flags = SETTINGS.iter().map(|s| {
+            let arg = Arg::new(s.name)
+                .long(s.flag)
+                .env(s.name)
+                .value_name(s.name)
+                .value_parser(clap::value_parser!(String))
+                .help(s.help())
+                .hide(s.hidden)
+                .hide_env_values(s.secret);
+            match s.default_value() {
+                Some(d) => arg.default_value(d),
+                None => arg,
+            }
+        });
+        Command::new("importer")
+            .version(crate::VERSION)
+            .about(
+                "Imports chess games from lichess and chess.com into SQLite or PostgreSQL, \
+                 with at most MAX_CONCURRENT_IMPORTS imports at a time.",
+            )
+            .after_help(
+                "Every option can be given as the environment variable shown beside it; \
+                 a flag wins over the environment. A bad value stops the program with exit code 2.",
+            )
+            .arg(
+                Arg::new("openapi")
+                    .long("openapi")
+                    .action(ArgAction::SetTrue)
+                    .help("Print the API's OpenAPI document (JSON, as importer/openapi.json) and exit."),
+            )
+            .args(flags)
+    }
+
+    /// This process's arguments and environment; a bad command line prints clap's message and exits 2.
+    pub fn parse() -> RawConfig {
+        Self::of(&Self::command().get_matches())
+    }
+
+    /// `args` (the first is the program's name) and this process's environment, as [`RawConfig::parse`].
+    pub fn parse_from<I, T>(args: I) -> RawConfig
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::of(&Self::command().get_matches_from(args))
+    }
+
+    fn of(matches: &ArgMatches) -> RawConfig {
+        RawConfig {
+            openapi: matches.get_flag("openapi"),
+            values: SETTINGS
+                .iter()
+                .filter_map(|s| Some((s.name, matches.get_one::<String>(s.name)?.clone())))
+                .collect(),
+        }
+    }
+
+    /// The value of `setting` as given, or its default; `None` when neither.
+    pub fn get(&self, setting: &Setting) -> Option<&str> {
+        self.values.get(setting.name).map(String::as_str)
+    }
+
+    /// Sets `setting` as if given.
+    pub fn set(&mut self, setting: &'static Setting, value: impl Into<String>) {
+        self.values.insert(setting.name, value.into());
+    }
 }
 
 /// What the provider lanes count.
@@ -299,18 +263,18 @@ fn user_agent(value: &str) -> Result<String, ConfigError> {
     // Printable ASCII only: anything else is not a valid header value everywhere.
     if v.is_empty() || v.len() > 512 || !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Err(ConfigError {
-            var: "UPSTREAM_USER_AGENT",
+            var: UPSTREAM_USER_AGENT.name,
             value: value.to_string(),
-            accepted: "1 to 512 printable ASCII characters, naming a contact (URL or e-mail)".into(),
+            accepted: UPSTREAM_USER_AGENT.accepted_words(),
         });
     }
     Ok(v.to_string())
 }
 
 /// DB_POOL_SIZE, or the database's default.
-fn db_pool_size_of(given: Option<&str>, kind: &DatabaseKind) -> Result<u32, ConfigError> {
-    match given {
-        Some(n) => int_in("DB_POOL_SIZE", n, 1, 100),
+fn db_pool_size_of(raw: &RawConfig, kind: &DatabaseKind) -> Result<u32, ConfigError> {
+    match raw.get(&DB_POOL_SIZE) {
+        Some(_) => int(&DB_POOL_SIZE, raw),
         // SQLite has one writer: more connections only add page caches (and make peak memory
         // depend on how many happened to open); docs/measurements.md has the figures.
         None if *kind == DatabaseKind::Sqlite => Ok(2),
@@ -319,61 +283,60 @@ fn db_pool_size_of(given: Option<&str>, kind: &DatabaseKind) -> Result<u32, Conf
 }
 
 /// DATABASE_POOLER: `transaction` only with PostgreSQL.
-fn transaction_pooler_of(value: &str, kind: &DatabaseKind) -> Result<bool, ConfigError> {
-    match value.trim() {
-        "none" => Ok(false),
-        "transaction" if *kind == DatabaseKind::Postgres => Ok(true),
-        other => Err(ConfigError {
-            var: "DATABASE_POOLER",
-            value: other.to_string(),
+fn transaction_pooler_of(raw: &RawConfig, kind: &DatabaseKind) -> Result<bool, ConfigError> {
+    let pooler = choice(&DATABASE_POOLER, raw, &[("none", false), ("transaction", true)])?;
+    if pooler && *kind != DatabaseKind::Postgres {
+        return Err(ConfigError {
+            var: DATABASE_POOLER.name,
+            value: "transaction".into(),
             accepted: "`none`, or `transaction` with a postgres:// DATABASE_URL".into(),
-        }),
+        });
     }
+    Ok(pooler)
 }
 
-/// `value` as one of `choices` (its name, its meaning), or the error naming every name.
-fn choice<T: Copy>(var: &'static str, value: &str, choices: &[(&str, T)]) -> Result<T, ConfigError> {
-    let v = value.trim();
-    choices
+/// The value of `setting` (one of the table's words) as what it means in `meanings`.
+fn choice<T: Copy>(
+    setting: &'static Setting,
+    raw: &RawConfig,
+    meanings: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let value = raw.get(setting).unwrap_or_default();
+    let bad = || ConfigError {
+        var: setting.name,
+        value: value.to_string(),
+        accepted: setting.accepted_words(),
+    };
+    setting.check(value).map_err(|_| bad())?;
+    meanings
         .iter()
-        .find(|(name, _)| *name == v)
+        .find(|(word, _)| *word == value.trim())
         .map(|(_, t)| *t)
-        .ok_or_else(|| ConfigError {
-            var,
-            value: v.to_string(),
-            accepted: choices
-                .iter()
-                .map(|(name, _)| format!("`{name}`"))
-                .collect::<Vec<_>>()
-                .join(" or "),
-        })
+        .ok_or_else(bad)
 }
 
 /// BIND_ADDR, else every address on PORT (a hosting platform's), else 127.0.0.1:8080.
-fn bind_addr_of(bind_addr: Option<&str>, port: Option<&str>) -> Result<SocketAddr, ConfigError> {
-    match (bind_addr, port) {
+fn bind_addr_of(raw: &RawConfig) -> Result<SocketAddr, ConfigError> {
+    match (raw.get(&BIND_ADDR), raw.get(&PORT)) {
         (Some(addr), _) => addr.parse().map_err(|_| ConfigError {
-            var: "BIND_ADDR",
+            var: BIND_ADDR.name,
             value: addr.to_string(),
-            accepted: "a socket address such as 127.0.0.1:8080".into(),
+            accepted: BIND_ADDR.accepted_words(),
         }),
-        (None, Some(port)) => Ok(SocketAddr::from((
-            [0, 0, 0, 0],
-            int_in("PORT", port, 1, u16::MAX)?,
-        ))),
+        (None, Some(_)) => Ok(SocketAddr::from(([0, 0, 0, 0], int(&PORT, raw)?))),
         (None, None) => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
     }
 }
 
 /// API_TOKEN: at least 16 printable ASCII characters without spaces; never echoed back.
-fn api_token_of(token: Option<String>) -> Result<Option<String>, ConfigError> {
+fn api_token_of(token: Option<&str>) -> Result<Option<String>, ConfigError> {
     match token {
-        Some(t) if t.len() >= 16 && t.bytes().all(|b| (0x21..0x7f).contains(&b)) => Ok(Some(t)),
+        Some(t) if t.len() >= 16 && t.bytes().all(|b| (0x21..0x7f).contains(&b)) => Ok(Some(t.to_string())),
         Some(_) => Err(ConfigError {
-            var: "API_TOKEN",
+            var: API_TOKEN.name,
             // Never echoed: a token that is almost right is still a secret.
             value: "(hidden)".into(),
-            accepted: "16 to any number of printable ASCII characters without spaces".into(),
+            accepted: API_TOKEN.accepted_words(),
         }),
         None => Ok(None),
     }
@@ -399,13 +362,13 @@ fn token_off_loopback(
 }
 
 /// INSTANCE_ID as given, or a random one.
-fn instance_id_of(id: Option<String>) -> Result<String, ConfigError> {
+fn instance_id_of(id: Option<&str>) -> Result<String, ConfigError> {
     match id {
-        Some(id) if valid_instance_id(&id) => Ok(id),
+        Some(id) if valid_instance_id(id) => Ok(id.to_string()),
         Some(id) => Err(ConfigError {
-            var: "INSTANCE_ID",
-            value: id,
-            accepted: "1 to 64 characters among A-Z a-z 0-9 . _ : -".into(),
+            var: INSTANCE_ID.name,
+            value: id.to_string(),
+            accepted: INSTANCE_ID.accepted_words(),
         }),
         None => Ok(format!(
             "importer-{}",
@@ -414,32 +377,31 @@ fn instance_id_of(id: Option<String>) -> Result<String, ConfigError> {
     }
 }
 
-fn int_in<T>(var: &'static str, value: &str, lo: T, hi: T) -> Result<T, ConfigError>
-where
-    T: FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let bad = || ConfigError {
-        var,
-        value: value.to_string(),
-        accepted: format!("an integer in {lo}..={hi}"),
-    };
-    let n: T = value.trim().parse().map_err(|_| bad())?;
-    if n < lo || n > hi {
-        return Err(bad());
-    }
-    Ok(n)
+/// The value of `setting`, a number in the table's range, as a `T`.
+fn int<T: TryFrom<u64>>(setting: &'static Setting, raw: &RawConfig) -> Result<T, ConfigError> {
+    let value = raw.get(setting).unwrap_or_default();
+    setting
+        .integer(value)
+        .ok()
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| ConfigError {
+            var: setting.name,
+            value: value.to_string(),
+            accepted: setting.accepted_words(),
+        })
 }
 
-fn base_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
+fn base_url(setting: &'static Setting, raw: &RawConfig) -> Result<String, ConfigError> {
+    let value = raw.get(setting).unwrap_or_default();
     let ok = reqwest::Url::parse(value)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
     match ok {
         Some(_) => Ok(value.trim_end_matches('/').to_string()),
         None => Err(ConfigError {
-            var,
+            var: setting.name,
             value: value.to_string(),
-            accepted: "an http:// or https:// URL with a host".into(),
+            accepted: setting.accepted_words(),
         }),
     }
 }
@@ -460,9 +422,9 @@ fn is_loopback_url(value: &str) -> bool {
 
 fn database_kind(value: &str) -> Result<DatabaseKind, ConfigError> {
     let bad = |why: &str| ConfigError {
-        var: "DATABASE_URL",
+        var: DATABASE_URL.name,
         value: value.to_string(),
-        accepted: format!("sqlite://FILE or postgres://USER@HOST/DB ({why})"),
+        accepted: format!("{} ({why})", DATABASE_URL.accepted_words()),
     };
     if let Some(rest) = value.strip_prefix("sqlite:") {
         if rest.trim_start_matches('/').is_empty() {
@@ -487,89 +449,65 @@ fn valid_instance_id(id: &str) -> bool {
 impl Config {
     /// Checks every raw value and builds the configuration, naming the first bad one.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let bind_addr = bind_addr_of(raw.bind_addr.as_deref(), raw.port.as_deref())?;
-        let dedup_strategy = choice(
-            "DEDUP_STRATEGY",
-            &raw.dedup_strategy,
-            &[
-                ("batch", DedupStrategy::Batch),
-                ("preload", DedupStrategy::Preload),
-            ],
-        )?;
-        let lichess_token = raw.lichess_token.filter(|t| !t.trim().is_empty());
-        let api_token = api_token_of(raw.api_token)?;
-        let allow_unauthenticated = choice(
-            "ALLOW_UNAUTHENTICATED",
-            &raw.allow_unauthenticated,
-            &[("true", true), ("false", false)],
-        )?;
+        let bind_addr = bind_addr_of(&raw)?;
+        let api_token = api_token_of(raw.get(&API_TOKEN))?;
+        let allow_unauthenticated =
+            choice(&ALLOW_UNAUTHENTICATED, &raw, &[("true", true), ("false", false)])?;
         token_off_loopback(api_token.is_some(), allow_unauthenticated, bind_addr)?;
-        let kind = database_kind(&raw.database_url)?;
-        let lichess_base_url = base_url("LICHESS_BASE_URL", &raw.lichess_base_url)?;
-        let chesscom_base_url = base_url("CHESSCOM_BASE_URL", &raw.chesscom_base_url)?;
-        let user_agent = raw.upstream_user_agent.as_deref().map(user_agent).transpose()?;
-        let instance_id = instance_id_of(raw.instance_id)?;
+        let database_url = raw.get(&DATABASE_URL).unwrap_or_default().to_string();
+        let kind = database_kind(&database_url)?;
+        let secs = |setting| int(setting, &raw).map(Duration::from_secs);
         let config = Config {
-            instance_id,
-            job_lease: Duration::from_secs(int_in("JOB_LEASE_SECS", &raw.job_lease_secs, 2, 3600)?),
-            job_poll: Duration::from_millis(int_in("JOB_POLL_MILLIS", &raw.job_poll_millis, 50, 60_000)?),
-            job_retention: match int_in::<u64>("JOB_RETENTION_DAYS", &raw.job_retention_days, 0, 36_500)? {
+            instance_id: instance_id_of(raw.get(&INSTANCE_ID))?,
+            job_lease: secs(&JOB_LEASE_SECS)?,
+            job_poll: Duration::from_millis(int(&JOB_POLL_MILLIS, &raw)?),
+            job_retention: match int::<u64>(&JOB_RETENTION_DAYS, &raw)? {
                 0 => None,
                 days => Some(Duration::from_secs(days * 86_400)),
             },
-            max_concurrent_imports: int_in("MAX_CONCURRENT_IMPORTS", &raw.max_concurrent_imports, 1, 256)?,
-            import_batch_size: int_in("IMPORT_BATCH_SIZE", &raw.import_batch_size, 1, 10_000)?,
-            existing_games_page_size: int_in(
-                "EXISTING_GAMES_PAGE_SIZE",
-                &raw.existing_games_page_size,
-                1,
-                100_000,
+            max_concurrent_imports: int(&MAX_CONCURRENT_IMPORTS, &raw)?,
+            import_batch_size: int(&IMPORT_BATCH_SIZE, &raw)?,
+            existing_games_page_size: int(&EXISTING_GAMES_PAGE_SIZE, &raw)?,
+            dedup_strategy: choice(
+                &DEDUP_STRATEGY,
+                &raw,
+                &[
+                    ("batch", DedupStrategy::Batch),
+                    ("preload", DedupStrategy::Preload),
+                ],
             )?,
-            dedup_strategy,
-            import_queue_capacity: int_in("IMPORT_QUEUE_CAPACITY", &raw.import_queue_capacity, 0, 100_000)?,
-            http_max_connections: int_in("HTTP_MAX_CONNECTIONS", &raw.http_max_connections, 1, 1024)?,
-            http_pool_max_idle_per_host: int_in(
-                "HTTP_POOL_MAX_IDLE_PER_HOST",
-                &raw.http_pool_max_idle_per_host,
-                0,
-                1024,
-            )?,
-            db_pool_size: db_pool_size_of(raw.db_pool_size.as_deref(), &kind)?,
-            db_queue_pool_size: int_in("DB_QUEUE_POOL_SIZE", &raw.db_queue_pool_size, 1, 100)?,
-            transaction_pooler: transaction_pooler_of(&raw.database_pooler, &kind)?,
-            listen_addr_file: raw.listen_addr_file,
+            import_queue_capacity: int(&IMPORT_QUEUE_CAPACITY, &raw)?,
+            http_max_connections: int(&HTTP_MAX_CONNECTIONS, &raw)?,
+            http_pool_max_idle_per_host: int(&HTTP_POOL_MAX_IDLE_PER_HOST, &raw)?,
+            db_pool_size: db_pool_size_of(&raw, &kind)?,
+            db_queue_pool_size: int(&DB_QUEUE_POOL_SIZE, &raw)?,
+            transaction_pooler: transaction_pooler_of(&raw, &kind)?,
+            listen_addr_file: raw.get(&LISTEN_ADDR_FILE).map(std::path::PathBuf::from),
             database_kind: kind,
-            database_url: raw.database_url,
-            lichess_base_url,
-            chesscom_base_url,
+            database_url,
+            lichess_base_url: base_url(&LICHESS_BASE_URL, &raw)?,
+            chesscom_base_url: base_url(&CHESSCOM_BASE_URL, &raw)?,
             bind_addr,
-            lichess_token,
+            lichess_token: raw
+                .get(&LICHESS_TOKEN)
+                .filter(|t| !t.trim().is_empty())
+                .map(str::to_string),
             api_token,
-            rate_limit_wait: Duration::from_secs(int_in(
-                "UPSTREAM_RATE_LIMIT_WAIT_SECS",
-                &raw.upstream_rate_limit_wait_secs,
-                0,
-                3600,
-            )?),
-            read_timeout: Duration::from_secs(int_in(
-                "UPSTREAM_READ_TIMEOUT_SECS",
-                &raw.upstream_read_timeout_secs,
-                1,
-                3600,
-            )?),
-            worker_threads: int_in("WORKER_THREADS", &raw.worker_threads, 1, 64)?,
-            sqlite_cache_kib: int_in("SQLITE_CACHE_KIB", &raw.sqlite_cache_kib, 64, 1_048_576)?,
-            lichess_max_streams: int_in("LICHESS_MAX_STREAMS", &raw.lichess_max_streams, 1, 256)?,
-            chesscom_max_requests: int_in("CHESSCOM_MAX_REQUESTS", &raw.chesscom_max_requests, 1, 256)?,
+            rate_limit_wait: secs(&UPSTREAM_RATE_LIMIT_WAIT_SECS)?,
+            read_timeout: secs(&UPSTREAM_READ_TIMEOUT_SECS)?,
+            worker_threads: int(&WORKER_THREADS, &raw)?,
+            sqlite_cache_kib: int(&SQLITE_CACHE_KIB, &raw)?,
+            lichess_max_streams: int(&LICHESS_MAX_STREAMS, &raw)?,
+            chesscom_max_requests: int(&CHESSCOM_MAX_REQUESTS, &raw)?,
             lanes_scope: choice(
-                "PROVIDER_LANES_SCOPE",
-                &raw.provider_lanes_scope,
+                &PROVIDER_LANES_SCOPE,
+                &raw,
                 &[
                     ("process", LanesScope::Process),
                     ("database", LanesScope::Database),
                 ],
             )?,
-            user_agent,
+            user_agent: raw.get(&UPSTREAM_USER_AGENT).map(user_agent).transpose()?,
         };
         config.contact_for_real_providers()?;
         Ok(config)
@@ -589,7 +527,7 @@ impl Config {
             return Ok(());
         }
         Err(ConfigError {
-            var: "UPSTREAM_USER_AGENT",
+            var: UPSTREAM_USER_AGENT.name,
             value: self.user_agent.clone().unwrap_or_default(),
             accepted: "a User-Agent naming a contact, a URL or an e-mail address, such as \
                        \"my-importer/1.0 (+https://example.org/importer; ops@example.org)\": \
@@ -611,6 +549,49 @@ mod tests {
         }
         argv.extend_from_slice(args);
         Config::from_raw(RawConfig::parse_from(argv))
+    }
+
+    /// Every number and word the table accepts is accepted here, and the numbers just outside
+    /// each range are refused naming the setting: the importer's checks are the table's.
+    #[test]
+    fn every_setting_accepts_its_bounds_and_refuses_their_neighbours() {
+        let with = |setting: &'static Setting, value: &str| {
+            let mut raw = RawConfig::parse_from([
+                "importer",
+                "--upstream-user-agent",
+                "test/1 (ops@example.org)",
+                "--database-url",
+                "postgres://u@h/db",
+            ]);
+            raw.set(&ALLOW_UNAUTHENTICATED, "true");
+            raw.set(setting, value);
+            Config::from_raw(raw)
+        };
+        let mut walked = 0;
+        for s in SETTINGS {
+            match s.accepted {
+                settings::Accepted::Integer { min, max, .. } => {
+                    for ok in [min, max] {
+                        assert!(with(s, &ok.to_string()).is_ok(), "{}={ok}", s.name);
+                    }
+                    for bad in [min.checked_sub(1), max.checked_add(1)].into_iter().flatten() {
+                        let err = with(s, &bad.to_string()).unwrap_err();
+                        assert_eq!(err.var, s.name, "{}={bad}", s.name);
+                        assert_eq!(err.accepted, s.accepted_words());
+                    }
+                    walked += 1;
+                }
+                settings::Accepted::OneOf(words) => {
+                    for w in words {
+                        assert!(with(s, w).is_ok(), "{}={w}", s.name);
+                    }
+                    assert_eq!(with(s, "neither").unwrap_err().var, s.name);
+                    walked += 1;
+                }
+                settings::Accepted::Text(_) => {}
+            }
+        }
+        assert!(walked >= 20, "{walked} settings walked");
     }
 
     const MOCKS: [&str; 4] = [

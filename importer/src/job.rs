@@ -3,53 +3,25 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// A game provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub enum Platform {
-    /// lichess.org
-    #[serde(rename = "lichess")]
-    Lichess,
-    /// chess.com
-    #[serde(rename = "chess.com")]
-    ChessCom,
+pub use settings::Platform;
+
+/// Whether `name` follows `platform`'s username rules; only such names reach a URL.
+pub fn is_valid_username(platform: Platform, name: &str) -> bool {
+    let (min, max) = match platform {
+        Platform::Lichess => (2, 30),
+        Platform::ChessCom => (3, 25),
+    };
+    (min..=max).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-impl Platform {
-    /// The name used in the API and the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Lichess => "lichess",
-            Platform::ChessCom => "chess.com",
-        }
-    }
-
-    /// Parses the API and database name.
-    pub fn parse(s: &str) -> Option<Platform> {
-        match s {
-            "lichess" => Some(Platform::Lichess),
-            "chess.com" => Some(Platform::ChessCom),
-            _ => None,
-        }
-    }
-
-    /// Whether `name` follows the platform's username rules; only such names reach a URL.
-    pub fn is_valid_username(self, name: &str) -> bool {
-        let (min, max) = match self {
-            Platform::Lichess => (2, 30),
-            Platform::ChessCom => (3, 25),
-        };
-        (min..=max).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    }
-
-    /// The rule, for error messages.
-    pub fn username_rule(self) -> &'static str {
-        match self {
-            Platform::Lichess => "2 to 30 characters among A-Z a-z 0-9 _ -",
-            Platform::ChessCom => "3 to 25 characters among A-Z a-z 0-9 _ -",
-        }
+/// `platform`'s username rule, for error messages.
+pub fn username_rule(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Lichess => "2 to 30 characters among A-Z a-z 0-9 _ -",
+        Platform::ChessCom => "3 to 25 characters among A-Z a-z 0-9 _ -",
     }
 }
 

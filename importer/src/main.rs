@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use importer::config::{Config, RawConfig};
 use importer::http::{AppState, app};
 use importer::metrics::Metrics;

@@ -56,11 +56,11 @@ pub fn parse_request(body: &[u8]) -> Result<ImportRequest, ApiError> {
         Some(_) => return Err(bad("user_id: must be a string")),
         None => return Err(bad("user_id: missing")),
     };
-    if !platform.is_valid_username(&user_id) {
+    if !crate::job::is_valid_username(platform, &user_id) {
         return Err(bad(format!(
             "user_id: not a valid {} username; expected {}",
             platform.as_str(),
-            platform.username_rule()
+            crate::job::username_rule(platform)
         )));
     }
     let limit = match obj.remove("limit") {

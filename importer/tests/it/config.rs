@@ -43,25 +43,7 @@ fn each_bad_setting_stops_the_program_with_exit_code_2_naming_it() {
 fn help_lists_every_setting() {
     let out = Command::new(importer_bin()).arg("--help").output().expect("run");
     let help = String::from_utf8_lossy(&out.stdout);
-    for var in [
-        "MAX_CONCURRENT_IMPORTS",
-        "IMPORT_BATCH_SIZE",
-        "EXISTING_GAMES_PAGE_SIZE",
-        "IMPORT_QUEUE_CAPACITY",
-        "HTTP_MAX_CONNECTIONS",
-        "HTTP_POOL_MAX_IDLE_PER_HOST",
-        "DB_POOL_SIZE",
-        "DATABASE_URL",
-        "LICHESS_BASE_URL",
-        "CHESSCOM_BASE_URL",
-        "BIND_ADDR",
-        "LICHESS_TOKEN",
-        "UPSTREAM_RATE_LIMIT_WAIT_SECS",
-        "DB_QUEUE_POOL_SIZE",
-        "DATABASE_POOLER",
-        "LISTEN_ADDR_FILE",
-        "UPSTREAM_USER_AGENT",
-    ] {
+    for var in settings::SETTINGS.iter().filter(|s| !s.hidden).map(|s| s.name) {
         assert!(help.contains(var), "--help names {var}");
     }
 }
