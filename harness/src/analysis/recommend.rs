@@ -25,7 +25,10 @@ use crate::analysis::capacity::{Fit, MAX_CONCURRENCY};
 use crate::analysis::stats::{mean_var, t_quantile};
 use crate::scenario::{Cell, Checked};
 use crate::session::results::{CellRun, RunResults, median};
-use crate::upstream::Platform;
+use settings::{
+    EXISTING_GAMES_PAGE_SIZE, HTTP_MAX_CONNECTIONS, IMPORT_BATCH_SIZE, IMPORT_QUEUE_CAPACITY,
+    MAX_CONCURRENT_IMPORTS, Platform, Setting,
+};
 
 /// Peaks whose standard deviation is below this fraction of their mean make a flat curve:
 /// memory does not grow with the imports running. Above it, with no line through them, they scatter.
@@ -164,32 +167,39 @@ pub type Config = (String, BTreeMap<String, String>);
 /// A cell's configuration: its label without the concurrency, and its environment without it.
 pub fn config_of(cell: &Cell) -> Config {
     let mut env = cell.env.clone();
-    env.remove("MAX_CONCURRENT_IMPORTS");
+    env.remove(MAX_CONCURRENT_IMPORTS.name);
     (cell.config_label(), env)
 }
 
 /// Environment a concurrency level needs so that the imports really run at once.
 fn level_env(base: &BTreeMap<String, String>, n: u32, imports: u32) -> BTreeMap<String, String> {
     let mut env = base.clone();
-    env.insert("MAX_CONCURRENT_IMPORTS".into(), n.to_string());
-    env.entry("HTTP_MAX_CONNECTIONS".into())
-        .or_insert_with(|| n.max(15).to_string());
+    let default = |s: &Setting| {
+        s.default_integer()
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or(0)
+    };
+    env.insert(MAX_CONCURRENT_IMPORTS.name.into(), n.to_string());
+    env.entry(HTTP_MAX_CONNECTIONS.name.into())
+        .or_insert_with(|| n.max(default(&HTTP_MAX_CONNECTIONS)).to_string());
     env.insert(
-        "IMPORT_QUEUE_CAPACITY".into(),
-        imports.saturating_sub(n).max(100).to_string(),
+        IMPORT_QUEUE_CAPACITY.name.into(),
+        imports
+            .saturating_sub(n)
+            .max(default(&IMPORT_QUEUE_CAPACITY))
+            .to_string(),
     );
     env
 }
 
 /// The cell measuring configuration `config` at concurrency `n` with `imports` requested at once.
 pub fn level_cell(config: &str, env: &BTreeMap<String, String>, n: u32, imports: u32) -> Cell {
-    let get = |k: &str, d: u32| env.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
     Cell {
         label: format!("c{n}-{config}"),
         env: level_env(env, n, imports),
         max_concurrent_imports: n,
-        batch_size: get("IMPORT_BATCH_SIZE", 50),
-        page_size: get("EXISTING_GAMES_PAGE_SIZE", 2000),
+        batch_size: crate::scenario::value_of(env, &IMPORT_BATCH_SIZE),
+        page_size: crate::scenario::value_of(env, &EXISTING_GAMES_PAGE_SIZE),
         imports,
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::scenario::{Observed, ObservedProvider};
 use crate::session::results::{CellRun, RunResults};
-use crate::upstream::Platform;
+use settings::Platform;
 
 /// Differences of at most this many seconds count as none: the timestamps' and the client's own
 /// resolution, and a queue that production never had.

@@ -17,7 +17,7 @@ use super::queueing::{self, Job, Limits};
 use crate::scenario::{Cell, Checked};
 use crate::session::cell_users;
 use crate::session::results::{CellRun, RunResults};
-use crate::upstream::Platform;
+use settings::Platform;
 
 /// lichess's pace to a client with a token when the scenario gives none (docs/providers.md: 30 games/s).
 pub const TOKEN_PACE: f64 = 30.0;

@@ -84,7 +84,7 @@ pub fn measure(users: &[(MockUser, u64)], seed: u64) -> ParseRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::Platform;
+    use settings::Platform;
 
     #[test]
     fn reads_every_generated_game() {

@@ -9,21 +9,11 @@ use crate::session::results::{CellRun, RunResults, by_cell, median, median_f64, 
 /// Peaks and per-import figures of the cells that share one value of a setting.
 type PeaksAndPerImport = (Vec<u64>, Vec<u64>);
 
-/// The settings whose effect on memory the summary shows, when a run varies them.
-const EFFECT_AXES: [&str; 12] = [
-    "MAX_CONCURRENT_IMPORTS",
-    "IMPORT_BATCH_SIZE",
-    "EXISTING_GAMES_PAGE_SIZE",
-    "LICHESS_MAX_STREAMS",
-    "CHESSCOM_MAX_REQUESTS",
-    "DEDUP_STRATEGY",
-    "DB_POOL_SIZE",
-    "HTTP_MAX_CONNECTIONS",
-    "HTTP_POOL_MAX_IDLE_PER_HOST",
-    "WORKER_THREADS",
-    "SQLITE_CACHE_KIB",
-    "MALLOC_ARENA_MAX",
-];
+/// Whether the summary shows `axis`'s effect on memory when a run varies it: every setting
+/// the matrix can vary but the build and the way to PostgreSQL, which other sections compare.
+fn shows_effect(axis: &str) -> bool {
+    axis != "ALLOCATOR" && axis != settings::DATABASE_POOLER.name
+}
 
 /// One value of a varied setting: the median peak and per-import memory of the cells with it, bytes.
 struct Effect {
@@ -36,8 +26,10 @@ struct Effect {
 /// other setting.
 fn effects_of(results: &RunResults) -> Vec<(&'static str, Vec<Effect>)> {
     let ok: Vec<&CellRun> = results.cells.iter().filter(|c| c.error.is_none()).collect();
-    EFFECT_AXES
+    crate::scenario::axes()
         .into_iter()
+        .map(|axis| axis.name)
+        .filter(|axis| shows_effect(axis))
         .filter_map(|axis| {
             let mut by_value: BTreeMap<String, PeaksAndPerImport> = BTreeMap::new();
             for c in &ok {

@@ -14,12 +14,6 @@ fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |s| format!("{s:.1}"))
 }
 
-/// The lanes a cell ran with: its `LICHESS_MAX_STREAMS` or `CHESSCOM_MAX_REQUESTS`, or the
-/// importer's default, 1.
-pub fn lanes(env: &std::collections::BTreeMap<String, String>, key: &str) -> String {
-    env.get(key).cloned().unwrap_or_else(|| "1".into())
-}
-
 /// Appends the "Time" section when the run's cells measured times.
 pub fn section(results: &RunResults, out: &mut String) {
     let timed: Vec<(String, Vec<(&crate::session::results::CellRun, &Timing)>)> = by_cell(results)
@@ -114,8 +108,8 @@ fn providers_table(timed: &Timed<'_>, out: &mut String) {
                 out,
                 "| {label} | {} | {} | {} | {provider} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
                 run.cell.max_concurrent_imports,
-                lanes(&run.cell.env, "LICHESS_MAX_STREAMS"),
-                lanes(&run.cell.env, "CHESSCOM_MAX_REQUESTS"),
+                crate::scenario::lanes(&run.cell.env).0,
+                crate::scenario::lanes(&run.cell.env).1,
                 p.imports,
                 p.wait_p50_secs,
                 p.wait_p95_secs,

@@ -10,7 +10,6 @@ use plotters::prelude::*;
 use super::Error;
 use super::palette;
 use super::plot::{Draw, dotted_line, legend, render_with, whole_number};
-use super::time::lanes;
 use crate::observe::timing::Timing;
 use crate::session::results::{CellRun, RunResults, by_cell};
 
@@ -74,8 +73,8 @@ impl Draw for QueuePlot<'_> {
             let caption = format!(
                 "{label}: {} slots, {} lichess stream(s), {} chess.com request(s)",
                 run.cell.max_concurrent_imports,
-                lanes(&run.cell.env, "LICHESS_MAX_STREAMS"),
-                lanes(&run.cell.env, "CHESSCOM_MAX_REQUESTS"),
+                crate::scenario::lanes(&run.cell.env).0,
+                crate::scenario::lanes(&run.cell.env).1,
             );
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, ("sans-serif", 14))
@@ -160,8 +159,8 @@ fn wait_lines(results: &RunResults) -> Lines {
         };
         let key = format!(
             "{} lichess stream(s), {} chess.com request(s)",
-            lanes(&c.cell.env, "LICHESS_MAX_STREAMS"),
-            lanes(&c.cell.env, "CHESSCOM_MAX_REQUESTS")
+            crate::scenario::lanes(&c.cell.env).0,
+            crate::scenario::lanes(&c.cell.env).1
         );
         let point = lines
             .entry(key)

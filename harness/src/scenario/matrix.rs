@@ -1,12 +1,23 @@
-//! The matrix expanded: every combination of the axes' values is a cell,
-//! labelled by the settings it varies.
+//! The matrix: which settings a scenario may vary, their values checked, and every
+//! combination of the axes' values expanded into a cell labelled by the settings it varies.
+//!
+//! The settings and their accepted values come from the settings table (`settings` crate), the
+//! one the importer checks its own with: `harness check` accepts exactly what the importer does.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use settings::{
+    EXISTING_GAMES_PAGE_SIZE, IMPORT_BATCH_SIZE, MAX_CONCURRENT_IMPORTS, Platform, SETTINGS, Setting,
+};
+
+use super::schema::Matrix;
 
 /// Most cells a scenario may expand to.
 pub const MAX_CELLS: usize = 500;
+
+/// Allocators the importer can be built with (`make allocators`).
+pub const ALLOCATORS: [&str; 3] = ["glibc", "jemalloc", "mimalloc"];
 
 /// One combination of settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,11 +26,11 @@ pub struct Cell {
     pub label: String,
     /// The importer environment this cell sets.
     pub env: BTreeMap<String, String>,
-    /// MAX_CONCURRENT_IMPORTS of the cell (the importer's default 3 when not varied).
+    /// MAX_CONCURRENT_IMPORTS of the cell (the importer's default when not varied).
     pub max_concurrent_imports: u32,
-    /// IMPORT_BATCH_SIZE (default 50).
+    /// IMPORT_BATCH_SIZE (the importer's default when not varied).
     pub batch_size: u32,
-    /// EXISTING_GAMES_PAGE_SIZE (default 2000).
+    /// EXISTING_GAMES_PAGE_SIZE (the importer's default when not varied).
     pub page_size: u32,
     /// Imports requested at once.
     pub imports: u32,
@@ -34,40 +45,176 @@ impl Cell {
     }
 }
 
-/// LICHESS_MAX_STREAMS and CHESSCOM_MAX_REQUESTS in `env`, or the importer's default, 1.
-pub fn lanes(env: &BTreeMap<String, String>) -> (u32, u32) {
-    let get = |k: &str| env.get(k).and_then(|v| v.parse().ok()).unwrap_or(1);
-    (get("LICHESS_MAX_STREAMS"), get("CHESSCOM_MAX_REQUESTS"))
+/// `setting`'s value in `env`, or the importer's default.
+pub fn value_of(env: &BTreeMap<String, String>, setting: &Setting) -> u32 {
+    env.get(setting.name)
+        .and_then(|v| v.trim().parse().ok())
+        .or_else(|| setting.default_integer().and_then(|d| u32::try_from(d).ok()))
+        .unwrap_or(1)
 }
 
-/// An axis's values as environment values; an axis not given is one cell with the importer's default.
-pub fn axis<T: Clone + ToString>(values: &Option<Vec<T>>) -> Vec<Option<String>> {
-    match values {
-        Some(v) => v.iter().map(|x| Some(x.to_string())).collect(),
-        None => vec![None],
+/// LICHESS_MAX_STREAMS and CHESSCOM_MAX_REQUESTS in `env`, or the importer's defaults.
+pub fn lanes(env: &BTreeMap<String, String>) -> (u32, u32) {
+    (
+        value_of(env, Platform::Lichess.lanes_setting()),
+        value_of(env, Platform::ChessCom.lanes_setting()),
+    )
+}
+
+/// What checks an axis's values.
+#[derive(Debug, Clone, Copy)]
+enum Values {
+    /// The settings table's row: what the importer accepts.
+    Table(&'static Setting),
+    /// glibc's `MALLOC_ARENA_MAX`: not the importer's setting (glibc reads it, the importer
+    /// never does), hence not in the table; a count of arenas.
+    Arenas,
+    /// Which importer build runs: not a setting at all.
+    Allocator,
+}
+
+/// A setting the matrix may vary.
+#[derive(Debug, Clone, Copy)]
+pub struct Axis {
+    /// Its name, the matrix's key and the importer's variable.
+    pub name: &'static str,
+    /// Its short name in cell labels (`c` in `c3-b50-p2000`).
+    label: &'static str,
+    values: Values,
+}
+
+/// Every setting the matrix may vary, in the order cells expand (the first varies slowest) and
+/// labels read: the table's rows that have a label, then the harness's own two.
+pub fn axes() -> Vec<Axis> {
+    SETTINGS
+        .iter()
+        .filter_map(|s| {
+            Some(Axis {
+                name: s.name,
+                label: s.axis?,
+                values: Values::Table(s),
+            })
+        })
+        .chain([
+            Axis {
+                name: "MALLOC_ARENA_MAX",
+                label: "a",
+                values: Values::Arenas,
+            },
+            Axis {
+                name: "ALLOCATOR",
+                label: "",
+                values: Values::Allocator,
+            },
+        ])
+        .collect()
+}
+
+impl Axis {
+    /// Whether `value` is one this axis takes; the error says what is accepted.
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        let accepted = match self.values {
+            Values::Table(s) => s.check(value),
+            Values::Arenas => match value.trim().parse::<u32>() {
+                Ok(1..) => Ok(()),
+                _ => Err("a whole number of arenas, 1 or more".into()),
+            },
+            Values::Allocator if ALLOCATORS.contains(&value) => Ok(()),
+            Values::Allocator => Err(format!("one of {}", ALLOCATORS.join(", "))),
+        };
+        accepted.map_err(|words| format!("{value:?} is not {words}"))
     }
+}
+
+/// An axis and the values a scenario gives it.
+#[derive(Debug, Clone)]
+pub struct AxisValues {
+    /// The setting varied.
+    pub axis: Axis,
+    /// Its values in order; `[None]`: not varied, the importer's default.
+    pub values: Vec<Option<String>>,
+}
+
+/// A key of the scenario and what is wrong with its value.
+pub type Bad = (String, String);
+
+/// A YAML scalar as the environment value it sets.
+fn scalar(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The matrix's values, every axis in order; an axis not given is one value, `None`: the
+/// importer's default.
+///
+/// # Errors
+/// The key at fault and why: a name the matrix cannot vary, an empty axis, or a value the
+/// importer would refuse.
+pub fn values_of(matrix: &Matrix) -> Result<Vec<AxisValues>, Bad> {
+    let all = axes();
+    if let Some(unknown) = matrix
+        .0
+        .keys()
+        .find(|k| !all.iter().any(|a| a.name == k.as_str()))
+    {
+        let names: Vec<_> = all.iter().map(|a| a.name).collect();
+        return Err((
+            unknown.clone(),
+            format!(
+                "not a setting the matrix can vary; those are {}",
+                names.join(", ")
+            ),
+        ));
+    }
+    all.into_iter()
+        .map(|axis| {
+            let Some(given) = matrix.0.get(axis.name) else {
+                return Ok(AxisValues {
+                    axis,
+                    values: vec![None],
+                });
+            };
+            if given.is_empty() {
+                return Err((axis.name.into(), "an axis needs at least one value".into()));
+            }
+            let values = given
+                .iter()
+                .map(|v| {
+                    let value = scalar(v)
+                        .ok_or_else(|| (axis.name.to_string(), format!("{v:?} is not a number or a word")))?;
+                    axis.check(&value).map_err(|m| (axis.name.to_string(), m))?;
+                    Ok::<_, Bad>(Some(value))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(AxisValues { axis, values })
+        })
+        .collect()
 }
 
 /// Every combination of the axes' values, in order (the first axis varies slowest); each cell
 /// requests `imports` imports at once, or as many as it has slots. `Err(n)` when the
 /// product is `n` > [`MAX_CELLS`] cells.
-pub fn expand(axes: &[(&str, Vec<Option<String>>)], imports: Option<u32>) -> Result<Vec<Cell>, usize> {
+pub fn expand(axes: &[AxisValues], imports: Option<u32>) -> Result<Vec<Cell>, usize> {
     let n = axes
         .iter()
-        .try_fold(1usize, |n, (_, v)| n.checked_mul(v.len().max(1)))
+        .try_fold(1usize, |n, a| n.checked_mul(a.values.len().max(1)))
         .unwrap_or(usize::MAX);
     if n > MAX_CELLS {
         return Err(n);
     }
     let mut cells: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
-    for (key, values) in axes {
+    for AxisValues { axis, values } in axes {
         cells = cells
             .into_iter()
             .flat_map(|env| {
                 values.iter().map(move |v| {
                     let mut env = env.clone();
                     if let Some(v) = v {
-                        env.insert(key.to_string(), v.clone());
+                        env.insert(axis.name.to_string(), v.clone());
                     }
                     env
                 })
@@ -77,42 +224,46 @@ pub fn expand(axes: &[(&str, Vec<Option<String>>)], imports: Option<u32>) -> Res
     Ok(cells
         .into_iter()
         .map(|env| {
-            let get = |k: &str, d: u32| env.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
-            let (c, b, p) = (
-                get("MAX_CONCURRENT_IMPORTS", 3),
-                get("IMPORT_BATCH_SIZE", 50),
-                get("EXISTING_GAMES_PAGE_SIZE", 2000),
-            );
-            let mut label = format!("c{c}-b{b}-p{p}");
-            for (k, short) in [
-                ("DEDUP_STRATEGY", "d"),
-                ("DB_POOL_SIZE", "db"),
-                ("HTTP_MAX_CONNECTIONS", "h"),
-                ("HTTP_POOL_MAX_IDLE_PER_HOST", "hi"),
-                ("WORKER_THREADS", "t"),
-                ("SQLITE_CACHE_KIB", "sc"),
-                ("MALLOC_ARENA_MAX", "a"),
-                ("ALLOCATOR", ""),
-                ("LICHESS_MAX_STREAMS", "ls"),
-                ("CHESSCOM_MAX_REQUESTS", "cr"),
-            ] {
-                if let Some(v) = env.get(k) {
-                    label.push_str(&format!("-{short}{v}"));
-                }
-            }
-            match env.get("DATABASE_POOLER").map(String::as_str) {
-                Some("transaction") => label.push_str("-pgbouncer"),
-                Some(_) => label.push_str("-direct"),
-                None => {}
-            }
+            let c = value_of(&env, &MAX_CONCURRENT_IMPORTS);
             Cell {
-                label,
+                label: label(&env, axes),
                 imports: imports.unwrap_or(c),
                 max_concurrent_imports: c,
-                batch_size: b,
-                page_size: p,
+                batch_size: value_of(&env, &IMPORT_BATCH_SIZE),
+                page_size: value_of(&env, &EXISTING_GAMES_PAGE_SIZE),
                 env,
             }
         })
         .collect())
+}
+
+/// A cell's label: slots, batch and page always (`c3-b50-p2000`, defaults included, as every
+/// report reads a configuration from them), then each other setting the cell sets, and last
+/// how it reaches PostgreSQL (`-pgbouncer` or `-direct`) when that is set.
+fn label(env: &BTreeMap<String, String>, axes: &[AxisValues]) -> String {
+    let always = [
+        &MAX_CONCURRENT_IMPORTS,
+        &IMPORT_BATCH_SIZE,
+        &EXISTING_GAMES_PAGE_SIZE,
+    ];
+    let mut label = format!(
+        "c{}-b{}-p{}",
+        value_of(env, always[0]),
+        value_of(env, always[1]),
+        value_of(env, always[2])
+    );
+    for AxisValues { axis, .. } in axes {
+        if always.iter().any(|s| s.name == axis.name) || axis.name == settings::DATABASE_POOLER.name {
+            continue;
+        }
+        if let Some(v) = env.get(axis.name) {
+            label.push_str(&format!("-{}{v}", axis.label));
+        }
+    }
+    match env.get(settings::DATABASE_POOLER.name).map(String::as_str) {
+        Some("transaction") => label.push_str("-pgbouncer"),
+        Some(_) => label.push_str("-direct"),
+        None => {}
+    }
+    label
 }

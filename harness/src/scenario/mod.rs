@@ -11,9 +11,9 @@ mod schema;
 
 use std::path::{Path, PathBuf};
 
-use crate::upstream::Platform;
+use settings::Platform;
 
-pub use matrix::{Cell, lanes};
+pub use matrix::{ALLOCATORS, Axis, Cell, axes, lanes, value_of};
 pub use schema::{
     Crash, Database, Gate, Matrix, Observed, ObservedProvider, Pooler, Scenario, Upstream, UserTemplate,
     Workload,
@@ -72,9 +72,6 @@ pub struct Checked {
     pub cells: Vec<Cell>,
 }
 
-/// Allocators the importer can be built with (`make allocators`).
-pub const ALLOCATORS: [&str; 3] = ["glibc", "jemalloc", "mimalloc"];
-
 /// 1-based line of the first line that sets `key`, 0 when not found.
 fn line_of(text: &str, key: &str) -> usize {
     text.lines()
@@ -132,7 +129,7 @@ impl Checked {
             key: key.to_string(),
             message,
         };
-        let bad_at = |(key, message): Bad| invalid(key, message);
+        let bad_at = |(key, message): Bad| invalid(&key, message);
         let budget_bytes = parse_bytes(&raw.budget).ok_or_else(|| {
             invalid(
                 "budget",
@@ -153,8 +150,9 @@ impl Checked {
         check_upstream(&raw).map_err(bad_at)?;
         let imports = imports_of(&raw.workload).map_err(bad_at)?;
         check_processes(&raw).map_err(bad_at)?;
-        let axes = axes_of(&raw.matrix);
-        check_matrix(&raw, &axes).map_err(bad_at)?;
+        let axes = matrix::values_of(&raw.matrix).map_err(bad_at)?;
+        check_env(&raw).map_err(bad_at)?;
+        check_pooler(&raw).map_err(bad_at)?;
         let mut cells = matrix::expand(&axes, imports)
             .map_err(|n| invalid("matrix", format!("{n} cells; at most {}", matrix::MAX_CELLS)))?;
         check_arrival_span(&raw, &cells).map_err(bad_at)?;
@@ -188,11 +186,10 @@ impl Checked {
     }
 }
 
-/// A key of the scenario and what is wrong with its value.
-type Bad = (&'static str, String);
+use matrix::Bad;
 
-fn wrong(key: &'static str, message: String) -> Bad {
-    (key, message)
+fn wrong(key: &str, message: String) -> Bad {
+    (key.to_string(), message)
 }
 
 /// The users: counts that fit together, faults on the platform that has them, the API's limit.
@@ -375,110 +372,40 @@ fn check_processes(raw: &Scenario) -> Result<(), Bad> {
     Ok(())
 }
 
-/// The matrix's axes, in the order cells are labelled and expanded.
-fn axes_of(m: &Matrix) -> [(&'static str, Vec<Option<String>>); 14] {
-    [
-        ("MAX_CONCURRENT_IMPORTS", matrix::axis(&m.max_concurrent_imports)),
-        ("IMPORT_BATCH_SIZE", matrix::axis(&m.import_batch_size)),
-        (
-            "EXISTING_GAMES_PAGE_SIZE",
-            matrix::axis(&m.existing_games_page_size),
-        ),
-        ("DEDUP_STRATEGY", matrix::axis(&m.dedup_strategy)),
-        ("DB_POOL_SIZE", matrix::axis(&m.db_pool_size)),
-        ("HTTP_MAX_CONNECTIONS", matrix::axis(&m.http_max_connections)),
-        (
-            "HTTP_POOL_MAX_IDLE_PER_HOST",
-            matrix::axis(&m.http_pool_max_idle_per_host),
-        ),
-        ("WORKER_THREADS", matrix::axis(&m.worker_threads)),
-        ("SQLITE_CACHE_KIB", matrix::axis(&m.sqlite_cache_kib)),
-        ("MALLOC_ARENA_MAX", matrix::axis(&m.malloc_arena_max)),
-        ("ALLOCATOR", matrix::axis(&m.allocator)),
-        ("LICHESS_MAX_STREAMS", matrix::axis(&m.lichess_max_streams)),
-        ("CHESSCOM_MAX_REQUESTS", matrix::axis(&m.chesscom_max_requests)),
-        ("DATABASE_POOLER", matrix::axis(&m.database_pooler)),
-    ]
+/// The importer's environment: a setting of the table takes what the importer accepts.
+fn check_env(raw: &Scenario) -> Result<(), Bad> {
+    for (key, value) in &raw.env {
+        if let Some(s) = settings::setting(key) {
+            s.check(value)
+                .map_err(|words| wrong(key, format!("{value:?} is not {words}")))?;
+        }
+    }
+    Ok(())
 }
 
-/// The matrix's values: each axis given, each value one the importer accepts.
-fn check_matrix(raw: &Scenario, axes: &[(&'static str, Vec<Option<String>>)]) -> Result<(), Bad> {
-    let m = &raw.matrix;
-    for (key, values) in axes {
-        if values.is_empty() {
-            return Err(wrong(key, "an axis needs at least one value".into()));
-        }
-    }
-    if let Some(bad) = m
-        .dedup_strategy
-        .iter()
+/// `DATABASE_POOLER: transaction` puts a PgBouncer in front of PostgreSQL, which the harness
+/// starts with the allowance `pooler` gives.
+fn check_pooler(raw: &Scenario) -> Result<(), Bad> {
+    let key = settings::DATABASE_POOLER.name;
+    let transaction = raw
+        .matrix
+        .0
+        .get(key)
+        .into_iter()
         .flatten()
-        .find(|s| !matches!(s.as_str(), "batch" | "preload"))
-    {
+        .any(|v| v.as_str() == Some("transaction"))
+        || raw.env.get(key).is_some_and(|v| v.trim() == "transaction");
+    if transaction && raw.database != Database::Postgres {
         return Err(wrong(
-            "DEDUP_STRATEGY",
-            format!("{bad:?} is not `batch` or `preload`"),
+            key,
+            "`transaction` puts a PgBouncer in front of PostgreSQL: it needs `database: postgres`".into(),
         ));
-    }
-    if let Some(bad) = m
-        .allocator
-        .iter()
-        .flatten()
-        .find(|s| !ALLOCATORS.contains(&s.as_str()))
-    {
-        return Err(wrong(
-            "ALLOCATOR",
-            format!("{bad:?} is not one of {}", ALLOCATORS.join(", ")),
-        ));
-    }
-    if let Some(bad) = m
-        .max_concurrent_imports
-        .iter()
-        .flatten()
-        .find(|&&n| !(1..=256).contains(&n))
-    {
-        return Err(wrong(
-            "MAX_CONCURRENT_IMPORTS",
-            format!("{bad} is not in 1..=256"),
-        ));
-    }
-    let poolers = m
-        .database_pooler
-        .iter()
-        .flatten()
-        .chain(raw.env.get("DATABASE_POOLER"));
-    for p in poolers {
-        match p.as_str() {
-            "none" => {}
-            "transaction" if raw.database == Database::Postgres => {}
-            "transaction" => {
-                return Err(wrong(
-                    "DATABASE_POOLER",
-                    "`transaction` puts a PgBouncer in front of PostgreSQL: it needs `database: postgres`"
-                        .into(),
-                ));
-            }
-            bad => {
-                return Err(wrong(
-                    "DATABASE_POOLER",
-                    format!("{bad:?} is not `none` or `transaction`"),
-                ));
-            }
-        }
     }
     if !(1..=100).contains(&raw.pooler.default_pool_size) {
         return Err(wrong(
             "pooler.default_pool_size",
             format!("{} is not in 1..=100", raw.pooler.default_pool_size),
         ));
-    }
-    for (key, values) in [
-        ("LICHESS_MAX_STREAMS", &m.lichess_max_streams),
-        ("CHESSCOM_MAX_REQUESTS", &m.chesscom_max_requests),
-    ] {
-        if let Some(bad) = values.iter().flatten().find(|&&n| !(1..=256).contains(&n)) {
-            return Err(wrong(key, format!("{bad} is not in 1..=256")));
-        }
     }
     Ok(())
 }
@@ -510,7 +437,7 @@ fn check_arrival_span(raw: &Scenario, cells: &[Cell]) -> Result<(), Bad> {
 /// The lanes a cell runs with belong to its record, wherever the scenario set them: the time
 /// reports and `recommend --max-wait` read them there.
 fn lanes_into_cells(raw: &Scenario, cells: &mut [Cell]) {
-    for key in ["LICHESS_MAX_STREAMS", "CHESSCOM_MAX_REQUESTS"] {
+    for key in Platform::ALL.map(|p| p.lanes_setting().name) {
         if let Some(v) = raw.env.get(key) {
             for c in cells.iter_mut() {
                 c.env.entry(key.to_string()).or_insert_with(|| v.clone());
@@ -747,6 +674,66 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(ok.raw.instances, 2);
+    }
+
+    /// The harness accepts exactly what the importer accepts (the importer's own test walks the
+    /// same table): each bound in `env:` and, for a setting the matrix varies, as an axis value;
+    /// the numbers just outside are refused naming the setting.
+    #[test]
+    fn every_setting_accepts_its_bounds_and_refuses_their_neighbours() {
+        let base = GOOD.replace("  IMPORT_BATCH_SIZE: [30, 50]\n", "") + "database: postgres\n";
+        let in_env = |name: &str, v: &str| parse(&format!("{base}env:\n  {name}: \"{v}\"\n"));
+        let in_matrix = |name: &str, v: &str| {
+            parse(&base.replace("matrix:\n", &format!("matrix:\n  {name}: [\"{v}\"]\n")))
+        };
+        let axes = axes();
+        let mut walked = 0;
+        for s in settings::SETTINGS {
+            let (ok, bad): (Vec<String>, Vec<String>) = match s.accepted {
+                settings::Accepted::Integer { min, max, .. } => (
+                    vec![min.to_string(), max.to_string()],
+                    [min.checked_sub(1), max.checked_add(1)]
+                        .into_iter()
+                        .flatten()
+                        .map(|n| n.to_string())
+                        .collect(),
+                ),
+                settings::Accepted::OneOf(words) => (
+                    words.iter().map(|w| w.to_string()).collect(),
+                    vec!["neither".into()],
+                ),
+                settings::Accepted::Text(_) => continue,
+            };
+            let varied = axes.iter().any(|a| a.name == s.name);
+            for v in &ok {
+                assert!(in_env(s.name, v).is_ok(), "env {}={v}", s.name);
+                if varied && s.name != "MAX_CONCURRENT_IMPORTS" {
+                    assert!(in_matrix(s.name, v).is_ok(), "matrix {}={v}", s.name);
+                }
+            }
+            for v in &bad {
+                let err = in_env(s.name, v).unwrap_err().to_string();
+                assert!(err.contains(&format!("{}: \"{v}\" is not", s.name)), "{err}");
+                if varied && s.name != "MAX_CONCURRENT_IMPORTS" {
+                    let err = in_matrix(s.name, v).unwrap_err().to_string();
+                    assert!(err.contains(&format!("{}: \"{v}\" is not", s.name)), "{err}");
+                }
+            }
+            walked += 1;
+        }
+        assert!(walked >= 20, "{walked} settings walked");
+        let err = parse(&GOOD.replace("[2, 3]", "[0, 3]")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "s.yaml:3: MAX_CONCURRENT_IMPORTS: \"0\" is not an integer in 1..=256"
+        );
+        let err = parse(&GOOD.replace("  MAX_CONCURRENT_IMPORTS: [2, 3]", "  BIND_ADDR: [\"0.0.0.0:1\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("s.yaml:3: BIND_ADDR: not a setting the matrix can vary"),
+            "{err}"
+        );
     }
 
     #[test]

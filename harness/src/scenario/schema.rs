@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::upstream::Platform;
+use settings::Platform;
 
 /// Which database each cell gets a fresh copy of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,82 +18,12 @@ pub enum Database {
     Postgres,
 }
 
-/// The settings the matrix varies; each list is an axis, absent means the importer's default.
+/// The settings the matrix varies: each key a setting's name, each list an axis; a setting
+/// absent keeps the importer's default. Which names may be varied and which values they take
+/// are `super::matrix`'s to check (from the settings table), so that a typo names its line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Matrix {
-    /// Imports running at once.
-    #[serde(
-        rename = "MAX_CONCURRENT_IMPORTS",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub max_concurrent_imports: Option<Vec<u32>>,
-    /// Games per batch.
-    #[serde(
-        rename = "IMPORT_BATCH_SIZE",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub import_batch_size: Option<Vec<u32>>,
-    /// Stored ids per query.
-    #[serde(
-        rename = "EXISTING_GAMES_PAGE_SIZE",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub existing_games_page_size: Option<Vec<u32>>,
-    /// `batch` or `preload`.
-    #[serde(rename = "DEDUP_STRATEGY", default, skip_serializing_if = "Option::is_none")]
-    pub dedup_strategy: Option<Vec<String>>,
-    /// Database pool size.
-    #[serde(rename = "DB_POOL_SIZE", default, skip_serializing_if = "Option::is_none")]
-    pub db_pool_size: Option<Vec<u32>>,
-    /// Upstream requests in flight.
-    #[serde(
-        rename = "HTTP_MAX_CONNECTIONS",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub http_max_connections: Option<Vec<u32>>,
-    /// Idle upstream connections per host.
-    #[serde(
-        rename = "HTTP_POOL_MAX_IDLE_PER_HOST",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub http_pool_max_idle_per_host: Option<Vec<u32>>,
-    /// Runtime threads.
-    #[serde(rename = "WORKER_THREADS", default, skip_serializing_if = "Option::is_none")]
-    pub worker_threads: Option<Vec<u32>>,
-    /// SQLite page cache per connection, KiB.
-    #[serde(rename = "SQLITE_CACHE_KIB", default, skip_serializing_if = "Option::is_none")]
-    pub sqlite_cache_kib: Option<Vec<u32>>,
-    /// glibc arenas (an allocator knob, set in the importer's environment).
-    #[serde(rename = "MALLOC_ARENA_MAX", default, skip_serializing_if = "Option::is_none")]
-    pub malloc_arena_max: Option<Vec<u32>>,
-    /// lichess export streams at once (the importer's lanes; lichess allows one or two per address).
-    #[serde(
-        rename = "LICHESS_MAX_STREAMS",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub lichess_max_streams: Option<Vec<u32>>,
-    /// chess.com requests in flight at once.
-    #[serde(
-        rename = "CHESSCOM_MAX_REQUESTS",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub chesscom_max_requests: Option<Vec<u32>>,
-    /// `none` (the importer connects to PostgreSQL itself) or `transaction` (through a PgBouncer
-    /// in transaction mode the harness starts for the cell; `pooler` sets its allowance).
-    #[serde(rename = "DATABASE_POOLER", default, skip_serializing_if = "Option::is_none")]
-    pub database_pooler: Option<Vec<String>>,
-    /// The importer build: `glibc` (the importer binary), `jemalloc` or `mimalloc` (`importer-<name>` beside it).
-    #[serde(rename = "ALLOCATOR", default, skip_serializing_if = "Option::is_none")]
-    pub allocator: Option<Vec<String>>,
-}
+#[serde(transparent)]
+pub struct Matrix(pub BTreeMap<String, Vec<serde_yaml::Value>>);
 
 /// One kind of user in the workload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -194,7 +194,7 @@ async fn send(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::Val
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::Platform;
+    use settings::Platform;
 
     #[test]
     fn the_earlier_import_stores_the_newest_finished_games_it_could_see() {

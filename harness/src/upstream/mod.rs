@@ -17,37 +17,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use serde::{Deserialize, Serialize};
-
 pub use policy::{Policy, Rules, Served};
 
-/// A game provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Platform {
-    /// lichess.org
-    #[serde(rename = "lichess")]
-    Lichess,
-    /// chess.com
-    #[serde(rename = "chess.com")]
-    ChessCom,
-}
-
-impl Platform {
-    /// The name the importer's API uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Lichess => "lichess",
-            Platform::ChessCom => "chess.com",
-        }
-    }
-
-    /// The platform the API calls `name` (`lichess`, `chess.com`), if any.
-    pub fn parse(name: &str) -> Option<Platform> {
-        [Platform::Lichess, Platform::ChessCom]
-            .into_iter()
-            .find(|p| p.as_str() == name)
-    }
-}
+pub use settings::Platform;
 
 /// One user the mocks know.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,7 +18,7 @@ use serde_yaml::{Mapping, Value};
 use read::JobRecord;
 use window::secs;
 
-use crate::upstream::Platform;
+use settings::Platform;
 
 /// Longest a replay should take, real seconds: the time scale is chosen for it.
 pub const REPLAY_SECS: f64 = 240.0;
@@ -30,40 +30,22 @@ pub const CHESSCOM_LATENCY_MS: u64 = 500;
 /// Settings the scenario carries where the scenario's matrix holds them (the harness reads
 /// a cell's slots and lanes there).
 const MATRIX_KEYS: [&str; 5] = [
-    "MAX_CONCURRENT_IMPORTS",
-    "IMPORT_BATCH_SIZE",
-    "EXISTING_GAMES_PAGE_SIZE",
-    "LICHESS_MAX_STREAMS",
-    "CHESSCOM_MAX_REQUESTS",
+    settings::MAX_CONCURRENT_IMPORTS.name,
+    settings::IMPORT_BATCH_SIZE.name,
+    settings::EXISTING_GAMES_PAGE_SIZE.name,
+    settings::LICHESS_MAX_STREAMS.name,
+    settings::CHESSCOM_MAX_REQUESTS.name,
 ];
 
-/// The importer's settings a replay carries: how it runs imports, never where it runs or as whom.
-/// Everything else a deploy's environment holds (URLs, tokens, passwords, names, other programs'
-/// variables) is left out, and only its name is said.
-pub const REPLAYED: [&str; 20] = [
-    "MAX_CONCURRENT_IMPORTS",
-    "IMPORT_BATCH_SIZE",
-    "EXISTING_GAMES_PAGE_SIZE",
-    "DEDUP_STRATEGY",
-    "IMPORT_QUEUE_CAPACITY",
-    "HTTP_MAX_CONNECTIONS",
-    "HTTP_POOL_MAX_IDLE_PER_HOST",
-    "DB_POOL_SIZE",
-    "DB_QUEUE_POOL_SIZE",
-    "LICHESS_MAX_STREAMS",
-    "CHESSCOM_MAX_REQUESTS",
-    "PROVIDER_LANES_SCOPE",
-    "UPSTREAM_RATE_LIMIT_WAIT_SECS",
-    "UPSTREAM_READ_TIMEOUT_SECS",
-    "WORKER_THREADS",
-    "SQLITE_CACHE_KIB",
-    "JOB_LEASE_SECS",
-    "JOB_POLL_MILLIS",
-    "JOB_RETENTION_DAYS",
-    "MALLOC_ARENA_MAX",
-];
+/// Whether a replay carries the setting `name`: the importer's tuning settings (how it runs
+/// imports, never where it runs or as whom: the settings table's `tuning` rows) and glibc's
+/// `MALLOC_ARENA_MAX`. Everything else a deploy's environment holds (URLs, tokens, passwords,
+/// names, other programs' variables) is left out, and only its name is said.
+pub fn replayed(name: &str) -> bool {
+    settings::setting(name).is_some_and(|s| s.tuning) || name == "MALLOC_ARENA_MAX"
+}
 
-/// The deploy's settings for the replay: those of [`REPLAYED`] that `--env-file` and `--set`
+/// The deploy's settings for the replay: those [`replayed`] that `--env-file` and `--set`
 /// gave; every other name is left out (and listed), its value never written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
@@ -83,7 +65,7 @@ impl Settings {
             ..Settings::default()
         };
         for (k, v) in pairs {
-            if REPLAYED.contains(&k.as_str()) {
+            if replayed(&k) {
                 s.env.insert(k, v);
             } else {
                 s.left_out.push(k);

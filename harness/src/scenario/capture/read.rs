@@ -8,7 +8,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
 
-use crate::upstream::Platform;
+use settings::Platform;
 
 /// Why the history could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use statrs::statistics::{Data, OrderStatistics};
 
 use super::read::JobRecord;
 use crate::scenario::ObservedProvider;
-use crate::upstream::Platform;
+use settings::Platform;
 
 /// The window of length `length` holding the most arrivals: it starts at an arrival, and of
 /// windows holding as many, the earliest wins. `arrivals` sorted, oldest first; `None` when empty.
