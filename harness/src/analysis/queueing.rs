@@ -13,13 +13,14 @@
 //! at the providers' pace they take a few percent of the time (the measured
 //! runs say how far off that leaves the prediction).
 
+use settings::Platform;
 use statrs::statistics::{Data, OrderStatistics};
 
 /// One import to place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
-    /// `true` for lichess, `false` for chess.com.
-    pub lichess: bool,
+    /// The provider, whose lanes it takes.
+    pub platform: Platform,
     /// When it is posted, provider seconds.
     pub arrival_secs: f64,
     /// How long the provider takes to deliver it, provider seconds.
@@ -70,8 +71,8 @@ pub fn place(jobs: &[Job], limits: Limits) -> Vec<Placed> {
             .then(a.cmp(&b))
     });
     let mut placed: Vec<Option<Placed>> = vec![None; jobs.len()];
-    // Running jobs: (end, lichess).
-    let mut running: Vec<(f64, bool)> = Vec::new();
+    // Running jobs: (end, provider).
+    let mut running: Vec<(f64, Platform)> = Vec::new();
     let mut queue: Vec<usize> = Vec::new();
     let mut next = 0;
     let mut now = 0.0f64;
@@ -85,15 +86,14 @@ pub fn place(jobs: &[Job], limits: Limits) -> Vec<Placed> {
         let mut k = 0;
         while k < queue.len() && running.len() < limits.slots as usize {
             let j = queue[k];
-            let lanes = if jobs[j].lichess {
-                limits.lichess_lanes
-            } else {
-                limits.chess_com_lanes
+            let lanes = match jobs[j].platform {
+                Platform::Lichess => limits.lichess_lanes,
+                Platform::ChessCom => limits.chess_com_lanes,
             };
-            let busy = running.iter().filter(|(_, l)| *l == jobs[j].lichess).count();
+            let busy = running.iter().filter(|(_, p)| *p == jobs[j].platform).count();
             if busy < lanes as usize {
                 let end = now + jobs[j].service_secs;
-                running.push((end, jobs[j].lichess));
+                running.push((end, jobs[j].platform));
                 placed[j] = Some(Placed {
                     wait_secs: now - jobs[j].arrival_secs,
                     done_at_secs: end,
@@ -137,7 +137,7 @@ mod tests {
 
     fn lichess(at: f64, secs: f64) -> Job {
         Job {
-            lichess: true,
+            platform: Platform::Lichess,
             arrival_secs: at,
             service_secs: secs,
         }
@@ -175,7 +175,7 @@ mod tests {
             lichess(0.0, 10.0),
             lichess(0.0, 10.0),
             Job {
-                lichess: false,
+                platform: Platform::ChessCom,
                 arrival_secs: 0.0,
                 service_secs: chess_com_secs(3, 0.5),
             },

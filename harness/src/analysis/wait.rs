@@ -171,7 +171,7 @@ pub fn jobs_of(s: &Checked, cell: &Cell, pace: Pace, games_factor: f64) -> Vec<J
                 }
             };
             Job {
-                lichess: user.platform == Platform::Lichess,
+                platform: user.platform,
                 arrival_secs,
                 service_secs,
             }
@@ -296,7 +296,7 @@ fn binding_words(s: &Checked, cell: &Cell, row: &Row, rows: &[Row], budget_bytes
     let lichess: Vec<(f64, f64)> = jobs
         .iter()
         .zip(&placed)
-        .filter(|(j, _)| j.lichess)
+        .filter(|(j, _)| j.platform == Platform::Lichess)
         .map(|(j, p)| (j.service_secs, p.wait_secs))
         .collect();
     let longest = lichess.iter().map(|l| l.0).fold(0.0, f64::max);
@@ -304,7 +304,7 @@ fn binding_words(s: &Checked, cell: &Cell, row: &Row, rows: &[Row], budget_bytes
     let chess_com_wait = jobs
         .iter()
         .zip(&placed)
-        .filter(|(j, _)| !j.lichess)
+        .filter(|(j, _)| j.platform == Platform::ChessCom)
         .map(|(_, p)| p.wait_secs)
         .fold(0.0, f64::max);
     match lichess.len() {

@@ -27,8 +27,8 @@ use crate::upstream::games::Rng;
 pub struct ImportSpec {
     /// Username.
     pub user: String,
-    /// `lichess` or `chess.com`.
-    pub platform: &'static str,
+    /// The provider.
+    pub platform: settings::Platform,
     /// The limit.
     pub limit: u64,
     /// Which importer process (index into the bases) it is posted to.
@@ -241,13 +241,13 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
     tokio::time::sleep_until((plan.start + spec.delay).into()).await;
     let mut rec = ImportRecord {
         user: spec.user.clone(),
-        platform: spec.platform.to_string(),
+        platform: spec.platform.as_str().to_string(),
         posted_at: plan.origin.elapsed().as_secs_f64(),
         ..Default::default()
     };
     let posted_wall = Utc::now();
     rec.posted_wall = Some(posted_wall);
-    let body = json!({"user_id": spec.user, "platform": spec.platform, "limit": spec.limit});
+    let body = json!({"user_id": spec.user, "platform": spec.platform.as_str(), "limit": spec.limit});
     let post_url = format!("{}/api/v1/import-more-games", plan.bases[base]);
     let post = GooseRequest::builder()
         .method(GooseMethod::Post)

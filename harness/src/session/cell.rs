@@ -307,7 +307,7 @@ impl Attack<'_> {
             .enumerate()
             .map(|(i, (u, offset))| ImportSpec {
                 user: u.user.name.clone(),
-                platform: u.user.platform.as_str(),
+                platform: u.user.platform,
                 limit: u.limit,
                 instance: i % instances,
                 delay: Duration::from_secs_f64(offset / s.raw.upstream.time_scale),
