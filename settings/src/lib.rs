@@ -17,7 +17,7 @@ mod table;
 
 pub use table::*;
 
-/// A game provider. Its name in the API, the database and scenarios is [`Platform::as_str`].
+/// A game provider, named `lichess` or `chess.com` in the API, the database and scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

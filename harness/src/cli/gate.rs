@@ -75,6 +75,14 @@ fn against_cell(cell: &Cell) -> Cell {
     }
 }
 
+/// What the gate's runs measured: the run, and each cell's statistics (label first) for the
+/// candidate and, in an A/B gate, for the reference build.
+struct Measured {
+    outcome: session::Outcome,
+    candidate: Vec<(String, judge::Stats)>,
+    reference: Vec<(String, judge::Stats)>,
+}
+
 /// Runs the gate. With `update`, also writes the candidate's medians to `baseline_out` when the
 /// gate passes.
 pub async fn gate(
@@ -88,81 +96,20 @@ pub async fn gate(
         _ => None,
     };
     let wall = std::time::Instant::now();
-    let mut per_cell = Vec::new();
-    let mut against_cells = Vec::new();
-    let mut all_runs = Vec::new();
-    let candidate_opts;
-    let outcome = match reference {
+    let measured = match reference {
         Reference::Build {
             importer,
             candidate_set,
-        } => {
-            if !importer.is_file() {
-                return Err(Error::NoAgainst(importer.clone()));
-            }
-            let repeats = session::repeats(s, opts).max(judge::MIN_AB_REPEATS);
-            let mut set = opts.set.clone();
-            set.extend(candidate_set.clone());
-            candidate_opts = Options { set, ..opts.clone() };
-            let runs = s.cells.len() as u64 * u64::from(repeats) * 2;
-            let mut session = Session::start(s, &candidate_opts, runs).await?;
-            for cell in &s.cells {
-                let other = against_cell(cell);
-                let (mut a, mut b) = (Vec::new(), Vec::new());
-                // A B, then B A: whichever side goes first in a pair (a warmer page cache, a
-                // drifting machine) takes turns, so an order effect does not land on one side.
-                for r in 0..repeats {
-                    if r % 2 == 0 {
-                        a.push(session.measure_with(&other, r, importer, opts).await);
-                        b.push(session.measure(cell, r).await);
-                    } else {
-                        b.push(session.measure(cell, r).await);
-                        a.push(session.measure_with(&other, r, importer, opts).await);
-                    }
-                }
-                per_cell.push((cell.label.clone(), judge::stats(&b, false)));
-                against_cells.push((cell.label.clone(), judge::stats(&a, false)));
-                all_runs.extend(a);
-                all_runs.extend(b);
-            }
-            session.finish(all_runs)
-        }
-        Reference::Baseline(_) => {
-            let repeats = session::repeats(s, opts).max(judge::MIN_REPEATS);
-            let max_spread = s.raw.gate.max_spread_pct;
-            let mut session = Session::start(s, opts, s.cells.len() as u64 * u64::from(repeats)).await?;
-            for cell in &s.cells {
-                let mut measured = Vec::new();
-                for r in 0..repeats {
-                    measured.push(session.measure(cell, r).await);
-                }
-                let spread = |runs: &[CellRun]| spread_pct(&runs.iter().collect::<Vec<_>>());
-                let (mut used_from, mut erratic) = (0, false);
-                let first_spread = spread(&measured);
-                if first_spread > max_spread {
-                    session.say(format!(
-                        "{}: peaks spread {first_spread:.1} % > {max_spread:.1} %, running it again",
-                        cell.label
-                    ));
-                    session.add_to_total(u64::from(repeats));
-                    for r in repeats..2 * repeats {
-                        measured.push(session.measure(cell, r).await);
-                    }
-                    if spread(&measured[repeats as usize..]) <= max_spread {
-                        used_from = repeats as usize;
-                    } else {
-                        // Still noisy: judge on every run, and say so.
-                        erratic = true;
-                    }
-                }
-                per_cell.push((cell.label.clone(), judge::stats(&measured[used_from..], erratic)));
-                all_runs.extend(measured);
-            }
-            session.finish(all_runs)
-        }
+        } => measure_ab(s, opts, importer, candidate_set).await?,
+        Reference::Baseline(_) => measure_repeats(s, opts).await?,
     };
+    let Measured {
+        outcome,
+        candidate,
+        reference: reference_cells,
+    } = measured;
     report::write_run(&outcome)?;
-    if let Some((cell, a)) = against_cells.iter().find(|(_, a)| a.peaks.len() < 2) {
+    if let Some((cell, a)) = reference_cells.iter().find(|(_, a)| a.peaks.len() < 2) {
         return Err(Error::AgainstFailed {
             cell: cell.clone(),
             finished: a.peaks.len(),
@@ -171,14 +118,14 @@ pub async fn gate(
         });
     }
     let against = match (reference, &baseline) {
-        (Reference::Build { .. }, _) => Against::Build(&against_cells),
+        (Reference::Build { .. }, _) => Against::Build(&reference_cells),
         (Reference::Baseline(_), Some(b)) => Against::Baseline(b),
         (Reference::Baseline(_), None) => Against::Nothing,
     };
     let mut decision = judge::decide(
         s,
         against,
-        &per_cell,
+        &candidate,
         &outcome.results.machine,
         outcome.dir.display().to_string(),
         wall.elapsed().as_secs_f64(),
@@ -189,11 +136,96 @@ pub async fn gate(
                 .warnings
                 .push("baseline NOT written: the run itself failed".into());
         } else {
-            report::gate::write_baseline(path, &judge::baseline_of(s, &per_cell, &outcome.results))?;
+            report::gate::write_baseline(path, &judge::baseline_of(s, &candidate, &outcome.results))?;
         }
     }
     report::gate::write(&outcome.dir, &decision, &outcome.results)?;
     Ok(decision)
+}
+
+/// An A/B gate's runs: each cell on the reference build `importer` and on the candidate (with
+/// `candidate_set` added), in alternating order.
+async fn measure_ab(
+    s: &Checked,
+    opts: &Options,
+    importer: &Path,
+    candidate_set: &BTreeMap<String, String>,
+) -> Result<Measured, Error> {
+    if !importer.is_file() {
+        return Err(Error::NoAgainst(importer.to_path_buf()));
+    }
+    let repeats = session::repeats(s, opts).max(judge::MIN_AB_REPEATS);
+    let mut set = opts.set.clone();
+    set.extend(candidate_set.clone());
+    let candidate_opts = Options { set, ..opts.clone() };
+    let runs = s.cells.len() as u64 * u64::from(repeats) * 2;
+    let mut session = Session::start(s, &candidate_opts, runs).await?;
+    let (mut candidate, mut reference, mut all_runs) = (Vec::new(), Vec::new(), Vec::new());
+    for cell in &s.cells {
+        let other = against_cell(cell);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        // A B, then B A: whichever side goes first in a pair (a warmer page cache, a
+        // drifting machine) takes turns, so an order effect does not land on one side.
+        for r in 0..repeats {
+            if r % 2 == 0 {
+                a.push(session.measure_with(&other, r, importer, opts).await);
+                b.push(session.measure(cell, r).await);
+            } else {
+                b.push(session.measure(cell, r).await);
+                a.push(session.measure_with(&other, r, importer, opts).await);
+            }
+        }
+        candidate.push((cell.label.clone(), judge::stats(&b, false)));
+        reference.push((cell.label.clone(), judge::stats(&a, false)));
+        all_runs.extend(a);
+        all_runs.extend(b);
+    }
+    Ok(Measured {
+        outcome: session.finish(all_runs),
+        candidate,
+        reference,
+    })
+}
+
+/// A baseline gate's runs: each cell repeated, and repeated again once when its peaks spread
+/// more than the scenario allows.
+async fn measure_repeats(s: &Checked, opts: &Options) -> Result<Measured, Error> {
+    let repeats = session::repeats(s, opts).max(judge::MIN_REPEATS);
+    let max_spread = s.raw.gate.max_spread_pct;
+    let mut session = Session::start(s, opts, s.cells.len() as u64 * u64::from(repeats)).await?;
+    let (mut candidate, mut all_runs) = (Vec::new(), Vec::new());
+    for cell in &s.cells {
+        let mut measured = Vec::new();
+        for r in 0..repeats {
+            measured.push(session.measure(cell, r).await);
+        }
+        let spread = |runs: &[CellRun]| spread_pct(&runs.iter().collect::<Vec<_>>());
+        let (mut used_from, mut erratic) = (0, false);
+        let first_spread = spread(&measured);
+        if first_spread > max_spread {
+            session.say(format!(
+                "{}: peaks spread {first_spread:.1} % > {max_spread:.1} %, running it again",
+                cell.label
+            ));
+            session.add_to_total(u64::from(repeats));
+            for r in repeats..2 * repeats {
+                measured.push(session.measure(cell, r).await);
+            }
+            if spread(&measured[repeats as usize..]) <= max_spread {
+                used_from = repeats as usize;
+            } else {
+                // Still noisy: judge on every run, and say so.
+                erratic = true;
+            }
+        }
+        candidate.push((cell.label.clone(), judge::stats(&measured[used_from..], erratic)));
+        all_runs.extend(measured);
+    }
+    Ok(Measured {
+        outcome: session.finish(all_runs),
+        candidate,
+        reference: Vec::new(),
+    })
 }
 
 /// `harness gate`: exit 0 pass, 1 a check failed, 2 the gate could not decide.

@@ -217,6 +217,7 @@ async fn json_of(resp: GooseResponse) -> (u16, Value, Option<String>) {
     }
 }
 
+/// One goose user's import: wait for its arrival, post it, poll it to its end, record it.
 async fn import_one(user: &mut GooseUser) -> TransactionResult {
     let Some(plan) = current_plan() else {
         return Ok(());
@@ -228,7 +229,28 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
     else {
         return Ok(());
     };
-    let mut base = spec.instance % plan.bases.len().max(1);
+    let base = spec.instance % plan.bases.len().max(1);
+    arrive(user, &plan, &spec, base).await;
+    let mut rec = ImportRecord {
+        user: spec.user.clone(),
+        platform: spec.platform.as_str().to_string(),
+        posted_at: plan.origin.elapsed().as_secs_f64(),
+        posted_wall: Some(Utc::now()),
+        ..Default::default()
+    };
+    if let Some(id) = post(user, &plan, &spec, base, &mut rec).await? {
+        poll_to_the_end(user, &plan, &id, base, &mut rec).await?;
+    }
+    rec.ended_at = plan.origin.elapsed().as_secs_f64();
+    if let Ok(mut r) = plan.records.lock() {
+        r.push(rec);
+    }
+    Ok(())
+}
+
+/// Waits until `spec` is due. The imports due at the start first open their connection and
+/// meet, so that they post together rather than one connection set-up apart.
+async fn arrive(user: &GooseUser, plan: &Plan, spec: &ImportSpec, base: usize) {
     if spec.delay.is_zero() {
         let opened = open_connection(user, &plan.bases[base]).await;
         // Bounded: a user that never arrives (none should) delays the others, never stops them.
@@ -239,14 +261,16 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
         }
     }
     tokio::time::sleep_until((plan.start + spec.delay).into()).await;
-    let mut rec = ImportRecord {
-        user: spec.user.clone(),
-        platform: spec.platform.as_str().to_string(),
-        posted_at: plan.origin.elapsed().as_secs_f64(),
-        ..Default::default()
-    };
-    let posted_wall = Utc::now();
-    rec.posted_wall = Some(posted_wall);
+}
+
+/// Posts the import; its id when admitted, else `None` with the refusal in `rec`.
+async fn post(
+    user: &mut GooseUser,
+    plan: &Plan,
+    spec: &ImportSpec,
+    base: usize,
+    rec: &mut ImportRecord,
+) -> Result<Option<String>, Box<goose::goose::TransactionError>> {
     let body = json!({"user_id": spec.user, "platform": spec.platform.as_str(), "limit": spec.limit});
     let post_url = format!("{}/api/v1/import-more-games", plan.bases[base]);
     let post = GooseRequest::builder()
@@ -273,13 +297,20 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
             format!("rejected ({status})")
         };
         rec.error = admitted["error"].as_str().map(str::to_string).or(transport);
-        rec.ended_at = plan.origin.elapsed().as_secs_f64();
-        if let Ok(mut r) = plan.records.lock() {
-            r.push(rec);
-        }
-        return Ok(());
+        return Ok(None);
     };
     rec.import_id = Some(id.clone());
+    Ok(Some(id))
+}
+
+/// Polls import `id` until it ends, the importers stop answering, or the plan's deadline.
+async fn poll_to_the_end(
+    user: &mut GooseUser,
+    plan: &Plan,
+    id: &str,
+    mut base: usize,
+    rec: &mut ImportRecord,
+) -> TransactionResult {
     let mut unreachable = 0;
     let mut rng = Rng::new(0x9011_0000 ^ user.weighted_users_index as u64);
     loop {
@@ -313,27 +344,30 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
                 _ if gone => "importer unreachable".into(),
                 _ => "timeout".into(),
             };
-            rec.error = job["error"].as_str().map(str::to_string);
-            rec.games_fetched = job["games_fetched"].as_i64().unwrap_or(0);
-            rec.games_imported = job["games_imported"].as_i64().unwrap_or(0);
-            rec.games_skipped_existing = job["games_skipped_existing"].as_i64().unwrap_or(0);
-            rec.games_failed_parse = job["games_failed_parse"].as_i64().unwrap_or(0);
-            rec.wait_secs = secs_between(&job["created_at"], &job["started_at"]);
-            rec.run_secs = secs_between(&job["started_at"], &job["finished_at"]);
-            rec.started_at = time_of(&job["started_at"]);
-            rec.finished_at = time_of(&job["finished_at"]);
-            if let Some(started) = rec.started_at {
-                let waited = (started - posted_wall).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                rec.client_wait_secs = Some(waited.max(0.0));
-            }
-            rec.ended_at = plan.origin.elapsed().as_secs_f64();
-            break;
+            rec.record_end(&job);
+            return Ok(());
         }
     }
-    if let Ok(mut r) = plan.records.lock() {
-        r.push(rec);
+}
+
+impl ImportRecord {
+    /// What the import's last answer (`GET /api/v1/imports/{id}`, JSON) says of its end:
+    /// counters, error, times; the wait the client saw is from its POST to the start.
+    fn record_end(&mut self, job: &Value) {
+        self.error = job["error"].as_str().map(str::to_string);
+        self.games_fetched = job["games_fetched"].as_i64().unwrap_or(0);
+        self.games_imported = job["games_imported"].as_i64().unwrap_or(0);
+        self.games_skipped_existing = job["games_skipped_existing"].as_i64().unwrap_or(0);
+        self.games_failed_parse = job["games_failed_parse"].as_i64().unwrap_or(0);
+        self.wait_secs = secs_between(&job["created_at"], &job["started_at"]);
+        self.run_secs = secs_between(&job["started_at"], &job["finished_at"]);
+        self.started_at = time_of(&job["started_at"]);
+        self.finished_at = time_of(&job["finished_at"]);
+        if let (Some(started), Some(posted)) = (self.started_at, self.posted_wall) {
+            let waited = (started - posted).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            self.client_wait_secs = Some(waited.max(0.0));
+        }
     }
-    Ok(())
 }
 
 /// Longest the imports due at the start wait for each other before posting.

@@ -226,7 +226,74 @@ pub fn generate(user: &MockUser, seed: u64, index: u64) -> SyntheticGame {
     };
     let with_evals = rng.below(4) == 0;
     let lichess = user.platform == Platform::Lichess;
+    let mut played = play(&mut rng, clock, target, with_evals, lichess);
+    let result = match played.pos.outcome() {
+        Outcome::Known(KnownOutcome::Decisive { winner: Color::White }) => "1-0",
+        Outcome::Known(KnownOutcome::Decisive { winner: Color::Black }) => "0-1",
+        Outcome::Known(KnownOutcome::Draw) => "1/2-1/2",
+        Outcome::Unknown => ["1-0", "0-1", "1/2-1/2"][rng.below(3) as usize],
+    };
+    let ended = created + i64::from(clock.0) * 2 / 3 + rng.below(120) as i64;
+    let malformed = user.malformed.contains(&index);
+    let header = Header {
+        id: game_id(user, index),
+        white: &white,
+        black: &black,
+        white_elo,
+        black_elo,
+        result,
+        clock,
+        eco,
+        opening,
+        start: Utc.timestamp_opt(created, 0).single().unwrap_or_default(),
+        end: Utc.timestamp_opt(ended, 0).single().unwrap_or_default(),
+    };
+    let mut pgn = if lichess {
+        lichess_tags(&header, index)
+    } else {
+        chess_com_tags(&header, user, index, &played.pos)
+    };
+    if malformed {
+        // Cut inside a comment: pgn-reader reports an unterminated comment.
+        let cut = played
+            .movetext
+            .find("[%clk")
+            .map_or(played.movetext.len(), |i| i + 7);
+        played.movetext.truncate(cut);
+        pgn.push_str(&played.movetext);
+        pgn.push('\n');
+    } else {
+        pgn.push_str(&played.movetext);
+        pgn.push_str(result);
+        pgn.push('\n');
+    }
+    SyntheticGame {
+        id: header.id,
+        created_at: created,
+        ended_at: ended,
+        white,
+        black,
+        white_elo,
+        black_elo,
+        result,
+        clock,
+        moves: played.moves,
+        pgn,
+        malformed,
+    }
+}
 
+/// A game as played: its final position, its SAN moves, and its movetext with the provider's
+/// clock comments (and, on lichess, evaluations).
+struct Played {
+    pos: Chess,
+    moves: String,
+    movetext: String,
+}
+
+/// Plays up to `target` random legal plies from the start, writing the movetext as `lichess` or
+/// chess.com writes it.
+fn play(rng: &mut Rng, clock: (u32, u32), target: u64, with_evals: bool, lichess: bool) -> Played {
     let mut pos = Chess::default();
     let mut moves = String::with_capacity(target as usize * 6);
     let mut movetext = String::with_capacity(target as usize * 30);
@@ -268,87 +335,93 @@ pub fn generate(user: &MockUser, seed: u64, index: u64) -> SyntheticGame {
             movetext.push_str("]} ");
         }
     }
-    let result = match pos.outcome() {
-        Outcome::Known(KnownOutcome::Decisive { winner: Color::White }) => "1-0",
-        Outcome::Known(KnownOutcome::Decisive { winner: Color::Black }) => "0-1",
-        Outcome::Known(KnownOutcome::Draw) => "1/2-1/2",
-        Outcome::Unknown => ["1-0", "0-1", "1/2-1/2"][rng.below(3) as usize],
+    Played { pos, moves, movetext }
+}
+
+/// What a game's tag pairs say, both providers.
+struct Header<'a> {
+    id: String,
+    white: &'a str,
+    black: &'a str,
+    white_elo: u32,
+    black_elo: u32,
+    result: &'static str,
+    clock: (u32, u32),
+    eco: &'a str,
+    opening: &'a str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+impl Header<'_> {
+    /// The TimeControl tag's value: `600` or `180+2`.
+    fn time_control(&self) -> String {
+        match self.clock {
+            (base, 0) => base.to_string(),
+            (base, inc) => format!("{base}+{inc}"),
+        }
+    }
+}
+
+/// The tag pairs as lichess's export writes them, then the blank line.
+fn lichess_tags(h: &Header, index: u64) -> String {
+    format!(
+        "[Event \"Rated {speed} game\"]\n[Site \"https://lichess.org/{id}\"]\n[Date \"{date}\"]\n[Round \"-\"]\n\
+         [White \"{white}\"]\n[Black \"{black}\"]\n[Result \"{result}\"]\n[GameId \"{id}\"]\n\
+         [UTCDate \"{date}\"]\n[UTCTime \"{time}\"]\n[WhiteElo \"{white_elo}\"]\n[BlackElo \"{black_elo}\"]\n\
+         [WhiteRatingDiff \"+{d}\"]\n[BlackRatingDiff \"-{d}\"]\n[Variant \"Standard\"]\n[TimeControl \"{tc}\"]\n\
+         [ECO \"{eco}\"]\n[Opening \"{opening}\"]\n[Termination \"Normal\"]\n\n",
+        speed = speed(h.clock),
+        id = h.id,
+        date = h.start.format("%Y.%m.%d"),
+        time = h.start.format("%H:%M:%S"),
+        white = h.white,
+        black = h.black,
+        result = h.result,
+        white_elo = h.white_elo,
+        black_elo = h.black_elo,
+        d = 1 + index % 15,
+        tc = h.time_control(),
+        eco = h.eco,
+        opening = h.opening,
+    )
+}
+
+/// The tag pairs as chess.com's monthly archive writes them, then the blank line.
+fn chess_com_tags(h: &Header, user: &MockUser, index: u64, pos: &Chess) -> String {
+    let termination = match h.result {
+        "1-0" => format!("{} won by resignation", h.white),
+        "0-1" => format!("{} won by resignation", h.black),
+        _ => "Game drawn by agreement".to_string(),
     };
-    let ended = created + i64::from(clock.0) * 2 / 3 + rng.below(120) as i64;
-    let malformed = user.malformed.contains(&index);
-    let id = game_id(user, index);
-    let mut pgn = String::with_capacity(movetext.len() + 800);
-    let start = Utc.timestamp_opt(created, 0).single().unwrap_or_default();
-    let end = Utc.timestamp_opt(ended, 0).single().unwrap_or_default();
-    let date = start.format("%Y.%m.%d");
-    let time = start.format("%H:%M:%S");
-    let tc = if clock.1 == 0 {
-        clock.0.to_string()
-    } else {
-        format!("{}+{}", clock.0, clock.1)
-    };
-    if lichess {
-        let speed = speed(clock);
-        let _ = write!(
-            pgn,
-            "[Event \"Rated {speed} game\"]\n[Site \"https://lichess.org/{id}\"]\n[Date \"{date}\"]\n[Round \"-\"]\n\
-             [White \"{white}\"]\n[Black \"{black}\"]\n[Result \"{result}\"]\n[GameId \"{id}\"]\n\
-             [UTCDate \"{date}\"]\n[UTCTime \"{time}\"]\n[WhiteElo \"{white_elo}\"]\n[BlackElo \"{black_elo}\"]\n\
-             [WhiteRatingDiff \"+{d}\"]\n[BlackRatingDiff \"-{d}\"]\n[Variant \"Standard\"]\n[TimeControl \"{tc}\"]\n\
-             [ECO \"{eco}\"]\n[Opening \"{opening}\"]\n[Termination \"Normal\"]\n\n",
-            d = 1 + index % 15,
-        );
-    } else {
-        let termination = match result {
-            "1-0" => format!("{white} won by resignation"),
-            "0-1" => format!("{black} won by resignation"),
-            _ => "Game drawn by agreement".to_string(),
-        };
-        let _ = write!(
-            pgn,
-            "[Event \"{event}\"]\n[Site \"Chess.com\"]\n[Date \"{date}\"]\n[Round \"-\"]\n[White \"{white}\"]\n\
-             [Black \"{black}\"]\n[Result \"{result}\"]\n[CurrentPosition \"{fen}\"]\n[Timezone \"UTC\"]\n\
-             [ECO \"{eco}\"]\n[ECOUrl \"https://www.chess.com/openings/{slug}\"]\n[UTCDate \"{date}\"]\n\
-             [UTCTime \"{time}\"]\n[WhiteElo \"{white_elo}\"]\n[BlackElo \"{black_elo}\"]\n[TimeControl \"{tc}\"]\n\
-             [Termination \"{termination}\"]\n[StartTime \"{time}\"]\n[EndDate \"{end_date}\"]\n[EndTime \"{end_time}\"]\n\
-             [Link \"https://www.chess.com/game/{kind}/{id}\"]\n\n",
-            kind = chess_com_kind(user, index),
-            event = if is_daily(user, index) {
-                "Let's Play!"
-            } else {
-                "Live Chess"
-            },
-            fen = shakmaty::fen::Fen::from_position(&pos, shakmaty::EnPassantMode::Legal),
-            slug = opening.replace([' ', ':', '\''], "-"),
-            end_date = end.format("%Y.%m.%d"),
-            end_time = end.format("%H:%M:%S"),
-        );
-    }
-    if malformed {
-        // Cut inside a comment: pgn-reader reports an unterminated comment.
-        let cut = movetext.find("[%clk").map_or(movetext.len(), |i| i + 7);
-        movetext.truncate(cut);
-        pgn.push_str(&movetext);
-        pgn.push('\n');
-    } else {
-        pgn.push_str(&movetext);
-        pgn.push_str(result);
-        pgn.push('\n');
-    }
-    SyntheticGame {
-        id,
-        created_at: created,
-        ended_at: ended,
-        white,
-        black,
-        white_elo,
-        black_elo,
-        result,
-        clock,
-        moves,
-        pgn,
-        malformed,
-    }
+    format!(
+        "[Event \"{event}\"]\n[Site \"Chess.com\"]\n[Date \"{date}\"]\n[Round \"-\"]\n[White \"{white}\"]\n\
+         [Black \"{black}\"]\n[Result \"{result}\"]\n[CurrentPosition \"{fen}\"]\n[Timezone \"UTC\"]\n\
+         [ECO \"{eco}\"]\n[ECOUrl \"https://www.chess.com/openings/{slug}\"]\n[UTCDate \"{date}\"]\n\
+         [UTCTime \"{time}\"]\n[WhiteElo \"{white_elo}\"]\n[BlackElo \"{black_elo}\"]\n[TimeControl \"{tc}\"]\n\
+         [Termination \"{termination}\"]\n[StartTime \"{time}\"]\n[EndDate \"{end_date}\"]\n[EndTime \"{end_time}\"]\n\
+         [Link \"https://www.chess.com/game/{kind}/{id}\"]\n\n",
+        event = if is_daily(user, index) {
+            "Let's Play!"
+        } else {
+            "Live Chess"
+        },
+        date = h.start.format("%Y.%m.%d"),
+        time = h.start.format("%H:%M:%S"),
+        white = h.white,
+        black = h.black,
+        result = h.result,
+        fen = shakmaty::fen::Fen::from_position(pos, shakmaty::EnPassantMode::Legal),
+        eco = h.eco,
+        slug = h.opening.replace([' ', ':', '\''], "-"),
+        white_elo = h.white_elo,
+        black_elo = h.black_elo,
+        tc = h.time_control(),
+        end_date = h.end.format("%Y.%m.%d"),
+        end_time = h.end.format("%H:%M:%S"),
+        kind = chess_com_kind(user, index),
+        id = h.id,
+    )
 }
 
 /// lichess's speed name for a clock.

@@ -166,6 +166,31 @@ macro_rules! on_pool {
     };
 }
 
+/// Begins a transaction on `$conn` (a pooled connection) that first takes the advisory lock
+/// `$lock` when there is one (PostgreSQL); sqlx errors become `$fail`'s.
+macro_rules! begin_locked {
+    ($conn:ident, $lock:expr, $keep:expr, $fail:expr) => {{
+        let mut tx = sqlx::Connection::begin(&mut *$conn).await.map_err($fail)?;
+        if let Some(key) = $lock {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .persistent($keep)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err($fail)?;
+        }
+        tx
+    }};
+}
+
+/// The `live/N` or `daily/N` key of a stored chess.com game, from its `Link` (or `Site`) tag.
+fn chess_com_key_in(pgn: &str) -> Option<String> {
+    ["Link", "Site"]
+        .iter()
+        .filter_map(|tag| crate::game_key::tag_value(pgn, tag))
+        .find_map(|url| crate::game_key::chess_com_key(&url))
+}
+
 /// Runs `$body` (a `sqlx::Result`, one or more statements) with `$conn` a connection of
 /// `$store`'s pool `$which`; behind a transaction pooler, inside a transaction of its own (see
 /// [`Store`]). Yields a `sqlx::Result`. Every statement in it must carry `.persistent(keep)`:
@@ -388,35 +413,25 @@ impl Store {
         !self.pooled
     }
 
+    /// Brings the schema up to date: the SQL migrations, then the one written as code.
     async fn migrate(&self) -> Result<()> {
+        self.apply_sql_migrations().await?;
+        self.rekey_chess_com_games().await
+    }
+
+    /// The schema table, then each SQL migration not yet recorded, each with its record in one
+    /// transaction: a crash never leaves one half applied.
+    async fn apply_sql_migrations(&self) -> Result<()> {
         let fail = |version| move |source| StoreError::Migrate { version, source };
         let keep = self.keep();
-        // Processes starting at once on one PostgreSQL apply migrations one after the other: each
-        // step's transaction takes a transaction-scoped lock first (a session lock would outlive
-        // its transaction behind a transaction pooler, held by whichever client meets it next).
-        let lock = (!self.is_sqlite()).then_some(MIGRATION_LOCK);
+        let lock = self.migration_lock();
         on_pool!(&self.games, pool => {
             let mut conn = pool.acquire().await.map_err(fail(0))?;
-            macro_rules! begin_locked {
-                ($version:expr) => {{
-                    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail($version))?;
-                    if let Some(key) = lock {
-                        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                            .persistent(keep)
-                            .bind(key)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(fail($version))?;
-                    }
-                    tx
-                }};
-            }
-            let mut tx = begin_locked!(0);
+            let mut tx = begin_locked!(conn, lock, keep, fail(0));
             sqlx::raw_sql(schema::SCHEMA_TABLE).execute(&mut *tx).await.map_err(fail(0))?;
             tx.commit().await.map_err(fail(0))?;
             for &(version, sql) in self.migrations() {
-                // Each migration and its record commit together: a crash never leaves one half applied.
-                let mut tx = begin_locked!(version);
+                let mut tx = begin_locked!(conn, lock, keep, fail(version));
                 let done: Option<i64> =
                     sqlx::query_scalar("SELECT version FROM importer_schema WHERE version = $1")
                         .persistent(keep)
@@ -436,9 +451,28 @@ impl Store {
                     .map_err(fail(version))?;
                 tx.commit().await.map_err(fail(version))?;
             }
-            // Version 3 is code, not SQL: a key is read from each row's stored PGN.
-            let version = schema::REKEY_VERSION;
-            let mut tx = begin_locked!(version);
+            Ok(())
+        })
+    }
+
+    /// Processes starting at once on one PostgreSQL apply migrations one after the other: each
+    /// step's transaction takes a transaction-scoped lock first (a session lock would outlive
+    /// its transaction behind a transaction pooler, held by whichever client meets it next).
+    fn migration_lock(&self) -> Option<i64> {
+        (!self.is_sqlite()).then_some(MIGRATION_LOCK)
+    }
+
+    /// Migration 3, code rather than SQL: chess.com games stored under a bare number get the
+    /// key `live/N` or `daily/N` read from their stored PGN, page by page so that no more than
+    /// a page of PGN is held; stored PGN gets LF line ends, as every new game is stored.
+    async fn rekey_chess_com_games(&self) -> Result<()> {
+        let fail = |version| move |source| StoreError::Migrate { version, source };
+        let keep = self.keep();
+        let lock = self.migration_lock();
+        let version = schema::REKEY_VERSION;
+        on_pool!(&self.games, pool => {
+            let mut conn = pool.acquire().await.map_err(fail(version))?;
+            let mut tx = begin_locked!(conn, lock, keep, fail(version));
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM importer_schema WHERE version = $1")
                     .persistent(keep)
@@ -446,64 +480,56 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(fail(version))?;
-            if done.is_none() {
-                let mut after = 0i64;
-                let (mut rekeyed, mut kept) = (0u64, 0u64);
-                loop {
-                    // Paged, so that no more than a page of PGN is held however many rows there are.
-                    let page: Vec<(i64, String)> = sqlx::query_as(
-                        "SELECT id, pgn FROM games WHERE platform = 'chess.com' \
-                         AND provider_game_id NOT LIKE '%/%' AND id > $1 ORDER BY id LIMIT 500",
-                    )
-                    .persistent(keep)
-                    .bind(after)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(fail(version))?;
-                    let Some(&(last, _)) = page.last() else { break };
-                    after = last;
-                    for (id, pgn) in page {
-                        let key = ["Link", "Site"]
-                            .iter()
-                            .filter_map(|tag| crate::game_key::tag_value(&pgn, tag))
-                            .find_map(|url| crate::game_key::chess_com_key(&url));
-                        let Some(key) = key else {
-                            kept += 1;
-                            continue;
-                        };
-                        sqlx::query("UPDATE games SET provider_game_id = $1 WHERE id = $2")
-                            .persistent(keep)
-                            .bind(key)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(fail(version))?;
-                        rekeyed += 1;
-                    }
+            if done.is_some() {
+                return tx.commit().await.map_err(fail(version));
+            }
+            let (mut after, mut rekeyed, mut kept) = (0i64, 0u64, 0u64);
+            loop {
+                let page: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT id, pgn FROM games WHERE platform = 'chess.com' \
+                     AND provider_game_id NOT LIKE '%/%' AND id > $1 ORDER BY id LIMIT 500",
+                )
+                .persistent(keep)
+                .bind(after)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(fail(version))?;
+                let Some(&(last, _)) = page.last() else { break };
+                after = last;
+                for (id, pgn) in page {
+                    let Some(key) = chess_com_key_in(&pgn) else {
+                        kept += 1;
+                        continue;
+                    };
+                    sqlx::query("UPDATE games SET provider_game_id = $1 WHERE id = $2")
+                        .persistent(keep)
+                        .bind(key)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(fail(version))?;
+                    rekeyed += 1;
                 }
-                // Stored PGN with LF only, as every new game is stored.
-                sqlx::query("UPDATE games SET pgn = REPLACE(REPLACE(pgn, $1, $2), $3, $2) WHERE pgn LIKE $4")
-                    .persistent(keep)
-                    .bind("\r\n")
-                    .bind("\n")
-                    .bind("\r")
-                    .bind("%\r%")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(fail(version))?;
-                sqlx::query("INSERT INTO importer_schema (version) VALUES ($1)")
-                    .persistent(keep)
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(fail(version))?;
-                tx.commit().await.map_err(fail(version))?;
-                if rekeyed > 0 || kept > 0 {
-                    tracing::info!(rekeyed, kept_without_link = kept,
-                        "chess.com games re-keyed as live/N or daily/N (migration {version})");
-                }
-            } else {
-                tx.commit().await.map_err(fail(version))?;
+            }
+            sqlx::query("UPDATE games SET pgn = REPLACE(REPLACE(pgn, $1, $2), $3, $2) WHERE pgn LIKE $4")
+                .persistent(keep)
+                .bind("\r\n")
+                .bind("\n")
+                .bind("\r")
+                .bind("%\r%")
+                .execute(&mut *tx)
+                .await
+                .map_err(fail(version))?;
+            sqlx::query("INSERT INTO importer_schema (version) VALUES ($1)")
+                .persistent(keep)
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail(version))?;
+            tx.commit().await.map_err(fail(version))?;
+            if rekeyed > 0 || kept > 0 {
+                tracing::info!(rekeyed, kept_without_link = kept,
+                    "chess.com games re-keyed as live/N or daily/N (migration {version})");
             }
             Ok(())
         })

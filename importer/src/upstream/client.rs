@@ -247,20 +247,7 @@ impl Client {
             if self.provider(platform).cooling_until().is_some() {
                 continue;
             }
-            let mut req = self.http.get(url.clone()).header(ACCEPT, accept);
-            if platform == Platform::Lichess
-                && let Some(token) = &self.cfg.lichess_token
-            {
-                req = req.header(AUTHORIZATION, format!("Bearer {token}"));
-            }
-            if let Some(v) = validators {
-                if let Some(etag) = &v.etag {
-                    req = req.header(IF_NONE_MATCH, etag);
-                }
-                if let Some(at) = &v.last_modified {
-                    req = req.header(IF_MODIFIED_SINCE, at);
-                }
-            }
+            let req = self.request(url, accept, platform, validators);
             let failure = match req.send().await {
                 Ok(resp) => match resp.status() {
                     s if s.is_success() => {
@@ -276,25 +263,8 @@ impl Client {
                     }
                     StatusCode::TOO_MANY_REQUESTS => {
                         drop((permit, lane));
-                        let wait = retry_after(&resp).unwrap_or(self.cfg.rate_limit_wait);
-                        // Read for the log only: a 429's body is never taken for games.
-                        let said = said(resp).await;
-                        let (added, started) = self.provider(platform).cool_down(wait);
-                        // Counted once the cool-down holds: a reader of the counter can rely on it.
-                        self.metrics.rate_limited(platform);
-                        self.metrics.cooled_down(platform, added);
-                        if started {
-                            tracing::warn!(provider, %url, wait_secs = wait.as_secs_f64(), said = %said,
-                                "rate limited (429): no request to this provider until the cool-down ends");
-                        }
                         limited += 1;
-                        if limited > MAX_RATE_LIMITED {
-                            return Err(UpstreamError::RateLimited {
-                                provider,
-                                times: limited,
-                                said,
-                            });
-                        }
+                        self.cool_down_after_429(platform, url, resp, limited).await?;
                         continue;
                     }
                     s if s.is_server_error() => UpstreamError::Refused {
@@ -326,6 +296,63 @@ impl Client {
             tracing::warn!(provider, %url, error = %failure, attempt = transient, wait_ms = wait.as_millis() as u64, "upstream failed, retrying");
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// The GET for `url`: the `Accept` asked for, lichess's token, and the validators of a
+    /// conditional request.
+    fn request(
+        &self,
+        url: &Url,
+        accept: &str,
+        platform: Platform,
+        validators: Option<&Validators>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.http.get(url.clone()).header(ACCEPT, accept);
+        if platform == Platform::Lichess
+            && let Some(token) = &self.cfg.lichess_token
+        {
+            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(v) = validators {
+            if let Some(etag) = &v.etag {
+                req = req.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(at) = &v.last_modified {
+                req = req.header(IF_MODIFIED_SINCE, at);
+            }
+        }
+        req
+    }
+
+    /// A 429 (the `limited`-th for this request): no request goes to the provider until its
+    /// `Retry-After` (or the configured wait) has passed; past [`MAX_RATE_LIMITED`], the error.
+    async fn cool_down_after_429(
+        &self,
+        platform: Platform,
+        url: &Url,
+        resp: reqwest::Response,
+        limited: u32,
+    ) -> Result<(), UpstreamError> {
+        let provider = platform.as_str();
+        let wait = retry_after(&resp).unwrap_or(self.cfg.rate_limit_wait);
+        // Read for the log only: a 429's body is never taken for games.
+        let said = said(resp).await;
+        let (added, started) = self.provider(platform).cool_down(wait);
+        // Counted once the cool-down holds: a reader of the counter can rely on it.
+        self.metrics.rate_limited(platform);
+        self.metrics.cooled_down(platform, added);
+        if started {
+            tracing::warn!(provider, %url, wait_secs = wait.as_secs_f64(), said = %said,
+                "rate limited (429): no request to this provider until the cool-down ends");
+        }
+        if limited > MAX_RATE_LIMITED {
+            return Err(UpstreamError::RateLimited {
+                provider,
+                times: limited,
+                said,
+            });
+        }
+        Ok(())
     }
 
     /// How long to back off before reopening a broken stream.
