@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 
-use super::{harness_cmd, importer_bin, temp_dir};
+use super::cli::harness_cmd;
+use super::{importer_bin, temp_dir};
 
 /// Every job's request time, id and user, and every stored game's id, read straight from the source.
 struct Source {
