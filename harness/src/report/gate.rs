@@ -3,6 +3,9 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::{Error, html, summary_markdown, write_file};
 use crate::analysis::gate::{Baseline, Decision, Verdict};
@@ -16,7 +19,7 @@ pub fn write(dir: &Path, decision: &Decision, results: &RunResults) -> Result<()
         format!("{}\n{}", markdown(decision), summary_markdown(results)).as_bytes(),
     )?;
     html::write_run(dir, &format!("harness gate: {}", decision.scenario))?;
-    write_file(&dir.join("junit.xml"), junit(decision).as_bytes())?;
+    write_file(&dir.join("junit.xml"), junit(decision)?.as_bytes())?;
     write_file(&dir.join("decision.json"), &serde_json::to_vec_pretty(decision)?)
 }
 
@@ -152,44 +155,28 @@ pub fn markdown(d: &Decision) -> String {
     out
 }
 
-use super::escape as xml_escape;
-
-/// `junit.xml`: one test case per check.
-pub fn junit(d: &Decision) -> String {
-    let failures = d.checks.iter().filter(|c| c.verdict.fails()).count();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuite name=\"memory-gate.{}\" tests=\"{}\" failures=\"{failures}\" time=\"{:.1}\">",
-        xml_escape(&d.scenario),
-        d.checks.len(),
-        d.wall_secs
-    );
+/// `junit.xml`: one test case per check (class: the cell, name: the metric), by quick-junit.
+pub fn junit(d: &Decision) -> Result<String, quick_junit::SerializeError> {
+    let mut suite = TestSuite::new(format!("memory-gate.{}", d.scenario));
+    suite.set_time(Duration::from_secs_f64(d.wall_secs.max(0.0)));
     for c in &d.checks {
-        let _ = write!(
-            out,
-            "  <testcase classname=\"{}\" name=\"{}\"",
-            xml_escape(&c.cell),
-            xml_escape(&c.metric)
-        );
-        if c.verdict.fails() {
-            let _ = writeln!(
-                out,
-                ">\n    <failure message=\"{}\"/>\n  </testcase>",
-                xml_escape(&c.message)
-            );
-        } else if matches!(c.verdict, Verdict::Erratic | Verdict::NoBaseline) {
-            let _ = writeln!(
-                out,
-                ">\n    <system-out>{}</system-out>\n  </testcase>",
-                xml_escape(&c.message)
-            );
+        let status = if c.verdict.fails() {
+            let mut failed = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            failed.set_message(c.message.as_str());
+            failed
         } else {
-            out.push_str("/>\n");
+            TestCaseStatus::success()
+        };
+        let mut case = TestCase::new(c.metric.as_str(), status);
+        case.set_classname(c.cell.as_str());
+        if matches!(c.verdict, Verdict::Erratic | Verdict::NoBaseline) {
+            case.set_system_out(c.message.as_str());
         }
+        suite.add_test_case(case);
     }
-    out.push_str("</testsuite>\n");
-    out
+    let mut report = Report::new("memory-gate");
+    report.add_test_suite(suite);
+    report.to_string()
 }
 
 #[cfg(test)]
@@ -253,7 +240,7 @@ mod tests {
             reports: "r".into(),
             wall_secs: 1.0,
         };
-        let x = junit(&d);
+        let x = junit(&d).unwrap();
         assert!(x.contains("failures=\"1\"") && x.contains("<failure message=") && x.contains("c&lt;1&gt;"));
     }
 }

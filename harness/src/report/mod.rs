@@ -47,6 +47,9 @@ pub enum Error {
     /// JSON could not be encoded.
     #[error("cannot encode: {0}")]
     Json(#[from] serde_json::Error),
+    /// JUnit XML could not be encoded.
+    #[error("cannot encode junit.xml: {0}")]
+    Junit(#[from] quick_junit::SerializeError),
     /// A run's `results.json` could not be read back.
     #[error("{path}: {message}")]
     Input {
