@@ -128,7 +128,7 @@ pub fn write_all(dir: &Path, results: &RunResults, timelines: &[Timeline]) -> Re
     Ok(())
 }
 
-/// Text made safe inside HTML and XML, element content or a quoted attribute: `& < > "` escaped.
+/// Text made safe inside HTML, element content or a quoted attribute: `& < > "` escaped.
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
