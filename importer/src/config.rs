@@ -352,7 +352,7 @@ fn token_off_loopback(
         return Ok(());
     }
     Err(ConfigError {
-        var: "API_TOKEN",
+        var: API_TOKEN.name,
         value: String::new(),
         accepted: format!(
             "a token, because BIND_ADDR {bind_addr} is not loopback and every endpoint would answer \
@@ -424,7 +424,7 @@ fn database_kind(value: &str) -> Result<DatabaseKind, ConfigError> {
     let bad = |why: &str| ConfigError {
         var: DATABASE_URL.name,
         value: value.to_string(),
-        accepted: format!("{} ({why})", DATABASE_URL.accepted_words()),
+        accepted: format!("{why}: {}", DATABASE_URL.accepted_words()),
     };
     if let Some(rest) = value.strip_prefix("sqlite:") {
         if rest.trim_start_matches('/').is_empty() {

@@ -113,6 +113,15 @@ pub struct Setting {
 }
 
 impl Setting {
+    /// The largest number accepted; 0 for a setting that is not a number. A `const fn`, so that
+    /// a bound elsewhere (the harness's concurrency levels) can be this one.
+    pub const fn max_integer(&self) -> u64 {
+        match self.accepted {
+            Accepted::Integer { max, .. } => max,
+            _ => 0,
+        }
+    }
+
     /// The default value, when there is one.
     pub fn default_value(&self) -> Option<&'static str> {
         match self.default {

@@ -139,18 +139,22 @@ pub const DB_QUEUE_POOL_SIZE: Setting = Setting {
         "db-queue-pool-size",
         Default::Value("4"),
         int(1, 100, "connections"),
-        "Connections for the queue (admissions, claims, polls), beside `DB_POOL_SIZE`: a process opens at most their sum, as it needs them.",
+        "Connections for the queue (admissions, claims, polls), beside `DB_POOL_SIZE`: a process opens at most their sum (9 on PostgreSQL by default), as it needs them.",
     )
 };
 
 /// The `DATABASE_URL` row.
-pub const DATABASE_URL: Setting = row(
-    "DATABASE_URL",
-    "database-url",
-    Default::Value("sqlite://importer.db"),
-    Accepted::Text("`sqlite://FILE` (created if missing) or `postgres://USER@HOST/DB`"),
-    "The database. PostgreSQL over TLS: `?sslmode=require`, or `?sslmode=verify-full&sslrootcert=CA.pem`; in a schema of its own: `?options=-c%20search_path%3DNAME` (not through PgBouncer, which refuses `options`).",
-);
+pub const DATABASE_URL: Setting = Setting {
+    // Its value may carry a password: `--help` never shows it.
+    secret: true,
+    ..row(
+        "DATABASE_URL",
+        "database-url",
+        Default::Value("sqlite://importer.db"),
+        Accepted::Text("`sqlite://FILE` (created if missing) or `postgres://USER@HOST/DB`"),
+        "The database. PostgreSQL over TLS: `?sslmode=require`, or `?sslmode=verify-full&sslrootcert=CA.pem`; in a schema of its own: `?options=-c%20search_path%3DNAME` (not through PgBouncer, which refuses `options`).",
+    )
+};
 
 /// The `DATABASE_POOLER` row.
 pub const DATABASE_POOLER: Setting = Setting {

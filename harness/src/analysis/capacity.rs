@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Below this R² the fit is not trusted.
 pub const MIN_R2: f64 = 0.9;
 /// The importer accepts at most this MAX_CONCURRENT_IMPORTS.
-pub const MAX_CONCURRENCY: u32 = 256;
+pub const MAX_CONCURRENCY: u32 = settings::MAX_CONCURRENT_IMPORTS.max_integer() as u32;
 
 /// A least-squares line through (concurrency, peak bytes) points.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -85,7 +85,7 @@ impl Fit {
         self.r2 >= MIN_R2
     }
 
-    /// The largest concurrency in 1..=256 whose upper bound fits `limit` bytes; `None` if not even 1 fits.
+    /// The largest concurrency in 1..=[`MAX_CONCURRENCY`] whose upper bound fits `limit` bytes; `None` if not even 1 fits.
     pub fn largest_fitting(&self, limit: f64) -> Option<u32> {
         (1..=MAX_CONCURRENCY)
             .rev()

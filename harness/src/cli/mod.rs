@@ -57,7 +57,7 @@ enum Command {
         #[arg(long, value_parser = parse_budget)]
         budget: Option<u64>,
         /// Concurrency levels to measure besides 1..=4 and the scenario's, e.g. --levels 8,16.
-        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=256))]
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::analysis::capacity::MAX_CONCURRENCY)))]
         levels: Vec<u32>,
         /// Skip the validation run under a hard memory limit.
         #[arg(long)]
@@ -222,6 +222,12 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
         return Err(format!(
             "{k:?}: an environment variable name such as IMPORT_BATCH_SIZE"
         ));
+    }
+    // A value the importer would refuse fails here, not in every cell at its start.
+    if let Some(setting) = settings::setting(k) {
+        setting
+            .check(v)
+            .map_err(|words| format!("{k}={v:?}: expected {words}"))?;
     }
     Ok((k.to_string(), v.to_string()))
 }

@@ -158,7 +158,7 @@ pub fn markdown(d: &Decision) -> String {
 /// `junit.xml`: one test case per check (class: the cell, name: the metric), by quick-junit.
 pub fn junit(d: &Decision) -> Result<String, quick_junit::SerializeError> {
     let mut suite = TestSuite::new(format!("memory-gate.{}", d.scenario));
-    suite.set_time(Duration::from_secs_f64(d.wall_secs.max(0.0)));
+    suite.set_time(Duration::try_from_secs_f64(d.wall_secs).unwrap_or_default());
     for c in &d.checks {
         let status = if c.verdict.fails() {
             let mut failed = TestCaseStatus::non_success(NonSuccessKind::Failure);

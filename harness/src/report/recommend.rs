@@ -135,7 +135,7 @@ fn verdict(r: &Recommendation, out: &mut String) {
             if m.recommended == Some(MAX_CONCURRENCY) {
                 let _ = writeln!(
                     out,
-                    "\n(256 is the importer's own maximum: the budget allows more than it accepts.)"
+                    "\n({MAX_CONCURRENCY} is the importer's own maximum: the budget allows more than it accepts.)"
                 );
             }
         }

@@ -66,8 +66,9 @@ pub fn lanes(env: &BTreeMap<String, String>) -> (u32, u32) {
 enum Values {
     /// The settings table's row: what the importer accepts.
     Table(&'static Setting),
-    /// glibc's `MALLOC_ARENA_MAX`: not the importer's setting (glibc reads it, the importer
-    /// never does), hence not in the table; a count of arenas.
+    /// glibc's `MALLOC_ARENA_MAX`: glibc's variable, hence not in the table (the importer only
+    /// looks whether it is set, and limits glibc to one arena when it is not); a count of
+    /// arenas, 0 leaving glibc's own default.
     Arenas,
     /// Which importer build runs: not a setting at all.
     Allocator,
@@ -84,30 +85,38 @@ pub struct Axis {
 }
 
 /// Every setting the matrix may vary, in the order cells expand (the first varies slowest) and
-/// labels read: the table's rows that have a label, then the harness's own two.
+/// labels read: the table's rows that have a label, with the harness's own two before the
+/// lanes and `DATABASE_POOLER` last, the order cells had before the table existed, so that
+/// earlier runs' labels (and a baseline's) still name the same cells.
 pub fn axes() -> Vec<Axis> {
-    SETTINGS
-        .iter()
-        .filter_map(|s| {
-            Some(Axis {
-                name: s.name,
-                label: s.axis?,
-                values: Values::Table(s),
-            })
+    let table = SETTINGS.iter().filter_map(|s| {
+        Some(Axis {
+            name: s.name,
+            label: s.axis?,
+            values: Values::Table(s),
         })
-        .chain([
-            Axis {
-                name: "MALLOC_ARENA_MAX",
-                label: "a",
-                values: Values::Arenas,
-            },
-            Axis {
-                name: "ALLOCATOR",
-                label: "",
-                values: Values::Allocator,
-            },
-        ])
-        .collect()
+    });
+    let (pooler, mut axes): (Vec<Axis>, Vec<Axis>) =
+        table.partition(|a| a.name == settings::DATABASE_POOLER.name);
+    let lanes = axes
+        .iter()
+        .position(|a| a.name == settings::LICHESS_MAX_STREAMS.name)
+        .unwrap_or(axes.len());
+    let own = [
+        Axis {
+            name: "MALLOC_ARENA_MAX",
+            label: "a",
+            values: Values::Arenas,
+        },
+        Axis {
+            name: "ALLOCATOR",
+            label: "",
+            values: Values::Allocator,
+        },
+    ];
+    axes.splice(lanes..lanes, own);
+    axes.extend(pooler);
+    axes
 }
 
 impl Axis {
@@ -116,8 +125,8 @@ impl Axis {
         let accepted = match self.values {
             Values::Table(s) => s.check(value),
             Values::Arenas => match value.trim().parse::<u32>() {
-                Ok(1..) => Ok(()),
-                _ => Err("a whole number of arenas, 1 or more".into()),
+                Ok(_) => Ok(()),
+                Err(_) => Err("a whole number of arenas (0: glibc's default)".into()),
             },
             Values::Allocator if ALLOCATORS.contains(&value) => Ok(()),
             Values::Allocator => Err(format!("one of {}", ALLOCATORS.join(", "))),
@@ -142,7 +151,8 @@ pub type Bad = (String, String);
 fn scalar(v: &serde_yaml::Value) -> Option<String> {
     match v {
         serde_yaml::Value::Number(n) => Some(n.to_string()),
-        serde_yaml::Value::String(s) => Some(s.clone()),
+        // Trimmed as the importer trims it: the cell's label and pooler read the same word.
+        serde_yaml::Value::String(s) => Some(s.trim().to_string()),
         serde_yaml::Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }

@@ -372,10 +372,14 @@ fn check_processes(raw: &Scenario) -> Result<(), Bad> {
     Ok(())
 }
 
-/// The importer's environment: a setting of the table takes what the importer accepts.
+/// The importer's environment: a setting of the table (or an axis of the harness's own) takes
+/// what it accepts there.
 fn check_env(raw: &Scenario) -> Result<(), Bad> {
+    let axes = axes();
     for (key, value) in &raw.env {
-        if let Some(s) = settings::setting(key) {
+        if let Some(axis) = axes.iter().find(|a| a.name == key.as_str()) {
+            axis.check(value).map_err(|m| wrong(key, m))?;
+        } else if let Some(s) = settings::setting(key) {
             s.check(value)
                 .map_err(|words| wrong(key, format!("{value:?} is not {words}")))?;
         }
@@ -393,7 +397,7 @@ fn check_pooler(raw: &Scenario) -> Result<(), Bad> {
         .get(key)
         .into_iter()
         .flatten()
-        .any(|v| v.as_str() == Some("transaction"))
+        .any(|v| v.as_str().map(str::trim) == Some("transaction"))
         || raw.env.get(key).is_some_and(|v| v.trim() == "transaction");
     if transaction && raw.database != Database::Postgres {
         return Err(wrong(
@@ -548,6 +552,42 @@ mod tests {
         assert_eq!(s.budget_bytes, 512 * 1024 * 1024);
         assert!((s.headroom - 0.15).abs() < 1e-9);
         assert_eq!(s.name, "s");
+    }
+
+    /// Labels name the same cells as before the settings table: a baseline's labels still match.
+    #[test]
+    fn a_label_reads_every_varied_setting_in_its_place() {
+        let every = "  DEDUP_STRATEGY: [batch]\n  DB_POOL_SIZE: [5]\n  HTTP_MAX_CONNECTIONS: [15]\n  \
+                     HTTP_POOL_MAX_IDLE_PER_HOST: [6]\n  WORKER_THREADS: [2]\n  SQLITE_CACHE_KIB: [512]\n  \
+                     MALLOC_ARENA_MAX: [0]\n  ALLOCATOR: [\" glibc\"]\n  LICHESS_MAX_STREAMS: [1]\n  \
+                     CHESSCOM_MAX_REQUESTS: [2]\n  DATABASE_POOLER: [\"transaction \"]\n";
+        let text = GOOD.replace("  IMPORT_BATCH_SIZE: [30, 50]\n", every) + "database: postgres\n";
+        let s = parse(&text).unwrap();
+        assert_eq!(
+            s.cells[0].label,
+            "c2-b50-p2000-dbatch-db5-h15-hi6-t2-sc512-a0-glibc-ls1-cr2-pgbouncer"
+        );
+        assert_eq!(
+            s.cells[0].env["DATABASE_POOLER"], "transaction",
+            "trimmed as the importer trims"
+        );
+        let sqlite = GOOD.replace(
+            "  IMPORT_BATCH_SIZE: [30, 50]",
+            "  DATABASE_POOLER: [\"transaction \"]",
+        );
+        assert!(
+            parse(&sqlite)
+                .unwrap_err()
+                .to_string()
+                .contains("needs `database: postgres`")
+        );
+        let err = parse(&format!("{GOOD}env:\n  MALLOC_ARENA_MAX: many\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("MALLOC_ARENA_MAX: \"many\" is not a whole number"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The scenario file as written: the YAML's keys, their types and defaults.
-//! Unknown keys are rejected here; `super` checks values and expands the matrix.
+//! Unknown keys are rejected here, but for the matrix's, which `super::matrix` checks against
+//! the settings table; `super` checks values and expands the matrix.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -213,7 +213,7 @@ fn start_pooler(
     db: &CellDb,
     env: &mut BTreeMap<String, String>,
 ) -> Result<Option<pooler::PgBouncer>, String> {
-    match (db, env.get("DATABASE_POOLER").map(String::as_str)) {
+    match (db, env.get(settings::DATABASE_POOLER.name).map(|v| v.trim())) {
         (CellDb::Postgres { server, schema }, Some("transaction")) => {
             let options = pooler::Options::in_front_of(server, schema, s.raw.pooler.default_pool_size)
                 .map_err(|e| format!("pooler: {e}"))?;

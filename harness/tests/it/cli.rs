@@ -144,7 +144,7 @@ fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
         as_strs(&long_range),
         as_strs(&with_env),
     );
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 13] = [
         (&no_window, "give a window"),
         (&long_busiest, "longer than a day"),
         (&long_range, "longer than a day"),
@@ -157,6 +157,10 @@ fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
         ),
         (&["run", &good, "--set", "IMPORT_BATCH_SIZE"], "VAR=VALUE"),
         (&["run", &good, "--set", "lower=1"], "environment variable name"),
+        (
+            &["run", &good, "--set", "IMPORT_BATCH_SIZE=0"],
+            "IMPORT_BATCH_SIZE=\"0\": expected an integer in 1..=10000",
+        ),
         (&["recommend", &good, "--budget", "lots"], "512MB"),
         (&["compare", &empty, &empty], "results.json"),
         (&["check", &missing], "cannot read"),
