@@ -32,11 +32,22 @@ pub struct ConfigError {
     pub accepted: String,
 }
 
+impl ConfigError {
+    /// `setting` refused `value`, saying what the table accepts.
+    fn refused(setting: &'static Setting, value: &str) -> ConfigError {
+        ConfigError {
+            var: setting.name,
+            value: value.to_string(),
+            accepted: setting.accepted_words(),
+        }
+    }
+}
+
 /// Raw settings as given on the command line or in the environment, not yet checked.
 ///
 /// The flags are the rows of [`settings::SETTINGS`]: each setting's flag, variable, default
 /// and `--help` line come from there, as its accepted range does in [`Config::from_raw`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RawConfig {
     /// `--openapi`: print the API's OpenAPI document and exit.
     pub openapi: bool,
@@ -262,11 +273,7 @@ fn user_agent(value: &str) -> Result<String, ConfigError> {
     let v = value.trim();
     // Printable ASCII only: anything else is not a valid header value everywhere.
     if v.is_empty() || v.len() > 512 || !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err(ConfigError {
-            var: UPSTREAM_USER_AGENT.name,
-            value: value.to_string(),
-            accepted: UPSTREAM_USER_AGENT.accepted_words(),
-        });
+        return Err(ConfigError::refused(&UPSTREAM_USER_AGENT, value));
     }
     Ok(v.to_string())
 }
@@ -302,11 +309,7 @@ fn choice<T: Copy>(
     meanings: &[(&str, T)],
 ) -> Result<T, ConfigError> {
     let value = raw.get(setting).unwrap_or_default();
-    let bad = || ConfigError {
-        var: setting.name,
-        value: value.to_string(),
-        accepted: setting.accepted_words(),
-    };
+    let bad = || ConfigError::refused(setting, value);
     setting.check(value).map_err(|_| bad())?;
     meanings
         .iter()
@@ -318,11 +321,7 @@ fn choice<T: Copy>(
 /// BIND_ADDR, else every address on PORT (a hosting platform's), else 127.0.0.1:8080.
 fn bind_addr_of(raw: &RawConfig) -> Result<SocketAddr, ConfigError> {
     match (raw.get(&BIND_ADDR), raw.get(&PORT)) {
-        (Some(addr), _) => addr.parse().map_err(|_| ConfigError {
-            var: BIND_ADDR.name,
-            value: addr.to_string(),
-            accepted: BIND_ADDR.accepted_words(),
-        }),
+        (Some(addr), _) => addr.parse().map_err(|_| ConfigError::refused(&BIND_ADDR, addr)),
         (None, Some(_)) => Ok(SocketAddr::from(([0, 0, 0, 0], int(&PORT, raw)?))),
         (None, None) => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
     }
@@ -332,12 +331,8 @@ fn bind_addr_of(raw: &RawConfig) -> Result<SocketAddr, ConfigError> {
 fn api_token_of(token: Option<&str>) -> Result<Option<String>, ConfigError> {
     match token {
         Some(t) if t.len() >= 16 && t.bytes().all(|b| (0x21..0x7f).contains(&b)) => Ok(Some(t.to_string())),
-        Some(_) => Err(ConfigError {
-            var: API_TOKEN.name,
-            // Never echoed: a token that is almost right is still a secret.
-            value: "(hidden)".into(),
-            accepted: API_TOKEN.accepted_words(),
-        }),
+        // Never echoed: a token that is almost right is still a secret.
+        Some(_) => Err(ConfigError::refused(&API_TOKEN, "(hidden)")),
         None => Ok(None),
     }
 }
@@ -365,11 +360,7 @@ fn token_off_loopback(
 fn instance_id_of(id: Option<&str>) -> Result<String, ConfigError> {
     match id {
         Some(id) if valid_instance_id(id) => Ok(id.to_string()),
-        Some(id) => Err(ConfigError {
-            var: INSTANCE_ID.name,
-            value: id.to_string(),
-            accepted: INSTANCE_ID.accepted_words(),
-        }),
+        Some(id) => Err(ConfigError::refused(&INSTANCE_ID, id)),
         None => Ok(format!(
             "importer-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -384,11 +375,7 @@ fn int<T: TryFrom<u64>>(setting: &'static Setting, raw: &RawConfig) -> Result<T,
         .integer(value)
         .ok()
         .and_then(|n| T::try_from(n).ok())
-        .ok_or_else(|| ConfigError {
-            var: setting.name,
-            value: value.to_string(),
-            accepted: setting.accepted_words(),
-        })
+        .ok_or_else(|| ConfigError::refused(setting, value))
 }
 
 fn base_url(setting: &'static Setting, raw: &RawConfig) -> Result<String, ConfigError> {
@@ -398,11 +385,7 @@ fn base_url(setting: &'static Setting, raw: &RawConfig) -> Result<String, Config
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
     match ok {
         Some(_) => Ok(value.trim_end_matches('/').to_string()),
-        None => Err(ConfigError {
-            var: setting.name,
-            value: value.to_string(),
-            accepted: setting.accepted_words(),
-        }),
+        None => Err(ConfigError::refused(setting, value)),
     }
 }
 
