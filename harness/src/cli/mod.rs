@@ -224,11 +224,7 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
         ));
     }
     // A value the importer would refuse fails here, not in every cell at its start.
-    if let Some(setting) = settings::setting(k) {
-        setting
-            .check(v)
-            .map_err(|words| format!("{k}={v:?}: expected {words}"))?;
-    }
+    crate::scenario::accepts(k, v).map_err(|words| format!("{k}={v:?}: expected {words}"))?;
     Ok((k.to_string(), v.to_string()))
 }
 

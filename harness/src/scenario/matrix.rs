@@ -120,9 +120,9 @@ pub fn axes() -> Vec<Axis> {
 }
 
 impl Axis {
-    /// Whether `value` is one this axis takes; the error says what is accepted.
-    pub fn check(&self, value: &str) -> Result<(), String> {
-        let accepted = match self.values {
+    /// Whether `value` is one this axis takes; the error says what is accepted, in words.
+    fn check(&self, value: &str) -> Result<(), String> {
+        match self.values {
             Values::Table(s) => s.check(value),
             Values::Arenas => match value.trim().parse::<u32>() {
                 Ok(_) => Ok(()),
@@ -130,8 +130,20 @@ impl Axis {
             },
             Values::Allocator if ALLOCATORS.contains(&value) => Ok(()),
             Values::Allocator => Err(format!("one of {}", ALLOCATORS.join(", "))),
-        };
-        accepted.map_err(|words| format!("{value:?} is not {words}"))
+        }
+    }
+}
+
+/// Whether the importer's environment variable `name` may be `value`, wherever a scenario or
+/// `--set` gives it: an axis checks its own values, any other setting of the table its row;
+/// a name neither knows is not the harness's to judge.
+///
+/// # Errors
+/// What is accepted, in words.
+pub fn accepts(name: &str, value: &str) -> Result<(), String> {
+    match axes().into_iter().find(|a| a.name == name) {
+        Some(axis) => axis.check(value),
+        None => settings::setting(name).map_or(Ok(()), |s| s.check(value)),
     }
 }
 
@@ -196,7 +208,8 @@ pub fn values_of(matrix: &Matrix) -> Result<Vec<AxisValues>, Bad> {
                 .map(|v| {
                     let value = scalar(v)
                         .ok_or_else(|| (axis.name.to_string(), format!("{v:?} is not a number or a word")))?;
-                    axis.check(&value).map_err(|m| (axis.name.to_string(), m))?;
+                    axis.check(&value)
+                        .map_err(|words| (axis.name.to_string(), format!("{value:?} is not {words}")))?;
                     Ok::<_, Bad>(Some(value))
                 })
                 .collect::<Result<_, _>>()?;

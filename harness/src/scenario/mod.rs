@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use settings::Platform;
 
-pub use matrix::{ALLOCATORS, Axis, Cell, axes, lanes, value_of};
+pub use matrix::{ALLOCATORS, Axis, Cell, accepts, axes, lanes, value_of};
 pub use schema::{
     Crash, Database, Gate, Matrix, Observed, ObservedProvider, Pooler, Scenario, Upstream, UserTemplate,
     Workload,
@@ -375,14 +375,8 @@ fn check_processes(raw: &Scenario) -> Result<(), Bad> {
 /// The importer's environment: a setting of the table (or an axis of the harness's own) takes
 /// what it accepts there.
 fn check_env(raw: &Scenario) -> Result<(), Bad> {
-    let axes = axes();
     for (key, value) in &raw.env {
-        if let Some(axis) = axes.iter().find(|a| a.name == key.as_str()) {
-            axis.check(value).map_err(|m| wrong(key, m))?;
-        } else if let Some(s) = settings::setting(key) {
-            s.check(value)
-                .map_err(|words| wrong(key, format!("{value:?} is not {words}")))?;
-        }
+        matrix::accepts(key, value).map_err(|words| wrong(key, format!("{value:?} is not {words}")))?;
     }
     Ok(())
 }
