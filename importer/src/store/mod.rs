@@ -183,6 +183,31 @@ macro_rules! begin_locked {
     }};
 }
 
+/// Whether migration `$version` is recorded as applied, read in `$tx`.
+macro_rules! applied {
+    ($tx:ident, $keep:expr, $version:expr, $fail:expr) => {{
+        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM importer_schema WHERE version = $1")
+            .persistent($keep)
+            .bind($version)
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err($fail)?;
+        done.is_some()
+    }};
+}
+
+/// Records migration `$version` as applied, in `$tx`: with the migration's own work, or not at all.
+macro_rules! record_applied {
+    ($tx:ident, $keep:expr, $version:expr, $fail:expr) => {
+        sqlx::query("INSERT INTO importer_schema (version) VALUES ($1)")
+            .persistent($keep)
+            .bind($version)
+            .execute(&mut *$tx)
+            .await
+            .map_err($fail)?
+    };
+}
+
 /// The `live/N` or `daily/N` key of a stored chess.com game, from its `Link` (or `Site`) tag.
 fn chess_com_key_in(pgn: &str) -> Option<String> {
     ["Link", "Site"]
@@ -432,23 +457,11 @@ impl Store {
             tx.commit().await.map_err(fail(0))?;
             for &(version, sql) in self.migrations() {
                 let mut tx = begin_locked!(conn, lock, keep, fail(version));
-                let done: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM importer_schema WHERE version = $1")
-                        .persistent(keep)
-                        .bind(version)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(fail(version))?;
-                if done.is_some() {
+                if applied!(tx, keep, version, fail(version)) {
                     continue;
                 }
                 sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail(version))?;
-                sqlx::query("INSERT INTO importer_schema (version) VALUES ($1)")
-                    .persistent(keep)
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(fail(version))?;
+                record_applied!(tx, keep, version, fail(version));
                 tx.commit().await.map_err(fail(version))?;
             }
             Ok(())
@@ -473,14 +486,7 @@ impl Store {
         on_pool!(&self.games, pool => {
             let mut conn = pool.acquire().await.map_err(fail(version))?;
             let mut tx = begin_locked!(conn, lock, keep, fail(version));
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM importer_schema WHERE version = $1")
-                    .persistent(keep)
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(fail(version))?;
-            if done.is_some() {
+            if applied!(tx, keep, version, fail(version)) {
                 return tx.commit().await.map_err(fail(version));
             }
             let (mut after, mut rekeyed, mut kept) = (0i64, 0u64, 0u64);
@@ -520,12 +526,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(fail(version))?;
-            sqlx::query("INSERT INTO importer_schema (version) VALUES ($1)")
-                .persistent(keep)
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail(version))?;
+            record_applied!(tx, keep, version, fail(version));
             tx.commit().await.map_err(fail(version))?;
             if rekeyed > 0 || kept > 0 {
                 tracing::info!(rekeyed, kept_without_link = kept,
