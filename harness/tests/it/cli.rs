@@ -6,6 +6,7 @@ fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// Runs the harness binary; returns exit code and everything it printed.
 pub(crate) fn harness_cmd(args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(args)
@@ -102,7 +103,6 @@ fn the_gate_fails_a_hungrier_configuration_against_the_same_build_and_passes_it_
     assert!(text.contains("too few to judge"), "{text}");
 }
 
-/// Headless Chromium as the probe of this workplace starts it: no background networking at all.
 #[test]
 fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
     let dir = temp_dir("usage");

@@ -341,7 +341,7 @@ async fn a_missing_importer_is_a_set_up_error_before_anything_starts() {
     assert!(!dir.join("reports").exists(), "nothing written");
 }
 
-/// Runs the harness binary; returns exit code and everything it printed.
+/// Headless Chromium as the probe of this workplace starts it: no background networking at all.
 fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
     let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
