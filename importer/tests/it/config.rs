@@ -47,3 +47,26 @@ fn help_lists_every_setting() {
         assert!(help.contains(var), "--help names {var}");
     }
 }
+
+/// A secret setting's value, given in the environment, never reaches `--help`: the database URL
+/// may hold a password, the tokens are credentials.
+#[test]
+fn help_never_shows_a_secret_from_the_environment() {
+    let out = Command::new(importer_bin())
+        .arg("--help")
+        .env("DATABASE_URL", "postgres://importer:hunter2-db@db.internal/games")
+        .env("API_TOKEN", "hunter2-api-token-0123456789")
+        .env("LICHESS_TOKEN", "hunter2-lichess")
+        .env("IMPORT_BATCH_SIZE", "77")
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(!help.contains("hunter2"), "{help}");
+    assert!(
+        help.contains("IMPORT_BATCH_SIZE=77"),
+        "a value that is no secret is still shown: {help}"
+    );
+    for s in settings::SETTINGS.iter().filter(|s| s.secret) {
+        assert!(help.contains(s.name), "--help still names {}", s.name);
+    }
+}
