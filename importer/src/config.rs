@@ -16,8 +16,8 @@ use settings::{
     HTTP_MAX_CONNECTIONS, HTTP_POOL_MAX_IDLE_PER_HOST, IMPORT_BATCH_SIZE, IMPORT_QUEUE_CAPACITY, INSTANCE_ID,
     JOB_LEASE_SECS, JOB_POLL_MILLIS, JOB_RETENTION_DAYS, LICHESS_BASE_URL, LICHESS_MAX_STREAMS,
     LICHESS_TOKEN, LISTEN_ADDR_FILE, MAX_CONCURRENT_IMPORTS, PORT, PROVIDER_LANES_SCOPE, SETTINGS,
-    SQLITE_CACHE_KIB, Setting, UPSTREAM_RATE_LIMIT_WAIT_SECS, UPSTREAM_READ_TIMEOUT_SECS,
-    UPSTREAM_USER_AGENT, WORKER_THREADS,
+    SQLITE_CACHE_KIB, Setting, UPSTREAM_OUTAGE_MAX_SECS, UPSTREAM_RATE_LIMIT_WAIT_SECS,
+    UPSTREAM_READ_TIMEOUT_SECS, UPSTREAM_USER_AGENT, WORKER_THREADS,
 };
 
 /// A setting that could not be accepted; the message names variable, value and range.
@@ -204,6 +204,8 @@ pub struct Config {
     pub rate_limit_wait: Duration,
     /// Silence after which a stream is stalled.
     pub read_timeout: Duration,
+    /// Longest an import waits for a provider having a bad day before it fails.
+    pub outage_max: Duration,
     /// Runtime worker threads.
     pub worker_threads: usize,
     /// SQLite page cache per connection, KiB.
@@ -235,6 +237,14 @@ impl Config {
                 "LICHESS_MAX_STREAMS={} but lichess refuses more than 2 export streams per address \
                  (429, then a penalty of a minute or more); use 1 or 2 unless each stream leaves from its own address",
                 self.lichess_max_streams
+            ));
+        }
+        let lanes = self.lichess_max_streams + self.chesscom_max_requests;
+        if self.lanes_scope == LanesScope::Process && self.max_concurrent_imports > lanes {
+            out.push(format!(
+                "MAX_CONCURRENT_IMPORTS={} but the provider lanes allow {lanes} imports at once \
+                 (LICHESS_MAX_STREAMS={} + CHESSCOM_MAX_REQUESTS={}): the other slots never run an import",
+                self.max_concurrent_imports, self.lichess_max_streams, self.chesscom_max_requests
             ));
         }
         if let Some(ua) = &self.user_agent
@@ -478,6 +488,7 @@ impl Config {
             api_token,
             rate_limit_wait: secs(&UPSTREAM_RATE_LIMIT_WAIT_SECS)?,
             read_timeout: secs(&UPSTREAM_READ_TIMEOUT_SECS)?,
+            outage_max: secs(&UPSTREAM_OUTAGE_MAX_SECS)?,
             worker_threads: int(&WORKER_THREADS, &raw)?,
             sqlite_cache_kib: int(&SQLITE_CACHE_KIB, &raw)?,
             lichess_max_streams: int(&LICHESS_MAX_STREAMS, &raw)?,

@@ -27,10 +27,13 @@ pub fn username_rule(platform: Platform) -> &'static str {
 
 /// Where an import job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for a free slot.
     Queued,
+    /// Queued, and not tried again before `waiting_for_provider.next_try`: its provider answered
+    /// with trouble (a 5xx, an HTML error page, a broken or stalled stream). Stored as `queued`.
+    WaitingForProvider,
     /// Importing.
     Running,
     /// Done: every game it could import is stored.
@@ -43,11 +46,16 @@ impl JobStatus {
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
-            JobStatus::Queued => "queued",
+            JobStatus::Queued | JobStatus::WaitingForProvider => "queued",
             JobStatus::Running => "running",
             JobStatus::Completed => "completed",
             JobStatus::Failed => "failed",
         }
+    }
+
+    /// Whether the job waits in the queue (for a slot, a lane or its provider).
+    pub fn is_queued(self) -> bool {
+        matches!(self, JobStatus::Queued | JobStatus::WaitingForProvider)
     }
 
     /// Parses the stored name.
@@ -99,4 +107,45 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
+    /// What its provider's trouble is, while it waits for it (status `waiting_for_provider`).
+    pub waiting_for_provider: Option<ProviderWait>,
+    /// Seconds it has waited for its provider in all (apart from its time in the queue).
+    pub provider_wait_secs: f64,
+    /// Since when (Unix ms) its provider has brought nothing new; kept while it runs again, so
+    /// that the outage's bound (`UPSTREAM_OUTAGE_MAX_SECS`) counts from the first failure.
+    #[serde(skip)]
+    pub provider_wait_since: Option<i64>,
+}
+
+impl Job {
+    /// A new job for `user` on `platform`, queued now, with a new id and nothing done.
+    pub fn queued(user: &str, platform: Platform, limit: i64) -> Job {
+        Job {
+            import_id: uuid::Uuid::new_v4().to_string(),
+            user_id: user.to_string(),
+            platform,
+            limit,
+            status: JobStatus::Queued,
+            counters: Counters::default(),
+            error: None,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            waiting_for_provider: None,
+            provider_wait_secs: 0.0,
+            provider_wait_since: None,
+        }
+    }
+}
+
+/// An import waiting for its provider: since when the provider has brought nothing new, when the
+/// import tries again, and what the provider answered last (its status and words).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ProviderWait {
+    /// Since when the provider has brought nothing new to this import.
+    pub since: DateTime<Utc>,
+    /// The import is not tried again before this.
+    pub next_try: DateTime<Utc>,
+    /// What the provider answered last, as it said it.
+    pub last_answer: String,
 }

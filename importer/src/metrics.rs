@@ -64,6 +64,19 @@ fn import_histogram() -> Histogram {
     Histogram::new(IMPORT_SECONDS)
 }
 
+/// The queue as a scrape sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Imports running in this process.
+    pub running: usize,
+    /// Imports queued across every process (waiting for a slot, a lane or their provider).
+    pub queued: usize,
+    /// Of those, lichess imports waiting for lichess.
+    pub waiting_for_lichess: usize,
+    /// Of those, chess.com imports waiting for chess.com.
+    pub waiting_for_chess_com: usize,
+}
+
 /// What one finished import gave its user, as [`Metrics::import_finished`] records it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ImportOutcome {
@@ -93,6 +106,8 @@ pub struct Metrics {
     rate_limited: Family<ProviderLabel, Counter>,
     not_modified: Family<ProviderLabel, Counter>,
     cool_down: Family<ProviderLabel, Counter<f64, AtomicU64>>,
+    provider_waits: Family<ProviderLabel, Counter>,
+    waiting_for_provider: Family<ProviderLabel, Gauge>,
     requests: Family<RouteLabels, Histogram, fn() -> Histogram>,
     import_wait: Family<ProviderLabel, Histogram, fn() -> Histogram>,
     import_run: Family<ProviderLabel, Histogram, fn() -> Histogram>,
@@ -111,6 +126,8 @@ impl Default for Metrics {
             rate_limited: Family::default(),
             not_modified: Family::default(),
             cool_down: Family::default(),
+            provider_waits: Family::default(),
+            waiting_for_provider: Family::default(),
             requests: Family::new_with_constructor(request_histogram),
             import_wait: Family::new_with_constructor(import_histogram),
             import_run: Family::new_with_constructor(import_histogram),
@@ -148,6 +165,17 @@ impl Default for Metrics {
             "Seconds in which no request went to a provider after its 429s",
             Unit::Seconds,
             m.cool_down.clone(),
+        );
+        registry.register(
+            "importer_provider_waits",
+            "Imports put back in the queue to wait for their provider's bad day (a 5xx, an error page, \
+             a transport error, a stream that broke without progress), per provider",
+            m.provider_waits.clone(),
+        );
+        registry.register(
+            "importer_imports_waiting_for_provider",
+            "Queued imports not tried again before their provider's wait ends (status waiting_for_provider), per provider",
+            m.waiting_for_provider.clone(),
         );
         registry.register_with_unit(
             "importer_http_request_duration",
@@ -211,6 +239,15 @@ impl Metrics {
                 platform: label(platform),
             })
             .inc_by(n);
+    }
+
+    /// Counts an import put back in the queue to wait for `platform`.
+    pub fn provider_wait(&self, platform: Platform) {
+        self.provider_waits
+            .get_or_create(&ProviderLabel {
+                provider: label(platform),
+            })
+            .inc();
     }
 
     /// Counts a 429 answer from `platform`.
@@ -287,9 +324,21 @@ impl Metrics {
     }
 
     /// Renders the OpenMetrics text ([`CONTENT_TYPE`]), with the gauges read now.
-    pub fn render(&self, active: usize, queued: usize) -> String {
-        self.active.set(i64::try_from(active).unwrap_or(i64::MAX));
-        self.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
+    pub fn render(&self, load: &Load) -> String {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.active.set(count(load.running));
+        self.queued.set(count(load.queued));
+        for (p, n) in [
+            (Platform::Lichess, load.waiting_for_lichess),
+            (Platform::ChessCom, load.waiting_for_chess_com),
+        ] {
+            self.waiting_for_provider
+                .get_or_create(&ProviderLabel { provider: label(p) })
+                .set(count(n));
+            let _ = self
+                .provider_waits
+                .get_or_create(&ProviderLabel { provider: label(p) });
+        }
         self.resident
             .set(i64::try_from(resident_bytes()).unwrap_or(i64::MAX));
         // Every series is labelled from the start, so a scrape before the first game or 429 shows 0.
@@ -348,10 +397,20 @@ mod tests {
         for junk in ["RANDOM1", "RANDOM2"] {
             m.request_served(junk, "unmatched", 404, 0.001);
         }
-        let text = m.render(2, 7);
+        m.provider_wait(Platform::Lichess);
+        let text = m.render(&Load {
+            running: 2,
+            queued: 7,
+            waiting_for_lichess: 3,
+            waiting_for_chess_com: 0,
+        });
         for line in [
             "importer_imports_active 2",
             "importer_imports_queued 7",
+            "importer_imports_waiting_for_provider{provider=\"lichess\"} 3",
+            "importer_imports_waiting_for_provider{provider=\"chess.com\"} 0",
+            "importer_provider_waits_total{provider=\"lichess\"} 1",
+            "importer_provider_waits_total{provider=\"chess.com\"} 0",
             "importer_games_imported_total{platform=\"lichess\"} 1200",
             "importer_games_imported_total{platform=\"chess.com\"} 0",
             "importer_games_failed_parse_total 1",

@@ -37,6 +37,16 @@ pub enum ImportError {
     /// The provider refused (any status but an empty 404) or kept rate limiting: its message names it.
     #[error(transparent)]
     Refused(UpstreamError),
+    /// The provider's bad day (a 5xx, an error page, a transport error, a stream that broke
+    /// without progress): what was read is committed, and the import waits in the queue.
+    #[error("{source}")]
+    ProviderTrouble {
+        /// The provider.
+        platform: Platform,
+        /// What it answered.
+        #[source]
+        source: UpstreamError,
+    },
     /// Any other upstream failure.
     #[error("{platform} upstream: {source}")]
     Upstream {
@@ -382,6 +392,12 @@ pub async fn run_import(ctx: &ImportContext, job: &Job) -> Result<Counters, (Imp
     };
     match import_into(&mut batcher).await {
         Ok(()) => Ok(batcher.counters),
+        // The games read before the trouble are whole: kept, with the part of the window they
+        // complete, so that the import resumes after them.
+        Err(e @ ImportError::ProviderTrouble { .. }) => match batcher.flush().await {
+            Ok(()) => Err((e, batcher.counters)),
+            Err(store) => Err((store.into(), batcher.counters)),
+        },
         Err(e) => Err((e, batcher.counters)),
     }
 }
@@ -412,9 +428,11 @@ fn upstream_error(job: &Job) -> impl Fn(UpstreamError) -> ImportError + '_ {
             user: job.user_id.clone(),
             platform,
         },
-        source @ (UpstreamError::Refused { .. } | UpstreamError::RateLimited { .. }) => {
-            ImportError::Refused(source)
-        }
+        source if source.is_transient() => ImportError::ProviderTrouble {
+            platform: job.platform,
+            source,
+        },
+        source @ UpstreamError::Refused { .. } => ImportError::Refused(source),
         source => ImportError::Upstream { platform, source },
     }
 }
@@ -560,8 +578,16 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
                     survey.push(row, batch);
                 }
             }
-            Item::MonthUnchanged(month) => {
-                tracing::debug!(import_id = %job.import_id, %month, "chess.com month unchanged (304)");
+            Item::MonthUnchanged(read) => {
+                tracing::debug!(import_id = %job.import_id, month = %read.month, "chess.com month unchanged (304)");
+                // Checked now: it goes to the back of the months asked again in turn.
+                b.sync.month = Some(MonthRecord {
+                    month: read.month,
+                    complete: true,
+                    validators: read.validators,
+                    checked_ms: None,
+                });
+                b.flush().await?;
             }
             Item::MonthEnd(_) if rereading.is_some() => {
                 b.sync.month = rereading.take().map(|(_, record)| record);
@@ -575,6 +601,7 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
                     .choose(std::mem::replace(&mut survey, MonthSurvey::new(batch)))
                     .await?;
                 let record = MonthRecord {
+                    checked_ms: None,
                     month: read.month,
                     complete: whole,
                     // A partial month is read whole again: no validators for it.

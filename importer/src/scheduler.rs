@@ -29,12 +29,74 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::config::LanesScope;
 use crate::job::{Counters, Job, JobStatus, Platform};
-use crate::metrics::ImportOutcome;
+use crate::metrics::{ImportOutcome, Load};
 use crate::pipeline::{ImportContext, ImportError, run_import};
-use crate::store::{ClaimLanes, Lanes, QueueTx, StoreError};
+use crate::store::{ClaimLanes, Deferral, Lanes, QueueTx, StoreError};
+use crate::upstream::UpstreamError;
 
 /// Most submissions admitted in one transaction.
 const ADMISSION_GROUP: usize = 256;
+
+/// The shortest wait of an import put back for its provider, whatever its provider's cool-down.
+const MIN_PROVIDER_WAIT: Duration = Duration::from_secs(1);
+
+/// How an import's task ended, as the scheduler records it.
+#[derive(Debug)]
+enum Ending {
+    /// Completed or failed. `counters` `None`: the task died (a panic), and the counters its
+    /// committed batches wrote with them stand.
+    End {
+        status: JobStatus,
+        counters: Option<Counters>,
+        error: Option<String>,
+    },
+    /// Its provider's bad day: the import waits in the queue, or fails once it waited too long.
+    Trouble {
+        platform: Platform,
+        source: UpstreamError,
+        counters: Counters,
+    },
+    /// The process stops: back in the queue with its counters.
+    Interrupted(Counters),
+    /// Another process took it over: nothing more is written here.
+    TakenOver,
+}
+
+/// What a joined import task came to.
+fn ending_of(joined: Result<Result<Counters, (ImportError, Counters)>, tokio::task::JoinError>) -> Ending {
+    match joined {
+        Ok(Ok(c)) => Ending::End {
+            status: JobStatus::Completed,
+            counters: Some(c),
+            error: None,
+        },
+        Ok(Err((ImportError::ProviderTrouble { platform, source }, counters))) => Ending::Trouble {
+            platform,
+            source,
+            counters,
+        },
+        Ok(Err((ImportError::Interrupted, c))) => Ending::Interrupted(c),
+        Ok(Err((ImportError::Store(StoreError::LeaseLost(_)), _))) => Ending::TakenOver,
+        Ok(Err((e, c))) => Ending::End {
+            status: JobStatus::Failed,
+            counters: Some(c),
+            error: Some(e.to_string()),
+        },
+        Err(_) => Ending::End {
+            status: JobStatus::Failed,
+            counters: None,
+            error: Some("internal error".to_string()),
+        },
+    }
+}
+
+/// What became of an import that met its provider's bad day.
+enum Deferred {
+    /// Back in the queue until its provider's wait ends.
+    Waiting,
+    /// Its provider brought nothing new for too long: the job's error.
+    TooLong(String),
+}
 
 /// A submission waiting for the admitting task.
 struct Request {
@@ -50,7 +112,7 @@ pub enum Admission {
     /// A new job, running (position 0) or queued at `position` (1 = next).
     Accepted {
         /// The job.
-        job: Job,
+        job: Box<Job>,
         /// Place in the queue; 0 when running.
         position: usize,
     },
@@ -206,9 +268,17 @@ impl Scheduler {
         }
     }
 
-    /// The lanes a claim may use now: free ones of this process, or the shared limits.
+    /// The lanes a claim may use now: free ones of this process, or the shared limits; none of a
+    /// provider that cools down (after a 429, or between tries during an outage), whose imports
+    /// would only hold a slot while they wait.
     fn claim_lanes(&self, state: &State) -> ClaimLanes {
-        let lanes = |p| i64::try_from(self.ctx.config.lanes(p)).unwrap_or(i64::MAX);
+        let lanes = |p| {
+            if self.ctx.client.cooling(p) {
+                0
+            } else {
+                i64::try_from(self.ctx.config.lanes(p)).unwrap_or(i64::MAX)
+            }
+        };
         match self.ctx.config.lanes_scope {
             LanesScope::Database => ClaimLanes::Shared(Lanes {
                 lichess: lanes(Platform::Lichess),
@@ -390,9 +460,11 @@ impl Scheduler {
         }
     }
 
-    /// Decides each request in turn as if it had come alone (the user's active import; the queue's
-    /// capacity, which applies only when no slot is free; a start where a slot and the provider's
-    /// lane are free), then records the group in one statement and positions what waits.
+    /// Decides each request in turn as if it had come alone (the user's active import; a start
+    /// where a slot and the provider's lane are free; else the queue's capacity, which counts every
+    /// import waiting, for a slot, a lane or its provider), then records the group in one
+    /// statement and positions what waits. With shared lanes only the claim statement knows what
+    /// starts: the group is recorded, claimed, and its newest that overflow the queue removed.
     ///
     /// In one transaction of a handful of statements whatever the group's size: a burst of 512
     /// requests used to cost three statements each, one request after the other.
@@ -411,12 +483,10 @@ impl Scheduler {
         let users: Vec<(&str, Platform)> = group.iter().map(|r| (r.user.as_str(), r.platform)).collect();
         let mut active = tx.active_among(&users).await?;
         let mut queued = tx.queued_count().await?;
-        // Shared lanes are counted by the claim statement, across processes.
+        // Shared lanes are counted by the claim statement, across processes: whether a new job
+        // starts is known only after it, and the queue's bound is applied then.
         let shared = matches!(self.claim_lanes(state), ClaimLanes::Shared(..));
         let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
-        // Slots a job of this group may still take: a job one of them takes is not "in the
-        // queue", so the queue's capacity applies only once they are spoken for.
-        let mut free_left = self.max.saturating_sub(state.running.len());
         let mut answers = Vec::with_capacity(group.len());
         let mut recorded = Vec::new();
         for request in group {
@@ -427,38 +497,26 @@ impl Scheduler {
                 });
                 continue;
             }
-            if free_left == 0 && queued >= capacity {
+            // A job that cannot start now waits, for a slot, a lane or its provider: the queue's
+            // bound counts it whatever keeps it waiting.
+            let starts = !shared && self.may_start(state, request.platform);
+            if !shared && !starts && queued >= capacity {
                 answers.push(Admission::QueueFull);
                 continue;
             }
-            let mut job = Job {
-                import_id: uuid::Uuid::new_v4().to_string(),
-                user_id: request.user.clone(),
-                platform: request.platform,
-                limit: request.limit,
-                status: JobStatus::Queued,
-                counters: Counters::default(),
-                error: None,
-                created_at: Utc::now(),
-                started_at: None,
-                finished_at: None,
-            };
+            let mut job = Job::queued(&request.user, request.platform, request.limit);
             active.insert(key, job.import_id.clone());
             // Anything older that could start has started, so this job is the one a slot takes.
-            if !shared && self.may_start(state, job.platform) {
+            if starts {
                 job.status = JobStatus::Running;
                 job.started_at = Some(now_to_ms());
                 state.running.insert(job.import_id.clone(), job.platform);
                 started.push(job.clone());
-                free_left = free_left.saturating_sub(1);
-            } else if shared && free_left > 0 {
-                // Shared lanes: the claim after the insert may give it a slot.
-                free_left -= 1;
-            } else {
+            } else if !shared {
                 queued += 1;
             }
             answers.push(Admission::Accepted {
-                job: job.clone(),
+                job: Box::new(job.clone()),
                 position: 0,
             });
             recorded.push(job);
@@ -470,14 +528,29 @@ impl Scheduler {
             self.claim_into(&mut tx, state, started, usize::MAX).await?;
         }
         let running: HashSet<&str> = started.iter().map(|j| j.import_id.as_str()).collect();
-        let waiting: Vec<&str> = recorded
+        let mut waiting: Vec<&str> = recorded
             .iter()
             .map(|j| j.import_id.as_str())
             .filter(|id| !running.contains(id))
             .collect();
+        let mut refused = HashSet::new();
+        if shared {
+            // The newest of this group that the queue has no room for are not recorded after all.
+            let over = tx.queued_count().await?.saturating_sub(capacity);
+            let over = usize::try_from(over).unwrap_or(0).min(waiting.len());
+            let kept = waiting.len() - over;
+            refused.extend(waiting.split_off(kept).into_iter().map(str::to_string));
+            let ids: Vec<&str> = refused.iter().map(String::as_str).collect();
+            tx.delete_queued(&ids).await?;
+        }
         let positions = tx.queue_positions(&waiting).await?;
         tx.commit().await?;
         for answer in &mut answers {
+            if let Admission::Accepted { job, .. } = answer
+                && refused.contains(&job.import_id)
+            {
+                *answer = Admission::QueueFull;
+            }
             if let Admission::Accepted { job, position } = answer {
                 if running.contains(job.import_id.as_str()) {
                     job.status = JobStatus::Running;
@@ -522,11 +595,18 @@ impl Scheduler {
         *self.ctx.stopping.borrow()
     }
 
-    /// (running here, queued across every process) now.
-    pub async fn load(&self) -> Result<(usize, usize), StoreError> {
+    /// The imports running here, and queued across every process, now.
+    pub async fn load(&self) -> Result<Load, StoreError> {
         let running = self.state.lock().await.running.len();
+        let count = |n: i64| usize::try_from(n).unwrap_or(0);
         let queued = self.ctx.store.queued_count().await?;
-        Ok((running, usize::try_from(queued).unwrap_or(0)))
+        let waiting = self.ctx.store.waiting_for_providers(now_ms()).await?;
+        Ok(Load {
+            running,
+            queued: count(queued),
+            waiting_for_lichess: count(waiting.lichess),
+            waiting_for_chess_com: count(waiting.chess_com),
+        })
     }
 
     fn spawn(self: &Arc<Self>, job: Job, free: usize) {
@@ -549,33 +629,42 @@ impl Scheduler {
             // A task of its own, so that even a panic frees its slot.
             self.imports.spawn(async move { run_import(&ctx, &job).await })
         };
-        let (status, counters, error) = match worker.await {
-            Ok(Ok(c)) => (JobStatus::Completed, c, None),
-            Ok(Err((ImportError::Interrupted, c))) => {
+        let (status, counters, error) = match ending_of(worker.await) {
+            Ending::End {
+                status,
+                counters,
+                error,
+            } => {
+                if counters.is_none() {
+                    tracing::error!(import_id = %job.import_id, "import task died (panicked); its committed batches stand");
+                }
+                (status, counters, error)
+            }
+            Ending::Trouble {
+                platform,
+                source,
+                counters,
+            } => match self.defer(&job, platform, &source, &counters).await {
+                Deferred::Waiting => return,
+                Deferred::TooLong(error) => (JobStatus::Failed, Some(counters), Some(error)),
+            },
+            Ending::Interrupted(c) => {
                 tracing::info!(import_id = %job.import_id, imported = c.games_imported, "import interrupted by shutdown; resumable");
                 if let Err(e) = self.ctx.store.requeue_job(&job.import_id, self.owner(), &c).await {
                     tracing::error!(import_id = %job.import_id, error = %e, "cannot leave the import resumable");
                 }
                 return;
             }
-            Ok(Err((ImportError::Store(StoreError::LeaseLost(_)), _))) => {
+            Ending::TakenOver => {
                 tracing::warn!(import_id = %job.import_id, "import taken over by another process; stopping it here");
                 return;
             }
-            Ok(Err((e, c))) => (JobStatus::Failed, c, Some(e.to_string())),
-            Err(e) => {
-                tracing::error!(import_id = %job.import_id, error = %e, "import task died");
-                (
-                    JobStatus::Failed,
-                    Counters::default(),
-                    Some("internal error".to_string()),
-                )
-            }
         };
+        let shown = counters.unwrap_or_default();
         tracing::info!(
             import_id = %job.import_id, user = %job.user_id, platform = job.platform.as_str(),
-            status = status.as_str(), fetched = counters.games_fetched, imported = counters.games_imported,
-            skipped_existing = counters.games_skipped_existing, failed_parse = counters.games_failed_parse,
+            status = status.as_str(), fetched = shown.games_fetched, imported = shown.games_imported,
+            skipped_existing = shown.games_skipped_existing, failed_parse = shown.games_failed_parse,
             secs = started.elapsed().as_secs_f64(), error = error.as_deref().unwrap_or(""),
             "import finished"
         );
@@ -591,13 +680,25 @@ impl Scheduler {
                 &job.import_id,
                 self.owner(),
                 status,
-                &counters,
+                counters.as_ref(),
                 error.as_deref(),
                 finished,
             )
             .await
         {
             Ok(()) => {
+                let counters = match counters {
+                    Some(c) => c,
+                    // What the store kept: the counters of its committed batches.
+                    None => self
+                        .ctx
+                        .store
+                        .job_with_position(&job.import_id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map_or_else(Counters::default, |(j, _)| j.counters),
+                };
                 let count = |n: i64| u64::try_from(n).unwrap_or(0);
                 self.ctx.metrics.import_finished(&ImportOutcome {
                     platform: job.platform,
@@ -616,6 +717,67 @@ impl Scheduler {
         }
     }
 
+    /// Puts an import that met its provider's bad day back in the queue until the provider's
+    /// cool-down ends, its slot and lane free meanwhile; or, once its provider has brought nothing
+    /// new for `UPSTREAM_OUTAGE_MAX_SECS`, says why it fails.
+    async fn defer(
+        &self,
+        job: &Job,
+        platform: Platform,
+        source: &UpstreamError,
+        counters: &Counters,
+    ) -> Deferred {
+        let now = now_ms();
+        // Games received in this run are progress: the provider's silence starts again now.
+        let progressed = counters.games_fetched > job.counters.games_fetched;
+        let since = match job.provider_wait_since {
+            Some(since) if !progressed => since,
+            _ => now,
+        };
+        let bound = i64::try_from(self.ctx.config.outage_max.as_millis()).unwrap_or(i64::MAX / 2);
+        let last_answer = source.to_string();
+        if now - since >= bound {
+            let at = chrono::DateTime::from_timestamp_millis(since).unwrap_or_else(Utc::now);
+            return Deferred::TooLong(format!(
+                "{} brought nothing new for {} s (since {}; UPSTREAM_OUTAGE_MAX_SECS={}); its last answer: {last_answer}",
+                platform.as_str(),
+                (now - since) / 1000,
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                self.ctx.config.outage_max.as_secs()
+            ));
+        }
+        let wait = self.ctx.client.cooling_for(platform).max(MIN_PROVIDER_WAIT);
+        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+        // The last try comes at the bound, not after it.
+        let not_before = now.saturating_add(wait_ms).min(since + bound);
+        let deferral = Deferral {
+            now_ms: now,
+            not_before_ms: not_before,
+            since_ms: since,
+            last_answer,
+        };
+        match self
+            .ctx
+            .store
+            .defer_job(&job.import_id, self.owner(), counters, &deferral)
+            .await
+        {
+            Ok(()) => {
+                self.ctx.metrics.provider_wait(platform);
+                tracing::warn!(import_id = %job.import_id, user = %job.user_id, platform = platform.as_str(),
+                    wait_secs = (not_before - now) as f64 / 1000.0, waiting_secs = (now - since) / 1000,
+                    imported = counters.games_imported, answer = %deferral.last_answer,
+                    "import waits for its provider in the queue");
+                Deferred::Waiting
+            }
+            Err(e) => {
+                // Still running in the store: a restart, or another process once the lease expires, resumes it.
+                tracing::error!(import_id = %job.import_id, error = %e, "cannot put the import back in the queue");
+                Deferred::Waiting
+            }
+        }
+    }
+
     async fn release(self: &Arc<Self>, import_id: &str) {
         let mut state = self.state.lock().await;
         state.running.remove(import_id);
@@ -628,6 +790,36 @@ impl Scheduler {
                 self.max - state.running.len(),
                 self.max
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_import_keeps_the_counters_its_batches_wrote() {
+        let joined = tokio::spawn(async {
+            let batches_written = 3;
+            if batches_written > 0 {
+                panic!("an import panics after its third batch");
+            }
+            Ok(Counters::default())
+        })
+        .await;
+        assert!(joined.as_ref().is_err_and(|e| e.is_panic()));
+        match ending_of(joined) {
+            Ending::End {
+                status,
+                counters,
+                error,
+            } => {
+                assert_eq!(status, JobStatus::Failed);
+                assert_eq!(counters, None, "the store keeps what the batches wrote");
+                assert_eq!(error.as_deref(), Some("internal error"));
+            }
+            other => panic!("a panic ends the job: {other:?}"),
         }
     }
 }

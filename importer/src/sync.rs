@@ -262,6 +262,9 @@ pub struct MonthRecord {
     pub complete: bool,
     /// What it came with; kept only for a complete month (a partial one must be read whole again).
     pub validators: Validators,
+    /// When its answer was last taken (read, or confirmed by a `304`), Unix ms; `None` when
+    /// recorded before this was kept. Written by the store, ignored when writing.
+    pub checked_ms: Option<i64>,
 }
 
 /// How to ask for one month.
@@ -273,13 +276,34 @@ pub struct MonthRequest {
     pub validators: Option<Validators>,
 }
 
-/// The months of an import, newest first, from the archive list and what is recorded: months
-/// recorded whole before the month preceding the newest recorded one are not asked at all;
-/// the newest recorded month and the one before are asked with their validators; anything not
-/// recorded whole is read.
+/// Older months recorded whole that an import asks again, conditionally, besides the newest two.
+///
+/// chess.com's published data is a cache refreshed at most every 12 hours, and it has served a
+/// month short (4,068 of 4,508 games one day, all of them the next: NotJoeMartinez/chess-insights#60).
+/// A month recorded whole is asked again in turn, the one checked longest ago first: a `304` costs
+/// no body and one lane-second at chess.com's pace, so two a turn keep a returning user's import at
+/// what is new, and a history of M months is checked again every M / 2 imports. A month whose
+/// answer changed (its `ETag`) is read again, and only the games not stored are kept.
+pub const MONTHS_RECHECKED_PER_IMPORT: usize = 2;
+
+/// The months of an import, newest first, from the archive list and what is recorded: the newest
+/// recorded month and the one before are asked with their validators, and so are the
+/// [`MONTHS_RECHECKED_PER_IMPORT`] older months recorded whole and checked longest ago; other
+/// months recorded whole are not asked at all; anything not recorded whole is read.
 pub fn plan_months(archive: &[Month], records: &[MonthRecord]) -> Vec<MonthRequest> {
     let newest = records.iter().map(|r| r.month).max();
     let refresh_from = newest.map(Month::previous);
+    // Older whole months, checked longest ago first (never checked first; ties: the older month).
+    let mut older: Vec<&MonthRecord> = records
+        .iter()
+        .filter(|r| r.complete && refresh_from.is_some_and(|f| r.month < f) && archive.contains(&r.month))
+        .collect();
+    older.sort_by_key(|r| (r.checked_ms, r.month));
+    let rechecked: Vec<Month> = older
+        .into_iter()
+        .take(MONTHS_RECHECKED_PER_IMPORT)
+        .map(|r| r.month)
+        .collect();
     let mut months: Vec<Month> = archive.to_vec();
     months.sort_unstable_by(|a, b| b.cmp(a));
     months.dedup();
@@ -292,7 +316,7 @@ pub fn plan_months(archive: &[Month], records: &[MonthRecord]) -> Vec<MonthReque
                     month,
                     validators: None,
                 }),
-                Some(_) if refresh_from.is_some_and(|f| month < f) => None,
+                Some(_) if refresh_from.is_some_and(|f| month < f) && !rechecked.contains(&month) => None,
                 Some(r) => Some(MonthRequest {
                     month,
                     validators: (!r.validators.is_empty()).then(|| r.validators.clone()),
@@ -390,26 +414,42 @@ mod tests {
     }
 
     #[test]
-    fn months_recorded_whole_and_old_are_not_asked() {
+    fn months_recorded_whole_and_old_are_asked_only_in_turn() {
         let v = Validators {
             etag: Some("W/\"1\"".into()),
             last_modified: None,
         };
-        let whole = |month| MonthRecord {
+        let whole = |month, checked_ms| MonthRecord {
             month,
             complete: true,
             validators: v.clone(),
+            checked_ms,
         };
-        let archive = [m(2025, 9), m(2025, 10), m(2025, 11), m(2025, 12), m(2026, 1)];
+        let archive = [
+            m(2025, 5),
+            m(2025, 6),
+            m(2025, 7),
+            m(2025, 8),
+            m(2025, 9),
+            m(2025, 10),
+            m(2025, 11),
+            m(2025, 12),
+            m(2026, 1),
+        ];
         let records = [
-            whole(m(2025, 9)),
+            whole(m(2025, 5), Some(300)),
+            whole(m(2025, 6), Some(100)),
+            whole(m(2025, 7), Some(200)),
+            whole(m(2025, 8), Some(100)),
+            whole(m(2025, 9), Some(400)),
             MonthRecord {
                 month: m(2025, 10),
                 complete: false,
                 validators: Validators::default(),
+                checked_ms: Some(500),
             },
-            whole(m(2025, 11)),
-            whole(m(2025, 12)),
+            whole(m(2025, 11), Some(500)),
+            whole(m(2025, 12), Some(500)),
         ];
         let plan = plan_months(&archive, &records);
         let asked: Vec<(Month, bool)> = plan.iter().map(|p| (p.month, p.validators.is_some())).collect();
@@ -420,8 +460,37 @@ mod tests {
                 (m(2025, 12), true),  // the newest recorded: conditionally
                 (m(2025, 11), true),  // the one before: conditionally
                 (m(2025, 10), false), // partial: read whole again
+                (m(2025, 8), true),   // checked longest ago (a tie: the older month first)
+                (m(2025, 6), true),   // in turn, conditionally
             ]
         );
+        assert_eq!(MONTHS_RECHECKED_PER_IMPORT, 2);
+        // Checked again, they go to the back of the line: the next import asks the next two.
+        let later: Vec<MonthRecord> = records
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                if [m(2025, 6), m(2025, 8)].contains(&r.month) {
+                    r.checked_ms = Some(900);
+                }
+                r
+            })
+            .collect();
+        let next: Vec<Month> = plan_months(&archive, &later)
+            .iter()
+            .map(|p| p.month)
+            .filter(|month| *month < m(2025, 10))
+            .collect();
+        assert_eq!(next, vec![m(2025, 7), m(2025, 5)]);
+        // A month recorded before checks were kept is asked first.
+        let mut unknown = later.clone();
+        unknown[4].checked_ms = None;
+        let first: Vec<Month> = plan_months(&archive, &unknown)
+            .iter()
+            .map(|p| p.month)
+            .filter(|month| *month < m(2025, 10))
+            .collect();
+        assert_eq!(first, vec![m(2025, 9), m(2025, 7)]);
         assert_eq!(m(2026, 1).previous(), m(2025, 12));
         assert_eq!(Month::parse("2025/03"), Some(m(2025, 3)));
         assert_eq!(Month::parse("2025/13"), None);

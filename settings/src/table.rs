@@ -35,9 +35,9 @@ pub const MAX_CONCURRENT_IMPORTS: Setting = Setting {
     ..row(
         "MAX_CONCURRENT_IMPORTS",
         "max-concurrent-imports",
-        Default::Value("3"),
+        Default::Value("2"),
         int(1, 256, "imports"),
-        "Imports running at once; the rest wait in the queue.",
+        "Imports running at once; the rest wait in the queue. The default is the lanes' sum (1 lichess stream + 1 chess.com request): a slot beyond the lanes the process may use never runs an import.",
     )
 };
 
@@ -88,7 +88,7 @@ pub const IMPORT_QUEUE_CAPACITY: Setting = Setting {
         "import-queue-capacity",
         Default::Value("100"),
         int(0, 100_000, "imports"),
-        "Imports that may wait for a free slot; beyond it, 429 with `Retry-After`.",
+        "Imports that may wait in the queue, whatever keeps them waiting (a slot, their provider's lane, their provider's outage); beyond it, 429 with `Retry-After`.",
     )
 };
 
@@ -261,6 +261,18 @@ pub const UPSTREAM_RATE_LIMIT_WAIT_SECS: Setting = Setting {
     )
 };
 
+/// The `UPSTREAM_OUTAGE_MAX_SECS` row.
+pub const UPSTREAM_OUTAGE_MAX_SECS: Setting = Setting {
+    tuning: true,
+    ..row(
+        "UPSTREAM_OUTAGE_MAX_SECS",
+        "upstream-outage-max-secs",
+        Default::Value("600"),
+        int(1, 86_400, "seconds"),
+        "How long an import waits, in the queue, for a provider that answers 5xx, an HTML error page, or streams that break without progress, before it fails with the provider's last words. lichess's restarts last tens of seconds to a few minutes (clients wait 20 s to a minute and retry: docs/providers.md); 10 minutes rides out a restart or a deploy with margin.",
+    )
+};
+
 /// The `UPSTREAM_READ_TIMEOUT_SECS` row.
 pub const UPSTREAM_READ_TIMEOUT_SECS: Setting = Setting {
     tuning: true,
@@ -413,6 +425,7 @@ pub static SETTINGS: &[Setting] = &[
     ALLOW_UNAUTHENTICATED,
     LICHESS_TOKEN,
     UPSTREAM_RATE_LIMIT_WAIT_SECS,
+    UPSTREAM_OUTAGE_MAX_SECS,
     UPSTREAM_READ_TIMEOUT_SECS,
     WORKER_THREADS,
     SQLITE_CACHE_KIB,

@@ -1,22 +1,11 @@
 //! What the store-writing benches share: a job claimed by `owner`, so that `insert_batch` may write.
 
 use importer::store::{ClaimLanes, Lanes, Store};
-use importer::{Counters, Job, JobStatus, Platform};
+use importer::{Job, Platform};
 
 /// Records a lichess job for `user` and claims it for `owner` for an hour.
 pub async fn claimed_job(store: &Store, owner: &str, user: &str) -> Job {
-    let job = Job {
-        import_id: uuid::Uuid::new_v4().to_string(),
-        user_id: user.into(),
-        platform: Platform::Lichess,
-        limit: 10_000,
-        status: JobStatus::Queued,
-        counters: Counters::default(),
-        error: None,
-        created_at: chrono::Utc::now(),
-        started_at: None,
-        finished_at: None,
-    };
+    let job = Job::queued(user, Platform::Lichess, 10_000);
     store.insert_job(&job, owner, 0).await.expect("job recorded");
     let now = chrono::Utc::now().timestamp_millis();
     store

@@ -152,16 +152,17 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
 /// `skipped_existing`, `failed_parse`).
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
     (status = 200, description = "OpenMetrics 1.0 text exposition, as Prometheus scrapes it: imports active and queued, \
-games imported, 429s and cool-down per provider, resident memory, request durations per route and status, and per provider \
+games imported, 429s and cool-down per provider, imports put back to wait for their provider (`importer_provider_waits_total`) \
+and waiting for it now (`importer_imports_waiting_for_provider`), resident memory, request durations per route and status, and per provider \
 the import wait (`importer_import_wait_seconds`) and run (`importer_import_run_seconds`) histograms and \
 `importer_import_games_total{provider,outcome}`", body = String, content_type = "application/openmetrics-text"),
     (status = 401, description = "`API_TOKEN` is set and the request did not carry it", body = ErrorBody),
     (status = 500, description = "The database failed; the cause is logged, not sent", body = ErrorBody),
 ))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (active, queued) = state.scheduler.load().await?;
+    let load = state.scheduler.load().await?;
     Ok((
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        state.metrics.render(active, queued),
+        state.metrics.render(&load),
     ))
 }

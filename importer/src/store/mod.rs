@@ -265,7 +265,7 @@ macro_rules! on_conn {
 
 mod queue;
 
-pub use queue::{ClaimLanes, Lanes, QueueTx};
+pub use queue::{ClaimLanes, Deferral, Lanes, QueueTx};
 
 /// Writes what a batch completes of the user's history (`SyncProgress`) in the open transaction
 /// `$tx`, so that a range is never recorded without the games it claims.
@@ -330,9 +330,10 @@ macro_rules! write_sync {
         }
         if let Some(m) = &sync.month {
             sqlx::query(
-                "INSERT INTO sync_months (user_id, platform, month, complete, etag, last_modified) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, platform, month) DO UPDATE \
-                 SET complete = excluded.complete, etag = excluded.etag, last_modified = excluded.last_modified",
+                "INSERT INTO sync_months (user_id, platform, month, complete, etag, last_modified, checked_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, platform, month) DO UPDATE \
+                 SET complete = excluded.complete, etag = excluded.etag, last_modified = excluded.last_modified, \
+                 checked_ms = excluded.checked_ms",
             )
             .persistent(keep)
             .bind(user)
@@ -341,6 +342,7 @@ macro_rules! write_sync {
             .bind(m.complete)
             .bind(m.validators.etag.as_deref())
             .bind(m.validators.last_modified.as_deref())
+            .bind(Utc::now().timestamp_millis())
             .execute(&mut *$tx)
             .await
             .map_err(query_err($op))?;
@@ -348,8 +350,8 @@ macro_rules! write_sync {
     }};
 }
 
-/// A row of `sync_months`: month, complete, ETag, Last-Modified.
-type MonthRow = (String, bool, Option<String>, Option<String>);
+/// A row of `sync_months`: month, complete, ETag, Last-Modified, when last checked (Unix ms).
+type MonthRow = (String, bool, Option<String>, Option<String>, Option<i64>);
 
 /// What the database holds completely of one user's history (see `crate::sync`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -757,7 +759,7 @@ impl Store {
         .await)
         .map_err(query_err("reading pending games"))?;
         let months: Vec<MonthRow> = on_conn!(self, games, conn => sqlx::query_as(
-            "SELECT month, complete, etag, last_modified FROM sync_months \
+            "SELECT month, complete, etag, last_modified, checked_ms FROM sync_months \
              WHERE user_id = $1 AND platform = $2 ORDER BY month",
         )
         .persistent(keep)
@@ -768,7 +770,7 @@ impl Store {
         .map_err(query_err("reading recorded months"))?;
         let months = months
             .into_iter()
-            .map(|(month, complete, etag, last_modified)| {
+            .map(|(month, complete, etag, last_modified, checked_ms)| {
                 let parsed = crate::sync::Month::parse(&month).ok_or_else(|| StoreError::Corrupt {
                     table: "sync_months",
                     detail: format!("month {month:?} is not YYYY/MM"),
@@ -777,6 +779,7 @@ impl Store {
                     month: parsed,
                     complete,
                     validators: crate::sync::Validators { etag, last_modified },
+                    checked_ms,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

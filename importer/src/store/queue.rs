@@ -13,7 +13,7 @@ use sqlx::{QueryBuilder, Row};
 
 use super::gate::Turn;
 use super::{Pool, Result, Store, StoreError, owned, query_err};
-use crate::job::{Counters, Job, JobStatus, Platform};
+use crate::job::{Counters, Job, JobStatus, Platform, ProviderWait};
 
 /// Advisory lock keys (arbitrary constants, the same in every process).
 const SUBMIT_LOCK: i64 = 0x1e55_0002;
@@ -38,11 +38,25 @@ pub enum ClaimLanes {
     Shared(Lanes),
 }
 
+/// A running import put back in the queue to wait for its provider (see [`Store::defer_job`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferral {
+    /// Now, Unix ms.
+    pub now_ms: i64,
+    /// Not claimed before this, Unix ms.
+    pub not_before_ms: i64,
+    /// Since when its provider has brought nothing new, Unix ms.
+    pub since_ms: i64,
+    /// What the provider answered last, as it said it.
+    pub last_answer: String,
+}
+
 /// Jobs queued, across every process.
 const QUEUED_COUNT: &str = "SELECT COUNT(*) FROM import_jobs WHERE status = 'queued'";
 
 const JOB_COLUMNS: &str = "id, user_id, platform, game_limit, status, games_fetched, games_imported, \
-     games_skipped_existing, games_failed_parse, error, created_at, started_at, finished_at";
+     games_skipped_existing, games_failed_parse, error, created_at, started_at, finished_at, \
+     not_before, provider_wait_since, provider_last_answer, provider_wait_ms";
 
 /// The `position` column of `job_with_position`'s row.
 fn position<R>(row: &R) -> Result<i64>
@@ -71,6 +85,28 @@ where
     };
     let platform: String = row.try_get("platform").map_err(get_err)?;
     let status: String = row.try_get("status").map_err(get_err)?;
+    let mut status = JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+        table: "import_jobs",
+        detail: format!("unknown status {status:?}"),
+    })?;
+    let not_before: Option<i64> = row.try_get("not_before").map_err(get_err)?;
+    let since: Option<i64> = row.try_get("provider_wait_since").map_err(get_err)?;
+    let last_answer: Option<String> = row.try_get("provider_last_answer").map_err(get_err)?;
+    let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+    let waiting_for_provider = match (status, not_before, since, last_answer) {
+        (JobStatus::Queued, Some(next), Some(since), Some(last_answer))
+            if next > Utc::now().timestamp_millis() =>
+        {
+            status = JobStatus::WaitingForProvider;
+            Some(ProviderWait {
+                since: at(since),
+                next_try: at(next),
+                last_answer,
+            })
+        }
+        _ => None,
+    };
+    let waited_ms: i64 = row.try_get("provider_wait_ms").map_err(get_err)?;
     Ok(Job {
         import_id: row.try_get("id").map_err(get_err)?,
         user_id: row.try_get("user_id").map_err(get_err)?,
@@ -79,10 +115,7 @@ where
             detail: format!("unknown platform {platform:?}"),
         })?,
         limit: row.try_get("game_limit").map_err(get_err)?,
-        status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
-            table: "import_jobs",
-            detail: format!("unknown status {status:?}"),
-        })?,
+        status,
         counters: Counters {
             games_fetched: row.try_get("games_fetched").map_err(get_err)?,
             games_imported: row.try_get("games_imported").map_err(get_err)?,
@@ -93,6 +126,9 @@ where
         created_at: row.try_get("created_at").map_err(get_err)?,
         started_at: row.try_get("started_at").map_err(get_err)?,
         finished_at: row.try_get("finished_at").map_err(get_err)?,
+        waiting_for_provider,
+        provider_wait_secs: waited_ms as f64 / 1000.0,
+        provider_wait_since: since,
     })
 }
 
@@ -230,8 +266,31 @@ impl QueueTx<'_> {
         })
     }
 
-    /// Takes the oldest queued job whose provider has a free lane (or a running one whose lease
-    /// expired) for `owner` until `lease_until` (Unix ms).
+    /// Removes queued jobs this transaction recorded (admissions the queue had no room for once
+    /// the claims had run).
+    pub async fn delete_queued(&mut self, ids: &[&str]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keep = self.keep;
+        on_tx!(&mut self.tx, tx => {
+            let mut qb = QueryBuilder::new("DELETE FROM import_jobs WHERE status = 'queued' AND id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(*id);
+            }
+            sep.push_unseparated(")");
+            qb.build()
+                .persistent(keep)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_err("refusing imports the queue has no room for"))?;
+            Ok(())
+        })
+    }
+
+    /// Takes the oldest queued job whose provider has a free lane and whose `not_before` has passed
+    /// (or a running one whose lease expired) for `owner` until `lease_until` (Unix ms).
     ///
     /// The lane test is part of the statement: with [`ClaimLanes::Shared`] it counts every process's
     /// running imports of the provider, under an advisory lock on PostgreSQL so that two processes
@@ -271,7 +330,7 @@ impl QueueTx<'_> {
         let sql = format!(
             "UPDATE import_jobs SET status = 'running', owner = $1, lease_until = $2, \
              started_at = COALESCE(started_at, $3) \
-             WHERE id = (SELECT id FROM import_jobs WHERE (status = 'queued' \
+             WHERE id = (SELECT id FROM import_jobs WHERE ((status = 'queued' AND COALESCE(not_before, 0) <= $4) \
                OR (status = 'running' AND COALESCE(lease_until, 0) < $4)) \
                AND ((platform = 'lichess' AND $5 > {}) OR (platform = 'chess.com' AND $6 > {})) \
                ORDER BY {order} LIMIT 1 {skip_locked}) \
@@ -419,6 +478,28 @@ impl Store {
             .map_err(query_err("counting queued imports"))
     }
 
+    /// Queued jobs per provider not to be tried before a time after `now_ms`: (lichess, chess.com).
+    pub async fn waiting_for_providers(&self, now_ms: i64) -> Result<Lanes> {
+        let sql = "SELECT platform, COUNT(*) FROM import_jobs WHERE status = 'queued' AND not_before > $1 \
+                   GROUP BY platform";
+        let keep = self.keep();
+        let rows: Vec<(String, i64)> = on_conn!(self, queue, conn => sqlx::query_as(sql)
+            .persistent(keep)
+            .bind(now_ms)
+            .fetch_all(&mut *conn)
+            .await)
+        .map_err(query_err("counting imports waiting for their provider"))?;
+        let of = |p: Platform| {
+            rows.iter()
+                .find(|(name, _)| name == p.as_str())
+                .map_or(0, |(_, n)| *n)
+        };
+        Ok(Lanes {
+            lichess: of(Platform::Lichess),
+            chess_com: of(Platform::ChessCom),
+        })
+    }
+
     /// One job by id, with its place in its provider's queue (1 = next; 0 when it is not queued),
     /// in one statement: a client polling its import costs one query.
     pub async fn job_with_position(&self, id: &str) -> Result<Option<(Job, i64)>> {
@@ -449,29 +530,32 @@ impl Store {
         read.transpose()
     }
 
-    /// Ends a job with its final counters and, when it failed, the reason.
+    /// Ends a job with its final counters and, when it failed, the reason. `counters` `None` keeps
+    /// those its committed batches wrote (an import whose task died has no others).
     pub async fn finish_job(
         &self,
         id: &str,
         owner: &str,
         status: JobStatus,
-        counters: &Counters,
+        counters: Option<&Counters>,
         error: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let sql = "UPDATE import_jobs SET status = $2, games_fetched = $3, games_imported = $4, \
-                   games_skipped_existing = $5, games_failed_parse = $6, error = $7, finished_at = $8, \
-                   owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $9";
+        let sql = "UPDATE import_jobs SET status = $2, games_fetched = COALESCE($3, games_fetched), \
+                   games_imported = COALESCE($4, games_imported), \
+                   games_skipped_existing = COALESCE($5, games_skipped_existing), \
+                   games_failed_parse = COALESCE($6, games_failed_parse), error = $7, finished_at = $8, \
+                   not_before = NULL, owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $9";
         let _turn = self.queue_turn().await;
         let keep = self.keep();
         let updated = on_conn!(self, queue, conn => sqlx::query(sql)
             .persistent(keep)
             .bind(id)
             .bind(status.as_str())
-            .bind(counters.games_fetched)
-            .bind(counters.games_imported)
-            .bind(counters.games_skipped_existing)
-            .bind(counters.games_failed_parse)
+            .bind(counters.map(|c| c.games_fetched))
+            .bind(counters.map(|c| c.games_imported))
+            .bind(counters.map(|c| c.games_skipped_existing))
+            .bind(counters.map(|c| c.games_failed_parse))
             .bind(error)
             .bind(at)
             .bind(owner)
@@ -479,6 +563,38 @@ impl Store {
             .await
             .map(|r| r.rows_affected()))
         .map_err(query_err("finishing an import job"))?;
+        owned(updated, id)
+    }
+
+    /// Puts a running job of `owner` back in the queue, with its counters, until `not_before` (Unix
+    /// ms): its provider is having a bad day. `since` (Unix ms) is when the provider last brought
+    /// something new, `last_answer` what it said, `waited_ms` added to the job's provider wait.
+    /// The job keeps its place in the queue: it is older than what was queued since.
+    pub async fn defer_job(&self, id: &str, owner: &str, counters: &Counters, wait: &Deferral) -> Result<()> {
+        let sql = "UPDATE import_jobs SET status = 'queued', owner = NULL, lease_until = NULL, \
+                   games_fetched = $2, games_imported = $3, games_skipped_existing = $4, games_failed_parse = $5, \
+                   not_before = $6, provider_wait_since = $7, provider_last_answer = $8, \
+                   provider_wait_ms = provider_wait_ms + $9 WHERE id = $1 AND owner = $10";
+        let _turn = self.queue_turn().await;
+        let keep = self.keep();
+        let updated = on_conn!(self, queue, conn => sqlx::query(sql)
+            .persistent(keep)
+            .bind(id)
+            .bind(counters.games_fetched)
+            .bind(counters.games_imported)
+            .bind(counters.games_skipped_existing)
+            .bind(counters.games_failed_parse)
+            .bind(wait.not_before_ms)
+            .bind(wait.since_ms)
+            .bind(&wait.last_answer)
+            .bind(wait.not_before_ms.saturating_sub(wait.now_ms).max(0))
+            .bind(owner)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(query_err(
+            "putting an import back in the queue to wait for its provider",
+        ))?;
         owned(updated, id)
     }
 

@@ -17,10 +17,15 @@ pub const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_shared_queue.sql")),
     (4, include_str!("../../migrations/sqlite/0004_sync_ranges.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_provider_waits.sql")),
 ];
 /// PostgreSQL migrations, in order.
 pub const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_shared_queue.sql")),
     (4, include_str!("../../migrations/postgres/0004_sync_ranges.sql")),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_provider_waits.sql"),
+    ),
 ];

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use reqwest::header::{ETAG, LAST_MODIFIED};
 
 use super::client::Fetched;
-use super::{BodyFramer, Client, Item, MAX_RESUMES, MonthRead, UpstreamError, user_url};
+use super::{BodyFramer, Client, Item, MonthRead, Reopenings, UpstreamError, user_url};
 use crate::job::Platform;
 use crate::sync::{Month, MonthRecord, MonthRequest, Validators, plan_months};
 
@@ -53,7 +53,10 @@ pub struct ChessComSource {
     /// The month read last, for `reread_month`.
     last: Option<(Url, MonthRead)>,
     framer: BodyFramer,
-    resumes: u32,
+    reopenings: Reopenings,
+    /// Most games any reading of the current month handed out: a reading (from the month's first
+    /// game) that goes further made progress.
+    furthest: usize,
 }
 
 const PGN: &str = "application/x-chess-pgn";
@@ -94,7 +97,8 @@ impl ChessComSource {
             current: None,
             last: None,
             framer: BodyFramer::new(),
-            resumes: 0,
+            reopenings: Reopenings::default(),
+            furthest: 0,
         })
     }
 
@@ -122,7 +126,12 @@ impl ChessComSource {
                         .fetch(&url, PGN, Platform::ChessCom, request.validators.as_ref())
                         .await;
                     let validators = match fetched {
-                        Ok(Fetched::NotModified) => return Ok(Some(Item::MonthUnchanged(request.month))),
+                        Ok(Fetched::NotModified) => {
+                            return Ok(Some(Item::MonthUnchanged(MonthRead {
+                                month: request.month,
+                                validators: request.validators.unwrap_or_default(),
+                            })));
+                        }
                         Ok(Fetched::Body(body)) => {
                             let v = validators_of(&body.response);
                             self.framer.start(body);
@@ -145,22 +154,21 @@ impl ChessComSource {
                         month: request.month,
                         validators,
                     };
+                    self.furthest = 0;
                     self.current = Some((url, read));
                     self.last = self.current.clone();
                 }
                 Err(source) => {
-                    self.resumes += 1;
-                    if self.resumes > MAX_RESUMES {
-                        return Err(UpstreamError::StreamBroken {
-                            attempts: self.resumes,
-                            source,
-                        });
-                    }
                     let Some((url, _)) = self.current.clone() else {
                         return Err(UpstreamError::Transport(source));
                     };
-                    tracing::warn!(%url, error = %source, resume = self.resumes, "chess.com month broke, reading it again");
-                    tokio::time::sleep(self.client.backoff(self.resumes - 1)).await;
+                    let progressed = self.framer.handed > self.furthest;
+                    self.furthest = self.furthest.max(self.framer.handed);
+                    let wait = self
+                        .reopenings
+                        .broke(progressed, source, &self.client, Platform::ChessCom)?;
+                    tracing::warn!(%url, "chess.com month broke, reading it again");
+                    tokio::time::sleep(wait).await;
                     let body = self.client.get(&url, PGN, Platform::ChessCom).await?;
                     self.framer.start(body);
                 }
@@ -176,6 +184,7 @@ impl ChessComSource {
         let body = self.client.get(&url, PGN, Platform::ChessCom).await?;
         self.framer.start(body);
         self.current = Some((url, read));
+        self.furthest = 0;
         Ok(())
     }
 }

@@ -44,8 +44,16 @@ pub static USER_AGENT: LazyLock<String> = LazyLock::new(|| {
     }
 });
 
-/// Retries of a 5xx answer or a transport error before the import fails.
-const MAX_TRANSIENT_RETRIES: u32 = 4;
+/// Retries, in place, of a 5xx answer or a transport error while the provider is not known to be
+/// in trouble: a blip. Past them, or at once while the provider is in trouble, the import waits
+/// in the queue (the scheduler's deferral), its slot and lane free.
+const MAX_TRANSIENT_RETRIES: u32 = 2;
+/// The cool-down after a provider's first failure that an import gives up on; doubled with each
+/// one in a row, up to [`OUTAGE_WAIT_CAP`].
+const OUTAGE_FIRST_WAIT: Duration = Duration::from_secs(1);
+/// The longest cool-down between tries during an outage: python-lichess waits a minute after a
+/// 5xx (cyanfish/python-lichess#11), lichess's app polls its status on the same order.
+const OUTAGE_WAIT_CAP: Duration = Duration::from_secs(60);
 /// 429 answers tolerated in a row, each followed by a cool-down, before the import fails.
 const MAX_RATE_LIMITED: u32 = 10;
 /// Most bytes of an error body read to say what the provider said.
@@ -87,6 +95,23 @@ struct Provider {
     lanes: Arc<Semaphore>,
     /// No request to this provider before this instant.
     cool_down_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Its bad day, as this process sees it.
+    trouble: std::sync::Mutex<Trouble>,
+}
+
+/// A provider's failures that imports gave up on, in a row (none since its last good answer).
+#[derive(Default)]
+struct Trouble {
+    in_a_row: u32,
+    /// What it answered last, as it said it.
+    last: Option<String>,
+}
+
+/// The cool-down after the `n`-th failure in a row (1-based): 1, 2, 4 … 60 s, with jitter, or the
+/// provider's own `Retry-After` when longer.
+fn outage_wait(n: u32, retry_after: Option<Duration>) -> Duration {
+    let doubled = OUTAGE_FIRST_WAIT.saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)));
+    jitter(doubled.min(OUTAGE_WAIT_CAP)).max(retry_after.unwrap_or_default())
 }
 
 impl Provider {
@@ -94,7 +119,41 @@ impl Provider {
         Provider {
             lanes: Arc::new(Semaphore::new(lanes.max(1))),
             cool_down_until: std::sync::Mutex::new(None),
+            trouble: std::sync::Mutex::new(Trouble::default()),
         }
+    }
+
+    fn trouble(&self) -> std::sync::MutexGuard<'_, Trouble> {
+        self.trouble.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A good answer: the bad day is over.
+    fn recovered(&self) {
+        let mut trouble = self.trouble();
+        if trouble.in_a_row > 0 {
+            tracing::info!(failures = trouble.in_a_row, "provider answers again");
+        }
+        *trouble = Trouble::default();
+    }
+
+    /// An import gave up on a failure that said `last`: no request to the provider for a growing
+    /// wait, so that one outage does not become every import hammering a restarting server.
+    fn gave_up(&self, retry_after: Option<Duration>, last: String) -> Duration {
+        let n = {
+            let mut trouble = self.trouble();
+            trouble.in_a_row += 1;
+            trouble.last = Some(last);
+            trouble.in_a_row
+        };
+        let wait = outage_wait(n, retry_after);
+        self.cool_down(wait);
+        wait
+    }
+
+    /// While it is in trouble and cools down: what it answered last.
+    fn in_outage(&self) -> Option<String> {
+        self.cooling_until()?;
+        self.trouble().last.clone()
     }
 
     fn cooling_until(&self) -> Option<tokio::time::Instant> {
@@ -155,13 +214,16 @@ fn retry_after(resp: &Response) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(3600)))
 }
 
-/// Reads at most [`ERROR_BODY_BYTES`] of an error response and says what it says.
-async fn said(mut resp: Response) -> Said {
-    let html = resp
-        .headers()
+fn is_html(resp: &Response) -> bool {
+    resp.headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("html"));
+        .is_some_and(|v| v.contains("html"))
+}
+
+/// Reads at most [`ERROR_BODY_BYTES`] of an error response and says what it says.
+async fn said(mut resp: Response) -> Said {
+    let html = is_html(&resp);
     let mut body = Vec::new();
     while body.len() < ERROR_BODY_BYTES {
         match resp.chunk().await {
@@ -202,6 +264,25 @@ impl Client {
         }
     }
 
+    /// Whether no request may go to `platform` now (a cool-down after a 429 or during an outage):
+    /// the scheduler claims none of its imports meanwhile.
+    pub fn cooling(&self, platform: Platform) -> bool {
+        self.provider(platform).cooling_until().is_some()
+    }
+
+    /// How long `platform` still cools down; zero when it does not.
+    pub fn cooling_for(&self, platform: Platform) -> Duration {
+        self.provider(platform)
+            .cooling_until()
+            .map_or(Duration::ZERO, |until| until - tokio::time::Instant::now())
+    }
+
+    /// An import gives up on `failure` from `platform` (a broken stream that made no progress):
+    /// the provider cools down as after a failed request.
+    pub fn gave_up(&self, platform: Platform, failure: &UpstreamError) -> Duration {
+        self.provider(platform).gave_up(None, failure.to_string())
+    }
+
     /// Waits while `platform` cools down after a 429.
     async fn wait_cool_down(&self, platform: Platform) {
         while let Some(until) = self.provider(platform).cooling_until() {
@@ -234,6 +315,10 @@ impl Client {
         let mut transient = 0;
         let mut limited = 0;
         loop {
+            // During an outage the import waits in the queue, not here holding its slot.
+            if let Some(last) = self.provider(platform).in_outage() {
+                return Err(UpstreamError::Waiting { provider, last });
+            }
             self.wait_cool_down(platform).await;
             let lane = Arc::clone(&self.provider(platform).lanes)
                 .acquire_owned()
@@ -250,7 +335,18 @@ impl Client {
             let req = self.request(url, accept, platform, validators);
             let failure = match req.send().await {
                 Ok(resp) => match resp.status() {
+                    // An HTML page where PGN or JSON was asked for is an error page (a proxy's, a
+                    // maintenance page), whatever its status.
+                    s if s.is_success() && is_html(&resp) && !accept.contains("html") => {
+                        UpstreamError::Unavailable {
+                            provider,
+                            status: s.as_u16(),
+                            retry_after: retry_after(&resp),
+                            said: said(resp).await,
+                        }
+                    }
                     s if s.is_success() => {
+                        self.provider(platform).recovered();
                         return Ok(Fetched::Body(Streaming {
                             response: resp,
                             _permit: permit,
@@ -258,6 +354,7 @@ impl Client {
                         }));
                     }
                     StatusCode::NOT_MODIFIED if validators.is_some() => {
+                        self.provider(platform).recovered();
                         self.metrics.not_modified(platform);
                         return Ok(Fetched::NotModified);
                     }
@@ -267,9 +364,10 @@ impl Client {
                         self.cool_down_after_429(platform, url, resp, limited).await?;
                         continue;
                     }
-                    s if s.is_server_error() => UpstreamError::Refused {
+                    s if s.is_server_error() => UpstreamError::Unavailable {
                         provider,
                         status: s.as_u16(),
+                        retry_after: retry_after(&resp),
                         said: said(resp).await,
                     },
                     s => {
@@ -289,7 +387,16 @@ impl Client {
             };
             drop((permit, lane));
             transient += 1;
-            if transient > MAX_TRANSIENT_RETRIES {
+            // A provider already in trouble gets no retry here: the import waits in the queue.
+            let in_trouble = self.provider(platform).trouble().in_a_row > 0;
+            if transient > MAX_TRANSIENT_RETRIES || in_trouble {
+                let retry_after = match &failure {
+                    UpstreamError::Unavailable { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let wait = self.provider(platform).gave_up(retry_after, failure.to_string());
+                tracing::warn!(provider, %url, error = %failure, wait_secs = wait.as_secs_f64(),
+                    "provider in trouble: no request to it until the wait ends; its imports wait in the queue");
                 return Err(failure);
             }
             let wait = jitter(self.cfg.backoff_base * 2u32.pow(transient - 1));

@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 
-use super::{BodyFramer, Client, MAX_RESUMES, UpstreamError, user_url};
+use super::{BodyFramer, Client, Reopenings, UpstreamError, user_url};
 use crate::job::Platform;
 use crate::pgn::Framed;
 use crate::sync::Window;
@@ -29,7 +29,9 @@ pub struct LichessSource {
     until_ms: Option<i64>,
     framer: BodyFramer,
     oldest: Option<DateTime<Utc>>,
-    resumes: u32,
+    /// `oldest` when the current body was opened: a body that reaches older games made progress.
+    oldest_at_open: Option<DateTime<Utc>>,
+    reopenings: Reopenings,
 }
 
 impl LichessSource {
@@ -47,7 +49,8 @@ impl LichessSource {
             until_ms: window.until_ms,
             framer: BodyFramer::new(),
             oldest: None,
-            resumes: 0,
+            oldest_at_open: None,
+            reopenings: Reopenings::default(),
         };
         let url = source.url(source.until_ms);
         let body = source.client.get(&url, PGN, Platform::Lichess).await?;
@@ -80,18 +83,19 @@ impl LichessSource {
             match self.framer.next().await {
                 Ok(game) => return Ok(game),
                 Err(source) => {
-                    self.resumes += 1;
-                    if self.resumes > MAX_RESUMES {
-                        return Err(UpstreamError::StreamBroken {
-                            attempts: self.resumes,
-                            source,
-                        });
-                    }
-                    let wait = self.client.backoff(self.resumes - 1);
-                    tracing::warn!(url = %self.base, error = %source, resume = self.resumes, "lichess stream broke, resuming");
+                    // New games are older than any handed out before this body (newest first).
+                    let progressed = match (self.oldest, self.oldest_at_open) {
+                        (Some(now), Some(before)) => now < before,
+                        (now, before) => now.is_some() && before.is_none(),
+                    };
+                    let wait = self
+                        .reopenings
+                        .broke(progressed, source, &self.client, Platform::Lichess)?;
+                    tracing::warn!(url = %self.base, "lichess stream broke, resuming");
                     tokio::time::sleep(wait).await;
                     let url = self.url(self.resume_until());
                     let body = self.client.get(&url, PGN, Platform::Lichess).await?;
+                    self.oldest_at_open = self.oldest;
                     self.framer.start(body);
                 }
             }

@@ -25,8 +25,54 @@ pub use said::Said;
 use crate::pgn::{Framed, Splitter};
 use crate::sync::{Month, Validators};
 
-/// Times a broken stream is reopened before the import fails.
-const MAX_RESUMES: u32 = 5;
+use std::time::Duration;
+
+use crate::job::Platform;
+
+/// Reopenings of a broken stream in a row that brought nothing new before the import gives up and
+/// waits in the queue. lichess's export broke again and again in November 2022, each time about
+/// the same number of games in (lila#11926), and each reopened stream brought new games: progress
+/// resets the count, so such a stream is read to its end. Five reopenings that brought nothing,
+/// 0.5 → 8 s apart (about 15 s), tell a stream that breaks from one that is dead.
+const MAX_IDLE_REOPENINGS: u32 = 5;
+
+/// The one rule for reopening a broken stream, both providers: a reopening that brought something
+/// new resets the count; [`MAX_IDLE_REOPENINGS`] in a row that brought nothing end the reading.
+#[derive(Debug, Default)]
+struct Reopenings {
+    /// Reopenings in a row that brought nothing new.
+    idle: u32,
+    /// Reopenings in all.
+    total: u32,
+}
+
+impl Reopenings {
+    /// The stream broke with `source`; `progressed` says whether it brought something new since
+    /// it was (re)opened. The wait before reopening it, or the error to give up with (the
+    /// provider then cools down as after a failed request).
+    fn broke(
+        &mut self,
+        progressed: bool,
+        source: reqwest::Error,
+        client: &Client,
+        platform: Platform,
+    ) -> Result<Duration, UpstreamError> {
+        self.total += 1;
+        self.idle = if progressed { 0 } else { self.idle + 1 };
+        if self.idle >= MAX_IDLE_REOPENINGS {
+            let error = UpstreamError::StreamBroken {
+                attempts: self.total,
+                idle: self.idle,
+                source,
+            };
+            client.gave_up(platform, &error);
+            return Err(error);
+        }
+        tracing::warn!(provider = platform.as_str(), error = %source, reopenings = self.total,
+            idle = self.idle, progressed, "stream broke, reopening");
+        Ok(client.backoff(self.idle))
+    }
+}
 
 /// Why a source could not deliver.
 #[derive(Debug, thiserror::Error)]
@@ -56,14 +102,39 @@ pub enum UpstreamError {
         /// What the last 429 said.
         said: Said,
     },
+    /// A 5xx, or an HTML page where PGN or JSON was asked for: the provider is having a bad day
+    /// (lichess answers 502 or 503 with an HTML page while it restarts).
+    #[error("{}", refusal(provider, *status, said))]
+    Unavailable {
+        /// `lichess` or `chess.com`.
+        provider: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// Its `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+        /// What the body said.
+        said: Said,
+    },
+    /// The provider is cooling down after failures this process saw: no request was sent.
+    #[error("{last}")]
+    Waiting {
+        /// `lichess` or `chess.com`.
+        provider: &'static str,
+        /// What it answered last, as it said it.
+        last: String,
+    },
     /// Connection, timeout or body error (after retries).
     #[error("upstream transport error: {0}")]
     Transport(#[source] reqwest::Error),
-    /// The stream kept breaking.
-    #[error("upstream stream broke {attempts} times, last: {source}")]
+    /// The stream kept breaking without bringing anything new.
+    #[error(
+        "the stream broke {attempts} times, the last {idle} in a row bringing no new game; the last break: {source}"
+    )]
     StreamBroken {
-        /// How many times.
+        /// Reopenings in all.
         attempts: u32,
+        /// Of those, in a row with nothing new.
+        idle: u32,
         /// The last cause.
         #[source]
         source: reqwest::Error,
@@ -77,6 +148,22 @@ pub enum UpstreamError {
     /// The process is stopping.
     #[error("shutting down")]
     ShuttingDown,
+}
+
+impl UpstreamError {
+    /// Whether it is the provider's bad day, which an import waits out in the queue: a 5xx, an
+    /// error page, a cool-down, a transport error, a stream that broke without progress, or 429s
+    /// that kept coming. A refusal (an unknown user, a 403, a 410) is not: it fails at once.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unavailable { .. }
+                | UpstreamError::Waiting { .. }
+                | UpstreamError::Transport(_)
+                | UpstreamError::StreamBroken { .. }
+                | UpstreamError::RateLimited { .. }
+        )
+    }
 }
 
 /// The job's error for a refusal: the provider's status and words, and what the provider documents
@@ -103,6 +190,8 @@ struct BodyFramer {
     body: Option<client::Streaming>,
     splitter: Splitter,
     broken: Option<reqwest::Error>,
+    /// Games handed out of the current body.
+    handed: usize,
 }
 
 impl BodyFramer {
@@ -111,18 +200,21 @@ impl BodyFramer {
             body: None,
             splitter: Splitter::new(),
             broken: None,
+            handed: 0,
         }
     }
 
     fn start(&mut self, body: client::Streaming) {
         self.splitter = Splitter::new();
         self.body = Some(body);
+        self.handed = 0;
     }
 
     /// The next whole game of the current body; `Ok(None)` when it ended cleanly.
     async fn next(&mut self) -> Result<Option<Framed>, reqwest::Error> {
         loop {
             if let Some(game) = self.splitter.next_game() {
+                self.handed += 1;
                 return Ok(Some(game));
             }
             if let Some(err) = self.broken.take() {
@@ -155,8 +247,9 @@ pub enum Item {
     /// The month being read has ended (its games are not in a documented order, so the pipeline
     /// chooses among them; `reread_month` serves the month again).
     MonthEnd(MonthRead),
-    /// A month asked conditionally answered `304 Not Modified`: nothing new in it, no body.
-    MonthUnchanged(Month),
+    /// A month asked conditionally answered `304 Not Modified`: nothing new in it, no body; its
+    /// validators are those it was asked with.
+    MonthUnchanged(MonthRead),
 }
 
 /// A month read, with what its answer carried to ask it again conditionally.

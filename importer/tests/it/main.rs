@@ -12,6 +12,7 @@ mod imports;
 mod incremental;
 mod parsing;
 mod queue;
+mod queue_bound;
 mod refusals;
 mod retention;
 mod security;

@@ -1,5 +1,6 @@
 //! `JOB_RETENTION_DAYS`: finished imports' records past the retention go, in batches; queued and
-//! running ones never do, whatever their age, and no queue position moves.
+//! running ones never do, whatever their age, and no queue position moves. And a job ended without
+//! counters (its task died) keeps those its batches wrote.
 
 use chrono::{DateTime, Duration, Utc};
 use importer::job::{Counters, Job, JobStatus, Platform};
@@ -14,15 +15,10 @@ const OWNER: &str = "retention-test";
 fn job(id: &str, platform: Platform, status: JobStatus, created_at: DateTime<Utc>) -> Job {
     Job {
         import_id: id.to_string(),
-        user_id: format!("user-{id}"),
-        platform,
-        limit: 100,
         status,
-        counters: Counters::default(),
-        error: None,
         created_at,
         started_at: (status == JobStatus::Running).then_some(created_at),
-        finished_at: None,
+        ..Job::queued(&format!("user-{id}"), platform, 100)
     }
 }
 
@@ -45,7 +41,7 @@ async fn finished(
         .expect("insert");
     let error = (status == JobStatus::Failed).then_some("upstream said 404");
     store
-        .finish_job(id, OWNER, status, &Counters::default(), error, finished_at)
+        .finish_job(id, OWNER, status, Some(&Counters::default()), error, finished_at)
         .await
         .expect("finish");
 }
@@ -139,3 +135,51 @@ async fn only_old_finished_jobs_are_pruned(db: TestDb) {
 }
 
 on_every_database!(retention, only_old_finished_jobs_are_pruned);
+
+/// A job whose task died (a panic) ends `failed` with the counters its committed batches wrote:
+/// `finish_job` without counters keeps the stored ones (it used to write zeros over them).
+async fn a_job_ended_without_counters_keeps_its_batches_counters(db: TestDb) {
+    let options = StoreOptions {
+        pool_size: 2,
+        queue_pool_size: QUEUE_POOL_SIZE,
+        sqlite_cache_kib: 512,
+        transaction_pooler: matches!(db, TestDb::Pooled(..)),
+    };
+    let store = Store::connect(&db.url(), &options).await.expect("database");
+    let lease = Utc::now().timestamp_millis() + 60_000;
+    let running = job("panicked", Platform::Lichess, JobStatus::Running, Utc::now());
+    store.insert_job(&running, OWNER, lease).await.expect("insert");
+    let written = Counters {
+        games_fetched: 120,
+        games_imported: 100,
+        games_skipped_existing: 15,
+        games_failed_parse: 5,
+    };
+    store
+        .write_progress(&running, OWNER, &written, &Default::default())
+        .await
+        .expect("a batch's counters");
+    store
+        .finish_job(
+            "panicked",
+            OWNER,
+            JobStatus::Failed,
+            None,
+            Some("internal error"),
+            Utc::now(),
+        )
+        .await
+        .expect("finish");
+    let (ended, _) = store
+        .job_with_position("panicked")
+        .await
+        .expect("read")
+        .expect("the job");
+    assert_eq!(ended.status, JobStatus::Failed);
+    assert_eq!(ended.counters, written, "the batches' counters stand");
+    assert_eq!(ended.error.as_deref(), Some("internal error"));
+}
+on_every_database!(
+    panicked_job_counters,
+    a_job_ended_without_counters_keeps_its_batches_counters
+);
