@@ -354,22 +354,40 @@ impl Batcher<'_> {
     }
 }
 
-/// Attempts at each database step of a batch; a step is all or nothing, so a retry never doubles a game.
-const DB_ATTEMPTS: u32 = 3;
+/// Attempts at each database step of a batch; a step is all or nothing, so a retry never doubles a
+/// game or its counters (a batch and its job's counters commit in one transaction).
+///
+/// Ten, with waits from 100 ms doubling up to [`DB_RETRY_MAX_WAIT`] (about 11 s in all, besides
+/// each attempt's own wait for a connection): a managed host (Neon, Supabase, RDS) restarting its
+/// compute or its pooler ends every backend (57P01), refuses new ones while it starts, and may do
+/// it again a moment later. Three attempts 200 and 400 ms apart failed imports whose backends were
+/// ended every 150 ms for a few seconds (`tests/it/db_restarts.rs`), where waiting was enough.
+const DB_ATTEMPTS: u32 = 10;
 
-/// Runs a database step, again after a failure (a lost connection is replaced by the pool).
-async fn with_retry<T, F, Fut>(import_id: &str, step: &'static str, mut op: F) -> Result<T, StoreError>
+/// The longest wait between two attempts of a database step.
+const DB_RETRY_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs a database step, again after a failure (a lost connection is replaced by the pool), at
+/// most [`DB_ATTEMPTS`] times with waits doubling from 100 ms.
+pub(crate) async fn with_retry<T, F, Fut>(
+    import_id: &str,
+    step: &'static str,
+    mut op: F,
+) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     let mut attempt = 1;
+    let mut wait = std::time::Duration::from_millis(100);
     loop {
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if attempt < DB_ATTEMPTS && e.is_transient() => {
-                tracing::warn!(import_id, step, attempt, error = %e, "database step failed, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                tracing::warn!(import_id, step, attempt, wait_ms = wait.as_millis() as u64, error = %e,
+                    "database step failed, retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(DB_RETRY_MAX_WAIT);
                 attempt += 1;
             }
             Err(e) => return Err(e),

@@ -673,10 +673,10 @@ impl Scheduler {
             (to - from).num_milliseconds() as f64 / 1000.0
         };
         // Observed once the end is recorded: an end that is not is taken over and ends again.
-        match self
-            .ctx
-            .store
-            .finish_job(
+        // Retried as a batch is: an end lost with its connection (a database restarting) left the
+        // job `running` for good, since this process renews every running job it owns.
+        let end = crate::pipeline::with_retry(&job.import_id, "recording the end", || {
+            self.ctx.store.finish_job(
                 &job.import_id,
                 self.owner(),
                 status,
@@ -684,8 +684,8 @@ impl Scheduler {
                 error.as_deref(),
                 finished,
             )
-            .await
-        {
+        });
+        match end.await {
             Ok(()) => {
                 let counters = match counters {
                     Some(c) => c,

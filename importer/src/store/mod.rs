@@ -121,6 +121,28 @@ enum Pool {
 /// `import_jobs`, not games.
 pub const QUEUE_POOL_SIZE: u32 = 4;
 
+/// The name the importer's PostgreSQL connections carry (`application_name`) unless
+/// `DATABASE_URL` or `PGAPPNAME` names one: an operator, a test or the harness finds its
+/// backends in `pg_stat_activity` by it (to see them, or to end them as a restarting host does).
+pub const APPLICATION_NAME: &str = "chess-games-importer";
+
+/// PostgreSQL connection options from `url`.
+fn pg_options(url: &str) -> Result<PgConnectOptions> {
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(StoreError::Connect)?
+        // A startup parameter PgBouncer refuses unless told to ignore it; the importer
+        // reads no floating-point column as text.
+        .extra_float_digits(None);
+    // libpq's `fallback_application_name`: a name the operator gave wins (several deployments
+    // on one server, or a test telling its importer from the others running beside it).
+    // PgBouncer passes it on: it sets the client's `application_name` on the server connection
+    // it lends, so the backends behind a pooler carry it too.
+    Ok(match opts.get_application_name() {
+        Some(_) => opts,
+        None => opts.application_name(APPLICATION_NAME),
+    })
+}
+
 /// How [`Store::connect`] opens the database.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreOptions {
@@ -400,11 +422,7 @@ impl Store {
                 pooled: false,
             }
         } else {
-            let opts = PgConnectOptions::from_str(url)
-                .map_err(StoreError::Connect)?
-                // A startup parameter PgBouncer refuses unless told to ignore it; the importer
-                // reads no floating-point column as text.
-                .extra_float_digits(None);
+            let opts = pg_options(url)?;
             let pool = |size| {
                 PgPoolOptions::new()
                     .max_connections(size)
@@ -838,5 +856,23 @@ impl Store {
             Some(gate) => Some(gate.games().await),
             None => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_connections_carry_the_importers_name_unless_the_url_names_one() {
+        // sqlx reads PGAPPNAME as libpq does: a name from the environment wins too.
+        let from_env = std::env::var("PGAPPNAME").ok();
+        let opts = pg_options("postgres://u@db.example/games").expect("options");
+        assert_eq!(
+            opts.get_application_name(),
+            Some(from_env.as_deref().unwrap_or(APPLICATION_NAME))
+        );
+        let opts = pg_options("postgres://u@db.example/games?application_name=eu-importer").expect("options");
+        assert_eq!(opts.get_application_name(), Some("eu-importer"));
     }
 }

@@ -6,6 +6,7 @@ mod support;
 
 mod api;
 mod config;
+mod db_restarts;
 mod faults;
 mod identity;
 mod imports;

@@ -86,7 +86,10 @@ impl TestDb {
     /// The importer's DATABASE_URL.
     pub fn url(&self) -> String {
         match self {
-            TestDb::Pooled(_, bouncer) => bouncer.url("it", ""),
+            // Named after the schema, as the direct URL is: PgBouncer sets a client's
+            // `application_name` on the server connection it lends, so the test finds its
+            // importer's backends behind the pooler too (`terminate_backends`).
+            TestDb::Pooled(schema, bouncer) => bouncer.url("it", &format!("?application_name={schema}")),
             _ => self.direct_url(),
         }
     }
@@ -159,7 +162,8 @@ impl TestDb {
         }
     }
 
-    /// Terminates the importer's PostgreSQL connections (those named after this schema); returns how many.
+    /// Terminates the importer's PostgreSQL connections (those named after this schema, straight
+    /// or through the pooler); returns how many.
     pub async fn terminate_backends(&self) -> i64 {
         let (TestDb::Postgres(schema) | TestDb::Pooled(schema, _)) = self else {
             return 0;
@@ -302,6 +306,11 @@ impl Importer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("importer running")
     }
 
     /// The kernel's peak resident set (`VmHWM`) of the running importer, in bytes.
