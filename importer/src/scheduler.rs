@@ -756,12 +756,13 @@ impl Scheduler {
             since_ms: since,
             last_answer,
         };
-        match self
-            .ctx
-            .store
-            .defer_job(&job.import_id, self.owner(), counters, &deferral)
-            .await
-        {
+        let deferred =
+            crate::pipeline::with_retry(&job.import_id, "putting the import back in the queue", || {
+                self.ctx
+                    .store
+                    .defer_job(&job.import_id, self.owner(), counters, &deferral)
+            });
+        match deferred.await {
             Ok(()) => {
                 self.ctx.metrics.provider_wait(platform);
                 tracing::warn!(import_id = %job.import_id, user = %job.user_id, platform = platform.as_str(),
