@@ -105,7 +105,13 @@ struct Trouble {
     in_a_row: u32,
     /// What it answered last, as it said it.
     last: Option<String>,
+    /// When an import last gave up on it.
+    at: Option<tokio::time::Instant>,
 }
+
+/// Quiet after which a provider's old failures no longer count: a failure after it starts a new
+/// bad day at the first wait, not at the last one of a day long gone.
+const TROUBLE_FORGOTTEN_AFTER: Duration = Duration::from_secs(300);
 
 /// The cool-down after the `n`-th failure in a row (1-based): 1, 2, 4 … 60 s, with jitter, or the
 /// provider's own `Retry-After` when longer.
@@ -141,6 +147,11 @@ impl Provider {
     fn gave_up(&self, retry_after: Option<Duration>, last: String) -> Duration {
         let n = {
             let mut trouble = self.trouble();
+            let now = tokio::time::Instant::now();
+            if trouble.at.is_some_and(|at| now - at > TROUBLE_FORGOTTEN_AFTER) {
+                trouble.in_a_row = 0;
+            }
+            trouble.at = Some(now);
             trouble.in_a_row += 1;
             trouble.last = Some(last);
             trouble.in_a_row
@@ -148,6 +159,12 @@ impl Provider {
         let wait = outage_wait(n, retry_after);
         self.cool_down(wait);
         wait
+    }
+
+    /// Whether imports gave up on it lately, with no good answer since.
+    fn in_trouble(&self) -> bool {
+        let trouble = self.trouble();
+        trouble.in_a_row > 0 && trouble.at.is_some_and(|at| at.elapsed() <= TROUBLE_FORGOTTEN_AFTER)
     }
 
     /// While it is in trouble and cools down: what it answered last.
@@ -388,7 +405,7 @@ impl Client {
             drop((permit, lane));
             transient += 1;
             // A provider already in trouble gets no retry here: the import waits in the queue.
-            let in_trouble = self.provider(platform).trouble().in_a_row > 0;
+            let in_trouble = self.provider(platform).in_trouble();
             if transient > MAX_TRANSIENT_RETRIES || in_trouble {
                 let retry_after = match &failure {
                     UpstreamError::Unavailable { retry_after, .. } => *retry_after,
@@ -471,6 +488,23 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn each_failure_in_a_row_doubles_the_wait_until_a_good_answer() {
+        let p = Provider::new(1);
+        for (n, base) in [1u64, 2, 4, 8, 16, 32, 60, 60].into_iter().enumerate() {
+            let wait = p.gave_up(None, "lichess answered 502".into());
+            let base = Duration::from_secs(base);
+            assert!(wait >= base && wait < base.mul_f64(1.5), "failure {}: {wait:?}", n + 1);
+        }
+        assert!(p.in_trouble());
+        assert_eq!(p.in_outage().as_deref(), Some("lichess answered 502"));
+        p.recovered();
+        assert!(!p.in_trouble());
+        // The first failure of a new bad day waits the first wait, or the provider's Retry-After.
+        assert!(p.gave_up(None, "again".into()) < Duration::from_millis(1500));
+        assert!(p.gave_up(Some(Duration::from_secs(120)), "later".into()) >= Duration::from_secs(120));
+    }
 
     #[tokio::test]
     async fn a_cool_down_is_extended_never_shortened() {
