@@ -11,6 +11,7 @@ mod faults;
 mod identity;
 mod imports;
 mod incremental;
+mod months;
 mod parsing;
 mod queue;
 mod queue_bound;
