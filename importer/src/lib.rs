@@ -12,6 +12,7 @@ pub mod pgn;
 pub mod pipeline;
 pub mod retention;
 pub mod scheduler;
+pub mod spool;
 pub mod store;
 pub mod sync;
 pub mod upstream;

@@ -110,6 +110,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Deletes the chess.com spool files a crash left in TMPDIR (only where `O_TMPFILE` is refused:
+/// otherwise the kernel freed them with the process). A failure costs disk, not an import.
+fn remove_spool_leftovers() {
+    let dir = std::env::temp_dir();
+    match importer::spool::remove_leftovers(&dir, importer::spool::LEFTOVER_AGE) {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, dir = %dir.display(), "removed spool files left by a crash"),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot clean spool files left by a crash")
+        }
+    }
+}
+
 async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Result<()> {
     let config = Arc::new(config);
     if let Some(path) = &config.listen_addr_file {
@@ -134,6 +147,7 @@ async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Resul
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
+    remove_spool_leftovers();
     let metrics = Arc::new(Metrics::default());
     let client = Client::new(
         ClientConfig {

@@ -19,9 +19,10 @@ use crate::config::{Config, DedupStrategy};
 use crate::job::{Counters, Job, Platform};
 use crate::metrics::Metrics;
 use crate::pgn::{Framed, GameRow, parse_game};
+use crate::spool::{Extent, Spool, SpoolError};
 use crate::store::{Store, StoreError, SyncState};
 use crate::sync::{Coverage, MonthRecord, Pending, SyncProgress, Validators, Window, WindowKind};
-use crate::upstream::{ChessComSource, Client, Item, LichessSource, UpstreamError};
+use crate::upstream::{ChessComSource, Client, Item, LichessSource, MonthRead, UpstreamError};
 
 /// Why an import failed; the message is what the job's `error` says.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,9 @@ pub enum ImportError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A chess.com month could not be kept on disk while it was chosen from (`crate::spool`).
+    #[error("cannot keep the chess.com month on disk: {0}")]
+    Spool(#[from] SpoolError),
     /// The process is stopping; what was read is committed and the job resumes at the next start.
     #[error("interrupted by shutdown; resumes at the next start")]
     Interrupted,
@@ -236,7 +240,7 @@ impl Batcher<'_> {
     }
 }
 
-/// One surveyed game of a chess.com month: all that is kept of it beyond one batch.
+/// One surveyed game of a chess.com month: all that is kept of it in memory beyond one batch.
 struct Surveyed {
     /// When it ended, ms since the epoch; `None` sorts last.
     end_ms: Option<i64>,
@@ -244,16 +248,19 @@ struct Surveyed {
     arrival: usize,
     /// The key it is stored under.
     key: String,
+    /// Where its PGN lies in the spool.
+    extent: Extent,
 }
 
-/// The games of one chess.com month, surveyed before any is stored: the month PGN's order is not
-/// documented, so when the limit ends inside a month the newest of it (by end time) must be chosen.
-/// Only a small key per game is kept; the rows themselves only while they fit one batch.
+/// The games of one chess.com month, surveyed as the month arrives and before any is stored: the
+/// month PGN's order is not documented, so when the limit ends inside a month the newest of it
+/// (by end time) must be chosen. A small key per game is kept in memory, the game itself in the
+/// spool (`crate::spool`); the rows only while they fit one batch.
 #[derive(Default)]
 struct MonthSurvey {
     /// Each game of the month that parsed.
     games: Vec<Surveyed>,
-    /// The rows, while the month has not outgrown a batch: such a month need not be read again.
+    /// The rows, while the month has not outgrown a batch: such a month is never read back.
     held: Option<Vec<GameRow>>,
 }
 
@@ -263,8 +270,8 @@ enum Choice {
     Nothing,
     /// These rows, held from the survey.
     Held(Vec<GameRow>),
-    /// The games with these keys, read again.
-    Reread(HashSet<String>),
+    /// The games at these extents of the spool, in the order they arrived.
+    Spooled(Vec<Extent>),
 }
 
 impl MonthSurvey {
@@ -275,12 +282,14 @@ impl MonthSurvey {
         }
     }
 
-    fn push(&mut self, row: GameRow, batch: usize) {
+    /// Notes a game, whose PGN is at `extent` in the spool.
+    fn push(&mut self, row: GameRow, extent: Extent, batch: usize) {
         let end = row.ended_at.map(|t| t.timestamp_millis());
         self.games.push(Surveyed {
             end_ms: end,
             arrival: self.games.len(),
             key: row.provider_game_id.clone(),
+            extent,
         });
         if let Some(held) = &mut self.held {
             if held.len() < batch {
@@ -327,14 +336,17 @@ impl Batcher<'_> {
             games.sort_by(|a, b| b.end_ms.cmp(&a.end_ms).then(a.arrival.cmp(&b.arrival)));
             games.truncate(room);
         }
-        let chosen: HashSet<String> = games.into_iter().map(|g| g.key).collect();
         let choice = match held {
             Some(mut rows) => {
-                let mut wanted = chosen;
+                let mut wanted: HashSet<String> = games.into_iter().map(|g| g.key).collect();
                 rows.retain(|r| wanted.remove(&r.provider_game_id));
                 Choice::Held(rows)
             }
-            None => Choice::Reread(chosen),
+            None => {
+                // In the order they arrived: the spool is read forward.
+                games.sort_by_key(|g| g.arrival);
+                Choice::Spooled(games.into_iter().map(|g| g.extent).collect())
+            }
         };
         Ok((choice, whole))
     }
@@ -563,8 +575,9 @@ async fn read_window(b: &mut Batcher<'_>, window: Window) -> Result<(), ImportEr
     Ok(())
 }
 
-/// chess.com: month by month, newest first, as planned from the recorded months; each month is
-/// surveyed (see `MonthSurvey`) and recorded whole or partial with its last batch.
+/// chess.com: month by month, newest first, as planned from the recorded months. Each month is
+/// downloaded once: surveyed as it arrives, its games spooled (see `MonthSurvey`), then the games
+/// chosen are stored and the month is recorded whole or partial with its last batch.
 async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), ImportError> {
     let (ctx, job) = (b.ctx, b.job);
     let mut source = ChessComSource::open(
@@ -575,25 +588,18 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
     )
     .await
     .map_err(upstream_error(job))?;
+    // Opened before any month is asked: a TMPDIR that cannot take it fails the import before it
+    // costs chess.com a request.
+    let mut spool = Spool::create_in(&std::env::temp_dir())?;
     let batch = ctx.config.import_batch_size;
     let mut survey = MonthSurvey::new(batch);
-    // During a month's second reading: the keys still to store, and the month's record.
-    let mut rereading: Option<(HashSet<String>, MonthRecord)> = None;
     while let Some(item) = next_unless_stopping(b, source.next()).await? {
         match item {
             Item::Game(framed) => {
-                if let Some((keys, _)) = &mut rereading {
-                    // Counted in the survey already: only the chosen games are taken, each once.
-                    if let Ok(row) = parse(job.platform, framed)
-                        && keys.remove(&row.provider_game_id)
-                    {
-                        b.push(row).await?;
-                    }
-                    continue;
-                }
                 b.counters.games_fetched += 1;
                 if let Some(row) = parse_counted(b, framed) {
-                    survey.push(row, batch);
+                    let extent = spool.append(row.pgn.as_bytes())?;
+                    survey.push(row, extent, batch);
                 }
             }
             Item::MonthUnchanged(read) => {
@@ -607,42 +613,9 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
                 });
                 b.flush().await?;
             }
-            Item::MonthEnd(_) if rereading.is_some() => {
-                b.sync.month = rereading.take().map(|(_, record)| record);
-                b.flush().await?;
-                if b.remaining() <= 0 {
-                    return Ok(());
-                }
-            }
             Item::MonthEnd(read) => {
-                let (choice, whole) = b
-                    .choose(std::mem::replace(&mut survey, MonthSurvey::new(batch)))
-                    .await?;
-                let record = MonthRecord {
-                    checked_ms: None,
-                    month: read.month,
-                    complete: whole,
-                    // A partial month is read whole again: no validators for it.
-                    validators: if whole {
-                        read.validators
-                    } else {
-                        Validators::default()
-                    },
-                };
-                let rows = match choice {
-                    Choice::Reread(keys) => {
-                        source.reread_month().await.map_err(upstream_error(job))?;
-                        rereading = Some((keys, record));
-                        continue;
-                    }
-                    Choice::Nothing => Vec::new(),
-                    Choice::Held(rows) => rows,
-                };
-                for row in rows {
-                    b.push(row).await?;
-                }
-                b.sync.month = Some(record);
-                b.flush().await?;
+                let survey = std::mem::replace(&mut survey, MonthSurvey::new(batch));
+                store_month(b, survey, read, &mut spool).await?;
                 if b.remaining() <= 0 {
                     return Ok(());
                 }
@@ -650,5 +623,72 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
         }
     }
     b.flush().await?;
+    Ok(())
+}
+
+/// Stores what is chosen of a surveyed month, from the held rows or the spool, and records the
+/// month with the last batch; then empties the spool for the next month.
+async fn store_month(
+    b: &mut Batcher<'_>,
+    survey: MonthSurvey,
+    read: MonthRead,
+    spool: &mut Spool,
+) -> Result<(), ImportError> {
+    let spooled = spool.len();
+    let (choice, whole) = b.choose(survey).await?;
+    let record = MonthRecord {
+        checked_ms: None,
+        month: read.month,
+        complete: whole,
+        // A partial month is read whole again: no validators for it.
+        validators: if whole {
+            read.validators
+        } else {
+            Validators::default()
+        },
+    };
+    match choice {
+        Choice::Nothing => {}
+        Choice::Held(rows) => {
+            for row in rows {
+                b.push(row).await?;
+            }
+        }
+        Choice::Spooled(extents) => {
+            tracing::debug!(import_id = %b.job.import_id, month = %read.month, spooled_bytes = spooled,
+                chosen = extents.len(), "chess.com month read back from the spool");
+            read_back(b, spool, &extents).await?;
+        }
+    }
+    spool.clear()?;
+    b.sync.month = Some(record);
+    b.flush().await?;
+    Ok(())
+}
+
+/// Stores the games at `extents` of the spool. A stop commits the batch read so far and returns
+/// `Interrupted`: the month is not recorded, so the next start surveys it again and chooses the
+/// same games less those stored.
+async fn read_back(b: &mut Batcher<'_>, spool: &Spool, extents: &[Extent]) -> Result<(), ImportError> {
+    let mut pgn = Vec::new();
+    for &extent in extents {
+        if *b.ctx.stopping.borrow() {
+            b.flush().await?;
+            return Err(ImportError::Interrupted);
+        }
+        spool.read(extent, &mut pgn)?;
+        // It parsed as it arrived, and the spool holds the PGN it parsed to: failing now means
+        // the file changed under us, which must not pass for a game that does not parse.
+        let row = parse_game(b.job.platform, &pgn).map_err(|reason| {
+            SpoolError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the game at byte {} read back does not parse: {reason}",
+                    extent.offset
+                ),
+            ))
+        })?;
+        b.push(row).await?;
+    }
     Ok(())
 }

@@ -50,8 +50,6 @@ pub struct ChessComSource {
     months: Vec<MonthRequest>,
     /// The month being read, until its `MonthEnd`.
     current: Option<(Url, MonthRead)>,
-    /// The month read last, for `reread_month`.
-    last: Option<(Url, MonthRead)>,
     framer: BodyFramer,
     reopenings: Reopenings,
     /// Most games any reading of the current month handed out: a reading (from the month's first
@@ -95,7 +93,6 @@ impl ChessComSource {
             user: user.to_string(),
             months,
             current: None,
-            last: None,
             framer: BodyFramer::new(),
             reopenings: Reopenings::default(),
             furthest: 0,
@@ -156,7 +153,6 @@ impl ChessComSource {
                     };
                     self.furthest = 0;
                     self.current = Some((url, read));
-                    self.last = self.current.clone();
                 }
                 Err(source) => {
                     let Some((url, _)) = self.current.clone() else {
@@ -174,18 +170,6 @@ impl ChessComSource {
                 }
             }
         }
-    }
-
-    /// Reads the month that just ended again, from its first game; it ends with another `MonthEnd`.
-    pub async fn reread_month(&mut self) -> Result<(), UpstreamError> {
-        let Some((url, read)) = self.last.clone() else {
-            return Err(UpstreamError::BadResponse("no month to read again".into()));
-        };
-        let body = self.client.get(&url, PGN, Platform::ChessCom).await?;
-        self.framer.start(body);
-        self.current = Some((url, read));
-        self.furthest = 0;
-        Ok(())
     }
 }
 

@@ -3,8 +3,8 @@
 //!
 //! Why PGN rather than lichess's NDJSON: the PGN is what we store, so reading
 //! it directly avoids decoding a JSON string per game and holding the game
-//! twice; chess.com's `/pgn` month endpoint is newest first, which lets an
-//! import stop at its limit without ever holding a whole month.
+//! twice; chess.com's `/pgn` month is one document in no documented order,
+//! framed as it arrives and chosen from by the pipeline (`crate::spool`).
 //!
 //! A stream that breaks mid-game is resumed, never trusted: the half game is
 //! discarded by the splitter and the request reopened from where it was.
@@ -245,7 +245,7 @@ pub enum Item {
     /// One framed game.
     Game(Framed),
     /// The month being read has ended (its games are not in a documented order, so the pipeline
-    /// chooses among them; `reread_month` serves the month again).
+    /// chooses among them once it has seen them all).
     MonthEnd(MonthRead),
     /// A month asked conditionally answered `304 Not Modified`: nothing new in it, no body; its
     /// validators are those it was asked with.

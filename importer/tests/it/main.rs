@@ -11,6 +11,7 @@ mod faults;
 mod identity;
 mod imports;
 mod incremental;
+mod months;
 mod outages;
 mod parsing;
 mod queue;
