@@ -164,7 +164,10 @@ impl Provider {
     /// Whether imports gave up on it lately, with no good answer since.
     fn in_trouble(&self) -> bool {
         let trouble = self.trouble();
-        trouble.in_a_row > 0 && trouble.at.is_some_and(|at| at.elapsed() <= TROUBLE_FORGOTTEN_AFTER)
+        trouble.in_a_row > 0
+            && trouble
+                .at
+                .is_some_and(|at| at.elapsed() <= TROUBLE_FORGOTTEN_AFTER)
     }
 
     /// While it is in trouble and cools down: what it answered last.
@@ -495,7 +498,11 @@ mod tests {
         for (n, base) in [1u64, 2, 4, 8, 16, 32, 60, 60].into_iter().enumerate() {
             let wait = p.gave_up(None, "lichess answered 502".into());
             let base = Duration::from_secs(base);
-            assert!(wait >= base && wait < base.mul_f64(1.5), "failure {}: {wait:?}", n + 1);
+            assert!(
+                wait >= base && wait < base.mul_f64(1.5),
+                "failure {}: {wait:?}",
+                n + 1
+            );
         }
         assert!(p.in_trouble());
         assert_eq!(p.in_outage().as_deref(), Some("lichess answered 502"));
