@@ -12,7 +12,19 @@ fn json_answer(status: u16, body: String) -> Answer {
         body,
         games: 0,
         validators: None,
+        short: false,
     }
+}
+
+/// Counts a request for month `back` of a user and says whether it is answered short: one of
+/// the month's first `short_months.requests`.
+fn served_short(state: &super::UserState, back: u32) -> bool {
+    let before = state.month_request(back);
+    state
+        .user
+        .short_months
+        .as_ref()
+        .is_some_and(|s| s.covers(back) && before < u64::from(s.requests))
 }
 
 /// The validators a request came with: `If-None-Match`, `If-Modified-Since`.
@@ -154,8 +166,21 @@ pub(super) fn answer(
                 };
                 let back = months_back_of(y, m).filter(|&back| back < user.months.max(1));
                 let mut indices = back.map(|b| month_games(user, b)).unwrap_or_default();
+                let short = back.is_some_and(|b| served_short(state, b));
+                if short && let Some(s) = &user.short_months {
+                    // The newest games are the ones a lagging cache lacks.
+                    indices.drain(
+                        ..indices
+                            .len()
+                            .min(usize::try_from(s.missing).unwrap_or(usize::MAX)),
+                    );
+                }
+                // Of what this answer holds: a short answer's validators are not the whole month's.
                 let validators = month_validators(user, seed, back.unwrap_or(u32::MAX), &indices);
                 if unchanged(cond, &validators) {
+                    if let Some(b) = back {
+                        state.month_answered(b, short, true, 0);
+                    }
                     return Answer::NotModified { validators };
                 }
                 // Sent whole, right away: counted for the user here.
@@ -172,12 +197,16 @@ pub(super) fn answer(
                         body.push_str(&games::generate(user, seed, i).pgn);
                         body.push_str("\n\n");
                     }
+                    if let Some(b) = back {
+                        state.month_answered(b, short, false, body.len() as u64);
+                    }
                     Answer::Whole {
                         status: 200,
                         mime: "application/x-chess-pgn",
                         body,
                         games: indices.len() as u64,
                         validators: Some(validators),
+                        short,
                     }
                 } else {
                     // The JSON month is sorted by ascending end_time.
@@ -194,12 +223,17 @@ pub(super) fn answer(
                             game_json(&g, games::chess_com_kind(user, i), tc)
                         })
                         .collect();
+                    let body = json!({ "games": list }).to_string();
+                    if let Some(b) = back {
+                        state.month_answered(b, short, false, body.len() as u64);
+                    }
                     Answer::Whole {
                         status: 200,
                         mime: "application/json",
                         games: list.len() as u64,
-                        body: json!({ "games": list }).to_string(),
+                        body,
                         validators: Some(validators),
+                        short,
                     }
                 }
             }

@@ -177,6 +177,18 @@ impl Selection {
     }
 }
 
+/// How a stream of `user` misbehaves: `cut_after` and `stall_after` break the first stream only
+/// (the importer's resumed request must succeed), `cut_every` every stream (each reopened one
+/// brings `cut_every` games more, the progress the importer must recognise).
+fn breakage_of(user: &super::MockUser, first: bool) -> Breakage {
+    match (first, user.cut_after, user.stall_after, user.cut_every) {
+        (true, Some(n), _, _) => Breakage::CutAfter(n),
+        (true, None, Some(n), _) => Breakage::StallAfter(n),
+        (_, _, _, Some(k)) => Breakage::CutAfter(k),
+        _ => Breakage::None,
+    }
+}
+
 /// Routes and filters a request as lichess does.
 pub(super) fn answer(users: &Users, method: &str, url: &reqwest::Url, accept: Option<&str>) -> Answer {
     let path = url.path();
@@ -196,13 +208,8 @@ pub(super) fn answer(users: &Users, method: &str, url: &reqwest::Url, accept: Op
     if let Some(fault) = state.fault() {
         return Answer::Status(fault);
     }
-    // Only the user's first stream misbehaves: the importer's resumed request must succeed.
     let first = state.streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
-    let breakage = match (first, state.user.cut_after, state.user.stall_after) {
-        (true, Some(n), _) => Breakage::CutAfter(n),
-        (true, None, Some(n)) => Breakage::StallAfter(n),
-        _ => Breakage::None,
-    };
+    let breakage = breakage_of(&state.user, first);
     Answer::Games(Selection {
         breakage,
         indices: select(&state.user, url),
@@ -236,6 +243,27 @@ mod tests {
         assert_eq!(s.last(), Some(&10));
         let s = select(&u, &url(&format!("since={}", t10 + 1)));
         assert_eq!(s.last(), Some(&9));
+    }
+
+    #[test]
+    fn cut_every_breaks_every_stream_and_cut_after_only_the_first() {
+        let every = MockUser {
+            cut_every: Some(101),
+            ..MockUser::new("bob", Platform::Lichess, 1000)
+        };
+        assert_eq!(breakage_of(&every, true), Breakage::CutAfter(101));
+        assert_eq!(breakage_of(&every, false), Breakage::CutAfter(101));
+        let once = MockUser {
+            cut_after: Some(5),
+            ..MockUser::new("bob", Platform::Lichess, 1000)
+        };
+        assert_eq!(breakage_of(&once, false), Breakage::None);
+        let both = MockUser {
+            stall_after: Some(7),
+            ..every.clone()
+        };
+        assert_eq!(breakage_of(&both, true), Breakage::StallAfter(7));
+        assert_eq!(breakage_of(&both, false), Breakage::CutAfter(101));
     }
 
     #[test]

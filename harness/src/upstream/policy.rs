@@ -167,6 +167,12 @@ pub struct Served {
     /// `304 Not Modified` answers (chess.com: a month unchanged since the validators it came with).
     #[serde(default)]
     pub not_modified: u64,
+    /// Requests an outage answered (`outage.rs`), among `requests`.
+    #[serde(default)]
+    pub outage_answers: u64,
+    /// chess.com month answers served short (`short_months`).
+    #[serde(default)]
+    pub short_answers: u64,
 }
 
 #[derive(Default)]
@@ -176,6 +182,8 @@ struct Counters {
     games_served: AtomicU64,
     bytes_served: AtomicU64,
     not_modified: AtomicU64,
+    outage_answers: AtomicU64,
+    short_answers: AtomicU64,
     /// (in flight now, most at once), moved together.
     in_flight: Mutex<(u64, u64)>,
 }
@@ -296,7 +304,20 @@ impl Enforcer {
             games_served: self.counters.games_served.load(Ordering::Relaxed),
             bytes_served: self.counters.bytes_served.load(Ordering::Relaxed),
             not_modified: self.counters.not_modified.load(Ordering::Relaxed),
+            outage_answers: self.counters.outage_answers.load(Ordering::Relaxed),
+            short_answers: self.counters.short_answers.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts a request an outage answered before the rules were asked.
+    pub fn answered_in_outage(&self) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters.outage_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a chess.com month answer served short.
+    pub fn sent_short(&self) {
+        self.counters.short_answers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts `games` games in `bytes` bytes sent.

@@ -20,8 +20,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::lichess::{Breakage, Selection};
+use super::outage::Outages;
 use super::policy::{self, Enforcer, InFlight, Refusal};
-use super::{Answer, Platform, Users, chess_com, lichess};
+use super::{Answer, Plain, Platform, Users, chess_com, lichess};
 
 /// Where a stream is.
 enum Step {
@@ -47,11 +48,23 @@ pub(super) struct Shared {
     /// This server's own URL (chess.com's archive list is absolute).
     pub base: String,
     pub enforcer: Arc<Enforcer>,
+    /// The provider's outage windows: while one is on, it answers every request.
+    pub outages: Arc<Outages>,
 }
 
 fn plain(status: u16, mime: &'static str, body: impl Into<Body>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, [(header::CONTENT_TYPE, mime)], body.into()).into_response()
+}
+
+/// A bare status, or a status with its small body.
+fn plain_of(p: Plain) -> Response {
+    match p.body {
+        Some((body, mime)) => plain(p.status, mime, body),
+        None => StatusCode::from_u16(p.status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            .into_response(),
+    }
 }
 
 /// The provider's own answer to a request it refuses.
@@ -88,10 +101,12 @@ fn games_stream(
     seed: u64,
     pace: Option<Duration>,
     enforcer: Arc<Enforcer>,
+    outages: Arc<Outages>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     let start = tokio::time::Instant::now();
     futures_util::stream::unfold((sel, Step::Next(0)), move |(sel, step)| {
         let enforcer = Arc::clone(&enforcer);
+        let outages = Arc::clone(&outages);
         async move {
             let n = match step {
                 Step::Done => return None,
@@ -111,7 +126,13 @@ fn games_stream(
                 tokio::time::sleep_until(start + pace.mul_f64(n as f64)).await;
             }
             let chunk = sel.render(seed, index);
+            // A restart drops the connections it was streaming on: cut inside this game.
+            let cut_here = outages.down(std::time::Instant::now());
             match sel.breakage {
+                _ if cut_here => {
+                    let half = Bytes::from(chunk[..chunk.len() / 2].to_string());
+                    Some((Ok(half), (sel, Step::Cut)))
+                }
                 Breakage::CutAfter(k) if n as u64 == k => {
                     // Half a game, then the connection drops: the client must never store it.
                     let half = Bytes::from(chunk[..chunk.len() / 2].to_string());
@@ -132,6 +153,11 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
     let Ok(url) = reqwest::Url::parse(&format!("http://mock{uri}")) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    // An outage answers first: the provider's edge answers, its application (and its rules) is down.
+    if let Some(down) = s.outages.answer(std::time::Instant::now()) {
+        s.enforcer.answered_in_outage();
+        return plain_of(down);
+    }
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
     let guard = match s.enforcer.admit(user_agent) {
         Ok(guard) => guard,
@@ -161,12 +187,7 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
             if p.status == 429 {
                 s.enforcer.served_429();
             }
-            match p.body {
-                Some((body, mime)) => plain(p.status, mime, body),
-                None => StatusCode::from_u16(p.status)
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-                    .into_response(),
-            }
+            plain_of(p)
         }
         Answer::Whole {
             status,
@@ -174,9 +195,13 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
             body,
             games,
             validators,
+            short,
         } => {
             if games > 0 {
                 s.enforcer.sent(games, body.len() as u64);
+            }
+            if short {
+                s.enforcer.sent_short();
             }
             let once = futures_util::stream::iter([Ok(Bytes::from(body))]);
             let mut resp = plain(status, mime, held(once, guard));
@@ -198,7 +223,7 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
             } else {
                 s.pace
             };
-            let games = games_stream(sel, s.seed, pace, Arc::clone(&s.enforcer));
+            let games = games_stream(sel, s.seed, pace, Arc::clone(&s.enforcer), Arc::clone(&s.outages));
             ([(header::CONTENT_TYPE, mime)], held(games, guard)).into_response()
         }
     }
