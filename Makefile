@@ -38,10 +38,13 @@ gate-check: release
 	$(CARGO) build --release --workspace
 	harness/gate-check.sh ./target/release/harness ./target/release/importer ./target/release/importer-hungry $(GATE_AA_RUNS)
 
-## faults: every upstream fault and a kill -9 mid-import (SQLite), then two importers on one PostgreSQL with one killed; exact delivery or exit 1
+## faults: every upstream fault and a kill -9 mid-import (SQLite), two importers on one PostgreSQL with one killed, then the
+## providers' and the database's bad days (outages, streams cut every K games, a month served short, backends terminated
+## mid-write; PostgreSQL, about 2 minutes); exact delivery or exit 1
 faults: release check-pg
 	./target/release/harness run scenarios/faults.yaml --no-progress
 	./target/release/harness run scenarios/scale-out.yaml --no-progress
+	./target/release/harness run scenarios/outages.yaml --no-progress
 
 ## replay-demo: makes a production-like database (scenarios/replay-source.yaml: Poisson arrivals at the providers'
 ## real pace, in real time, about 2 minutes), captures its busiest 10 minutes with `harness capture`, replays

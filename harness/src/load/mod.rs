@@ -94,6 +94,16 @@ pub struct ImportRecord {
     /// Games the mock provider sent to this import's requests (read after the cell).
     #[serde(default)]
     pub games_received: Option<u64>,
+    /// Seconds the import spent waiting for its provider (an outage, a broken stream), apart from
+    /// its time in the queue: the job's `provider_wait_secs`, 0 from an importer without it.
+    #[serde(default)]
+    pub provider_wait_secs: f64,
+    /// Polls that found the import `waiting_for_provider`.
+    #[serde(default)]
+    pub provider_wait_polls: u32,
+    /// What the provider last answered, as the job said while it waited (`waiting_for_provider.last_answer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_last_answer: Option<String>,
 }
 
 impl ImportRecord {
@@ -334,6 +344,13 @@ async fn poll_to_the_end(
             unreachable = 0;
         }
         let state = job["status"].as_str().unwrap_or_default();
+        // Waiting for its provider, the import is neither done nor failed: keep polling.
+        if state == "waiting_for_provider" {
+            rec.provider_wait_polls += 1;
+            if let Some(said) = job["waiting_for_provider"]["last_answer"].as_str() {
+                rec.provider_last_answer = Some(said.to_string());
+            }
+        }
         if rec.client_wait_secs.is_none() && matches!(state, "running" | "completed" | "failed") {
             rec.client_wait_secs = Some(plan.origin.elapsed().as_secs_f64() - rec.posted_at);
         }
@@ -359,6 +376,8 @@ impl ImportRecord {
         self.games_imported = job["games_imported"].as_i64().unwrap_or(0);
         self.games_skipped_existing = job["games_skipped_existing"].as_i64().unwrap_or(0);
         self.games_failed_parse = job["games_failed_parse"].as_i64().unwrap_or(0);
+        // Absent from an importer that predates it (the gate builds the parent): no wait.
+        self.provider_wait_secs = job["provider_wait_secs"].as_f64().unwrap_or(0.0);
         self.wait_secs = secs_between(&job["created_at"], &job["started_at"]);
         self.run_secs = secs_between(&job["started_at"], &job["finished_at"]);
         self.started_at = time_of(&job["started_at"]);
@@ -582,6 +601,15 @@ mod tests {
             (350..650).contains(&early),
             "the first quarter of the range holds {early} of 2000"
         );
+    }
+
+    #[test]
+    fn the_provider_wait_is_read_and_missing_is_none() {
+        let mut rec = ImportRecord::default();
+        rec.record_end(&json!({"status": "completed", "provider_wait_secs": 31.5}));
+        assert_eq!(rec.provider_wait_secs, 31.5);
+        rec.record_end(&json!({"status": "completed"}));
+        assert_eq!(rec.provider_wait_secs, 0.0, "an older importer's job");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! What each user waited for: queue wait, run time, time to the first stored
+//! What each user waited for: queue wait, run time, time waiting for a provider
+//! (an outage, a broken stream: apart from the queue), time to the first stored
 //! game and to the last, in provider seconds (measured seconds × the time
 //! scale), per import and summed up per provider.
 //!
@@ -35,6 +36,9 @@ pub struct ImportTiming {
     /// Games the provider sent per game stored (1.00: every game received was new).
     #[serde(default)]
     pub received_per_stored: Option<f64>,
+    /// Time spent waiting for the provider (the job's `provider_wait_secs`), apart from the wait.
+    #[serde(default)]
+    pub provider_wait_secs: f64,
 }
 
 /// The waits of one provider's imports in one cell.
@@ -59,6 +63,15 @@ pub struct ProviderTiming {
     /// 95th percentile of the run, seconds (interpolated as the wait's).
     #[serde(default)]
     pub run_p95_secs: f64,
+    /// Median time waiting for the provider, apart from the queue, of the imports that started.
+    #[serde(default)]
+    pub provider_wait_p50_secs: f64,
+    /// 95th percentile of it (interpolated as the wait's).
+    #[serde(default)]
+    pub provider_wait_p95_secs: f64,
+    /// The longest.
+    #[serde(default)]
+    pub provider_wait_max_secs: f64,
 }
 
 /// A cell's times.
@@ -107,6 +120,7 @@ pub fn of(imports: &[ImportRecord], time_scale: f64) -> Timing {
                 games: r.games_imported,
                 games_per_sec: run_secs.filter(|s| *s > 0.0).map(|s| r.games_imported as f64 / s),
                 received_per_stored: r.received_per_stored(),
+                provider_wait_secs: r.provider_wait_secs * time_scale,
             }
         })
         .collect();
@@ -134,6 +148,12 @@ fn summary<'a>(provider: &str, rows: impl Iterator<Item = &'a ImportTiming>) -> 
         return None;
     }
     let mut data = Data::new(waits.clone());
+    let provider_waits: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.wait_secs.is_some())
+        .map(|r| r.provider_wait_secs)
+        .collect();
+    let mut provider_data = Data::new(provider_waits.clone());
     let runs: Vec<f64> = rows.iter().filter_map(|r| r.run_secs).collect();
     let mut run_data = Data::new(runs.clone());
     let (run_p50_secs, run_p95_secs) = if runs.is_empty() {
@@ -144,6 +164,9 @@ fn summary<'a>(provider: &str, rows: impl Iterator<Item = &'a ImportTiming>) -> 
     Some(ProviderTiming {
         run_p50_secs,
         run_p95_secs,
+        provider_wait_p50_secs: provider_data.median(),
+        provider_wait_p95_secs: provider_data.quantile(0.95),
+        provider_wait_max_secs: provider_waits.iter().copied().fold(0.0, f64::max),
         provider: provider.to_string(),
         imports: waits.len(),
         wait_p50_secs: data.median(),
@@ -202,9 +225,25 @@ mod tests {
         assert_eq!(c.arrived_secs, 10.0);
         let lichess = t.provider("lichess").unwrap();
         assert_eq!((lichess.imports, lichess.wait_max_secs), (2, 25.0));
+        assert_eq!(lichess.provider_wait_max_secs, 0.0, "no provider wait recorded");
         assert_eq!(lichess.last_done_secs, 50.0);
         assert_eq!(t.provider("chess.com").unwrap().last_done_secs, 20.0);
         assert_eq!(t.provider("all").unwrap().imports, 3);
+    }
+
+    #[test]
+    fn the_provider_wait_is_apart_from_the_queue_and_on_provider_time() {
+        let mut a = import("a", "lichess", 0, 0, 100, 4000);
+        a.provider_wait_secs = 3.0;
+        let b = import("b", "lichess", 0, 4000, 4100, 5000);
+        let t = of(&[a, b], 10.0);
+        let a = t.imports.iter().find(|r| r.user == "a").unwrap();
+        assert_eq!((a.wait_secs, a.provider_wait_secs), (Some(0.0), 30.0));
+        let lichess = t.provider("lichess").unwrap();
+        assert_eq!(
+            (lichess.provider_wait_p50_secs, lichess.provider_wait_max_secs),
+            (15.0, 30.0)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! (and a gate's, a recommendation's or a comparison's own files).
 
 pub mod compare;
+pub mod faults;
 pub mod gate;
 pub mod html;
 pub mod palette;

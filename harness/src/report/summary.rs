@@ -147,6 +147,9 @@ pub fn terminal(results: &RunResults, dir: &std::path::Path) -> String {
             .collect();
         let _ = writeln!(out, "replay against production:\n{}", rows.join("\n"));
     }
+    for line in super::faults::terminal_lines(results) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "tables: {}", dir.join("summary.md").display());
     let _ = writeln!(out, "report: {}", dir.join("report.html").display());
     out
@@ -204,6 +207,7 @@ pub fn summary_markdown(results: &RunResults) -> String {
     concurrency(results, &mut out);
     super::time::section(results, &mut out);
     upstream(results, &mut out);
+    super::faults::section(results, &mut out);
     api_latency(results, &mut out);
     effects(results, &mut out);
     crashes(results, &mut out);

@@ -57,8 +57,10 @@ pub fn section(results: &RunResults, out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "Wait = from the user's POST to the import's start (client clock, admission included); done = from the \
-         POST to the last game stored. Worst repeat of each cell.\n"
+        "Wait = from the user's POST to the import's start (client clock, admission included); provider wait = \
+         the time the import spent waiting for its provider (an outage, a broken stream: the job's \
+         `provider_wait_secs`), apart from the queue; done = from the POST to the last game stored. Worst repeat \
+         of each cell.\n"
     );
     providers_table(&timed, out);
     let users: usize = timed
@@ -93,9 +95,10 @@ type Timed<'a> = [(String, Vec<(&'a crate::session::results::CellRun, &'a Timing
 fn providers_table(timed: &Timed<'_>, out: &mut String) {
     let _ = writeln!(
         out,
-        "| cell | slots | lichess streams | chess.com requests | provider | imports | wait p50 s | wait p95 s | wait max s | last done s |"
+        "| cell | slots | lichess streams | chess.com requests | provider | imports | wait p50 s | wait p95 s | wait max s \
+         | provider wait p50 s | provider wait p95 s | provider wait max s | last done s |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, runs) in timed {
         let Some((run, _)) = runs.first() else { continue };
         for provider in ["lichess", "chess.com", "all"] {
@@ -106,7 +109,7 @@ fn providers_table(timed: &Timed<'_>, out: &mut String) {
             let Some(p) = worst else { continue };
             let _ = writeln!(
                 out,
-                "| {label} | {} | {} | {} | {provider} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                "| {label} | {} | {} | {} | {provider} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
                 run.cell.max_concurrent_imports,
                 crate::scenario::lanes(&run.cell.env).0,
                 crate::scenario::lanes(&run.cell.env).1,
@@ -114,6 +117,9 @@ fn providers_table(timed: &Timed<'_>, out: &mut String) {
                 p.wait_p50_secs,
                 p.wait_p95_secs,
                 p.wait_max_secs,
+                p.provider_wait_p50_secs,
+                p.provider_wait_p95_secs,
+                p.provider_wait_max_secs,
                 p.last_done_secs,
             );
         }
@@ -125,19 +131,21 @@ fn users_table(timed: &Timed<'_>, out: &mut String) {
     let _ = writeln!(out, "\n### Each user (first repeat)\n");
     let _ = writeln!(
         out,
-        "| cell | user | provider | posted at s | wait s | run s | first game s | done s | games | games/s | received per stored |"
+        "| cell | user | provider | posted at s | wait s | provider wait s | run s | first game s | done s | games | games/s \
+         | received per stored |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, runs) in timed {
         let Some((_, t)) = runs.first() else { continue };
         for i in &t.imports {
             let _ = writeln!(
                 out,
-                "| {label} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {label} | {} | {} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
                 i.user,
                 i.platform,
                 i.arrived_secs,
                 secs(i.wait_secs),
+                i.provider_wait_secs,
                 secs(i.run_secs),
                 secs(i.first_game_secs),
                 secs(i.done_secs),

@@ -15,8 +15,8 @@ use settings::Platform;
 
 pub use matrix::{ALLOCATORS, Axis, Cell, accepts, axes, lanes, value_of};
 pub use schema::{
-    Crash, Database, Gate, Matrix, Observed, ObservedProvider, Pooler, Scenario, Upstream, UserTemplate,
-    Workload,
+    Crash, Database, DatabaseFaults, Gate, Matrix, Observed, ObservedProvider, OutageSpec, Pooler, Scenario,
+    ShortMonths, Upstream, UserTemplate, Workload,
 };
 
 /// A scenario that cannot be used; the message names file, line and key.
@@ -150,6 +150,7 @@ impl Checked {
         check_upstream(&raw).map_err(bad_at)?;
         let imports = imports_of(&raw.workload).map_err(bad_at)?;
         check_processes(&raw).map_err(bad_at)?;
+        check_database_faults(&raw).map_err(bad_at)?;
         let axes = matrix::values_of(&raw.matrix).map_err(bad_at)?;
         check_env(&raw).map_err(bad_at)?;
         check_pooler(&raw).map_err(bad_at)?;
@@ -237,20 +238,83 @@ fn check_users(workload: &Workload) -> Result<(), Bad> {
                 format!("{} is not in 1..=10000 (the API's range)", u.limit),
             ));
         }
-        if u.platform != Platform::Lichess && (u.cut_after.is_some() || u.stall_after.is_some()) {
-            let key = if u.cut_after.is_some() {
-                "cut_after"
-            } else {
-                "stall_after"
-            };
+        let stream_faults = [
+            ("cut_after", u.cut_after),
+            ("stall_after", u.stall_after),
+            ("cut_every", u.cut_every),
+        ];
+        if let Some((key, _)) = stream_faults.iter().find(|(_, v)| v.is_some())
+            && u.platform != Platform::Lichess
+        {
             return Err(wrong(key, "cut and stalled streams are lichess faults".into()));
+        }
+        if u.cut_every == Some(0) {
+            return Err(wrong(
+                "cut_every",
+                "0: a stream cut before its first game never makes progress".into(),
+            ));
         }
         if u.months == 0 || u.months > 600 {
             return Err(wrong("months", format!("{} is not in 1..=600", u.months)));
         }
+        if let Some(short) = &u.short_months {
+            check_short_months(u, short)?;
+        }
     }
     if workload.imports == Some(0) {
         return Err(wrong("imports", "0 imports measure nothing".into()));
+    }
+    Ok(())
+}
+
+/// Months served short to a returning chess.com user's earlier import: within the user's
+/// months, some of the games left out within the earlier import's reach (else the fault never
+/// struck), and the measured import's `limit` reaching them (else healing is not asked for).
+fn check_short_months(u: &UserTemplate, short: &schema::ShortMonths) -> Result<(), Bad> {
+    if u.platform != Platform::ChessCom {
+        return Err(wrong("short_months", "months are chess.com's".into()));
+    }
+    if u.stored == 0 {
+        return Err(wrong(
+            "short_months",
+            "the month is served short to the earlier import of a returning user: set `stored`".into(),
+        ));
+    }
+    if short.missing == 0 {
+        return Err(wrong("missing", "0 games missing is a whole month".into()));
+    }
+    if let Some(m) = short.months.iter().find(|&&m| m >= u.months) {
+        return Err(wrong(
+            "short_months",
+            format!("month {m} back is not one of the user's {} months", u.months),
+        ));
+    }
+    let earlier = crate::upstream::MockUser {
+        months: u.months,
+        malformed: u.malformed.clone(),
+        unplayed: u.new_since_stored,
+        short_months: Some(crate::upstream::ShortMonths {
+            requests: u32::MAX,
+            missing: short.missing,
+            months: short.months.clone(),
+        }),
+        ..crate::upstream::MockUser::new("check", u.platform, u.games)
+    };
+    let left_out = earlier.left_out_of(u.stored).len() as u64;
+    if left_out == 0 {
+        return Err(wrong(
+            "short_months",
+            "no game left out is among those the earlier import stores: the fault never strikes".into(),
+        ));
+    }
+    if u.limit < u.new_since_stored + left_out {
+        return Err(wrong(
+            "limit",
+            format!(
+                "{} does not reach the {left_out} games the earlier import missed after the {} new ones:                  the measured import would not be asked to heal the month",
+                u.limit, u.new_since_stored
+            ),
+        ));
     }
     Ok(())
 }
@@ -314,6 +378,58 @@ fn check_upstream(raw: &Scenario) -> Result<(), Bad> {
     }
     if let Some(problem) = raw.workload.arrivals.problem() {
         return Err(wrong("arrivals", problem));
+    }
+    for o in &up.outages {
+        check_outage(o, up.time_scale, raw.cell_timeout_secs)?;
+    }
+    Ok(())
+}
+
+/// An outage: a 5xx, for a while, beginning before the cell gives up.
+fn check_outage(o: &schema::OutageSpec, time_scale: f64, cell_timeout_secs: u64) -> Result<(), Bad> {
+    if let Some(status) = o.status.filter(|s| !(500..=599).contains(s)) {
+        return Err(wrong(
+            "status",
+            format!("{status}: an outage answers a 5xx (lichess 502 or 503, chess.com 503)"),
+        ));
+    }
+    if !(o.duration_secs.is_finite() && o.duration_secs > 0.0 && o.duration_secs <= 3600.0) {
+        return Err(wrong(
+            "duration_secs",
+            format!("{} is not in (0, 3600] provider seconds", o.duration_secs),
+        ));
+    }
+    let begins = o.after_secs / time_scale;
+    if !(o.after_secs.is_finite() && o.after_secs >= 0.0) || begins >= cell_timeout_secs as f64 {
+        return Err(wrong(
+            "after_secs",
+            format!(
+                "{} is not a time, 0 or more, before the cell's timeout ({cell_timeout_secs} s at time_scale {time_scale})",
+                o.after_secs
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Database faults: PostgreSQL's backends are what they terminate.
+fn check_database_faults(raw: &Scenario) -> Result<(), Bad> {
+    let Some(f) = &raw.database_faults else {
+        return Ok(());
+    };
+    if raw.database != Database::Postgres {
+        return Err(wrong(
+            "database_faults",
+            "terminating the importer's backends is a PostgreSQL fault (pg_terminate_backend);              set `database: postgres`"
+                .into(),
+        ));
+    }
+    let every = f.terminate_backends_every_secs;
+    if !(every.is_finite() && (0.1..=600.0).contains(&every)) {
+        return Err(wrong(
+            "terminate_backends_every_secs",
+            format!("{every} is not in 0.1..=600 seconds"),
+        ));
     }
     Ok(())
 }
@@ -768,6 +884,99 @@ mod tests {
             err.starts_with("s.yaml:3: BIND_ADDR: not a setting the matrix can vary"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bad_days_keys_are_checked() {
+        let with_up = |up: &str| parse(&format!("{GOOD}upstream:\n  time_scale: 2\n  outages:\n{up}"));
+        let s = with_up("    - {provider: lichess, after_secs: 4, duration_secs: 30}\n    - {provider: chess.com, duration_secs: 10, body: html}\n").unwrap();
+        let li = s.raw.upstream.outages[0].outage(2.0);
+        assert_eq!(
+            (li.status, li.body, li.duration),
+            (
+                502,
+                crate::upstream::OutageBody::Html,
+                std::time::Duration::from_secs(15)
+            )
+        );
+        let cc = s.raw.upstream.outages[1].outage(2.0);
+        assert_eq!((cc.status, cc.body), (503, crate::upstream::OutageBody::Html));
+        let err = with_up("    - {provider: lichess, duration_secs: 30, status: 404}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("status: 404: an outage answers a 5xx"), "{err}");
+        let err = with_up("    - {provider: lichess, duration_secs: 0}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duration_secs: 0 is not in"), "{err}");
+        let err = with_up("    - {provider: lichess, after_secs: 700, duration_secs: 5}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("after_secs: 700") && err.contains("timeout"),
+            "{err}"
+        );
+        let err = with_up("    - {provider: lichess, duration_secs: 5, body: xml}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("xml"), "{err}");
+
+        let user = |extra: &str| parse(&GOOD.replace("games: 100", &format!("games: 100{extra}")));
+        assert!(user("\n      cut_every: 10").is_ok());
+        assert!(
+            user("\n      cut_every: 0")
+                .unwrap_err()
+                .to_string()
+                .contains("cut_every: 0")
+        );
+        let cc = |extra: &str| {
+            parse(&GOOD.replace(
+                "platform: lichess\n      games: 100",
+                &format!("platform: chess.com\n      games: 300\n      months: 3{extra}"),
+            ))
+        };
+        assert!(
+            cc("\n      cut_every: 10")
+                .unwrap_err()
+                .to_string()
+                .contains("lichess faults")
+        );
+        let short = "\n      short_months: {missing: 5, months: [1]}";
+        let err = cc(short).unwrap_err().to_string();
+        assert!(err.contains("set `stored`"), "{err}");
+        // 100 games a month; the earlier import of 150 reaches into month 1, whose newest 5 it lacked.
+        assert!(cc(&format!("\n      stored: 150\n      new_since_stored: 10{short}")).is_ok());
+        let err = cc(&format!("\n      stored: 50{short}")).unwrap_err().to_string();
+        assert!(err.contains("never strikes"), "{err}");
+        let err = cc(&format!(
+            "\n      stored: 150\n      new_since_stored: 10\n      limit: 12{short}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limit: 12 does not reach the 5 games"), "{err}");
+        let err = cc("\n      stored: 150\n      short_months: {missing: 5, months: [3]}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("month 3 back"), "{err}");
+        let err = user("\n      stored: 10\n      short_months: {missing: 5}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("chess.com's"), "{err}");
+
+        let faults = "database_faults:\n  terminate_backends_every_secs: 2\n";
+        let err = parse(&format!("{GOOD}{faults}")).unwrap_err().to_string();
+        assert!(
+            err.contains("database_faults:") && err.contains("database: postgres"),
+            "{err}"
+        );
+        assert!(parse(&format!("{GOOD}database: postgres\n{faults}")).is_ok());
+        let err = parse(&format!(
+            "{GOOD}database: postgres\n{}",
+            faults.replace("2\n", "0\n")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("terminate_backends_every_secs: 0 is not"), "{err}");
     }
 
     #[test]

@@ -69,6 +69,73 @@ pub struct UserTemplate {
     /// lichess: the first stream goes silent, without closing, after this many games.
     #[serde(default)]
     pub stall_after: Option<u64>,
+    /// lichess: every stream breaks in the middle of a game after this many games (lila#11926).
+    #[serde(default)]
+    pub cut_every: Option<u64>,
+    /// chess.com, a returning user (`stored`): months the earlier import was served short.
+    #[serde(default)]
+    pub short_months: Option<ShortMonths>,
+}
+
+/// chess.com months served short to a returning user's earlier import (every request it made
+/// for them), and whole, under new validators, to the measured import, which must heal them.
+/// Why not "the first N requests": how many requests the earlier import makes for a month is the
+/// importer's business (a month larger than a batch is read twice), and a month half short, half
+/// whole to one import would test the mock, not the importer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShortMonths {
+    /// Games left out of each short answer: the month's newest finished ones.
+    pub missing: u64,
+    /// Which months (months back, 0 = the newest) were short; empty: every month.
+    #[serde(default)]
+    pub months: Vec<u32>,
+}
+
+/// A provider outage in every cell: from `after_secs` after the first POST, for `duration_secs`,
+/// every request to `provider` gets `status` and `body` (provider seconds, ÷ the time scale).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutageSpec {
+    /// `lichess` or `chess.com`.
+    pub provider: Platform,
+    /// When it begins, provider seconds after the attack's start.
+    #[serde(default)]
+    pub after_secs: f64,
+    /// How long it lasts, provider seconds.
+    pub duration_secs: f64,
+    /// The status every request gets; default: lichess 502, chess.com 503.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// `html`, `json` or `empty`; default: lichess `html`, chess.com `json`.
+    #[serde(default)]
+    pub body: Option<crate::upstream::OutageBody>,
+}
+
+impl OutageSpec {
+    /// The outage as the mocks run it: real seconds at `time_scale`.
+    pub fn outage(&self, time_scale: f64) -> crate::upstream::Outage {
+        let real = std::time::Duration::from_secs_f64(self.duration_secs / time_scale);
+        let default = match self.provider {
+            Platform::Lichess => crate::upstream::Outage::lichess_restart(real),
+            Platform::ChessCom => crate::upstream::Outage::chess_com_down(real),
+        };
+        crate::upstream::Outage {
+            status: self.status.unwrap_or(default.status),
+            body: self.body.unwrap_or(default.body),
+            duration: real,
+        }
+    }
+}
+
+/// Faults on the database side while the imports run (PostgreSQL only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFaults {
+    /// Every this many seconds (real time: the database is not a provider), terminate the
+    /// importer's backends that are running a statement or idle in a transaction, as a managed
+    /// PostgreSQL's restart does (`FATAL 57P01`).
+    pub terminate_backends_every_secs: f64,
 }
 
 fn default_limit() -> u64 {
@@ -124,6 +191,9 @@ pub struct Upstream {
     /// A cell in which the mocks served a 429 fails unless this is true (fault scenarios).
     #[serde(default)]
     pub expect_rate_limits: bool,
+    /// Provider outages in every cell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outages: Vec<OutageSpec>,
 }
 
 fn default_seed() -> u64 {
@@ -144,6 +214,7 @@ impl Default for Upstream {
             chesscom_latency_ms: 0,
             policy: crate::upstream::Policy::default(),
             expect_rate_limits: false,
+            outages: Vec::new(),
         }
     }
 }
@@ -290,6 +361,9 @@ pub struct Scenario {
     /// A kill -9 of one importer in the middle of every cell.
     #[serde(default)]
     pub crash: Option<Crash>,
+    /// The importer's PostgreSQL backends terminated while the imports run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_faults: Option<DatabaseFaults>,
     /// After each cell, time pgn-reader alone over the cell's games, to compare games/s with.
     #[serde(default)]
     pub reference_parse: bool,

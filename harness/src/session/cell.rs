@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::faults::{self, DatabaseFaultRecord, Terminator};
 use super::prime::{Earlier, prime};
 use super::results::{CellRun, CrashRecord};
 use super::{IDLE_WINDOW, Options, SAMPLE_EVERY};
@@ -16,7 +17,7 @@ use crate::scenario::{Cell, Checked, Crash, Database};
 use crate::target;
 use crate::target::db::CellDb;
 use crate::target::{cgroup, pooler};
-use crate::upstream::{self, MockUser, Platform, Upstreams};
+use crate::upstream::{self, MockUser, OutageRecord, Platform, Upstreams};
 use crate::verify::{self, Expectation, Verification};
 
 /// One import of a cell: its user now, as the earlier imports saw them, and the import's limit.
@@ -45,10 +46,16 @@ pub fn cell_users(s: &Checked, cell: &Cell) -> Vec<CellUser> {
                 faults: t.faults.clone(),
                 cut_after: t.cut_after,
                 stall_after: t.stall_after,
+                cut_every: t.cut_every,
                 ..MockUser::new(&format!("user{i}_{suffix}"), t.platform, t.games)
             };
+            let mut earlier = Earlier::of(&user, t.stored, t.new_since_stored, &t.finishes_late);
+            if let Some(short) = &t.short_months {
+                // Short to the earlier import; whole, under new validators, to the measured one.
+                earlier = earlier.served_short(short.missing, short.months.clone());
+            }
             CellUser {
-                earlier: Earlier::of(&user, t.stored, t.new_since_stored, &t.finishes_late),
+                earlier,
                 user,
                 limit: t.limit,
             }
@@ -101,12 +108,15 @@ pub(super) async fn measure(
         users: &users,
         env: &env,
         db: &db,
+        mocks: &mocks,
         seeded,
         importer,
         origin,
         http: &http,
     };
-    let (load, crash) = attack.run(&mut fleet).await?;
+    let struck = attack.run(&mut fleet).await?;
+    let (load, crash) = (struck.load, struck.crash);
+    let outages = faults::judged_outages(s, cell, &mocks, struck.started);
     // A moment after the last import, to see what memory is given back.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let token = env.get("API_TOKEN").map(String::as_str);
@@ -123,7 +133,8 @@ pub(super) async fn measure(
         let _ = db.drop_schema().await;
     }
     let upstream = mocks.served();
-    let error = cell_error(s, &stopped, &upstream, crash.as_ref());
+    let error = cell_error(s, &stopped, &upstream, crash.as_ref())
+        .or_else(|| faults::fault_error(&outages, struck.database_faults.as_ref()));
     let run = assemble(
         s,
         cell,
@@ -138,6 +149,8 @@ pub(super) async fn measure(
             error,
             oom_killed: stopped.oom_killed,
             server_latency: stopped.server_latency,
+            outages,
+            database_faults: struck.database_faults,
         },
     );
     Ok((run, stopped.samples))
@@ -275,21 +288,54 @@ async fn start_fleet(
     Ok(fleet)
 }
 
-/// goose's load on a started fleet, and the scenario's crash while it runs.
+/// goose's load on a started fleet, and the scenario's crash and faults while it runs.
 struct Attack<'a> {
     s: &'a Checked,
     users: &'a [CellUser],
     env: &'a BTreeMap<String, String>,
     db: &'a CellDb,
+    mocks: &'a Upstreams,
     seeded: u64,
     importer: &'a Path,
     origin: Instant,
     http: &'a reqwest::Client,
 }
 
+/// What an attack ended with.
+struct Struck {
+    /// The imports, or why goose could not run them.
+    load: Result<load::LoadResult, load::Error>,
+    /// The crash, when it struck.
+    crash: Option<CrashRecord>,
+    /// When the first imports were posted: the outages' times count from here.
+    started: Instant,
+    /// What terminating the importer's backends did, when the scenario asks for it.
+    database_faults: Option<DatabaseFaultRecord>,
+}
+
 impl Attack<'_> {
-    /// Posts every import at its offset and follows it to its end; the crash strikes meanwhile.
-    async fn run(
+    /// Posts every import at its offset and follows it to its end; the crash and the database
+    /// faults strike meanwhile, the outages at their times.
+    async fn run(&self, fleet: &mut Fleet) -> Result<Struck, String> {
+        let started = Instant::now();
+        faults::schedule_outages(self.s, self.mocks);
+        let terminator = Terminator::start(self.s, self.db);
+        let outcome = self.load_and_crash(fleet).await;
+        let database_faults = match terminator {
+            Some(t) => Some(t.stop().await),
+            None => None,
+        };
+        let (load, crash) = outcome?;
+        Ok(Struck {
+            load,
+            crash,
+            started,
+            database_faults,
+        })
+    }
+
+    /// The load, and the crash while it runs.
+    async fn load_and_crash(
         &self,
         fleet: &mut Fleet,
     ) -> Result<(Result<load::LoadResult, load::Error>, Option<CrashRecord>), String> {
@@ -521,6 +567,8 @@ struct Outcome {
     error: Option<String>,
     oom_killed: bool,
     server_latency: Vec<server_latency::RouteLatency>,
+    outages: Vec<OutageRecord>,
+    database_faults: Option<DatabaseFaultRecord>,
 }
 
 /// The cell run as `results.json` holds it: memory per import, rates and times from the load.
@@ -573,6 +621,8 @@ fn assemble(s: &Checked, cell: &Cell, repeat: u32, users: &[CellUser], m: Memory
         }),
         upstream: o.upstream,
         server_latency: o.server_latency,
+        outages: o.outages,
+        database_faults: o.database_faults,
     }
 }
 

@@ -9,6 +9,7 @@
 //! nothing but the importers' logs; `report` writes what it measured.
 
 mod cell;
+pub mod faults;
 pub mod prime;
 pub mod results;
 

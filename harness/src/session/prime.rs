@@ -45,20 +45,35 @@ impl Earlier {
                 faults: Vec::new(),
                 cut_after: None,
                 stall_after: None,
+                cut_every: None,
+                short_months: None,
                 ..now.clone()
             },
             stored,
         }
     }
 
+    /// The same, its months served short (every request the earlier imports make for them, as a
+    /// cache that lagged that day): what they store lacks the games left out.
+    pub fn served_short(mut self, missing: u64, months: Vec<u32>) -> Earlier {
+        self.user.short_months = Some(upstream::ShortMonths {
+            requests: u32::MAX,
+            missing,
+            months,
+        });
+        self
+    }
+
     /// Indices of the games the earlier imports store: the newest `stored` finished,
-    /// well-formed ones the user had then.
+    /// well-formed ones the user had then, among those their answers held.
     pub fn stored_indices(&self) -> Vec<u64> {
-        let u = &self.user;
-        (u.unplayed..u.games)
-            .filter(|&i| u.finished(i) && !u.malformed.contains(&i))
-            .take(self.stored as usize)
-            .collect()
+        self.user.newest_importable(self.stored)
+    }
+
+    /// Games the earlier imports would have stored but for the months served short: those the
+    /// measured import must heal.
+    pub fn left_out(&self) -> Vec<u64> {
+        self.user.left_out_of(self.stored)
     }
 }
 
@@ -207,5 +222,21 @@ mod tests {
         assert!(e.user.faults.is_empty(), "faults are for the measured import");
         // 0 and 1 were not played yet, 3 was ongoing, 4 does not parse.
         assert_eq!(e.stored_indices(), vec![2, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn an_earlier_import_served_short_stores_older_games_instead() {
+        // 30 games over 3 months: month 1 holds 10..20; its newest 3 were missing that day.
+        let now = MockUser {
+            months: 3,
+            ..MockUser::new("ret", Platform::ChessCom, 30)
+        };
+        let e = Earlier::of(&now, 15, 2, &[]).served_short(3, vec![1]);
+        let stored = e.stored_indices();
+        assert_eq!(stored.len(), 15);
+        assert!(!stored.iter().any(|i| (10..13).contains(i)), "{stored:?}");
+        assert_eq!(stored.last(), Some(&19));
+        assert_eq!(e.left_out(), vec![10, 11, 12]);
+        assert_eq!(Earlier::of(&now, 15, 2, &[]).left_out(), Vec::<u64>::new());
     }
 }

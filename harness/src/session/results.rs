@@ -111,6 +111,12 @@ pub struct CellRun {
     /// Each user's wait, run and completion on provider time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<crate::observe::timing::Timing>,
+    /// The provider outages of the cell and what each answered, in provider seconds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outages: Vec<crate::upstream::OutageRecord>,
+    /// What terminating the importer's PostgreSQL backends did (`database_faults`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_faults: Option<super::faults::DatabaseFaultRecord>,
 }
 
 fn one_instance() -> u32 {
@@ -278,6 +284,8 @@ impl CellRun {
             upstream: Default::default(),
             server_latency: Vec::new(),
             timing: None,
+            outages: Vec::new(),
+            database_faults: None,
         }
     }
 }
