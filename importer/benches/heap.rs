@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use harness::upstream::{MockUser, Platform as MockPlatform, games};
 use importer::pgn::{Framed, GameRow, Splitter, parse_game};
-use importer::store::{QUEUE_POOL_SIZE, Store, StoreOptions};
+use importer::store::{Store, StoreOptions};
 use importer::{Counters, Platform};
 
 mod support;
@@ -129,7 +129,7 @@ fn main() {
     let (store, job) = rt.block_on(async {
         let options = StoreOptions {
             pool_size: 1,
-            queue_pool_size: QUEUE_POOL_SIZE,
+            queue_pool_size: StoreOptions::default_queue_pool_size(),
             sqlite_cache_kib: 2000,
             transaction_pooler: false,
         };

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use harness::upstream::{MockUser, Platform as MockPlatform, games};
 use importer::pgn::{GameRow, parse_game};
-use importer::store::{QUEUE_POOL_SIZE, Store, StoreOptions};
+use importer::store::{Store, StoreOptions};
 use importer::{Counters, Job, Platform};
 
 mod support;
@@ -35,7 +35,7 @@ fn rows(n: u64) -> Vec<GameRow> {
 async fn store_with_job(url: &str, transaction_pooler: bool, user: &str) -> (Store, Job) {
     let options = StoreOptions {
         pool_size: 5,
-        queue_pool_size: QUEUE_POOL_SIZE,
+        queue_pool_size: StoreOptions::default_queue_pool_size(),
         sqlite_cache_kib: 2000,
         transaction_pooler,
     };

@@ -68,6 +68,16 @@ pub enum ImportError {
     Interrupted,
 }
 
+/// An import that stopped before its end: why, and the counters of what it did (those its
+/// committed batches wrote).
+#[derive(Debug)]
+pub struct ImportFailure {
+    /// Why.
+    pub error: ImportError,
+    /// What it did.
+    pub counters: Counters,
+}
+
 /// What every import needs, shared.
 pub struct ImportContext {
     /// The database.
@@ -408,7 +418,7 @@ where
 }
 
 /// Runs one import to its end and returns its final counters.
-pub async fn run_import(ctx: &ImportContext, job: &Job) -> Result<Counters, (ImportError, Counters)> {
+pub async fn run_import(ctx: &ImportContext, job: &Job) -> Result<Counters, ImportFailure> {
     let mut batcher = Batcher {
         ctx,
         job,
@@ -425,10 +435,19 @@ pub async fn run_import(ctx: &ImportContext, job: &Job) -> Result<Counters, (Imp
         // The games read before the trouble are whole: kept, with the part of the window they
         // complete, so that the import resumes after them.
         Err(e @ ImportError::ProviderTrouble { .. }) => match batcher.flush().await {
-            Ok(()) => Err((e, batcher.counters)),
-            Err(store) => Err((store.into(), batcher.counters)),
+            Ok(()) => Err(ImportFailure {
+                error: e,
+                counters: batcher.counters,
+            }),
+            Err(store) => Err(ImportFailure {
+                error: store.into(),
+                counters: batcher.counters,
+            }),
         },
-        Err(e) => Err((e, batcher.counters)),
+        Err(error) => Err(ImportFailure {
+            error,
+            counters: batcher.counters,
+        }),
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use crate::config::LanesScope;
 use crate::job::{Counters, Job, JobStatus, Platform};
 use crate::metrics::{ImportOutcome, Load};
-use crate::pipeline::{ImportContext, ImportError, run_import};
+use crate::pipeline::{ImportContext, ImportError, ImportFailure, run_import};
 use crate::store::{ClaimLanes, Deferral, Lanes, QueueTx, StoreError};
 use crate::upstream::UpstreamError;
 
@@ -63,24 +63,33 @@ enum Ending {
 }
 
 /// What a joined import task came to.
-fn ending_of(joined: Result<Result<Counters, (ImportError, Counters)>, tokio::task::JoinError>) -> Ending {
+fn ending_of(joined: Result<Result<Counters, ImportFailure>, tokio::task::JoinError>) -> Ending {
     match joined {
         Ok(Ok(c)) => Ending::End {
             status: JobStatus::Completed,
             counters: Some(c),
             error: None,
         },
-        Ok(Err((ImportError::ProviderTrouble { platform, source }, counters))) => Ending::Trouble {
+        Ok(Err(ImportFailure {
+            error: ImportError::ProviderTrouble { platform, source },
+            counters,
+        })) => Ending::Trouble {
             platform,
             source,
             counters,
         },
-        Ok(Err((ImportError::Interrupted, c))) => Ending::Interrupted(c),
-        Ok(Err((ImportError::Store(StoreError::LeaseLost(_)), _))) => Ending::TakenOver,
-        Ok(Err((e, c))) => Ending::End {
+        Ok(Err(ImportFailure {
+            error: ImportError::Interrupted,
+            counters,
+        })) => Ending::Interrupted(counters),
+        Ok(Err(ImportFailure {
+            error: ImportError::Store(StoreError::LeaseLost(_)),
+            ..
+        })) => Ending::TakenOver,
+        Ok(Err(ImportFailure { error, counters })) => Ending::End {
             status: JobStatus::Failed,
-            counters: Some(c),
-            error: Some(e.to_string()),
+            counters: Some(counters),
+            error: Some(error.to_string()),
         },
         Err(_) => Ending::End {
             status: JobStatus::Failed,
@@ -312,19 +321,16 @@ impl Scheduler {
         }
     }
 
-    /// Claims, in `tx`, at most `most` queued jobs while a slot is free, each only where its
-    /// provider has a free lane: no slot is ever held by an import waiting for a lane. Claimed jobs
-    /// are counted as running at once and pushed to `started`; the caller starts them once `tx`
-    /// has committed.
+    /// Claims, in `tx`, queued jobs while a slot is free, each only where its provider has a free
+    /// lane: no slot is ever held by an import waiting for a lane. Claimed jobs are counted as
+    /// running at once and pushed to `started`; the caller starts them once `tx` has committed.
     async fn claim_into(
         &self,
         tx: &mut QueueTx<'_>,
         state: &mut State,
         started: &mut Vec<Job>,
-        most: usize,
     ) -> Result<(), StoreError> {
-        let before = started.len();
-        while !state.stopping && state.running.len() < self.max && started.len() - before < most {
+        while !state.stopping && state.running.len() < self.max {
             if self.no_free_lane(state) {
                 break;
             }
@@ -373,7 +379,7 @@ impl Scheduler {
         let mut started = Vec::new();
         let round = async {
             let mut tx = self.ctx.store.begin_queue().await?;
-            self.claim_into(&mut tx, state, &mut started, usize::MAX).await?;
+            self.claim_into(&mut tx, state, &mut started).await?;
             tx.commit().await
         };
         if let Err(e) = round.await {
@@ -479,7 +485,7 @@ impl Scheduler {
         // Older jobs first: one queued through another process, or left by a failed claim, may
         // be startable here. Once they are claimed, and while this transaction holds the
         // submissions' lock, a new job that can start is the oldest that can.
-        self.claim_into(&mut tx, state, started, usize::MAX).await?;
+        self.claim_into(&mut tx, state, started).await?;
         let users: Vec<(&str, Platform)> = group.iter().map(|r| (r.user.as_str(), r.platform)).collect();
         let mut active = tx.active_among(&users).await?;
         let mut queued = tx.queued_count().await?;
@@ -525,7 +531,7 @@ impl Scheduler {
         tx.insert_jobs(&recorded, self.owner(), self.lease_until())
             .await?;
         if shared {
-            self.claim_into(&mut tx, state, started, usize::MAX).await?;
+            self.claim_into(&mut tx, state, started).await?;
         }
         let running: HashSet<&str> = started.iter().map(|j| j.import_id.as_str()).collect();
         let mut waiting: Vec<&str> = recorded
@@ -591,7 +597,7 @@ impl Scheduler {
     }
 
     /// Whether the process is stopping.
-    pub async fn is_stopping(&self) -> bool {
+    pub fn is_stopping(&self) -> bool {
         *self.ctx.stopping.borrow()
     }
 
@@ -697,7 +703,7 @@ impl Scheduler {
                         .await
                         .ok()
                         .flatten()
-                        .map_or_else(Counters::default, |(j, _)| j.counters),
+                        .map_or_else(Counters::default, |placed| placed.job.counters),
                 };
                 let count = |n: i64| u64::try_from(n).unwrap_or(0);
                 self.ctx.metrics.import_finished(&ImportOutcome {

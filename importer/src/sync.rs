@@ -496,4 +496,90 @@ mod tests {
         assert_eq!(Month::parse("2025/13"), None);
         assert_eq!(m(2025, 3).to_string(), "2025/03");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Ranges as batches record them: mostly on whole seconds (a PGN time has no
+        /// milliseconds, so ranges touch and overlap at second edges), some anywhere, in the first
+        /// 20 s, up to 4 s long.
+        fn ranges() -> impl Strategy<Value = Vec<Range>> {
+            let on_seconds = (0i64..20, 1i64..4).prop_map(|(lo, len)| r(lo * 1000, (lo + len) * 1000));
+            let anywhere = (0i64..20_000, 1i64..4_000).prop_map(|(lo, len)| r(lo, lo + len));
+            prop::collection::vec(prop_oneof![3 => on_seconds, 1 => anywhere], 0..8)
+        }
+
+        fn merged(all: &[Range]) -> Vec<Range> {
+            all.iter().fold(Vec::new(), |acc, new| merge(&acc, *new))
+        }
+
+        fn covered(ranges: &[Range], t: i64) -> bool {
+            ranges.iter().any(|x| (x.lo_ms..x.hi_ms).contains(&t))
+        }
+
+        /// Every edge of every range, and its neighbours: where a mistake would show.
+        fn edges(ranges: &[Range]) -> Vec<i64> {
+            let mut points = vec![0, 1, 25_000];
+            for x in ranges {
+                points.extend([
+                    x.lo_ms - 1,
+                    x.lo_ms,
+                    x.lo_ms + 1,
+                    x.hi_ms - 1,
+                    x.hi_ms,
+                    x.hi_ms + 1,
+                ]);
+            }
+            points.retain(|t| *t >= 0);
+            points
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+            /// Merging is order-free and idempotent, its result sorted and apart (no two ranges
+            /// overlap or touch), and it covers exactly the instants its parts covered: every edge
+            /// kept.
+            #[test]
+            fn merging_is_order_free_idempotent_and_keeps_every_edge(all in ranges(), seed in any::<u64>()) {
+                let once = merged(&all);
+                let mut shuffled = all.clone();
+                // A permutation drawn from the seed.
+                let mut state = seed | 1;
+                for i in (1..shuffled.len()).rev() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+                }
+                prop_assert_eq!(&merged(&shuffled), &once);
+                let twice = once.iter().fold(once.clone(), |acc, x| merge(&acc, *x));
+                prop_assert_eq!(&twice, &once);
+                for pair in once.windows(2) {
+                    prop_assert!(pair[0].hi_ms < pair[1].lo_ms, "{:?} apart", pair);
+                }
+                for t in edges(&all) {
+                    prop_assert_eq!(covered(&once, t), covered(&all, t), "instant {}", t);
+                }
+            }
+
+            /// The windows an import reads and the ranges it holds partition the timeline: every
+            /// instant from 0 on is in exactly one of them.
+            #[test]
+            fn windows_and_ranges_partition_the_timeline(all in ranges()) {
+                let held = merged(&all);
+                let read = windows(&held, &[]);
+                let in_window = |t: i64| {
+                    read.iter()
+                        .filter(|w| w.since_ms.is_none_or(|s| s <= t) && w.until_ms.is_none_or(|u| t < u))
+                        .count()
+                };
+                for t in edges(&held) {
+                    let n = in_window(t) + usize::from(covered(&held, t));
+                    prop_assert_eq!(n, 1, "instant {} in {} of windows {:?} and ranges {:?}", t, n, read, held);
+                }
+            }
+        }
+    }
 }

@@ -318,4 +318,59 @@ mod tests {
         assert_eq!(Platform::parse("chesscom"), None);
         assert_eq!(Platform::ChessCom.lanes_setting().name, "CHESSCOM_MAX_REQUESTS");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The table's integer and word settings, by index (text settings accept anything).
+        fn checked() -> Vec<&'static Setting> {
+            SETTINGS
+                .iter()
+                .filter(|s| !matches!(s.accepted, Accepted::Text(_)))
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Every integer is accepted exactly when it lies within the setting's bounds, written
+            /// with or without surrounding spaces; its bounds are, their neighbours are not.
+            #[test]
+            fn an_integer_is_accepted_exactly_within_its_bounds(
+                pick in any::<prop::sample::Index>(),
+                value in any::<u64>(),
+                pad in "[ \t]{0,2}",
+            ) {
+                let integers: Vec<&Setting> = checked()
+                    .into_iter()
+                    .filter(|s| matches!(s.accepted, Accepted::Integer { .. }))
+                    .collect();
+                let setting = integers[pick.index(integers.len())];
+                let Accepted::Integer { min, max, .. } = setting.accepted else { unreachable!() };
+                let written = format!("{pad}{value}{pad}");
+                prop_assert_eq!(setting.check(&written).is_ok(), (min..=max).contains(&value), "{}={}", setting.name, value);
+                prop_assert!(setting.check(&min.to_string()).is_ok());
+                prop_assert!(setting.check(&max.to_string()).is_ok());
+                if let Some(below) = min.checked_sub(1) {
+                    prop_assert!(setting.check(&below.to_string()).is_err(), "{} below its minimum", setting.name);
+                }
+                if let Some(above) = max.checked_add(1) {
+                    prop_assert!(setting.check(&above.to_string()).is_err(), "{} above its maximum", setting.name);
+                }
+            }
+
+            /// A word setting accepts its words and nothing else.
+            #[test]
+            fn a_word_is_accepted_exactly_when_listed(pick in any::<prop::sample::Index>(), word in "[a-z.\\-]{0,12}") {
+                let words: Vec<&Setting> = checked()
+                    .into_iter()
+                    .filter(|s| matches!(s.accepted, Accepted::OneOf(_)))
+                    .collect();
+                let setting = words[pick.index(words.len())];
+                let Accepted::OneOf(listed) = setting.accepted else { unreachable!() };
+                prop_assert_eq!(setting.check(&word).is_ok(), listed.contains(&word.as_str()), "{}={}", setting.name, word);
+            }
+        }
+    }
 }

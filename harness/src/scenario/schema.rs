@@ -19,6 +19,16 @@ pub enum Database {
     Postgres,
 }
 
+impl Database {
+    /// Its name as a scenario writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Database::Sqlite => "sqlite",
+            Database::Postgres => "postgres",
+        }
+    }
+}
+
 /// The settings the matrix varies: each key a setting's name, each list an axis; a setting
 /// absent keeps the importer's default. Which names may be varied and which values they take
 /// are `super::matrix`'s to check (from the settings table), so that a typo names its line.

@@ -116,6 +116,19 @@ pub struct Session<'a> {
     staged: Vec<(PathBuf, PathBuf)>,
 }
 
+/// The allocator an importer with `env` runs with, as `results.json` records it: `jemalloc` or
+/// `mimalloc` (the `ALLOCATOR` axis picks the build), or glibc's malloc and its arenas (the importer
+/// limits glibc to one arena unless `MALLOC_ARENA_MAX` is given).
+fn allocator_of(env: &BTreeMap<String, String>) -> String {
+    match env.get("ALLOCATOR").map(|a| a.trim()) {
+        Some(a) if !a.is_empty() && a != "glibc" => a.to_string(),
+        _ => match env.get("MALLOC_ARENA_MAX") {
+            Some(n) => format!("glibc, MALLOC_ARENA_MAX={}", n.trim()),
+            None => "glibc, one arena (importer default)".into(),
+        },
+    }
+}
+
 /// Allocator variants built beside an importer (`make allocators`), staged with it.
 const VARIANTS: [&str; 2] = ["jemalloc", "mimalloc"];
 
@@ -311,19 +324,23 @@ impl<'a> Session<'a> {
         self.bar.finish_and_clear();
         // The staged copies are the binaries as given, byte for byte: nothing to keep.
         let _ = std::fs::remove_dir_all(self.dir.join("bin"));
-        // The importer limits glibc to one arena unless MALLOC_ARENA_MAX is given.
-        let mut allocator = match self.s.raw.env.get("MALLOC_ARENA_MAX") {
-            Some(n) => format!("glibc, MALLOC_ARENA_MAX={n}"),
-            None => "glibc, one arena (importer default)".into(),
-        };
-        if let Some(a) = self.opts.set.get("MALLOC_ARENA_MAX") {
-            allocator = format!("glibc, MALLOC_ARENA_MAX={a}");
+        // As each cell ran it: the scenario's env, then the cell's axes, then `--set`.
+        let mut allocators: Vec<String> = Vec::new();
+        for run in &cells {
+            let mut env = self.s.raw.env.clone();
+            env.extend(run.cell.env.clone());
+            env.extend(self.opts.set.clone());
+            let allocator = allocator_of(&env);
+            if !allocators.contains(&allocator) {
+                allocators.push(allocator);
+            }
         }
+        let allocator = allocators.join("; ");
         let results = RunResults {
             scenario: self.s.name.clone(),
             file: self.s.file.display().to_string(),
             description: self.s.raw.description.clone(),
-            database: format!("{:?}", self.s.raw.database).to_lowercase(),
+            database: self.s.raw.database.as_str().to_string(),
             importer: self.importer.display().to_string(),
             importer_bytes: std::fs::metadata(&self.importer).map_or(0, |m| m.len()),
             budget_bytes: self.s.budget_bytes,
@@ -362,4 +379,35 @@ pub async fn run(s: &Checked, opts: &Options) -> Result<Outcome, Error> {
         }
     }
     Ok(session.finish(cells))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_allocator_is_recorded_as_the_cell_ran_it() {
+        assert_eq!(allocator_of(&env(&[])), "glibc, one arena (importer default)");
+        assert_eq!(
+            allocator_of(&env(&[("MALLOC_ARENA_MAX", "2")])),
+            "glibc, MALLOC_ARENA_MAX=2"
+        );
+        assert_eq!(
+            allocator_of(&env(&[("ALLOCATOR", "glibc"), ("MALLOC_ARENA_MAX", "4")])),
+            "glibc, MALLOC_ARENA_MAX=4"
+        );
+        // A jemalloc or mimalloc build ignores glibc's variable: it used to be recorded as glibc.
+        assert_eq!(
+            allocator_of(&env(&[("ALLOCATOR", "jemalloc"), ("MALLOC_ARENA_MAX", "2")])),
+            "jemalloc"
+        );
+        assert_eq!(allocator_of(&env(&[("ALLOCATOR", "mimalloc")])), "mimalloc");
+    }
 }

@@ -17,7 +17,8 @@ pub struct Machine {
     pub memory_bytes: u64,
     /// Kernel version.
     pub kernel: String,
-    /// The importer's allocator as configured (`system`, or `system, MALLOC_ARENA_MAX=N`).
+    /// The importers' allocators as the cells ran them, `; `-separated: `jemalloc`, `mimalloc`,
+    /// `glibc, one arena (importer default)` or `glibc, MALLOC_ARENA_MAX=N`.
     pub allocator: String,
 }
 

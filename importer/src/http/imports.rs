@@ -231,7 +231,10 @@ pub async fn create(
         Admission::Existing { import_id } => {
             // As it stands now: it may have started, or ended, since it was found active.
             let (status, position) = match state.store.job_with_position(&import_id).await? {
-                Some((job, position)) => (job.status, usize::try_from(position).unwrap_or(0)),
+                Some(placed) => (
+                    placed.job.status,
+                    usize::try_from(placed.queue_position).unwrap_or(0),
+                ),
                 None => (JobStatus::Running, 0),
             };
             Ok((
@@ -282,13 +285,15 @@ pub async fn show(
     if import_id.len() > 64 {
         return Err(not_found());
     }
-    let (job, position) = state
+    let placed = state
         .store
         .job_with_position(&import_id)
         .await?
         .ok_or_else(not_found)?;
-    let queue_position = usize::try_from(position).unwrap_or(0);
-    Ok(Json(JobView { job, queue_position }))
+    Ok(Json(JobView {
+        job: placed.job,
+        queue_position: usize::try_from(placed.queue_position).unwrap_or(0),
+    }))
 }
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ pub struct Health {
     (status = 503, description = "Stopping, or the database does not answer", body = Health),
 ))]
 pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    if state.scheduler.is_stopping().await {
+    if state.scheduler.is_stopping() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {

@@ -44,7 +44,7 @@ pub struct GameRow {
     pub variant: String,
     /// Half-moves in the main line.
     pub ply_count: i32,
-    /// The game's PGN as received.
+    /// The game's PGN as received, its line endings normalised to LF (a CRLF export stores as LF).
     pub pgn: String,
 }
 

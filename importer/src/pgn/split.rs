@@ -272,4 +272,55 @@ mod tests {
         let g = games(b"\n% escape\n[Event \"a\"]\n\n1. e4 *\n");
         assert_eq!(g.len(), 1);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Real exports of several shapes, one after the other: comments, variations, BOM, blank
+        /// lines inside tag sections, CRLF.
+        fn stream() -> Vec<u8> {
+            let mut all = Vec::new();
+            for pgn in [
+                &include_bytes!("../../tests/data/real-pgn/chessbase-empty-line.pgn")[..],
+                &include_bytes!("../../tests/data/real-pgn/kasparov-deep-blue-1997.pgn")[..],
+                &include_bytes!("../../tests/data/real-pgn/knightvuillaume-jannlee-zh-lichess.pgn")[..],
+                &include_bytes!("../../tests/data/real-pgn/stockfish-learning.pgn")[..],
+                TWO.as_bytes(),
+            ] {
+                all.extend_from_slice(pgn);
+                all.extend_from_slice(b"\n\n");
+            }
+            all
+        }
+
+        /// Cut points of a stream of `len` bytes: any number, anywhere.
+        fn cuts(len: usize) -> impl Strategy<Value = Vec<usize>> {
+            prop::collection::vec(0..=len, 0..40).prop_map(|mut v| {
+                v.sort_unstable();
+                v
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// However the network chunks a stream, the splitter hands out the same games.
+            #[test]
+            fn any_chunking_of_a_stream_gives_the_same_games(cut in cuts(stream().len())) {
+                let bytes = stream();
+                let whole = split_all(&bytes, bytes.len());
+                let mut s = Splitter::new();
+                let mut from = 0;
+                for at in cut.into_iter().chain([bytes.len()]) {
+                    s.push(&bytes[from..at]);
+                    from = at;
+                }
+                s.finish();
+                let chunked: Vec<Framed> = std::iter::from_fn(|| s.next_game()).collect();
+                prop_assert!(whole.len() > 5, "the stream holds several games: {}", whole.len());
+                prop_assert_eq!(chunked, whole);
+            }
+        }
+    }
 }

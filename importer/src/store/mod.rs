@@ -23,7 +23,7 @@ use sqlx::{PgPool, QueryBuilder, SqlitePool};
 
 use gate::WriteGate;
 
-use crate::job::{Counters, Job, JobStatus, Platform};
+use crate::job::{Counters, Job, Platform};
 use crate::pgn::GameRow;
 use crate::sync::{MonthRecord, Pending, Range, SyncProgress};
 
@@ -115,12 +115,6 @@ enum Pool {
     Postgres(PgPool),
 }
 
-/// Default connections of the queue pool: one writes at a time (admissions, claims, renewals,
-/// ends), the others serve reads. With 512 clients polling their import every 0.1 s, one reader
-/// was the queue (GET p99 212 ms, capacity-512); an SQLite connection here holds a few pages of
-/// `import_jobs`, not games.
-pub const QUEUE_POOL_SIZE: u32 = 4;
-
 /// The name the importer's PostgreSQL connections carry (`application_name`) unless
 /// `DATABASE_URL` or `PGAPPNAME` names one: an operator, a test or the harness finds its
 /// backends in `pg_stat_activity` by it (to see them, or to end them as a restarting host does).
@@ -154,6 +148,17 @@ pub struct StoreOptions {
     pub sqlite_cache_kib: u32,
     /// PostgreSQL: the URL leads to a pooler in transaction mode (see [`Store`]).
     pub transaction_pooler: bool,
+}
+
+impl StoreOptions {
+    /// `DB_QUEUE_POOL_SIZE` when it is not set: the settings table's default (a settings test
+    /// checks that every default is accepted by its own row).
+    pub fn default_queue_pool_size() -> u32 {
+        settings::DB_QUEUE_POOL_SIZE
+            .default_integer()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1)
+    }
 }
 
 /// The database: games and import jobs, on SQLite or PostgreSQL.
@@ -287,7 +292,7 @@ macro_rules! on_conn {
 
 mod queue;
 
-pub use queue::{ClaimLanes, Deferral, Lanes, QueueTx};
+pub use queue::{ClaimLanes, Deferral, Lanes, PlacedJob, QueueTx};
 
 /// Writes what a batch completes of the user's history (`SyncProgress`) in the open transaction
 /// `$tx`, so that a range is never recorded without the games it claims.
@@ -719,20 +724,24 @@ impl Store {
 
     /// Puts an interrupted job back in the queue with its counters, to resume at the next start.
     pub async fn requeue_job(&self, id: &str, owner: &str, counters: &Counters) -> Result<()> {
-        self.write_counters(
-            id,
-            owner,
-            counters,
-            Some(JobStatus::Queued),
-            "requeueing an interrupted import",
-        )
-        .await
-    }
-
-    /// Writes a job's counters alone (progress while no game is new).
-    pub async fn update_counters(&self, job_id: &str, owner: &str, counters: &Counters) -> Result<()> {
-        self.write_counters(job_id, owner, counters, None, "writing import progress")
+        let sql = "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
+                   games_skipped_existing = $4, games_failed_parse = $5, status = 'queued', \
+                   owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $6";
+        let _turn = self.games_turn().await;
+        let keep = self.keep();
+        let updated = on_conn!(self, games, conn => sqlx::query(sql)
+            .persistent(keep)
+            .bind(id)
+            .bind(counters.games_fetched)
+            .bind(counters.games_imported)
+            .bind(counters.games_skipped_existing)
+            .bind(counters.games_failed_parse)
+            .bind(owner)
+            .execute(&mut *conn)
             .await
+            .map(|r| r.rows_affected()))
+        .map_err(query_err("requeueing an interrupted import"))?;
+        owned(updated, id)
     }
 
     /// Writes a job's counters and what its reading completed of the user's history, in one
@@ -812,37 +821,6 @@ impl Store {
                 .collect(),
             months,
         })
-    }
-
-    async fn write_counters(
-        &self,
-        id: &str,
-        owner: &str,
-        counters: &Counters,
-        status: Option<JobStatus>,
-        op: &'static str,
-    ) -> Result<()> {
-        let sql = "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
-                   games_skipped_existing = $4, games_failed_parse = $5, status = COALESCE($6, status), \
-                   owner = CASE WHEN $6 IS NULL THEN owner END, \
-                   lease_until = CASE WHEN $6 IS NULL THEN lease_until END \
-                   WHERE id = $1 AND owner = $7";
-        let _turn = self.games_turn().await;
-        let keep = self.keep();
-        let updated = on_conn!(self, games, conn => sqlx::query(sql)
-            .persistent(keep)
-            .bind(id)
-            .bind(counters.games_fetched)
-            .bind(counters.games_imported)
-            .bind(counters.games_skipped_existing)
-            .bind(counters.games_failed_parse)
-            .bind(status.map(JobStatus::as_str))
-            .bind(owner)
-            .execute(&mut *conn)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(query_err(op))?;
-        owned(updated, id)
     }
 
     /// Closes the pools.

@@ -38,6 +38,15 @@ pub enum ClaimLanes {
     Shared(Lanes),
 }
 
+/// A job with its place among the queued imports of its provider (1 = next; 0 when not queued).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedJob {
+    /// The job.
+    pub job: Job,
+    /// Its place in the queue.
+    pub queue_position: i64,
+}
+
 /// A running import put back in the queue to wait for its provider (see [`Store::defer_job`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deferral {
@@ -502,7 +511,7 @@ impl Store {
 
     /// One job by id, with its place in its provider's queue (1 = next; 0 when it is not queued),
     /// in one statement: a client polling its import costs one query.
-    pub async fn job_with_position(&self, id: &str) -> Result<Option<(Job, i64)>> {
+    pub async fn job_with_position(&self, id: &str) -> Result<Option<PlacedJob>> {
         let order = match self.queue {
             Pool::Sqlite(_) => "rowid",
             Pool::Postgres(_) => "seq",
@@ -525,7 +534,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&mut *conn)
             .await
-            .map(|row| row.map(|row| Ok((job_from_row(&row)?, position(&row)?)))))
+            .map(|row| row.map(|row| Ok(PlacedJob { job: job_from_row(&row)?, queue_position: position(&row)? }))))
         .map_err(query_err("reading an import job"))?;
         read.transpose()
     }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use importer::job::{Counters, Job, JobStatus, Platform};
 use importer::retention::{BATCH, prune_once};
-use importer::store::{QUEUE_POOL_SIZE, Store, StoreOptions};
+use importer::store::{Store, StoreOptions};
 
 use crate::on_every_database;
 use crate::support::TestDb;
@@ -51,13 +51,13 @@ async fn position(store: &Store, id: &str) -> Option<(JobStatus, i64)> {
         .job_with_position(id)
         .await
         .expect("read")
-        .map(|(j, p)| (j.status, p))
+        .map(|placed| (placed.job.status, placed.queue_position))
 }
 
 async fn only_old_finished_jobs_are_pruned(db: TestDb) {
     let options = StoreOptions {
         pool_size: 2,
-        queue_pool_size: QUEUE_POOL_SIZE,
+        queue_pool_size: StoreOptions::default_queue_pool_size(),
         sqlite_cache_kib: 512,
         transaction_pooler: matches!(db, TestDb::Pooled(..)),
     };
@@ -141,7 +141,7 @@ on_every_database!(retention, only_old_finished_jobs_are_pruned);
 async fn a_job_ended_without_counters_keeps_its_batches_counters(db: TestDb) {
     let options = StoreOptions {
         pool_size: 2,
-        queue_pool_size: QUEUE_POOL_SIZE,
+        queue_pool_size: StoreOptions::default_queue_pool_size(),
         sqlite_cache_kib: 512,
         transaction_pooler: matches!(db, TestDb::Pooled(..)),
     };
@@ -170,11 +170,12 @@ async fn a_job_ended_without_counters_keeps_its_batches_counters(db: TestDb) {
         )
         .await
         .expect("finish");
-    let (ended, _) = store
+    let ended = store
         .job_with_position("panicked")
         .await
         .expect("read")
-        .expect("the job");
+        .expect("the job")
+        .job;
     assert_eq!(ended.status, JobStatus::Failed);
     assert_eq!(ended.counters, written, "the batches' counters stand");
     assert_eq!(ended.error.as_deref(), Some("internal error"));
