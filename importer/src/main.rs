@@ -21,6 +21,24 @@ compile_error!("choose one allocator: the `jemalloc` and `mimalloc` features exc
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options in a `heap-profile` build, read at its first allocation, before `main`:
+/// the profiler on and sampling from the start, so that a profile holds what start-up allocated
+/// too; one sample per 2^19 bytes (512 KiB) allocated on average, jemalloc_pprof's default (why
+/// this rate: docs/deploying.md). `MALLOC_CONF` at run time overrides any of it
+/// (`MALLOC_CONF=lg_prof_sample:16`).
+#[cfg(feature = "heap-profile")]
+#[unsafe(export_name = "malloc_conf")]
+static MALLOC_CONF: JemallocConf = JemallocConf(c"prof:true,prof_active:true,lg_prof_sample:19".as_ptr());
+
+/// `malloc_conf` is a `const char *` to jemalloc.
+#[cfg(feature = "heap-profile")]
+#[repr(transparent)]
+struct JemallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a C string literal, static and never written.
+#[cfg(feature = "heap-profile")]
+unsafe impl Sync for JemallocConf {}
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -187,7 +205,10 @@ async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Resul
         metrics,
         queue_capacity: config.import_queue_capacity,
         api_token: config.api_token.as_deref().map(Arc::from),
+        debug_endpoints: config.debug_endpoints(),
     };
+    #[cfg(feature = "heap-profile")]
+    importer::http::heap_profile::log_at_start(state.debug_endpoints);
     // On SIGTERM the server keeps answering (POST: 503) while running imports
     // commit their batch; then it stops. The whole must fit in 10 s.
     let drain = async move {
