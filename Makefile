@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness wait gate gate-check faults bench fuzz allocators heap-profile-test run test fmt lint check-pg chromium pgbouncer pooler release contract openapi settings-table replay-demo
+.PHONY: harness wait gate gate-check faults bench fuzz allocators heap-profile-test heap-profile-cost run test fmt lint check-pg chromium pgbouncer pooler release contract openapi settings-table replay-demo
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -76,6 +76,16 @@ allocators: release
 	$(CARGO) build --release -p importer
 	./target/release/importer-jemalloc --version
 	./target/release/importer-mimalloc --version
+
+## heap-profile-cost: what the heap-profile build costs: the default build and the heap-profile build (named
+## importer-jemalloc for the ALLOCATOR axis) in target/heap-profile-cost/, measured in one run (scenarios/heap-profile-cost.yaml)
+heap-profile-cost: release
+	mkdir -p target/heap-profile-cost
+	cp target/release/importer target/heap-profile-cost/importer
+	$(CARGO) build --release -p importer --features heap-profile
+	cp target/release/importer target/heap-profile-cost/importer-jemalloc
+	$(CARGO) build --release -p importer
+	./target/release/harness run scenarios/heap-profile-cost.yaml --importer target/heap-profile-cost/importer
 
 ## run: the importer alone, on SQLite (./importer.db), serving 127.0.0.1:8080
 run:
