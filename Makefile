@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness wait gate gate-check faults bench fuzz allocators run test fmt lint check-pg chromium pgbouncer pooler release contract openapi settings-table replay-demo
+.PHONY: harness wait gate gate-check faults bench fuzz allocators heap-profile-test heap-profile-cost run test fmt lint check-pg chromium pgbouncer pooler release contract openapi settings-table replay-demo
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -80,15 +80,33 @@ allocators: release
 	./target/release/importer-jemalloc --version
 	./target/release/importer-mimalloc --version
 
+## heap-profile-cost: what the heap-profile build costs: the default build and the heap-profile build (named
+## importer-jemalloc for the ALLOCATOR axis) in target/heap-profile-cost/, measured in one run (scenarios/heap-profile-cost.yaml)
+heap-profile-cost: release
+	mkdir -p target/heap-profile-cost
+	cp target/release/importer target/heap-profile-cost/importer
+	$(CARGO) build --release -p importer --features heap-profile
+	cp target/release/importer target/heap-profile-cost/importer-jemalloc
+	$(CARGO) build --release -p importer
+	./target/release/harness run scenarios/heap-profile-cost.yaml --importer target/heap-profile-cost/importer
+
 ## run: the importer alone, on SQLite (./importer.db), serving 127.0.0.1:8080
 run:
 	$(CARGO) run --release -p importer
 
-## test: formatting, lints, every test on SQLite, PostgreSQL and PostgreSQL through PgBouncer, the scenarios, the API contract (installs Chromium, PgBouncer and schemathesis when missing)
+## test: formatting, lints, every test on SQLite, PostgreSQL and PostgreSQL through PgBouncer, the scenarios, the
+## heap-profile build's endpoint, the API contract (installs Chromium, PgBouncer and schemathesis when missing)
 test: fmt lint check-pg chromium pgbouncer
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) run -q -p harness -- check scenarios/*.yaml
+	$(MAKE) heap-profile-test
 	$(MAKE) contract
+
+## heap-profile-test: the `heap-profile` build's GET /debug/pprof/heap: a pprof that decodes, with the token only
+## (its tests and its OpenAPI listing; they compile only with the feature)
+heap-profile-test:
+	$(CARGO) test -p importer --features heap-profile --lib openapi
+	$(CARGO) test -p importer --features heap-profile --test it heap_profile
 
 CONTRACT_VENV := target/contract-venv
 ## contract: schemathesis (pinned: importer/contract/requirements.txt) against the real importer on SQLite with the mocks; 45 s, loopback only
@@ -114,6 +132,7 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p importer --all-targets --features heap-profile -- -D warnings
 
 ## check-pg: fail early, and clearly, when PostgreSQL is not reachable
 check-pg:

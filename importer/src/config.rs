@@ -221,6 +221,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether `/debug/` endpoints (the heap profile) may answer: only behind `API_TOKEN` or on a
+    /// loopback address. `ALLOW_UNAUTHENTICATED=true` opens the API on a private network; it never
+    /// opens what shows the process's insides.
+    pub fn debug_endpoints(&self) -> bool {
+        self.api_token.is_some() || self.bind_addr.ip().is_loopback()
+    }
+
     /// Lanes of `platform`: imports of that provider that may run at once.
     pub fn lanes(&self, platform: crate::job::Platform) -> usize {
         match platform {

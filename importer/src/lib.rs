@@ -55,12 +55,27 @@ macro_rules! build_note {
     };
 }
 
+#[cfg(feature = "heap-profile")]
+macro_rules! profile_note {
+    () => {
+        ", heap profile at /debug/pprof/heap"
+    };
+}
+#[cfg(not(feature = "heap-profile"))]
+macro_rules! profile_note {
+    () => {
+        ""
+    };
+}
+
 /// `--version`: the crate version and the allocator, which the harness checks before measuring,
-/// and a warning when this is the deliberately hungrier test build.
+/// whether the heap profile is built in, and a warning when this is the deliberately hungrier
+/// test build.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (allocator: ",
     allocator_name!(),
     ")",
+    profile_note!(),
     build_note!()
 );

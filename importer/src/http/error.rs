@@ -51,6 +51,14 @@ pub enum ApiError {
     /// The database failed.
     #[error("internal error")]
     Store(#[from] StoreError),
+    /// The request may not be served on this address; the message says why.
+    #[cfg(feature = "heap-profile")]
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The heap profile could not be made; the cause is logged, not sent.
+    #[cfg(feature = "heap-profile")]
+    #[error("internal error")]
+    HeapProfile(String),
 }
 
 impl IntoResponse for ApiError {
@@ -66,6 +74,13 @@ impl IntoResponse for ApiError {
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "request failed on the database");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            #[cfg(feature = "heap-profile")]
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            #[cfg(feature = "heap-profile")]
+            ApiError::HeapProfile(cause) => {
+                tracing::error!(error = %cause, "heap profile failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

@@ -1,8 +1,10 @@
-//! The HTTP API: imports, health and metrics.
+//! The HTTP API: imports, health and metrics (and, built with `heap-profile`, the live heap).
 //!
 //! `app(state)` builds the whole router, so tests can drive it without a socket.
 
 mod error;
+#[cfg(feature = "heap-profile")]
+pub mod heap_profile;
 mod imports;
 pub mod openapi;
 pub mod serve;
@@ -39,6 +41,9 @@ pub struct AppState {
     pub queue_capacity: usize,
     /// The token every request but `/healthz` must carry; `None`: none needed.
     pub api_token: Option<Arc<str>>,
+    /// Whether `/debug/` endpoints may answer: a token guards them, or the address is loopback
+    /// (`Config::debug_endpoints`). `ALLOW_UNAUTHENTICATED` opens the API, never these.
+    pub debug_endpoints: bool,
 }
 
 /// The router of the whole API.
@@ -47,8 +52,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/import-more-games", post(imports::create))
         .route("/api/v1/imports/{import_id}", get(imports::show))
         .route("/metrics", get(metrics))
-        .route("/api/v1/openapi.json", get(openapi::serve))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/api/v1/openapi.json", get(openapi::serve));
+    // Among the guarded routes, so that the token layer below covers it as every other.
+    #[cfg(feature = "heap-profile")]
+    let guarded = guarded.route("/debug/pprof/heap", get(heap_profile::heap));
+    let guarded = guarded.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(guarded)
         // Open: a platform's health check carries no token, and it says nothing but up or down.

@@ -8,6 +8,8 @@ mod api;
 mod config;
 mod db_restarts;
 mod faults;
+#[cfg(feature = "heap-profile")]
+mod heap_profile;
 mod identity;
 mod imports;
 mod incremental;
