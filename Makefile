@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: harness wait gate gate-check faults bench fuzz allocators heap-profile-test heap-profile-cost run test fmt lint check-pg chromium pgbouncer pooler release contract openapi settings-table replay-demo
+.PHONY: actionlint harness wait gate gate-check faults bench fuzz allocators heap-profile-test heap-profile-cost run test fmt lint check-pg chromium pgbouncer pooler release contract openapi settings-table replay-demo
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -101,6 +101,7 @@ test: fmt lint check-pg chromium pgbouncer
 	$(CARGO) run -q -p harness -- check scenarios/*.yaml
 	$(MAKE) heap-profile-test
 	$(MAKE) contract
+	$(MAKE) actionlint
 
 ## heap-profile-test: the `heap-profile` build's GET /debug/pprof/heap: a pprof that decodes, with the token only
 ## (its tests and its OpenAPI listing; they compile only with the feature)
@@ -109,6 +110,10 @@ heap-profile-test:
 	$(CARGO) test -p importer --features heap-profile --test it heap_profile
 
 CONTRACT_VENV := target/contract-venv
+## actionlint: the GitHub workflows checked by actionlint (pinned in importer/contract/requirements.txt, the contract's venv)
+actionlint: $(CONTRACT_VENV)/.installed
+	$(CONTRACT_VENV)/bin/actionlint .github/workflows/*.yml
+
 ## contract: schemathesis (pinned: importer/contract/requirements.txt) against the real importer on SQLite with the mocks; 45 s, loopback only
 contract: $(CONTRACT_VENV)/.installed
 	$(CARGO) build -q -p importer -p harness
