@@ -10,13 +10,37 @@ trap 'rm -rf "$out"' EXIT
 gate() { gate_between "$1" "$importer" "${@:2}"; }
 gate_between() { "$harness" gate scenarios/ci-gate.yaml --importer "$1" --against "$2" --no-progress --out "$out" "${@:3}" > "$out/last.txt" 2>&1; }
 bad=0
+# Is a site whose line matches $1 among the top 3 of the gate's "where" lines (heaptrack)?
+named() { grep -A3 '^where (' "$out/last.txt" | tail -n 3 | grep -q -- "$1"; }
 for case in "IMPORT_BATCH_SIZE=200" "IMPORT_BATCH_SIZE=400" "hungry build"; do
     if [ "$case" = "hungry build" ]; then gate "$hungry"; else gate "$importer" --candidate-set "$case"; fi
     code=$?
     if [ "$code" = 1 ]; then echo "detected   $case: exit 1"; else echo "MISSED     $case: exit $code"; bad=1; fi
     # The checks in words: what grew, by how much, how significant, and what the run could see.
     grep -E '^(✗|·) [^ ]' "$out/last.txt" | sed 's/^/           /'
+    # Where: the failing anonymous check made the gate profile both sides; the site that holds
+    # the injected memory must be named in the top 3: the hungry build's copies are kept at
+    # pipeline.rs (`kept.push`), a larger batch's buffer is pipeline.rs's `rows`.
+    grep -A3 '^where (' "$out/last.txt" | sed 's/^/           /'
+    case $case in
+        "hungry build") site="importer/src/pipeline.rs:" ;;
+        "IMPORT_BATCH_SIZE=200") site="importer/src/pipeline.rs:" ;;
+        *) site="" ;;
+    esac
+    if [ -n "$site" ]; then
+        if named "$site"; then echo "named      $case: $site in the top 3"; else echo "NOT NAMED  $case: no $site in the top 3"; bad=1; fi
+    fi
 done
+# An A/A gate asked where (--where): no site may grow above the profiler's noise.
+gate "$importer" --where
+grep -A3 '^where (' "$out/last.txt" | sed 's/^/           /'
+if grep -A3 '^where (' "$out/last.txt" | tail -n 3 | grep -v -q 'within noise'; then
+    echo "A/A where: a site above the profiler's noise"; bad=1
+elif ! grep -q '^where (' "$out/last.txt"; then
+    echo "A/A where: not profiled"; bad=1
+else
+    echo "A/A where: no site above the profiler's noise"
+fi
 # Runs the gate $runs times with nothing to find between CANDIDATE and AGAINST; any alarm fails the proof.
 no_alarm() {
     local name=$1 candidate=$2 against=$3 alarms=0 i code

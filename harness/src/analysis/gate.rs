@@ -264,6 +264,10 @@ pub struct Decision {
     pub reports: String,
     /// Wall time of the gate, seconds.
     pub wall_secs: f64,
+    /// Where the heap grew, from profiled runs of a failing (or `--where`) cell: diagnostic,
+    /// never part of the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub where_grew: Option<super::heap::Where>,
 }
 
 /// Medians of one cell's runs.
@@ -699,6 +703,7 @@ pub fn decide(
         warnings,
         reports,
         wall_secs,
+        where_grew: None,
     }
 }
 

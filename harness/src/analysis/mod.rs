@@ -5,6 +5,7 @@
 pub mod capacity;
 pub mod compare;
 pub mod gate;
+pub mod heap;
 pub mod queueing;
 pub mod recommend;
 pub mod replay;

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{GateArgs, RunArgs, USAGE, load_scenario};
+use super::{GateArgs, RunArgs, USAGE, load_scenario, profile};
 use crate::analysis::gate::{self as judge, Against, Baseline, Decision};
+use crate::analysis::heap as judge_heap;
 use crate::analysis::stats::spread_pct;
 use crate::report;
 use crate::scenario::{Cell, Checked};
@@ -90,6 +91,7 @@ pub async fn gate(
     opts: &Options,
     reference: &Reference,
     update: Option<&Path>,
+    where_: Where,
 ) -> Result<Decision, Error> {
     let baseline = match reference {
         Reference::Baseline(path) if update.is_none() => Some(Baseline::load(path)?),
@@ -139,8 +141,96 @@ pub async fn gate(
             report::gate::write_baseline(path, &judge::baseline_of(s, &candidate, &outcome.results))?;
         }
     }
+    if let Some(cell) = cell_to_profile(s, &decision, where_) {
+        match reference {
+            Reference::Build {
+                importer,
+                candidate_set,
+            } => match where_grew(s, opts, cell, importer, candidate_set, &outcome.dir).await {
+                Ok(w) => decision.where_grew = Some(w),
+                Err(e) => decision
+                    .warnings
+                    .push(format!("where the heap grew: not profiled: {e}")),
+            },
+            Reference::Baseline(_) => decision.warnings.push(
+                "where the heap grew: needs another build to profile (--against or --against-ref)".into(),
+            ),
+        }
+    }
     report::gate::write(&outcome.dir, &decision, &outcome.results)?;
     Ok(decision)
+}
+
+/// When the gate profiles where the heap grew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Where {
+    /// When a check of the anonymous memory fails.
+    OnFailure,
+    /// Always (`--where`): the first cell whose anonymous memory failed, else the first cell.
+    Always,
+}
+
+/// The cell to profile: the first whose anonymous memory failed a check; with
+/// [`Where::Always`], else the first cell.
+fn cell_to_profile<'s>(s: &'s Checked, d: &Decision, when: Where) -> Option<&'s Cell> {
+    let failed = d
+        .checks
+        .iter()
+        .find(|c| c.verdict.fails() && c.metric.ends_with("_anon"))
+        .and_then(|c| s.cells.iter().find(|cell| cell.label == c.cell));
+    match when {
+        Where::OnFailure => failed,
+        Where::Always => failed.or(s.cells.first()),
+    }
+}
+
+/// Profiles `cell` once on each side under heaptrack, compares the sites and draws the
+/// differential flame graph into `dir`.
+async fn where_grew(
+    s: &Checked,
+    opts: &Options,
+    cell: &Cell,
+    against: &Path,
+    candidate_set: &BTreeMap<String, String>,
+    dir: &Path,
+) -> Result<judge_heap::Where, WhereError> {
+    let mut set = opts.set.clone();
+    set.extend(candidate_set.clone());
+    let sides = [
+        profile::Side {
+            name: "against",
+            importer: against.to_path_buf(),
+            opts: opts.clone(),
+        },
+        profile::Side {
+            name: "candidate",
+            importer: session::importer_path(s, opts),
+            opts: Options { set, ..opts.clone() },
+        },
+    ];
+    eprintln!(
+        "where: profiling {} on both sides under heaptrack (diagnostic runs, not in the verdict)",
+        cell.label
+    );
+    let profiles = profile::profiles(s, cell, &sides, dir).await?;
+    let [a, b] = profiles.as_slice() else {
+        return Err(WhereError::Report(report::Error::Flame(
+            "two profiles expected".into(),
+        )));
+    };
+    report::heap::flame_graph(&dir.join(report::heap::FLAME_SVG), a, b)?;
+    Ok(judge_heap::compare(&cell.label, a, b))
+}
+
+/// Why the heap could not be profiled; the gate decides anyway and warns.
+#[derive(Debug, thiserror::Error)]
+pub enum WhereError {
+    /// The profiled runs.
+    #[error(transparent)]
+    Profile(#[from] profile::Error),
+    /// The flame graph.
+    #[error(transparent)]
+    Report(#[from] report::Error),
 }
 
 /// An A/B gate's runs: each cell on the reference build `importer` and on the candidate (with
@@ -285,7 +375,8 @@ pub async fn command(args: &RunArgs, g: GateArgs) -> ExitCode {
         (None, None) => return usage("give --against, --against-ref or --baseline"),
     };
     let update = g.update_baseline.then_some(g.baseline.as_deref()).flatten();
-    match gate(&scenario, &opts, &reference, update).await {
+    let where_ = if g.where_ { Where::Always } else { Where::OnFailure };
+    match gate(&scenario, &opts, &reference, update, where_).await {
         Ok(decision) => {
             print!("{}", report::gate::table(&decision));
             if let (Some(path), 0) = (update, decision.exit_code) {

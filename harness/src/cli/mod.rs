@@ -7,6 +7,7 @@ pub mod check;
 pub mod compare;
 pub mod gate;
 pub mod mock;
+pub mod profile;
 pub mod recommend;
 pub mod run;
 
@@ -40,7 +41,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a scenario: every cell of its matrix, each repeat; write reports.
-    Run(RunArgs),
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Then one more run, under heaptrack, of the cell with the highest anonymous peak: the
+        /// allocation sites at the peak heap and a flame graph in summary.md and report.html
+        /// (diagnostic: that run counts in no figure of the run's).
+        #[arg(long)]
+        heap_profile: bool,
+    },
     /// The CI memory regression gate: the candidate importer against an older build measured in
     /// the same run (A/B, --against or --against-ref), or against a committed baseline.
     Gate {
@@ -163,6 +172,11 @@ pub struct GateArgs {
     /// Importer environment for the candidate side only, e.g. IMPORT_BATCH_SIZE=200. Repeatable.
     #[arg(long = "candidate-set", value_name = "VAR=VALUE", value_parser = parse_set)]
     pub candidate_set: Vec<(String, String)>,
+    /// Profile where the heap grew even when the gate passes: one more run of the cell on each
+    /// side under heaptrack (it always does when a check of the anonymous memory fails).
+    /// Diagnostic: those runs never count in the verdict.
+    #[arg(long = "where")]
+    pub where_: bool,
 }
 
 impl RunArgs {
@@ -179,6 +193,7 @@ impl RunArgs {
                 _ => Enforce::Off,
             },
             keep_databases: self.keep_databases,
+            heap_profile: None,
         }
     }
 }
@@ -282,7 +297,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Check { scenarios } => check::command(&scenarios),
             Command::Capture(args) => capture::command(&args).await,
-            Command::Run(args) => run::command(&args).await,
+            Command::Run { run, heap_profile } => run::command(&run, heap_profile).await,
             Command::Gate { run, gate } => gate::command(&run, gate).await,
             Command::Recommend {
                 run,

@@ -34,7 +34,7 @@ pub fn write(out: &Path, cmp: &Comparison, before: &Loaded, after: &Loaded) -> R
     }
     write_file(
         &out.join("report.html"),
-        html::page("harness compare", &markdown(cmp), &svgs).as_bytes(),
+        html::page("harness compare", &markdown(cmp), &[], &svgs).as_bytes(),
     )
 }
 

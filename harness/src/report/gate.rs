@@ -18,12 +18,30 @@ pub fn write(dir: &Path, decision: &Decision, results: &RunResults) -> Result<()
         &dir.join("summary.md"),
         format!("{}\n{}", markdown(decision), summary_markdown(results)).as_bytes(),
     )?;
-    html::write_run(dir, &format!("harness gate: {}", decision.scenario))?;
+    let mut glance = glance(decision);
+    glance.extend(super::summary::glance(results));
+    html::write_run(dir, &format!("harness gate: {}", decision.scenario), &glance)?;
     write_file(&dir.join("junit.xml"), junit(decision)?.as_bytes())?;
     write_file(&dir.join("decision.json"), &serde_json::to_vec_pretty(decision)?)
 }
 
 /// Writes a baseline file, making its folder.
+/// The figures that answer the gate's question, for the top of `report.html`: each check of the
+/// code's own memory (and any failure), and where the heap grew most.
+fn glance(d: &Decision) -> Vec<String> {
+    let mut out: Vec<String> = d
+        .checks
+        .iter()
+        .filter(|c| c.verdict.fails() || c.metric.ends_with("_anon") || c.metric == "resident_text")
+        .map(|c| format!("{} {}", c.verdict.mark(), c.message))
+        .collect();
+    if let Some(w) = &d.where_grew {
+        let lines = super::heap::terminal_lines(w);
+        out.extend(lines.into_iter().take(2));
+    }
+    out
+}
+
 pub fn write_baseline(path: &Path, b: &Baseline) -> Result<(), Error> {
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
@@ -119,6 +137,11 @@ pub fn table(d: &Decision) -> String {
     for w in &d.warnings {
         let _ = writeln!(out, "⚠ {w}");
     }
+    if let Some(w) = &d.where_grew {
+        for line in super::heap::terminal_lines(w) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     let verdict = if d.exit_code == 0 {
         "gate: PASS"
     } else {
@@ -151,6 +174,9 @@ pub fn markdown(d: &Decision) -> String {
     }
     for p in power(d) {
         let _ = writeln!(out, "- {p}");
+    }
+    if let Some(w) = &d.where_grew {
+        let _ = writeln!(out, "\n{}", super::heap::markdown(w));
     }
     out
 }
@@ -203,6 +229,7 @@ mod tests {
             warnings: vec!["w".into()],
             reports: "r".into(),
             wall_secs: 1.0,
+            where_grew: None,
         };
         let (t, m) = (table(&d), markdown(&d));
         for s in [
@@ -239,6 +266,7 @@ mod tests {
             warnings: vec![],
             reports: "r".into(),
             wall_secs: 1.0,
+            where_grew: None,
         };
         let x = junit(&d).unwrap();
         assert!(x.contains("failures=\"1\"") && x.contains("<failure message=") && x.contains("c&lt;1&gt;"));

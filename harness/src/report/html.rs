@@ -38,17 +38,33 @@ th,td{border:1px solid #bbb;padding:4px 8px;text-align:right}\
 th{background:#eee}td:first-child,th:first-child{text-align:left}\
 td.ok{color:#080;font-weight:bold;text-align:center}td.bad{color:#c00;font-weight:bold;text-align:center}\
 td.warn{color:#b60;font-weight:bold;text-align:center}\
-pre{background:#f5f5f5;padding:1em}figure{margin:1.5em 0}figure svg{max-width:100%;height:auto;border:1px solid #ddd}";
+pre{background:#f5f5f5;padding:1em}figure{margin:1.5em 0}figure svg{max-width:100%;height:auto;border:1px solid #ddd}\
+#pictures{display:flex;flex-wrap:wrap;gap:1em}#pictures figure{flex:1 1 640px;margin:0}\
+#glance li{font-size:16px;margin:.2em 0}details{margin:.5em 0}summary{font-weight:bold;cursor:pointer}";
 
-/// A whole page: the Markdown, then each SVG inlined in a figure.
-pub fn page(title: &str, markdown: &str, svgs: &[PathBuf]) -> String {
+/// A whole page, as a person reads it: the verdict (the Markdown's title and its lead, before
+/// the first long table or `##` section), the few figures that answer the question (`glance`),
+/// the pictures, then every detailed table folded in a `<details>` per section (as goose's and
+/// k6's HTML reports do).
+pub fn page(title: &str, markdown: &str, glance: &[String], svgs: &[PathBuf]) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
         escape(title)
     );
-    out.push_str(&markdown_to_html(markdown));
+    let (lead, sections) = split(markdown);
+    out.push_str("<header id=\"verdict\">\n");
+    out.push_str(&markdown_to_html(&lead));
+    out.push_str("</header>\n");
+    if !glance.is_empty() {
+        out.push_str("<section id=\"glance\">\n<h2>At a glance</h2>\n<ul>\n");
+        for line in glance {
+            let _ = writeln!(out, "<li>{}</li>", escape(line));
+        }
+        out.push_str("</ul>\n</section>\n");
+    }
+    out.push_str("<section id=\"pictures\">\n");
     for svg in svgs {
         let Ok(text) = std::fs::read_to_string(svg) else {
             continue;
@@ -68,25 +84,91 @@ pub fn page(title: &str, markdown: &str, svgs: &[PathBuf]) -> String {
             escape(&name)
         );
     }
-    out.push_str("</body>\n</html>\n");
+    out.push_str("</section>\n<section id=\"details\">\n");
+    for (heading, body) in sections {
+        let _ = write!(
+            out,
+            "<details>\n<summary>{}</summary>\n{}</details>\n",
+            escape(&heading),
+            markdown_to_html(&body)
+        );
+    }
+    out.push_str("</section>\n</body>\n</html>\n");
     out
 }
 
-/// Writes a run's page from its `summary.md` and plots (those that exist).
-pub fn write_run(dir: &Path, title: &str) -> Result<(), Error> {
+/// Tables longer than this in the lead are folded with the details: the verdict stays on the
+/// first screen.
+const LEAD_TABLE_ROWS: usize = 8;
+
+/// The Markdown's lead (before its first `##` section; a long table in it goes to the details as
+/// "Cells") and its sections, each heading with its body. Code blocks are not split.
+fn split(md: &str) -> (String, Vec<(String, String)>) {
+    let (mut lead, mut sections): (String, Vec<(String, String)>) = (String::new(), Vec::new());
+    let mut in_code = false;
+    for line in md.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        match line.strip_prefix("## ") {
+            Some(h) if !in_code => sections.push((h.trim().to_string(), String::new())),
+            _ => {
+                let target = match sections.last_mut() {
+                    Some((_, body)) => body,
+                    None => &mut lead,
+                };
+                target.push_str(line);
+                target.push('\n');
+            }
+        }
+    }
+    let (mut kept, mut table, mut long) = (String::new(), String::new(), Vec::new());
+    for line in lead.lines().chain(std::iter::once("")) {
+        if line.starts_with('|') {
+            table.push_str(line);
+            table.push('\n');
+            continue;
+        }
+        if table.lines().count() > LEAD_TABLE_ROWS + 2 {
+            long.push(std::mem::take(&mut table));
+        } else {
+            kept.push_str(&std::mem::take(&mut table));
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    for (i, t) in long.into_iter().enumerate().rev() {
+        let name = if i == 0 {
+            "Cells".to_string()
+        } else {
+            format!("Cells ({})", i + 1)
+        };
+        sections.insert(0, (name, t));
+    }
+    (kept, sections)
+}
+
+/// Writes a run's page from its `summary.md`, the figures at a glance and the plots (those that
+/// exist; the heap's flame graph first, as it answers "where").
+pub fn write_run(dir: &Path, title: &str, glance: &[String]) -> Result<(), Error> {
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap_or_default();
     let svgs: Vec<PathBuf> = [
+        super::heap::FLAME_SVG,
         "capacity.svg",
         "queue.svg",
         "wait-vs-config.svg",
         "peak-vs-config.svg",
         "memory-timeline.svg",
+        super::heap::PEAK_FLAME_SVG,
     ]
     .iter()
     .map(|f| dir.join(f))
     .filter(|p| p.is_file())
     .collect();
-    write_file(&dir.join("report.html"), page(title, &md, &svgs).as_bytes())
+    write_file(
+        &dir.join("report.html"),
+        page(title, &md, glance, &svgs).as_bytes(),
+    )
 }
 
 #[cfg(test)]

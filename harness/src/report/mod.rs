@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod faults;
 pub mod gate;
+pub mod heap;
 pub mod html;
 pub mod palette;
 pub mod plot;
@@ -45,6 +46,9 @@ pub enum Error {
         /// What plotters said.
         message: String,
     },
+    /// A flame graph could not be drawn (inferno).
+    #[error("cannot draw the flame graph: {0}")]
+    Flame(String),
     /// JSON could not be encoded.
     #[error("cannot encode: {0}")]
     Json(#[from] serde_json::Error),
@@ -125,7 +129,11 @@ pub fn write_all(dir: &Path, results: &RunResults, timelines: &[Timeline]) -> Re
         replay::section(results, &mut replay);
         write_file(&dir.join("replay.md"), replay.as_bytes())?;
     }
-    html::write_run(dir, &format!("harness run: {}", results.scenario))?;
+    html::write_run(
+        dir,
+        &format!("harness run: {}", results.scenario),
+        &summary::glance(results),
+    )?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ pub fn write(dir: &Path, rec: &Recommendation, sweep: &RunResults) -> Result<(),
         &dir.join("summary.md"),
         format!("{}\n{}", markdown(rec), summary_markdown(sweep)).as_bytes(),
     )?;
-    html::write_run(dir, &format!("harness recommend: {}", rec.scenario))
+    html::write_run(dir, &format!("harness recommend: {}", rec.scenario), &[])
 }
 
 /// The recommendation in words, for the terminal and `summary.md`.

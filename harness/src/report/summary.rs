@@ -155,6 +155,46 @@ pub fn terminal(results: &RunResults, dir: &std::path::Path) -> String {
     out
 }
 
+/// The few figures that answer a run's question, for the top of `report.html`: the peak against
+/// the budget, what moved memory most, the longest wait.
+pub fn glance(results: &RunResults) -> Vec<String> {
+    let mut out = Vec::new();
+    let ok: Vec<&CellRun> = results.cells.iter().filter(|c| c.error.is_none()).collect();
+    if let Some(top) = ok.iter().max_by_key(|c| c.peak) {
+        out.push(format!(
+            "peak {:.1} MiB in {} ({:.0} % of the {:.0} MiB budget); anonymous (the code's own) {:.1} MiB, resident text {:.1} MiB",
+            mib(top.peak),
+            top.cell.label,
+            top.peak as f64 * 100.0 / results.budget_bytes.max(1) as f64,
+            mib(results.budget_bytes),
+            mib(top.peak_anon),
+            mib(top.peak_file),
+        ));
+    }
+    let moved = effects_of(results).into_iter().max_by_key(|(_, v)| {
+        let low = v.iter().map(|e| e.peak).min().unwrap_or(0);
+        v.iter().map(|e| e.peak).max().unwrap_or(0) - low
+    });
+    if let Some((axis, values)) = moved {
+        let v: Vec<String> = values
+            .iter()
+            .map(|e| format!("{} → {:.1}", e.value, mib(e.peak)))
+            .collect();
+        out.push(format!(
+            "what moved memory most: {axis} (median peak {} MiB)",
+            v.join(", ")
+        ));
+    }
+    let worst = ok
+        .iter()
+        .flat_map(|r| r.load.imports.iter().filter_map(|i| i.wait_secs))
+        .fold(None::<f64>, |m, w| Some(m.map_or(w, |m| m.max(w))));
+    if let Some(w) = worst {
+        out.push(format!("longest wait in the queue: {w:.1} s"));
+    }
+    out
+}
+
 /// The summary of a run, in Markdown.
 pub fn summary_markdown(results: &RunResults) -> String {
     let mut out = String::new();

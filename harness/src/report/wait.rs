@@ -15,7 +15,11 @@ pub fn write(dir: &Path, rec: &WaitRecommendation, run: &RunResults) -> Result<(
         &dir.join("summary.md"),
         format!("{}\n{}", markdown(rec), summary_markdown(run)).as_bytes(),
     )?;
-    html::write_run(dir, &format!("harness recommend --max-wait: {}", rec.scenario))
+    html::write_run(
+        dir,
+        &format!("harness recommend --max-wait: {}", rec.scenario),
+        &[],
+    )
 }
 
 /// The recommendation in words, for the terminal and `summary.md`.

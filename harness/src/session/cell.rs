@@ -93,6 +93,7 @@ pub(super) async fn measure(
         dir,
         importer,
         enforce,
+        heap: opts.heap_profile.as_ref(),
     };
     let mut fleet = start_fleet(&spawn, &env, &http).await?;
     let seeded = db.stored_count().await.map_err(|e| e.to_string())?;
@@ -120,7 +121,15 @@ pub(super) async fn measure(
     // A moment after the last import, to see what memory is given back.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let token = env.get("API_TOKEN").map(String::as_str);
+    let processes = fleet.members.len();
     let stopped = stop_and_observe(fleet, crash.as_ref(), &http, token).await;
+    if let Some(heap) = &opts.heap_profile {
+        for k in 0..processes {
+            if let Err(e) = heap.finish(dir, k) {
+                tracing::warn!(error = %e, process = k + 1, "no heap profile for this process");
+            }
+        }
+    }
     let mut load = load.map_err(|e| e.to_string())?;
     let verification = verify_cell(&users, &db, primed_at, &mut load, &mocks).await?;
     // Named only where it lasts: a SQLite file, or a schema kept on purpose.
@@ -246,6 +255,8 @@ struct Spawn<'a> {
     dir: &'a Path,
     importer: &'a Path,
     enforce: bool,
+    /// Each process records its heap with heaptrack.
+    heap: Option<&'a target::heaptrack::Heaptrack>,
 }
 
 /// The scenario's `instances` importer processes, each healthy, each in a memory cgroup of the
@@ -261,6 +272,9 @@ async fn start_fleet(
         let mut env = env.clone();
         // Each process its own stable name: a restarted one takes its own imports back at once.
         env.insert("INSTANCE_ID".into(), format!("harness-{}", k + 1));
+        if let Some(heap) = sp.heap {
+            env.extend(heap.env(&target::heaptrack::raw_file(sp.dir, k)));
+        }
         let log = if instances == 1 {
             sp.dir.join("importer.log")
         } else {

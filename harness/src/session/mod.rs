@@ -62,6 +62,10 @@ pub struct Options {
     /// history can be read afterwards (`harness capture`); every cell's folder names its database
     /// in `database.url` either way.
     pub keep_databases: bool,
+    /// Record every importer's heap with heaptrack (`gate --where`, `run --heap-profile`): each
+    /// cell run's folder gets `heaptrack-N.data` and `heaptrack-N.peaks.txt`. Diagnostic: it
+    /// slows the importer and adds heaptrack's own memory, so such a run's figures judge nothing.
+    pub heap_profile: Option<crate::target::heaptrack::Heaptrack>,
 }
 
 /// A run that could not start.
@@ -135,6 +139,17 @@ const VARIANTS: [&str; 2] = ["jemalloc", "mimalloc"];
 impl<'a> Session<'a> {
     /// Checks the set-up (binary, database, memory cgroup) and makes the report folder.
     pub async fn start(s: &'a Checked, opts: &'a Options, cell_runs: u64) -> Result<Session<'a>, Error> {
+        Self::start_in(s, opts, cell_runs, None).await
+    }
+
+    /// As [`Session::start`], writing into `dir` when given (the profiled runs of a gate, in its
+    /// own report folder) instead of a new `OUT/<scenario>/<UTC time>/`.
+    pub async fn start_in(
+        s: &'a Checked,
+        opts: &'a Options,
+        cell_runs: u64,
+        dir: Option<PathBuf>,
+    ) -> Result<Session<'a>, Error> {
         let importer = importer_path(s, opts);
         if !importer.is_file() {
             return Err(Error::Setup(format!(
@@ -169,10 +184,11 @@ impl<'a> Session<'a> {
             },
         };
         let started = chrono::Utc::now();
-        let dir = opts
-            .out_root
-            .join(&s.name)
-            .join(started.format("%Y%m%dT%H%M%SZ").to_string());
+        let dir = dir.unwrap_or_else(|| {
+            opts.out_root
+                .join(&s.name)
+                .join(started.format("%Y%m%dT%H%M%SZ").to_string())
+        });
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
             path: dir.clone(),
             source,

@@ -9,6 +9,7 @@
 pub mod build;
 pub mod cgroup;
 pub mod db;
+pub mod heaptrack;
 pub mod pooler;
 
 use std::collections::BTreeMap;
