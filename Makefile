@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: actionlint harness wait gate gate-check faults bench fuzz allocators heap-profile-test heap-profile-cost run test fmt lint check-pg chromium pgbouncer pooler release contract openapi settings-table replay-demo
+.PHONY: actionlint heaptrack harness wait gate gate-check faults bench fuzz allocators heap-profile-test heap-profile-cost run test fmt lint check-pg chromium pgbouncer pooler release contract openapi settings-table replay-demo
 
 SCENARIO ?= scenarios/railway-hobby.yaml
 
@@ -32,7 +32,7 @@ gate: release
 GATE_AA_RUNS ?= 10
 ## gate-check: the gate's own proof (not in CI): it fails IMPORT_BATCH_SIZE=200 and =400 and a hungrier
 ## build against this one, and passes $(GATE_AA_RUNS) A/A runs; prints the counts
-gate-check: release
+gate-check: release heaptrack
 	$(CARGO) build --release --workspace --features importer/hungry
 	cp target/release/importer target/release/importer-hungry
 	$(CARGO) build --release --workspace
@@ -149,6 +149,13 @@ chromium:
 	  echo "installing Debian's chromium for the report.html browser test" >&2; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium > /dev/null; }
+
+## heaptrack: Debian's heaptrack, which the gate's --where and `harness run --heap-profile` use; installed when missing
+heaptrack:
+	@command -v heaptrack_print > /dev/null || { \
+	  echo "installing Debian's heaptrack for the gate's --where" >&2; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq heaptrack > /dev/null; }
 
 ## pgbouncer: Debian's PgBouncer (and openssl), which the pooled and TLS tests start on ports of their own; installed when missing
 pgbouncer:
