@@ -418,6 +418,31 @@ async fn report_html_renders_in_a_real_browser_and_loads_nothing() {
         share * 100.0
     );
 
+    // The first screen of a laptop (1400 × 900) holds the verdict and a picture: this run's users
+    // are lichess's, drawn in the palette's blue (0, 114, 178), which nothing but a plot uses (the
+    // verdict and the tables are black and grey, their ticks green).
+    let first = dir.join("first-screen.png");
+    chromium(
+        &[
+            &format!("--screenshot={}", first.display()),
+            "--window-size=1400,900",
+            &url,
+        ],
+        &dir.join("profile-first"),
+    );
+    let img = image::open(&first).expect("first screen png").to_rgb8();
+    let blue = img
+        .pixels()
+        .filter(|p| {
+            let [r, g, b] = p.0.map(i32::from);
+            b > r + 80 && b > g + 30
+        })
+        .count();
+    assert!(
+        blue > 500,
+        "a plot on the first screen: {blue} pixels of the palette's blue"
+    );
+
     let out = chromium(&["--dump-dom", &url], &dir.join("profile-dom"));
     let dom = String::from_utf8_lossy(&out.stdout);
     let cells_in_file = html.matches("<td").count();
@@ -428,6 +453,20 @@ async fn report_html_renders_in_a_real_browser_and_loads_nothing() {
         "every table cell rendered"
     );
     assert!(dom.matches("<svg").count() >= 2, "the plots are inline SVG");
+    // Top-down: the verdict is the page's first heading, a picture comes before the first folded
+    // table, and the detailed tables are folded.
+    let heading = dom.find("<h1").expect("a verdict heading");
+    let verdict = &dom[heading..dom[heading..].find("</h1>").map_or(dom.len(), |e| heading + e)];
+    assert!(
+        verdict.contains('✓') || verdict.contains('✗'),
+        "the first heading is the verdict: {verdict}"
+    );
+    let picture = dom.find("<svg").expect("a picture");
+    let folded = dom.find("<details").expect("the detailed tables are folded");
+    assert!(
+        heading < picture && picture < folded,
+        "verdict, then a picture, then the folded tables"
+    );
     assert!(dom.matches("<text").count() > 10, "the plots have text");
 
     // Requests the page made carry its origin as initiator; the browser's own carry "not an origin".
