@@ -724,24 +724,7 @@ impl Store {
 
     /// Puts an interrupted job back in the queue with its counters, to resume at the next start.
     pub async fn requeue_job(&self, id: &str, owner: &str, counters: &Counters) -> Result<()> {
-        let sql = "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
-                   games_skipped_existing = $4, games_failed_parse = $5, status = 'queued', \
-                   owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $6";
-        let _turn = self.games_turn().await;
-        let keep = self.keep();
-        let updated = on_conn!(self, games, conn => sqlx::query(sql)
-            .persistent(keep)
-            .bind(id)
-            .bind(counters.games_fetched)
-            .bind(counters.games_imported)
-            .bind(counters.games_skipped_existing)
-            .bind(counters.games_failed_parse)
-            .bind(owner)
-            .execute(&mut *conn)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(query_err("requeueing an interrupted import"))?;
-        owned(updated, id)
+        self.put_back(id, owner, counters, None).await
     }
 
     /// Writes a job's counters and what its reading completed of the user's history, in one

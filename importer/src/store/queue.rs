@@ -580,12 +580,26 @@ impl Store {
     /// something new, `last_answer` what it said, `waited_ms` added to the job's provider wait.
     /// The job keeps its place in the queue: it is older than what was queued since.
     pub async fn defer_job(&self, id: &str, owner: &str, counters: &Counters, wait: &Deferral) -> Result<()> {
+        self.put_back(id, owner, counters, Some(wait)).await
+    }
+
+    /// Puts a running job of `owner` back in the queue with its counters: to wait for its provider
+    /// (`wait`), or to resume at once (an interrupted import; any earlier wait is over).
+    pub(super) async fn put_back(
+        &self,
+        id: &str,
+        owner: &str,
+        counters: &Counters,
+        wait: Option<&Deferral>,
+    ) -> Result<()> {
         let sql = "UPDATE import_jobs SET status = 'queued', owner = NULL, lease_until = NULL, \
                    games_fetched = $2, games_imported = $3, games_skipped_existing = $4, games_failed_parse = $5, \
-                   not_before = $6, provider_wait_since = $7, provider_last_answer = $8, \
+                   not_before = $6, provider_wait_since = COALESCE($7, provider_wait_since), \
+                   provider_last_answer = COALESCE($8, provider_last_answer), \
                    provider_wait_ms = provider_wait_ms + $9 WHERE id = $1 AND owner = $10";
         let _turn = self.queue_turn().await;
         let keep = self.keep();
+        let waited_ms = wait.map_or(0, |w| w.not_before_ms.saturating_sub(w.now_ms).max(0));
         let updated = on_conn!(self, queue, conn => sqlx::query(sql)
             .persistent(keep)
             .bind(id)
@@ -593,17 +607,15 @@ impl Store {
             .bind(counters.games_imported)
             .bind(counters.games_skipped_existing)
             .bind(counters.games_failed_parse)
-            .bind(wait.not_before_ms)
-            .bind(wait.since_ms)
-            .bind(&wait.last_answer)
-            .bind(wait.not_before_ms.saturating_sub(wait.now_ms).max(0))
+            .bind(wait.map(|w| w.not_before_ms))
+            .bind(wait.map(|w| w.since_ms))
+            .bind(wait.map(|w| w.last_answer.as_str()))
+            .bind(waited_ms)
             .bind(owner)
             .execute(&mut *conn)
             .await
             .map(|r| r.rows_affected()))
-        .map_err(query_err(
-            "putting an import back in the queue to wait for its provider",
-        ))?;
+        .map_err(query_err("putting an import back in the queue"))?;
         owned(updated, id)
     }
 

@@ -22,27 +22,19 @@ async fn ten_times_the_slots_at_once(db: TestDb, lanes_scope: &str) {
         ("PROVIDER_LANES_SCOPE", lanes_scope),
     ];
     let imp = Importer::start(&db, &mocks, &env).await;
-    let http = reqwest::Client::new();
-    let posts = users.iter().map(|u| {
-        let req = http
-            .post(format!("{}/api/v1/import-more-games", imp.base))
-            .json(&json!({"user_id": u.name, "platform": "lichess", "limit": 1000}));
-        async move {
-            let r = req.send().await.expect("POST");
-            let retry_after = r.headers().get("retry-after").is_some();
-            (
-                r.status().as_u16(),
-                retry_after,
-                r.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
-    });
-    let answers = futures_util::future::join_all(posts).await;
-    let accepted: Vec<&serde_json::Value> = answers.iter().filter(|a| a.0 == 202).map(|a| &a.2).collect();
-    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    let answers = imp.post_burst(&users).await;
+    let accepted: Vec<&serde_json::Value> = answers
+        .iter()
+        .filter(|a| a.status == 202)
+        .map(|a| &a.body)
+        .collect();
+    let refused: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
     assert_eq!(accepted.len(), 12, "2 running + 10 queued: {answers:?}");
     assert_eq!(refused.len(), 8, "beyond the queue: 429");
-    assert!(refused.iter().all(|r| r.1), "every 429 carries Retry-After");
+    assert!(
+        refused.iter().all(|r| r.retry_after),
+        "every 429 carries Retry-After"
+    );
     let running = accepted.iter().filter(|a| a["status"] == "running").count();
     assert_eq!(running, 2, "at most MAX_CONCURRENT_IMPORTS run");
     let mut positions: Vec<u64> = accepted

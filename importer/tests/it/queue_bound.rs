@@ -19,25 +19,13 @@ async fn the_bound_holds(db: TestDb, env: &[(&str, &str)], users: usize, running
     let mut all_env: Vec<(&str, &str)> = vec![("IMPORT_QUEUE_CAPACITY", &cap), ("IMPORT_BATCH_SIZE", "1")];
     all_env.extend_from_slice(env);
     let imp = Importer::start(&db, &mocks, &all_env).await;
-    let http = reqwest::Client::new();
-    let posts = mock_users.iter().map(|u| {
-        let req = http
-            .post(format!("{}/api/v1/import-more-games", imp.base))
-            .json(&json!({"user_id": u.name, "platform": "lichess", "limit": 1000}));
-        async move {
-            let r = req.send().await.expect("POST");
-            let retry_after = r.headers().get("retry-after").is_some();
-            let status = r.status().as_u16();
-            (
-                status,
-                retry_after,
-                r.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
-    });
-    let answers = futures_util::future::join_all(posts).await;
-    let accepted: Vec<&serde_json::Value> = answers.iter().filter(|a| a.0 == 202).map(|a| &a.2).collect();
-    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    let answers = imp.post_burst(&mock_users).await;
+    let accepted: Vec<&serde_json::Value> = answers
+        .iter()
+        .filter(|a| a.status == 202)
+        .map(|a| &a.body)
+        .collect();
+    let refused: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
     let ran = accepted.iter().filter(|a| a["status"] == "running").count();
     assert_eq!(ran, running, "{env:?}: imports running at once: {answers:?}");
     assert_eq!(
@@ -50,7 +38,10 @@ async fn the_bound_holds(db: TestDb, env: &[(&str, &str)], users: usize, running
         users - running - capacity,
         "{env:?}: the rest refused"
     );
-    assert!(refused.iter().all(|r| r.1), "every 429 carries Retry-After");
+    assert!(
+        refused.iter().all(|r| r.retry_after),
+        "every 429 carries Retry-After"
+    );
     let metrics = imp.get_text("/metrics").await;
     let queued: usize = metrics
         .lines()

@@ -54,14 +54,19 @@ async fn position(store: &Store, id: &str) -> Option<(JobStatus, i64)> {
         .map(|placed| (placed.job.status, placed.queue_position))
 }
 
-async fn only_old_finished_jobs_are_pruned(db: TestDb) {
+/// The test's database opened as the importer opens it.
+async fn open(db: &TestDb) -> Store {
     let options = StoreOptions {
         pool_size: 2,
         queue_pool_size: StoreOptions::default_queue_pool_size(),
         sqlite_cache_kib: 512,
         transaction_pooler: matches!(db, TestDb::Pooled(..)),
     };
-    let store = Store::connect(&db.url(), &options).await.expect("database");
+    Store::connect(&db.url(), &options).await.expect("database")
+}
+
+async fn only_old_finished_jobs_are_pruned(db: TestDb) {
+    let store = open(&db).await;
     let now = Utc::now();
     let (old, recent) = (now - Duration::days(40), now - Duration::days(1));
     let lease = now.timestamp_millis() + 60_000;
@@ -139,13 +144,7 @@ on_every_database!(retention, only_old_finished_jobs_are_pruned);
 /// A job whose task died (a panic) ends `failed` with the counters its committed batches wrote:
 /// `finish_job` without counters keeps the stored ones (it used to write zeros over them).
 async fn a_job_ended_without_counters_keeps_its_batches_counters(db: TestDb) {
-    let options = StoreOptions {
-        pool_size: 2,
-        queue_pool_size: StoreOptions::default_queue_pool_size(),
-        sqlite_cache_kib: 512,
-        transaction_pooler: matches!(db, TestDb::Pooled(..)),
-    };
-    let store = Store::connect(&db.url(), &options).await.expect("database");
+    let store = open(&db).await;
     let lease = Utc::now().timestamp_millis() + 60_000;
     let running = job("panicked", Platform::Lichess, JobStatus::Running, Utc::now());
     store.insert_job(&running, OWNER, lease).await.expect("insert");

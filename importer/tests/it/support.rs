@@ -11,6 +11,17 @@ use serde_json::Value;
 use sqlx::Connection;
 use tokio::process::{Child, Command};
 
+/// One answer of [`Importer::post_burst`].
+#[derive(Debug)]
+pub struct Posted {
+    /// Its status.
+    pub status: u16,
+    /// Whether it carries `Retry-After`.
+    pub retry_after: bool,
+    /// Its JSON body.
+    pub body: Value,
+}
+
 /// The PostgreSQL every machine of this project has; tests fail, never skip, when it is down.
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -355,6 +366,28 @@ impl Importer {
             .expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs an import of each of `users` (lichess, limit 1000) at once, on connections of their
+    /// own: a burst. Each answer's status, whether it carries `Retry-After`, and its JSON body.
+    pub async fn post_burst(&self, users: &[harness::upstream::MockUser]) -> Vec<Posted> {
+        let http = reqwest::Client::new();
+        let posts = users.iter().map(|u| {
+            let req = http
+                .post(format!("{}/api/v1/import-more-games", self.base))
+                .json(&serde_json::json!({"user_id": u.name, "platform": "lichess", "limit": 1000}));
+            async move {
+                let r = req.send().await.expect("POST");
+                let retry_after = r.headers().get("retry-after").is_some();
+                let status = r.status().as_u16();
+                Posted {
+                    status,
+                    retry_after,
+                    body: r.json::<Value>().await.unwrap_or_default(),
+                }
+            }
+        });
+        futures_util::future::join_all(posts).await
     }
 
     /// GETs a path; returns status and JSON body.
