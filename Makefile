@@ -120,7 +120,7 @@ contract: $(CONTRACT_VENV)/.installed
 	importer/contract/run.sh target/debug/importer target/debug/harness $(CONTRACT_VENV)/bin/st
 
 $(CONTRACT_VENV)/.installed: importer/contract/requirements.txt
-	python3 -m venv $(CONTRACT_VENV)
+	python3 -m venv --clear $(CONTRACT_VENV)
 	$(CONTRACT_VENV)/bin/pip install -q --disable-pip-version-check -r importer/contract/requirements.txt
 	touch $@
 
