@@ -605,13 +605,12 @@ impl Scheduler {
     pub async fn load(&self) -> Result<Load, StoreError> {
         let running = self.state.lock().await.running.len();
         let count = |n: i64| usize::try_from(n).unwrap_or(0);
-        let queued = self.ctx.store.queued_count().await?;
-        let waiting = self.ctx.store.waiting_for_providers(now_ms()).await?;
+        let queue = self.ctx.store.queue_load(now_ms()).await?;
         Ok(Load {
             running,
-            queued: count(queued),
-            waiting_for_lichess: count(waiting.lichess),
-            waiting_for_chess_com: count(waiting.chess_com),
+            queued: count(queue.queued),
+            waiting_for_lichess: count(queue.waiting_for_provider.lichess),
+            waiting_for_chess_com: count(queue.waiting_for_provider.chess_com),
         })
     }
 
@@ -666,7 +665,19 @@ impl Scheduler {
                 return;
             }
         };
-        let shown = counters.unwrap_or_default();
+        // A task that died has no counters of its own: those its committed batches wrote, read once
+        // for the log and the metrics (the end keeps them in the store).
+        let shown = match counters {
+            Some(c) => c,
+            None => self
+                .ctx
+                .store
+                .job_with_position(&job.import_id)
+                .await
+                .ok()
+                .flatten()
+                .map_or_else(Counters::default, |placed| placed.job.counters),
+        };
         tracing::info!(
             import_id = %job.import_id, user = %job.user_id, platform = job.platform.as_str(),
             status = status.as_str(), fetched = shown.games_fetched, imported = shown.games_imported,
@@ -693,18 +704,6 @@ impl Scheduler {
         });
         match end.await {
             Ok(()) => {
-                let counters = match counters {
-                    Some(c) => c,
-                    // What the store kept: the counters of its committed batches.
-                    None => self
-                        .ctx
-                        .store
-                        .job_with_position(&job.import_id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map_or_else(Counters::default, |placed| placed.job.counters),
-                };
                 let count = |n: i64| u64::try_from(n).unwrap_or(0);
                 self.ctx.metrics.import_finished(&ImportOutcome {
                     platform: job.platform,
@@ -712,9 +711,9 @@ impl Scheduler {
                     run_secs: job
                         .started_at
                         .map_or_else(|| started.elapsed().as_secs_f64(), |s| secs(s, finished)),
-                    imported: count(counters.games_imported),
-                    skipped_existing: count(counters.games_skipped_existing),
-                    failed_parse: count(counters.games_failed_parse),
+                    imported: count(shown.games_imported),
+                    skipped_existing: count(shown.games_skipped_existing),
+                    failed_parse: count(shown.games_failed_parse),
                 });
             }
             Err(e) => {

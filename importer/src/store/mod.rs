@@ -292,7 +292,7 @@ macro_rules! on_conn {
 
 mod queue;
 
-pub use queue::{ClaimLanes, Deferral, Lanes, PlacedJob, QueueTx};
+pub use queue::{ClaimLanes, Deferral, Lanes, PlacedJob, QueueLoad, QueueTx};
 
 /// Writes what a batch completes of the user's history (`SyncProgress`) in the open transaction
 /// `$tx`, so that a range is never recorded without the games it claims.

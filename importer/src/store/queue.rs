@@ -38,6 +38,15 @@ pub enum ClaimLanes {
     Shared(Lanes),
 }
 
+/// The queue as [`Store::queue_load`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLoad {
+    /// Jobs queued, across every process (waiting for a slot, a lane or their provider).
+    pub queued: i64,
+    /// Of those, per provider, the ones waiting for their provider.
+    pub waiting_for_provider: Lanes,
+}
+
 /// A job with its place among the queued imports of its provider (1 = next; 0 when not queued).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlacedJob {
@@ -480,32 +489,29 @@ impl Store {
         .map_err(query_err("requeueing imports left running"))
     }
 
-    /// How many jobs are queued, across every process.
-    pub async fn queued_count(&self) -> Result<i64> {
+    /// The queue now, across every process, in one statement: the jobs queued, and of those per
+    /// provider the ones not to be tried before a time after `now_ms` (waiting for their provider).
+    pub async fn queue_load(&self, now_ms: i64) -> Result<QueueLoad> {
+        let sql = "SELECT platform, COUNT(*), COALESCE(SUM(CASE WHEN not_before > $1 THEN 1 ELSE 0 END), 0) \
+                   FROM import_jobs WHERE status = 'queued' GROUP BY platform";
         let keep = self.keep();
-        on_conn!(self, queue, conn => sqlx::query_scalar(QUEUED_COUNT).persistent(keep).fetch_one(&mut *conn).await)
-            .map_err(query_err("counting queued imports"))
-    }
-
-    /// Queued jobs per provider not to be tried before a time after `now_ms`: (lichess, chess.com).
-    pub async fn waiting_for_providers(&self, now_ms: i64) -> Result<Lanes> {
-        let sql = "SELECT platform, COUNT(*) FROM import_jobs WHERE status = 'queued' AND not_before > $1 \
-                   GROUP BY platform";
-        let keep = self.keep();
-        let rows: Vec<(String, i64)> = on_conn!(self, queue, conn => sqlx::query_as(sql)
+        let rows: Vec<(String, i64, i64)> = on_conn!(self, queue, conn => sqlx::query_as(sql)
             .persistent(keep)
             .bind(now_ms)
             .fetch_all(&mut *conn)
             .await)
-        .map_err(query_err("counting imports waiting for their provider"))?;
-        let of = |p: Platform| {
+        .map_err(query_err("counting queued imports"))?;
+        let waiting = |p: Platform| {
             rows.iter()
-                .find(|(name, _)| name == p.as_str())
-                .map_or(0, |(_, n)| *n)
+                .find(|(name, ..)| name == p.as_str())
+                .map_or(0, |(_, _, n)| *n)
         };
-        Ok(Lanes {
-            lichess: of(Platform::Lichess),
-            chess_com: of(Platform::ChessCom),
+        Ok(QueueLoad {
+            queued: rows.iter().map(|(_, n, _)| n).sum(),
+            waiting_for_provider: Lanes {
+                lichess: waiting(Platform::Lichess),
+                chess_com: waiting(Platform::ChessCom),
+            },
         })
     }
 

@@ -92,6 +92,8 @@ pub struct Streaming {
 
 /// What the client keeps per provider.
 struct Provider {
+    /// `lichess` or `chess.com`, for its log lines.
+    name: &'static str,
     lanes: Arc<Semaphore>,
     /// No request to this provider before this instant.
     cool_down_until: std::sync::Mutex<Option<tokio::time::Instant>>,
@@ -121,8 +123,9 @@ fn outage_wait(n: u32, retry_after: Option<Duration>) -> Duration {
 }
 
 impl Provider {
-    fn new(lanes: usize) -> Provider {
+    fn new(platform: Platform, lanes: usize) -> Provider {
         Provider {
+            name: platform.as_str(),
             lanes: Arc::new(Semaphore::new(lanes.max(1))),
             cool_down_until: std::sync::Mutex::new(None),
             trouble: std::sync::Mutex::new(Trouble::default()),
@@ -137,7 +140,11 @@ impl Provider {
     fn recovered(&self) {
         let mut trouble = self.trouble();
         if trouble.in_a_row > 0 {
-            tracing::info!(failures = trouble.in_a_row, "provider answers again");
+            tracing::info!(
+                provider = self.name,
+                failures = trouble.in_a_row,
+                "provider answers again"
+            );
         }
         *trouble = Trouble::default();
     }
@@ -270,8 +277,8 @@ impl Client {
         Ok(Client {
             http,
             permits: Arc::new(Semaphore::new(cfg.max_connections)),
-            lichess: Arc::new(Provider::new(cfg.lichess_lanes)),
-            chess_com: Arc::new(Provider::new(cfg.chess_com_lanes)),
+            lichess: Arc::new(Provider::new(Platform::Lichess, cfg.lichess_lanes)),
+            chess_com: Arc::new(Provider::new(Platform::ChessCom, cfg.chess_com_lanes)),
             cfg: Arc::new(cfg),
             metrics,
         })
@@ -297,10 +304,18 @@ impl Client {
             .map_or(Duration::ZERO, |until| until - tokio::time::Instant::now())
     }
 
-    /// An import gives up on `failure` from `platform` (a broken stream that made no progress):
-    /// the provider cools down as after a failed request.
+    /// An import gives up on `failure` from `platform` (a request that kept failing, a broken
+    /// stream that made no progress): the provider cools down, for its `Retry-After` when it sent
+    /// a longer one, and the wait is logged once, whichever path gave up.
     pub fn gave_up(&self, platform: Platform, failure: &UpstreamError) -> Duration {
-        self.provider(platform).gave_up(None, failure.to_string())
+        let retry_after = match failure {
+            UpstreamError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let wait = self.provider(platform).gave_up(retry_after, failure.to_string());
+        tracing::warn!(provider = platform.as_str(), error = %failure, wait_secs = wait.as_secs_f64(),
+            "provider in trouble: no request to it until the wait ends; its imports wait in the queue");
+        wait
     }
 
     /// Waits while `platform` cools down after a 429.
@@ -410,13 +425,7 @@ impl Client {
             // A provider already in trouble gets no retry here: the import waits in the queue.
             let in_trouble = self.provider(platform).in_trouble();
             if transient > MAX_TRANSIENT_RETRIES || in_trouble {
-                let retry_after = match &failure {
-                    UpstreamError::Unavailable { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let wait = self.provider(platform).gave_up(retry_after, failure.to_string());
-                tracing::warn!(provider, %url, error = %failure, wait_secs = wait.as_secs_f64(),
-                    "provider in trouble: no request to it until the wait ends; its imports wait in the queue");
+                self.gave_up(platform, &failure);
                 return Err(failure);
             }
             let wait = jitter(self.cfg.backoff_base * 2u32.pow(transient - 1));
@@ -494,7 +503,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_failure_in_a_row_doubles_the_wait_until_a_good_answer() {
-        let p = Provider::new(1);
+        let p = Provider::new(Platform::Lichess, 1);
         for (n, base) in [1u64, 2, 4, 8, 16, 32, 60, 60].into_iter().enumerate() {
             let wait = p.gave_up(None, "lichess answered 502".into());
             let base = Duration::from_secs(base);
@@ -515,7 +524,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cool_down_is_extended_never_shortened() {
-        let p = Provider::new(1);
+        let p = Provider::new(Platform::Lichess, 1);
         assert!(p.cooling_until().is_none());
         assert_eq!(p.cool_down(Duration::from_millis(300)), (0.3, true));
         assert!(p.cooling_until().is_some());
