@@ -116,13 +116,23 @@ pub enum Error {
     /// No baseline to compare with.
     #[error("no baseline at {0}; create one with --update-baseline")]
     NoBaseline(PathBuf),
-    /// The baseline file is unreadable.
-    #[error("baseline {path}: {message}")]
+    /// The baseline file cannot be read.
+    #[error("baseline {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The baseline file is not a baseline.
+    #[error("baseline {path}: {source}")]
     BadBaseline {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
     },
 }
 
@@ -166,16 +176,16 @@ pub struct Baseline {
 impl Baseline {
     /// Reads a baseline file.
     pub fn load(path: &Path) -> Result<Baseline, Error> {
-        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => Error::NoBaseline(path.to_path_buf()),
-            _ => Error::BadBaseline {
+            _ => Error::Unreadable {
                 path: path.to_path_buf(),
-                message: e.to_string(),
+                source,
             },
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::BadBaseline {
+        serde_json::from_slice(&bytes).map_err(|source| Error::BadBaseline {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            source,
         })
     }
 }

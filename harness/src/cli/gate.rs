@@ -214,9 +214,7 @@ async fn where_grew(
     );
     let profiles = profile::profiles(s, cell, &sides, dir).await?;
     let [a, b] = profiles.as_slice() else {
-        return Err(WhereError::Report(report::Error::Flame(
-            "two profiles expected".into(),
-        )));
+        return Err(WhereError::NotTwo(profiles.len()));
     };
     report::heap::flame_graph(&dir.join(report::heap::FLAME_SVG), a, b)?;
     Ok(judge_heap::compare(&cell.label, a, b))
@@ -231,6 +229,9 @@ pub enum WhereError {
     /// The flame graph.
     #[error(transparent)]
     Report(#[from] report::Error),
+    /// The profiled runs made another number of profiles than the two sides.
+    #[error("cannot draw the flame graph: two profiles expected, {0} made")]
+    NotTwo(usize),
 }
 
 /// An A/B gate's runs: each cell on the reference build `importer` and on the candidate (with
@@ -320,17 +321,17 @@ async fn measure_repeats(s: &Checked, opts: &Options) -> Result<Measured, Error>
 
 /// `harness gate`: exit 0 pass, 1 a check failed, 2 the gate could not decide.
 pub async fn command(args: &RunArgs, g: GateArgs) -> ExitCode {
-    let usage = |m: &str| {
+    let usage = |m: &dyn std::fmt::Display| {
         eprintln!("error: {m}");
         ExitCode::from(USAGE)
     };
     if !g.candidate_set.is_empty() && g.against.is_none() && g.against_ref.is_none() {
         return usage(
-            "--candidate-set needs --against or --against-ref: it sets the candidate side of an A/B gate",
+            &"--candidate-set needs --against or --against-ref: it sets the candidate side of an A/B gate",
         );
     }
     if g.update_baseline && g.baseline.is_none() {
-        return usage("--update-baseline needs --baseline FILE to write");
+        return usage(&"--update-baseline needs --baseline FILE to write");
     }
     let scenario = match load_scenario(&args.scenario) {
         Ok(s) => s,
@@ -343,14 +344,14 @@ pub async fn command(args: &RunArgs, g: GateArgs) -> ExitCode {
     if let Some(rev) = &g.candidate_ref {
         match target::build::importer_at(rev, |l| eprintln!("{l}")) {
             Ok(bin) => opts.importer = Some(bin),
-            Err(e) => return usage(&e.to_string()),
+            Err(e) => return usage(&e),
         }
     }
     let against = match (&g.against, &g.against_ref) {
         (Some(path), _) => Some(path.clone()),
         (None, Some(rev)) => match target::build::importer_at(rev, |l| eprintln!("{l}")) {
             Ok(bin) => Some(bin),
-            Err(e) => return usage(&e.to_string()),
+            Err(e) => return usage(&e),
         },
         (None, None) => None,
     };
@@ -372,7 +373,7 @@ pub async fn command(args: &RunArgs, g: GateArgs) -> ExitCode {
             }
         }
         (None, Some(path)) => Reference::Baseline(path.clone()),
-        (None, None) => return usage("give --against, --against-ref or --baseline"),
+        (None, None) => return usage(&"give --against, --against-ref or --baseline"),
     };
     let update = g.update_baseline.then_some(g.baseline.as_deref()).flatten();
     let where_ = if g.where_ { Where::Always } else { Where::OnFailure };

@@ -2,10 +2,28 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::USAGE;
 use crate::upstream::{self, MockUser, Upstreams};
+
+/// Why the mocks could not serve (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A port is taken or not ours to bind.
+    #[error("binding 127.0.0.1:{port}: {source}")]
+    Bind {
+        /// The port.
+        port: u16,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The mocks' servers could not start.
+    #[error("starting the mocks: {0}")]
+    Start(#[source] std::io::Error),
+    /// Ctrl-C could not be listened for.
+    #[error("waiting for Ctrl-C: {0}")]
+    Signal(#[source] std::io::Error),
+}
 
 /// Serves until Ctrl-C; exit 2 when a port cannot be bound.
 pub async fn command(
@@ -18,7 +36,7 @@ pub async fn command(
     match serve_mocks(lichess_port, chesscom_port, users, seed, pace).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             ExitCode::from(USAGE)
         }
     }
@@ -30,9 +48,9 @@ async fn serve_mocks(
     users: Vec<MockUser>,
     seed: u64,
     pace: u32,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let bind = |port: u16| {
-        std::net::TcpListener::bind(("127.0.0.1", port)).with_context(|| format!("binding 127.0.0.1:{port}"))
+        std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|source| Error::Bind { port, source })
     };
     let mocks = Upstreams::start_with(
         &users,
@@ -45,7 +63,7 @@ async fn serve_mocks(
         },
     )
     .await
-    .context("starting the mocks")?;
+    .map_err(Error::Start)?;
     println!("lichess mock:   {}", mocks.lichess_url());
     println!("chess.com mock: {}", mocks.chess_com_url());
     for u in &users {
@@ -70,6 +88,27 @@ async fn serve_mocks(
         );
     }
     println!("\nCtrl-C stops.");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c().await.map_err(Error::Signal)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port already taken fails before anything is served, naming the address.
+    #[tokio::test]
+    async fn a_taken_port_is_named() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let err = serve_mocks(port, 0, Vec::new(), 1, 0)
+            .await
+            .expect_err("the port is taken");
+        assert!(matches!(err, Error::Bind { port: p, .. } if p == port), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("binding 127.0.0.1:{port}: ")),
+            "{err}"
+        );
+    }
 }

@@ -198,61 +198,114 @@ impl RunArgs {
     }
 }
 
-fn parse_budget(s: &str) -> Result<u64, String> {
-    crate::scenario::parse_bytes(s).ok_or_else(|| format!("{s:?}: a size such as 512MB or 1GB"))
+/// A command-line value that does not parse; clap prints it after the option's name.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BadValue {
+    /// Not a size.
+    #[error("{0:?}: a size such as 512MB or 1GB")]
+    Size(String),
+    /// Not a number followed by a unit.
+    #[error("{0:?}: a wait such as 60s, 2m or 90")]
+    Wait(String),
+    /// A wait in a unit not known.
+    #[error("{given:?}: unknown unit {unit:?} (s, m or h)")]
+    WaitUnit {
+        /// The value given.
+        given: String,
+        /// Its unit.
+        unit: String,
+    },
+    /// A wait of 0 or less, or endless.
+    #[error("{0:?}: a wait must be more than 0")]
+    NoWait(String),
+    /// No `=` in a `--set`.
+    #[error("{0:?}: expected VAR=VALUE")]
+    NotVarValue(String),
+    /// The name of a `--set` is not an environment variable's.
+    #[error("{0:?}: an environment variable name such as IMPORT_BATCH_SIZE")]
+    VarName(String),
+    /// The importer would refuse the value of a `--set`.
+    #[error("{name}={value:?}: expected {refused}")]
+    Refused {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+        /// What the variable accepts.
+        #[source]
+        refused: crate::scenario::Refused,
+    },
+    /// A `--user` of the wrong shape.
+    #[error("{0:?}: expected NAME:PLATFORM:GAMES[:MONTHS], e.g. alice:lichess:1500")]
+    User(String),
+    /// A `--user` on another platform.
+    #[error("{0:?}: platform must be `lichess` or `chess.com`")]
+    Platform(String),
+    /// A `--user` whose name has other characters.
+    #[error("{0:?}: a name of letters, digits, _ and -")]
+    UserName(String),
+}
+
+fn parse_budget(s: &str) -> Result<u64, BadValue> {
+    crate::scenario::parse_bytes(s).ok_or_else(|| BadValue::Size(s.to_string()))
 }
 
 /// A wait such as `60s`, `1.5m`, `1h` or `90` (seconds), in seconds.
-fn parse_wait(s: &str) -> Result<f64, String> {
+fn parse_wait(s: &str) -> Result<f64, BadValue> {
     let t = s.trim();
     let (num, unit) = t.split_at(
         t.find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(t.len()),
     );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: a wait such as 60s, 2m or 90"))?;
+    let n: f64 = num.parse().map_err(|_| BadValue::Wait(s.to_string()))?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (s, m or h)")),
+        other => {
+            return Err(BadValue::WaitUnit {
+                given: s.to_string(),
+                unit: other.to_string(),
+            });
+        }
     };
     if secs > 0.0 && secs.is_finite() {
         Ok(secs)
     } else {
-        Err(format!("{s:?}: a wait must be more than 0"))
+        Err(BadValue::NoWait(s.to_string()))
     }
 }
 
-fn parse_set(s: &str) -> Result<(String, String), String> {
+fn parse_set(s: &str) -> Result<(String, String), BadValue> {
     let (k, v) = s
         .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected VAR=VALUE"))?;
+        .ok_or_else(|| BadValue::NotVarValue(s.to_string()))?;
     if k.is_empty()
         || !k
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
     {
-        return Err(format!(
-            "{k:?}: an environment variable name such as IMPORT_BATCH_SIZE"
-        ));
+        return Err(BadValue::VarName(k.to_string()));
     }
     // A value the importer would refuse fails here, not in every cell at its start.
-    crate::scenario::accepts(k, v).map_err(|words| format!("{k}={v:?}: expected {words}"))?;
+    crate::scenario::accepts(k, v).map_err(|refused| BadValue::Refused {
+        name: k.to_string(),
+        value: v.to_string(),
+        refused,
+    })?;
     Ok((k.to_string(), v.to_string()))
 }
 
-fn parse_user(s: &str) -> Result<MockUser, String> {
+fn parse_user(s: &str) -> Result<MockUser, BadValue> {
     let parts: Vec<&str> = s.split(':').collect();
-    let usage = || format!("{s:?}: expected NAME:PLATFORM:GAMES[:MONTHS], e.g. alice:lichess:1500");
+    let usage = || BadValue::User(s.to_string());
     if !(3..=4).contains(&parts.len()) {
         return Err(usage());
     }
     let platform = match parts[1] {
         "lichess" => Platform::Lichess,
         "chess.com" => Platform::ChessCom,
-        _ => return Err(format!("{s:?}: platform must be `lichess` or `chess.com`")),
+        _ => return Err(BadValue::Platform(s.to_string())),
     };
     let games = parts[2].parse().map_err(|_| usage())?;
     let months = match parts.get(3) {
@@ -264,7 +317,7 @@ fn parse_user(s: &str) -> Result<MockUser, String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return Err(format!("{s:?}: a name of letters, digits, _ and -"));
+        return Err(BadValue::UserName(s.to_string()));
     }
     Ok(MockUser {
         months,
@@ -327,4 +380,73 @@ fn load_scenario(file: &Path) -> Result<Checked, ExitCode> {
         eprintln!("error: {e}");
         ExitCode::from(USAGE)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What clap prints after the option's name: the value given and what is expected.
+    fn said<T: std::fmt::Debug>(r: Result<T, BadValue>) -> String {
+        r.expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_wait_is_a_number_and_a_unit() {
+        assert_eq!(parse_wait("90").ok(), Some(90.0));
+        assert_eq!(parse_wait("1.5m").ok(), Some(90.0));
+        assert_eq!(parse_wait("1h").ok(), Some(3600.0));
+        assert_eq!(said(parse_wait("soon")), "\"soon\": a wait such as 60s, 2m or 90");
+        assert_eq!(said(parse_wait("3d")), "\"3d\": unknown unit \"d\" (s, m or h)");
+        assert_eq!(said(parse_wait("0s")), "\"0s\": a wait must be more than 0");
+    }
+
+    #[test]
+    fn a_set_names_a_variable_and_a_value_the_importer_takes() {
+        assert_eq!(
+            parse_set("IMPORT_BATCH_SIZE=500").ok(),
+            Some(("IMPORT_BATCH_SIZE".into(), "500".into()))
+        );
+        assert_eq!(
+            said(parse_set("IMPORT_BATCH_SIZE")),
+            "\"IMPORT_BATCH_SIZE\": expected VAR=VALUE"
+        );
+        assert_eq!(
+            said(parse_set("lower=1")),
+            "\"lower\": an environment variable name such as IMPORT_BATCH_SIZE"
+        );
+        assert_eq!(
+            said(parse_set("IMPORT_BATCH_SIZE=0")),
+            "IMPORT_BATCH_SIZE=\"0\": expected an integer in 1..=10000"
+        );
+        assert_eq!(
+            said(parse_set("ALLOCATOR=tcmalloc")),
+            "ALLOCATOR=\"tcmalloc\": expected one of glibc, jemalloc, mimalloc"
+        );
+        assert_eq!(
+            said(parse_budget("lots")),
+            "\"lots\": a size such as 512MB or 1GB"
+        );
+    }
+
+    #[test]
+    fn a_mock_user_is_name_platform_games_and_months() {
+        let u = parse_user("alice:chess.com:30:3").expect("a user");
+        assert_eq!(
+            (u.name.as_str(), u.platform, u.games, u.months),
+            ("alice", Platform::ChessCom, 30, 3)
+        );
+        assert_eq!(
+            said(parse_user("alice:lichess")),
+            "\"alice:lichess\": expected NAME:PLATFORM:GAMES[:MONTHS], e.g. alice:lichess:1500"
+        );
+        assert_eq!(
+            said(parse_user("alice:fics:10")),
+            "\"alice:fics:10\": platform must be `lichess` or `chess.com`"
+        );
+        assert_eq!(
+            said(parse_user("a b:lichess:10")),
+            "\"a b:lichess:10\": a name of letters, digits, _ and -"
+        );
+    }
 }

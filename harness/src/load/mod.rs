@@ -173,8 +173,29 @@ const UNREACHABLE_POLLS: u32 = 50;
 
 /// Why the load could not be run.
 #[derive(Debug, thiserror::Error)]
-#[error("goose: {0}")]
-pub struct Error(String);
+pub enum Error {
+    /// The load's own runtime could not be built.
+    #[error("goose: cannot start the load runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The load's own thread could not be started.
+    #[error("goose: cannot start the load thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The load's thread ended without an answer (it panicked).
+    #[error("goose: the load thread died")]
+    ThreadDied,
+    /// No importer's base URL was given.
+    #[error("goose: no importer to drive")]
+    NoImporter,
+    /// An attack panicked while holding the plan.
+    #[error("goose: plan lock poisoned")]
+    Poisoned,
+    /// goose refused its configuration or its client.
+    #[error("goose: {0}")]
+    Setup(#[source] goose::GooseError),
+    /// goose's attack failed (its `Debug`: its `Display` leaves the details out).
+    #[error("goose: {0:?}")]
+    Attack(#[source] goose::GooseError),
+}
 
 struct Plan {
     specs: Vec<ImportSpec>,
@@ -432,14 +453,12 @@ async fn on_own_thread<T: Send + 'static>(
         .spawn(move || {
             let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt.block_on(attack),
-                Err(e) => Err(Error(format!("cannot start the load runtime: {e}"))),
+                Err(e) => Err(Error::Runtime(e)),
             };
             let _ = done.send(outcome);
         })
-        .map_err(|e| Error(format!("cannot start the load thread: {e}")))?;
-    result
-        .await
-        .unwrap_or_else(|_| Err(Error("the load thread died".into())))
+        .map_err(Error::Thread)?;
+    result.await.unwrap_or_else(|_| Err(Error::ThreadDied))
 }
 
 /// Runs one attack: each import requested after its spec's delay, to the importer its spec
@@ -456,7 +475,7 @@ pub async fn run(
     let users = specs.len();
     let specs_at_start = specs.iter().filter(|s| s.delay.is_zero()).count();
     let Some(first) = bases.first() else {
-        return Err(Error("no importer to drive".into()));
+        return Err(Error::NoImporter);
     };
     let plan = Arc::new(Plan {
         specs,
@@ -469,7 +488,7 @@ pub async fn run(
         token: token.map(str::to_string),
         burst: tokio::sync::Barrier::new(specs_at_start),
     });
-    *PLAN.lock().map_err(|_| Error("plan lock poisoned".into()))? = Some(Arc::clone(&plan));
+    *PLAN.lock().map_err(|_| Error::Poisoned)? = Some(Arc::clone(&plan));
     // Goose keeps some fields private, so the configuration is filled in place.
     let mut config = GooseConfiguration::default();
     config.host = Some(first.clone());
@@ -486,19 +505,19 @@ pub async fn run(
     let quiet = QuietStdout::new();
     let metrics = on_own_thread(async move {
         GooseAttack::initialize_with_config(config)
-            .map_err(|e| Error(e.to_string()))?
+            .map_err(Error::Setup)?
             // One client for every user: built once (a client reads the system's certificates, 3 ms
             // each, 1.5 s of CPU for 512 users), its pool holds each user's connection.
             .set_client_builder_without_cookies(GooseClientBuilder::new().without_cookies())
-            .map_err(|e| Error(e.to_string()))?
+            .map_err(Error::Setup)?
             .register_scenario(scenario!("import").register_transaction(transaction!(import_one)))
             .execute()
             .await
-            .map_err(|e| Error(format!("{e:?}")))
+            .map_err(Error::Attack)
     })
     .await;
     drop(quiet);
-    *PLAN.lock().map_err(|_| Error("plan lock poisoned".into()))? = None;
+    *PLAN.lock().map_err(|_| Error::Poisoned)? = None;
     let metrics = metrics?;
     let mut requests: Vec<RequestSummary> = metrics
         .requests

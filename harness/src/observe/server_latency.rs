@@ -9,6 +9,20 @@ use serde::{Deserialize, Serialize};
 /// The histogram the importer keeps per route and status.
 const HISTOGRAM: &str = "importer_http_request_duration_seconds";
 
+/// Why the importer's latency could not be read from its `/metrics`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request failed or its body could not be read.
+    #[error("GET /metrics: {0}")]
+    Request(#[from] reqwest::Error),
+    /// The importer answered with an error status.
+    #[error("GET /metrics answered {0}")]
+    Status(reqwest::StatusCode),
+    /// The text is not a Prometheus exposition.
+    #[error("GET /metrics: not a Prometheus exposition: {0}")]
+    Parse(#[source] std::io::Error),
+}
+
 /// One route's requests as the server timed them, every status together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteLatency {
@@ -24,8 +38,8 @@ pub struct RouteLatency {
 }
 
 /// Reads every route's latency from an OpenMetrics/Prometheus exposition.
-pub fn parse(text: &str) -> Result<Vec<RouteLatency>, String> {
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).map_err(|e| e.to_string())?;
+pub fn parse(text: &str) -> Result<Vec<RouteLatency>, Error> {
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).map_err(Error::Parse)?;
     // (method route) -> (upper bound s -> cumulative count), summed over statuses.
     let mut routes: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
     for s in &scrape.samples {
@@ -81,20 +95,16 @@ pub async fn scrape(
     http: &reqwest::Client,
     base: &str,
     token: Option<&str>,
-) -> Result<Vec<RouteLatency>, String> {
+) -> Result<Vec<RouteLatency>, Error> {
     let mut req = http.get(format!("{base}/metrics"));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req
-        .timeout(std::time::Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| format!("GET /metrics: {e}"))?;
+    let resp = req.timeout(std::time::Duration::from_secs(5)).send().await?;
     if !resp.status().is_success() {
-        return Err(format!("GET /metrics answered {}", resp.status()));
+        return Err(Error::Status(resp.status()));
     }
-    let text = resp.text().await.map_err(|e| format!("GET /metrics: {e}"))?;
+    let text = resp.text().await?;
     parse(&text)
 }
 

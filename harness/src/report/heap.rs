@@ -178,7 +178,7 @@ pub fn flame_graph(path: &Path, against: &Profile, candidate: &Profile) -> Resul
         after.as_bytes(),
         &mut diff,
     )
-    .map_err(|e| Error::Flame(e.to_string()))?;
+    .map_err(Error::Flame)?;
     let mut opts = inferno::flamegraph::Options::default();
     opts.title = "Heap at the peak, candidate (width: bytes; red grew, blue shrank)".into();
     opts.count_name = "bytes".into();
@@ -187,8 +187,7 @@ pub fn flame_graph(path: &Path, against: &Profile, candidate: &Profile) -> Resul
     opts.min_width = 0.5;
     opts.image_width = Some(1400);
     let mut svg = Vec::new();
-    inferno::flamegraph::from_reader(&mut opts, diff.as_slice(), &mut svg)
-        .map_err(|e| Error::Flame(e.to_string()))?;
+    inferno::flamegraph::from_reader(&mut opts, diff.as_slice(), &mut svg).map_err(Error::Flame)?;
     write_file(path, static_svg(&svg).as_bytes())
 }
 
@@ -204,8 +203,7 @@ pub fn single_flame_graph(path: &Path, title: &str, profile: &Profile) -> Result
     opts.image_width = Some(1400);
     opts.colors = inferno::flamegraph::Palette::Basic(inferno::flamegraph::color::BasicPalette::Mem);
     let mut svg = Vec::new();
-    inferno::flamegraph::from_lines(&mut opts, folded.lines(), &mut svg)
-        .map_err(|e| Error::Flame(e.to_string()))?;
+    inferno::flamegraph::from_lines(&mut opts, folded.lines(), &mut svg).map_err(Error::Flame)?;
     write_file(path, static_svg(&svg).as_bytes())
 }
 

@@ -39,29 +39,42 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A plot could not be drawn.
-    #[error("cannot draw {path}: {message}")]
+    #[error("cannot draw {path}: {source}")]
     Plot {
         /// The file.
         path: PathBuf,
-        /// What plotters said.
-        message: String,
+        /// What plotters said (its error for the file's backend).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A flame graph could not be drawn (inferno).
     #[error("cannot draw the flame graph: {0}")]
-    Flame(String),
+    Flame(#[source] std::io::Error),
     /// JSON could not be encoded.
     #[error("cannot encode: {0}")]
     Json(#[from] serde_json::Error),
     /// JUnit XML could not be encoded.
     #[error("cannot encode junit.xml: {0}")]
     Junit(#[from] quick_junit::SerializeError),
-    /// A run's `results.json` could not be read back.
-    #[error("{path}: {message}")]
+    /// A run's `results.json` could not be read.
+    #[error("{path}: cannot read {file}: {source}")]
     Input {
+        /// The path given (a report folder or the file).
+        path: PathBuf,
+        /// The file read.
+        file: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A run's `results.json` is not what `harness run` writes.
+    #[error("{path}: not a harness results.json: {source}")]
+    NotResults {
         /// The path given.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
     },
 }
 
@@ -171,13 +184,14 @@ pub fn read_results(path: &Path) -> Result<Loaded, Error> {
     } else {
         path.to_path_buf()
     };
-    let bytes = std::fs::read(&file).map_err(|e| Error::Input {
+    let bytes = std::fs::read(&file).map_err(|source| Error::Input {
         path: path.to_path_buf(),
-        message: format!("cannot read {}: {e}", file.display()),
+        file: file.clone(),
+        source,
     })?;
-    let results: RunResults = serde_json::from_slice(&bytes).map_err(|e| Error::Input {
+    let results: RunResults = serde_json::from_slice(&bytes).map_err(|source| Error::NotResults {
         path: path.to_path_buf(),
-        message: format!("not a harness results.json: {e}"),
+        source,
     })?;
     let dir = file
         .parent()

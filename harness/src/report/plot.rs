@@ -58,16 +58,12 @@ pub(super) fn dotted_line<'a, DB: DrawingBackend + 'a>(
     pts: &[(f64, f64)],
     colour: RGBColor,
     label: &str,
-) -> Result<(), String> {
-    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+) -> DrawResult<DB> {
     chart
-        .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
-        .map_err(e)?
+        .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))?
         .label(label)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], colour.stroke_width(2)));
-    chart
-        .draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))
-        .map_err(e)?;
+    chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
     Ok(())
 }
 
@@ -75,7 +71,7 @@ pub(super) fn dotted_line<'a, DB: DrawingBackend + 'a>(
 pub(super) fn legend<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     position: SeriesLabelPosition,
-) -> Result<(), String> {
+) -> DrawResult<DB> {
     chart
         .configure_series_labels()
         .position(position)
@@ -83,19 +79,26 @@ pub(super) fn legend<'a, DB: DrawingBackend + 'a>(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(|x| x.to_string())
 }
 
-fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
-    move |message| Error::Plot {
+/// A chart of two linear axes.
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// What drawing on a backend `DB` ends with: plotters' error, of that backend.
+pub(super) type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+fn plot_err<E: std::error::Error + Send + Sync + 'static>(
+    path: &Path,
+) -> impl Fn(DrawingAreaErrorKind<E>) -> Error + '_ {
+    move |e| Error::Plot {
         path: path.to_path_buf(),
-        message,
+        source: Box::new(e),
     }
 }
 
 /// A generic drawing routine, instantiated for both backends.
 pub(super) trait Draw {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
 }
 
 /// The axes every RSS timeline shares: seconds since healthy against MiB, both from 0, mesh drawn.
@@ -104,37 +107,33 @@ fn rss_over_time<'a, DB: DrawingBackend>(
     caption: String,
     max_t: f64,
     max_y: f64,
-) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
-    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+) -> Result<Chart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
     let mut chart = ChartBuilder::on(root)
         .caption(caption, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_t, 0f64..max_y)
-        .map_err(e)?;
+        .build_cartesian_2d(0f64..max_t, 0f64..max_y)?;
     chart
         .configure_mesh()
         .x_desc("seconds since the importer was healthy")
         .y_desc("RSS (MiB)")
         .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(e)?;
+        .draw()?;
     Ok(chart)
 }
 
 /// Draws `what` with the backend the file's extension names.
 pub(super) fn render_with<D: Draw>(path: &Path, size: (u32, u32), what: &D) -> Result<(), Error> {
     ensure_font();
-    let err = plot_err(path);
     if path.extension().is_some_and(|e| e == "svg") {
         let root = SVGBackend::new(path, size).into_drawing_area();
-        what.draw(&root).map_err(&err)?;
-        root.present().map_err(|e| err(e.to_string()))
+        what.draw(&root).map_err(plot_err(path))?;
+        root.present().map_err(plot_err(path))
     } else {
         let root = BitMapBackend::new(path, size).into_drawing_area();
-        what.draw(&root).map_err(&err)?;
-        root.present().map_err(|e| err(e.to_string()))
+        what.draw(&root).map_err(plot_err(path))?;
+        root.present().map_err(plot_err(path))
     }
 }
 
@@ -144,9 +143,8 @@ struct TimelinePlot<'a> {
 }
 
 impl Draw for TimelinePlot<'_> {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
-        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
-        root.fill(&WHITE).map_err(e)?;
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
         // The first repeat of each cell: later repeats would hide it.
         let shown: Vec<&Timeline> = self.timelines.iter().filter(|t| t.repeat == 0).collect();
         let max_t = shown
@@ -164,7 +162,7 @@ impl Draw for TimelinePlot<'_> {
             "Importer memory over time (solid: RSS; dashed: anonymous): the highest RSS uses {:.1} % of the {budget:.0} MiB budget",
             mib(max_rss) / budget.max(f64::MIN_POSITIVE) * 100.0
         );
-        let root = root.titled(&title, ("sans-serif", 20)).map_err(e)?;
+        let root = root.titled(&title, ("sans-serif", 20))?;
         // Small multiples on one scale: a panel per six cells, so that no colour repeats.
         let groups: Vec<&[&Timeline]> = shown.chunks(LINES_PER_PANEL).collect();
         let cols = groups.len().clamp(1, 2);
@@ -185,8 +183,7 @@ impl Draw for TimelinePlot<'_> {
                     .draw_series(LineSeries::new(
                         [(0.0, budget), (max_t, budget)],
                         BLACK.stroke_width(2),
-                    ))
-                    .map_err(e)?
+                    ))?
                     .label("budget")
                     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
             }
@@ -196,30 +193,25 @@ impl Draw for TimelinePlot<'_> {
                     .draw_series(LineSeries::new(
                         t.samples.iter().map(|s| (s.t, mib(s.rss))),
                         color.stroke_width(2),
-                    ))
-                    .map_err(e)?
+                    ))?
                     .label(t.label.as_str())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2)));
                 // The anonymous part, in the same colour: the gap to the total is the binary's
                 // resident text and other file-backed pages.
                 if t.samples.iter().any(|s| s.anon > 0) {
-                    chart
-                        .draw_series(DashedLineSeries::new(
-                            t.samples.iter().map(|s| (s.t, mib(s.anon))),
-                            6,
-                            4,
-                            color.stroke_width(1),
-                        ))
-                        .map_err(e)?;
+                    chart.draw_series(DashedLineSeries::new(
+                        t.samples.iter().map(|s| (s.t, mib(s.anon))),
+                        6,
+                        4,
+                        color.stroke_width(1),
+                    ))?;
                 }
                 // Ticks at the bottom where this cell's imports started and ended.
-                chart
-                    .draw_series(
-                        t.marks.iter().map(|&m| {
-                            PathElement::new(vec![(m, 0.0), (m, max_y * 0.04)], color.stroke_width(2))
-                        }),
-                    )
-                    .map_err(e)?;
+                chart.draw_series(
+                    t.marks
+                        .iter()
+                        .map(|&m| PathElement::new(vec![(m, 0.0), (m, max_y * 0.04)], color.stroke_width(2))),
+                )?;
             }
             chart
                 .configure_series_labels()
@@ -227,8 +219,7 @@ impl Draw for TimelinePlot<'_> {
                 .label_font(("sans-serif", 11))
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
-                .draw()
-                .map_err(e)?;
+                .draw()?;
         }
         Ok(())
     }
@@ -285,9 +276,8 @@ fn peak_lines(results: &RunResults) -> Vec<PeakLine> {
 }
 
 impl Draw for PeakPlot<'_> {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
-        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
-        root.fill(&WHITE).map_err(e)?;
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
         let lines = peak_lines(self.results);
         let budget = mib(self.results.budget_bytes);
         let highest = lines
@@ -301,7 +291,7 @@ impl Draw for PeakPlot<'_> {
             self.results.scenario,
             highest / budget.max(f64::MIN_POSITIVE) * 100.0
         );
-        let root = root.titled(&title, ("sans-serif", 20)).map_err(e)?;
+        let root = root.titled(&title, ("sans-serif", 20))?;
         let xs: Vec<f64> = lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.0)).collect();
         let (min_x, max_x) = (
             xs.iter().copied().reduce(f64::min).unwrap_or(1.0) - 0.5,
@@ -316,8 +306,7 @@ impl Draw for PeakPlot<'_> {
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(60)
-                .build_cartesian_2d(min_x..max_x, 0f64..max_y)
-                .map_err(e)?;
+                .build_cartesian_2d(min_x..max_x, 0f64..max_y)?;
             chart
                 .configure_mesh()
                 .x_desc("MAX_CONCURRENT_IMPORTS (imports at once)")
@@ -325,8 +314,7 @@ impl Draw for PeakPlot<'_> {
                 .x_labels(xs.len().clamp(2, 12))
                 .x_label_formatter(&whole_number)
                 .label_style(("sans-serif", 13))
-                .draw()
-                .map_err(e)?;
+                .draw()?;
             for (i, (key, pts)) in group.iter().enumerate() {
                 dotted_line(&mut chart, pts, super::palette::pick(i), key)?;
             }
@@ -350,9 +338,8 @@ struct CapacityPlot<'a> {
 }
 
 impl Draw for CapacityPlot<'_> {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
-        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
-        root.fill(&WHITE).map_err(e)?;
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
         let r = self.rec;
         let budget = mib(r.budget_bytes);
         let limit = budget * (1.0 - r.headroom);
@@ -379,15 +366,13 @@ impl Draw for CapacityPlot<'_> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d((0.8f64..max_x).log_scale(), log_axis(min_y, budget * 1.3))
-            .map_err(e)?;
+            .build_cartesian_2d((0.8f64..max_x).log_scale(), log_axis(min_y, budget * 1.3))?;
         chart
             .configure_mesh()
             .x_desc("imports running at once (as measured; log scale)")
             .y_desc("peak RSS (MiB, log scale)")
             .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(e)?;
+            .draw()?;
         for (value, color, name) in [
             (budget, BLACK, "budget"),
             (limit, super::palette::OKABE_ITO[3], "budget less headroom"),
@@ -396,8 +381,7 @@ impl Draw for CapacityPlot<'_> {
                 .draw_series(LineSeries::new(
                     [(0.8, value), (max_x, value)],
                     color.stroke_width(2),
-                ))
-                .map_err(e)?
+                ))?
                 .label(format!("{name} {value:.0} MiB"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
         }
@@ -408,8 +392,7 @@ impl Draw for CapacityPlot<'_> {
                     m.points
                         .iter()
                         .map(|&(n, p)| Circle::new((f64::from(n), mib(p)), 4, color.filled())),
-                )
-                .map_err(e)?
+                )?
                 .label(format!(
                     "{}{}",
                     m.config,
@@ -423,18 +406,14 @@ impl Draw for CapacityPlot<'_> {
                     .map(|k| 0.8 * (max_x / 0.8).powf(f64::from(k) / 60.0))
                     .map(|n| (n, (f.predict(n) / 1048576.0).max(min_y)))
                     .collect();
-                chart
-                    .draw_series(LineSeries::new(line, color.stroke_width(1)))
-                    .map_err(e)?;
+                chart.draw_series(LineSeries::new(line, color.stroke_width(1)))?;
             }
             if let (Some(n), Some(p)) = (m.recommended, m.predicted_peak) {
-                chart
-                    .draw_series([Cross::new(
-                        (f64::from(n), p / 1048576.0),
-                        9,
-                        color.stroke_width(3),
-                    )])
-                    .map_err(e)?;
+                chart.draw_series([Cross::new(
+                    (f64::from(n), p / 1048576.0),
+                    9,
+                    color.stroke_width(3),
+                )])?;
             }
         }
         chart
@@ -443,8 +422,7 @@ impl Draw for CapacityPlot<'_> {
             .label_font(("sans-serif", 12))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
+            .draw()?;
         Ok(())
     }
 }
@@ -459,9 +437,8 @@ struct ComparePeakPlot<'a> {
 }
 
 impl Draw for ComparePeakPlot<'_> {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
-        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
-        root.fill(&WHITE).map_err(e)?;
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
         let rows: Vec<&crate::analysis::compare::Row> =
             self.cmp.rows.iter().filter(|r| r.metric == "peak RSS").collect();
         let labels: Vec<String> = rows.iter().map(|r| r.cell.clone()).collect();
@@ -479,8 +456,7 @@ impl Draw for ComparePeakPlot<'_> {
             .margin(12)
             .x_label_area_size(60)
             .y_label_area_size(60)
-            .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..max_y)
-            .map_err(e)?;
+            .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..max_y)?;
         chart
             .configure_mesh()
             .x_labels(rows.len().max(1))
@@ -494,8 +470,7 @@ impl Draw for ComparePeakPlot<'_> {
             })
             .y_desc("peak RSS (MiB)")
             .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(e)?;
+            .draw()?;
         for (side, color, offset) in [
             ("before", super::palette::OKABE_ITO[0], -0.12),
             ("after", super::palette::OKABE_ITO[1], 0.12),
@@ -515,8 +490,7 @@ impl Draw for ComparePeakPlot<'_> {
                 })
                 .collect();
             chart
-                .draw_series(LineSeries::new(medians, color.stroke_width(2)))
-                .map_err(e)?
+                .draw_series(LineSeries::new(medians, color.stroke_width(2)))?
                 .label(side)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
             let points: Vec<(f64, f64)> = rows
@@ -527,9 +501,7 @@ impl Draw for ComparePeakPlot<'_> {
                     v.iter().map(move |&y| (i as f64 + offset, y))
                 })
                 .collect();
-            chart
-                .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
-                .map_err(e)?;
+            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
         }
         chart
             .configure_series_labels()
@@ -537,8 +509,7 @@ impl Draw for ComparePeakPlot<'_> {
             .label_font(("sans-serif", 13))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
+            .draw()?;
         Ok(())
     }
 }
@@ -555,9 +526,8 @@ struct CompareTimelinePlot<'a> {
 }
 
 impl Draw for CompareTimelinePlot<'_> {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
-        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
-        root.fill(&WHITE).map_err(e)?;
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
         let all = self.before.iter().chain(self.after);
         let max_t = all.clone().map(|s| s.t).fold(1.0_f64, f64::max);
         let max_y = mib(all.map(|s| s.rss).max().unwrap_or(1)) * 1.15;
@@ -571,8 +541,7 @@ impl Draw for CompareTimelinePlot<'_> {
                 .draw_series(LineSeries::new(
                     samples.iter().map(|s| (s.t, mib(s.rss))),
                     color.stroke_width(2),
-                ))
-                .map_err(e)?
+                ))?
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
         }
@@ -581,8 +550,7 @@ impl Draw for CompareTimelinePlot<'_> {
             .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
+            .draw()?;
         Ok(())
     }
 }

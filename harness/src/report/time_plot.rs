@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 use super::Error;
 use super::palette;
-use super::plot::{Draw, dotted_line, legend, render_with, whole_number};
+use super::plot::{Draw, DrawResult, dotted_line, legend, render_with, whole_number};
 use crate::observe::timing::Timing;
 use crate::session::results::{CellRun, RunResults, by_cell};
 
@@ -42,9 +42,8 @@ struct QueuePlot<'a> {
 }
 
 impl Draw for QueuePlot<'_> {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
-        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
-        root.fill(&WHITE).map_err(e)?;
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
         let scale = self.cells.first().map_or(1.0, |(_, _, t)| t.time_scale);
         let title = if scale > 1.0 {
             format!(
@@ -53,7 +52,7 @@ impl Draw for QueuePlot<'_> {
         } else {
             "Waiting (pale), then importing (solid); lichess blue, chess.com vermillion".into()
         };
-        let root = root.titled(&title, ("sans-serif", 18)).map_err(e)?;
+        let root = root.titled(&title, ("sans-serif", 18))?;
         // One time axis for every panel, so that panels compare at a glance.
         let max_t = self
             .cells
@@ -81,8 +80,7 @@ impl Draw for QueuePlot<'_> {
                 .margin(8)
                 .x_label_area_size(34)
                 .y_label_area_size(90)
-                .build_cartesian_2d(0f64..max_t, -0.5f64..n as f64 - 0.5)
-                .map_err(e)?;
+                .build_cartesian_2d(0f64..max_t, -0.5f64..n as f64 - 0.5)?;
             let users: Vec<&str> = t.imports.iter().map(|i| i.user.as_str()).collect();
             chart
                 .configure_mesh()
@@ -103,8 +101,7 @@ impl Draw for QueuePlot<'_> {
                     }
                 })
                 .label_style(("sans-serif", 11))
-                .draw()
-                .map_err(e)?;
+                .draw()?;
             for (k, i) in t.imports.iter().enumerate() {
                 let centre = (n - 1 - k) as f64;
                 let (bottom, top) = (centre - 0.35, centre + 0.35);
@@ -112,16 +109,12 @@ impl Draw for QueuePlot<'_> {
                 let start = i.wait_secs.map(|w| i.arrived_secs + w);
                 let end = i.done_secs.map(|d| i.arrived_secs + d);
                 let waited_to = start.or(end).unwrap_or(max_t);
-                chart
-                    .draw_series([Rectangle::new(
-                        [(i.arrived_secs, bottom), (waited_to, top)],
-                        colour.mix(0.25).filled(),
-                    )])
-                    .map_err(e)?;
+                chart.draw_series([Rectangle::new(
+                    [(i.arrived_secs, bottom), (waited_to, top)],
+                    colour.mix(0.25).filled(),
+                )])?;
                 if let (Some(s), Some(f)) = (start, end) {
-                    chart
-                        .draw_series([Rectangle::new([(s, bottom), (f, top)], colour.filled())])
-                        .map_err(e)?;
+                    chart.draw_series([Rectangle::new([(s, bottom), (f, top)], colour.filled())])?;
                 }
             }
         }
@@ -174,9 +167,8 @@ fn wait_lines(results: &RunResults) -> Lines {
 }
 
 impl Draw for WaitPlot<'_> {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
-        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
-        root.fill(&WHITE).map_err(e)?;
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
         let lines = wait_lines(self.results);
         let xs: Vec<u32> = lines.values().flat_map(|m| m.keys().copied()).collect();
         let (lo, hi) = (
@@ -199,8 +191,7 @@ impl Draw for WaitPlot<'_> {
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(60)
-                .build_cartesian_2d(lo..hi, 0f64..max_y)
-                .map_err(e)?;
+                .build_cartesian_2d(lo..hi, 0f64..max_y)?;
             chart
                 .configure_mesh()
                 .x_desc("MAX_CONCURRENT_IMPORTS (slots)")
@@ -208,8 +199,7 @@ impl Draw for WaitPlot<'_> {
                 .x_labels(xs.len().max(2))
                 .x_label_formatter(&whole_number)
                 .label_style(("sans-serif", 13))
-                .draw()
-                .map_err(e)?;
+                .draw()?;
             for (i, (key, points)) in lines.iter().enumerate() {
                 let pts: Vec<(f64, f64)> = points.iter().map(|(&n, p)| (f64::from(n), value(p))).collect();
                 dotted_line(&mut chart, &pts, palette::pick(i), key)?;

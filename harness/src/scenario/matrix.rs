@@ -119,17 +119,31 @@ pub fn axes() -> Vec<Axis> {
     axes
 }
 
+/// A value the importer would refuse; says what is accepted, in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// `MALLOC_ARENA_MAX` takes a whole number.
+    #[error("a whole number of arenas (0: glibc's default)")]
+    Arenas,
+    /// `ALLOCATOR` takes one of [`ALLOCATORS`].
+    #[error("one of {}", ALLOCATORS.join(", "))]
+    Allocator,
+    /// The settings table's row refuses it: its accepted values, in the table's words.
+    #[error("{}", .0.accepted_words())]
+    Setting(&'static Setting),
+}
+
 impl Axis {
     /// Whether `value` is one this axis takes; the error says what is accepted, in words.
-    fn check(&self, value: &str) -> Result<(), String> {
+    fn check(&self, value: &str) -> Result<(), Refused> {
         match self.values {
-            Values::Table(s) => s.check(value),
+            Values::Table(s) => s.check(value).map_err(|_| Refused::Setting(s)),
             Values::Arenas => match value.trim().parse::<u32>() {
                 Ok(_) => Ok(()),
-                Err(_) => Err("a whole number of arenas (0: glibc's default)".into()),
+                Err(_) => Err(Refused::Arenas),
             },
             Values::Allocator if ALLOCATORS.contains(&value) => Ok(()),
-            Values::Allocator => Err(format!("one of {}", ALLOCATORS.join(", "))),
+            Values::Allocator => Err(Refused::Allocator),
         }
     }
 }
@@ -140,10 +154,10 @@ impl Axis {
 ///
 /// # Errors
 /// What is accepted, in words.
-pub fn accepts(name: &str, value: &str) -> Result<(), String> {
+pub fn accepts(name: &str, value: &str) -> Result<(), Refused> {
     match axes().into_iter().find(|a| a.name == name) {
         Some(axis) => axis.check(value),
-        None => settings::setting(name).map_or(Ok(()), |s| s.check(value)),
+        None => settings::setting(name).map_or(Ok(()), |s| s.check(value).map_err(|_| Refused::Setting(s))),
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use settings::Platform;
 
-pub use matrix::{ALLOCATORS, Axis, Cell, accepts, axes, lanes, value_of};
+pub use matrix::{ALLOCATORS, Axis, Cell, Refused, accepts, axes, lanes, value_of};
 pub use schema::{
     Crash, Database, DatabaseFaults, Gate, Matrix, Observed, ObservedProvider, OutageSpec, Pooler, Scenario,
     ShortMonths, Upstream, UserTemplate, Workload,
@@ -32,14 +32,15 @@ pub enum Error {
         source: std::io::Error,
     },
     /// YAML syntax, an unknown key or a value of the wrong type.
-    #[error("{file}:{line}: {message}")]
+    #[error("{file}:{line}: {source}")]
     Syntax {
         /// The file.
         file: PathBuf,
         /// 1-based line, 0 when unknown.
         line: usize,
         /// What serde_yaml said, naming the key.
-        message: String,
+        #[source]
+        source: serde_yaml::Error,
     },
     /// A value of the right type but not acceptable.
     #[error("{file}:{line}: {key}: {message}")]
@@ -52,6 +53,62 @@ pub enum Error {
         key: String,
         /// Why.
         message: String,
+    },
+    /// A captured scenario's `observed` section does not hold together.
+    #[error("{file}:{line}: observed: {source}")]
+    Observed {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of `observed`, 0 when not found.
+        line: usize,
+        /// What is wrong in it.
+        #[source]
+        source: BadObserved,
+    },
+}
+
+/// What is wrong with a captured scenario's `observed` section.
+#[derive(Debug, thiserror::Error)]
+pub enum BadObserved {
+    /// `from` or `to` is not a time.
+    #[error("{key}: {value:?} is not an RFC 3339 time: {source}")]
+    Time {
+        /// `from` or `to`.
+        key: &'static str,
+        /// What it holds.
+        value: String,
+        /// What chrono said.
+        #[source]
+        source: chrono::ParseError,
+    },
+    /// The window ends before it starts.
+    #[error("from {from} is not before to {to}")]
+    Order {
+        /// Its start.
+        from: String,
+        /// Its end.
+        to: String,
+    },
+    /// `tolerance_pct` is out of its range.
+    #[error("tolerance_pct: {0} is not in (0, 1000]")]
+    Tolerance(f64),
+    /// A provider the harness does not know.
+    #[error("providers: {0:?} is neither lichess nor chess.com")]
+    Provider(String),
+    /// A provider's time is negative or not a number.
+    #[error("{0}: every time is a number of seconds, 0 or more")]
+    Times(String),
+    /// A provider's imports ended more often than they were requested.
+    #[error("{provider}: {completed} completed and {failed} failed of {imports} imports")]
+    Counts {
+        /// The provider.
+        provider: String,
+        /// Imports completed.
+        completed: u32,
+        /// Imports failed.
+        failed: u32,
+        /// Imports requested.
+        imports: u32,
     },
 }
 
@@ -118,10 +175,10 @@ impl Checked {
 
     /// Checks scenario text as if read from `file`.
     pub fn parse(file: &Path, text: &str) -> Result<Checked, Error> {
-        let raw: Scenario = serde_yaml::from_str(text).map_err(|e| Error::Syntax {
+        let raw: Scenario = serde_yaml::from_str(text).map_err(|source| Error::Syntax {
             file: file.to_path_buf(),
-            line: e.location().map_or(0, |l| l.line()),
-            message: e.to_string(),
+            line: source.location().map_or(0, |l| l.line()),
+            source,
         })?;
         let invalid = |key: &str, message: String| Error::Invalid {
             file: file.to_path_buf(),
@@ -159,7 +216,11 @@ impl Checked {
         check_arrival_span(&raw, &cells).map_err(bad_at)?;
         lanes_into_cells(&raw, &mut cells);
         if let Some(o) = &raw.observed {
-            check_observed(o).map_err(|m| invalid("observed", m))?;
+            check_observed(o).map_err(|source| Error::Observed {
+                file: file.to_path_buf(),
+                line: line_of(text, "observed"),
+                source,
+            })?;
         }
         let name = name_of(&raw, file).map_err(bad_at)?;
         Ok(Checked {
@@ -577,22 +638,26 @@ fn name_of(raw: &Scenario, file: &Path) -> Result<String, Bad> {
 }
 
 /// What is wrong with a captured scenario's `observed` section, in words.
-fn check_observed(o: &schema::Observed) -> Result<(), String> {
-    let at = |key: &str, v: &str| {
-        chrono::DateTime::parse_from_rfc3339(v)
-            .map_err(|e| format!("{key}: {v:?} is not an RFC 3339 time: {e}"))
+fn check_observed(o: &schema::Observed) -> Result<(), BadObserved> {
+    let at = |key: &'static str, v: &str| {
+        chrono::DateTime::parse_from_rfc3339(v).map_err(|source| BadObserved::Time {
+            key,
+            value: v.to_string(),
+            source,
+        })
     };
     if at("from", &o.from)? >= at("to", &o.to)? {
-        return Err(format!("from {} is not before to {}", o.from, o.to));
+        return Err(BadObserved::Order {
+            from: o.from.clone(),
+            to: o.to.clone(),
+        });
     }
     if !(o.tolerance_pct.is_finite() && o.tolerance_pct > 0.0 && o.tolerance_pct <= 1000.0) {
-        return Err(format!("tolerance_pct: {} is not in (0, 1000]", o.tolerance_pct));
+        return Err(BadObserved::Tolerance(o.tolerance_pct));
     }
     for (provider, p) in &o.providers {
         if Platform::parse(provider).is_none() {
-            return Err(format!(
-                "providers: {provider:?} is neither lichess nor chess.com"
-            ));
+            return Err(BadObserved::Provider(provider.clone()));
         }
         let times = [
             p.wait_p50_secs,
@@ -603,15 +668,15 @@ fn check_observed(o: &schema::Observed) -> Result<(), String> {
             p.run_max_secs,
         ];
         if times.iter().any(|t| !t.is_finite() || *t < 0.0) {
-            return Err(format!(
-                "{provider}: every time is a number of seconds, 0 or more"
-            ));
+            return Err(BadObserved::Times(provider.clone()));
         }
         if p.completed + p.failed > p.imports {
-            return Err(format!(
-                "{provider}: {} completed and {} failed of {} imports",
-                p.completed, p.failed, p.imports
-            ));
+            return Err(BadObserved::Counts {
+                provider: provider.clone(),
+                completed: p.completed,
+                failed: p.failed,
+                imports: p.imports,
+            });
         }
     }
     Ok(())
@@ -728,6 +793,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("s.yaml:7:") && err.contains("fics"), "{err}");
+    }
+
+    /// A captured scenario's `observed` section: every fault names the key at fault, at its line.
+    #[test]
+    fn a_bad_observed_section_says_what_is_wrong_at_its_line() {
+        let provider = "    lichess: {imports: 2, completed: 2, failed: 1, wait_p50_secs: 1, wait_p95_secs: 2, \
+                        wait_max_secs: 3, run_p50_secs: 1, run_p95_secs: 2, run_max_secs: 3, \
+                        games_fetched: 9, games_imported: 9, games_skipped: 0}\n";
+        let observed = |from: &str, tolerance: &str| {
+            format!(
+                "{GOOD}observed:\n  from: \"{from}\"\n  to: \"2026-12-01T01:00:00Z\"\n  \
+                 tolerance_pct: {tolerance}\n  providers:\n{provider}"
+            )
+        };
+        let err = parse(&observed("2026-12-01T02:00:00Z", "25"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "s.yaml:9: observed: from 2026-12-01T02:00:00Z is not before to 2026-12-01T01:00:00Z"
+        );
+        let err = parse(&observed("yesterday", "25")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("s.yaml:9: observed: from: \"yesterday\" is not an RFC 3339 time: "),
+            "{err}"
+        );
+        let err = parse(&observed("2026-12-01T00:00:00Z", "0"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "s.yaml:9: observed: tolerance_pct: 0 is not in (0, 1000]");
+        let err = parse(&observed("2026-12-01T00:00:00Z", "25"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "s.yaml:9: observed: lichess: 2 completed and 1 failed of 2 imports"
+        );
     }
 
     #[test]

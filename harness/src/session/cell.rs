@@ -15,10 +15,90 @@ use crate::load::{self, ImportSpec};
 use crate::observe::{self, Sample, server_latency};
 use crate::scenario::{Cell, Checked, Crash, Database};
 use crate::target;
-use crate::target::db::CellDb;
+use crate::target::db::{self, CellDb};
 use crate::target::{cgroup, pooler};
 use crate::upstream::{self, MockUser, OutageRecord, Platform, Upstreams};
 use crate::verify::{self, Expectation, Verification};
+
+/// Why a cell run could not be measured; its result records this, in words.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A folder of the run could not be made.
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The importer could not be copied into the run's folder.
+    #[error("cannot copy {from} to {to}: {source}")]
+    Stage {
+        /// The binary as given.
+        from: PathBuf,
+        /// Its copy.
+        to: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An allocator variant beside the importer could not be copied with it.
+    #[error("cannot copy {from}: {source}")]
+    StageVariant {
+        /// The variant's binary.
+        from: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The binary of the cell's allocator cannot be run.
+    #[error("{bin}: {source} (build it with `make allocators`)")]
+    NoAllocatorBuild {
+        /// The binary, `importer-<allocator>`.
+        bin: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The binary of the cell's allocator says it was built with another.
+    #[error("{bin} says {version:?}, not allocator {allocator}; rebuild with `make allocators`")]
+    WrongAllocator {
+        /// The binary.
+        bin: PathBuf,
+        /// What its `--version` printed.
+        version: String,
+        /// The allocator the cell asks for.
+        allocator: String,
+    },
+    /// The mocks could not start.
+    #[error("mocks: {0}")]
+    Mocks(#[source] std::io::Error),
+    /// The cell's database could not be made, read or verified.
+    #[error(transparent)]
+    Database(#[from] db::Error),
+    /// The cell's PgBouncer could not be configured from the scenario's PostgreSQL URL.
+    #[error("pooler: {0}")]
+    PoolerUrl(#[source] pooler::Error),
+    /// The cell's PgBouncer could not start.
+    #[error(transparent)]
+    Pooler(#[from] pooler::Error),
+    /// An importer's memory cgroup could not be made.
+    #[error(transparent)]
+    Limit(#[from] cgroup::Error),
+    /// An importer did not start or never became healthy.
+    #[error(transparent)]
+    Importer(#[from] target::Error),
+    /// The importer killed by the crash did not come back.
+    #[error("restart after the crash: {0}")]
+    Restart(#[source] target::Error),
+    /// The earlier imports of returning users failed.
+    #[error(transparent)]
+    Earlier(#[from] super::prime::Error),
+    /// goose could not run the load.
+    #[error(transparent)]
+    Load(#[from] load::Error),
+}
 
 /// One import of a cell: its user now, as the earlier imports saw them, and the import's limit.
 #[derive(Debug, Clone)]
@@ -71,7 +151,7 @@ pub(super) async fn measure(
     dir: &Path,
     importer: &Path,
     enforce: bool,
-) -> Result<(CellRun, Vec<Sample>), String> {
+) -> Result<(CellRun, Vec<Sample>), Error> {
     let users = cell_users(s, cell);
     let mocks = start_mocks(s, &users).await?;
     let db = open_database(s, cell, repeat, dir).await?;
@@ -96,7 +176,7 @@ pub(super) async fn measure(
         heap: opts.heap_profile.as_ref(),
     };
     let mut fleet = start_fleet(&spawn, &env, &http).await?;
-    let seeded = db.stored_count().await.map_err(|e| e.to_string())?;
+    let seeded = db.stored_count().await?;
     let origin = Instant::now();
     for (k, m) in fleet.members.iter().enumerate() {
         fleet
@@ -130,7 +210,7 @@ pub(super) async fn measure(
             }
         }
     }
-    let mut load = load.map_err(|e| e.to_string())?;
+    let mut load = load?;
     let verification = verify_cell(&users, &db, primed_at, &mut load, &mocks).await?;
     // Named only where it lasts: a SQLite file, or a schema kept on purpose.
     if (opts.keep_databases || matches!(db, CellDb::Sqlite { .. }))
@@ -167,7 +247,7 @@ pub(super) async fn measure(
 
 /// The mocks of a cell, serving `users` at the scenario's pace in provider time: rates × the time
 /// scale, durations ÷ it.
-async fn start_mocks(s: &Checked, users: &[CellUser]) -> Result<Upstreams, String> {
+async fn start_mocks(s: &Checked, users: &[CellUser]) -> Result<Upstreams, Error> {
     let up = &s.raw.upstream;
     let scale = up.time_scale;
     let mut policy = up.policy.clone();
@@ -190,19 +270,18 @@ async fn start_mocks(s: &Checked, users: &[CellUser]) -> Result<Upstreams, Strin
         },
     )
     .await
-    .map_err(|e| format!("mocks: {e}"))
+    .map_err(Error::Mocks)
 }
 
 /// A fresh database for one run of a cell: a SQLite file in `dir`, or a schema of its own.
-async fn open_database(s: &Checked, cell: &Cell, repeat: u32, dir: &Path) -> Result<CellDb, String> {
+async fn open_database(s: &Checked, cell: &Cell, repeat: u32, dir: &Path) -> Result<CellDb, Error> {
     match s.raw.database {
         Database::Sqlite => Ok(CellDb::sqlite(dir)),
-        Database::Postgres => CellDb::postgres(
+        Database::Postgres => Ok(CellDb::postgres(
             &s.raw.postgres_url,
             &format!("{}_{}_{}", s.name, cell.label, repeat),
         )
-        .await
-        .map_err(|e| e.to_string()),
+        .await?),
     }
 }
 
@@ -234,12 +313,12 @@ fn start_pooler(
     s: &Checked,
     db: &CellDb,
     env: &mut BTreeMap<String, String>,
-) -> Result<Option<pooler::PgBouncer>, String> {
+) -> Result<Option<pooler::PgBouncer>, Error> {
     match (db, env.get(settings::DATABASE_POOLER.name).map(|v| v.trim())) {
         (CellDb::Postgres { server, schema }, Some("transaction")) => {
             let options = pooler::Options::in_front_of(server, schema, s.raw.pooler.default_pool_size)
-                .map_err(|e| format!("pooler: {e}"))?;
-            let bouncer = pooler::PgBouncer::start(&options).map_err(|e| e.to_string())?;
+                .map_err(Error::PoolerUrl)?;
+            let bouncer = pooler::PgBouncer::start(&options)?;
             env.insert("DATABASE_URL".into(), bouncer.url(pooler::CELL_DATABASE, ""));
             Ok(Some(bouncer))
         }
@@ -265,7 +344,7 @@ async fn start_fleet(
     sp: &Spawn<'_>,
     env: &BTreeMap<String, String>,
     http: &reqwest::Client,
-) -> Result<Fleet, String> {
+) -> Result<Fleet, Error> {
     let instances = sp.s.raw.instances as usize;
     let mut fleet = Fleet::default();
     for k in 0..instances {
@@ -282,16 +361,12 @@ async fn start_fleet(
         };
         let limit = if sp.enforce {
             let name = format!("{}-r{}-i{}", sp.cell.label, sp.repeat + 1, k + 1);
-            Some(cgroup::Limit::create(&name, sp.s.budget_bytes).map_err(|e| e.to_string())?)
+            Some(cgroup::Limit::create(&name, sp.s.budget_bytes)?)
         } else {
             None
         };
-        let mut server = target::Server::spawn(sp.importer, &env, &log, limit.as_ref(), None)
-            .map_err(|e| e.to_string())?;
-        server
-            .wait_healthy(http, Duration::from_secs(30))
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut server = target::Server::spawn(sp.importer, &env, &log, limit.as_ref(), None)?;
+        server.wait_healthy(http, Duration::from_secs(30)).await?;
         fleet.members.push(Member {
             server,
             env,
@@ -330,7 +405,7 @@ struct Struck {
 impl Attack<'_> {
     /// Posts every import at its offset and follows it to its end; the crash and the database
     /// faults strike meanwhile, the outages at their times.
-    async fn run(&self, fleet: &mut Fleet) -> Result<Struck, String> {
+    async fn run(&self, fleet: &mut Fleet) -> Result<Struck, Error> {
         let started = Instant::now();
         faults::schedule_outages(self.s, self.mocks);
         let terminator = Terminator::start(self.s, self.db);
@@ -352,7 +427,7 @@ impl Attack<'_> {
     async fn load_and_crash(
         &self,
         fleet: &mut Fleet,
-    ) -> Result<(Result<load::LoadResult, load::Error>, Option<CrashRecord>), String> {
+    ) -> Result<(Result<load::LoadResult, load::Error>, Option<CrashRecord>), Error> {
         let s = self.s;
         let instances = fleet.members.len().max(1);
         let offsets = s
@@ -506,7 +581,7 @@ async fn verify_cell(
     primed_at: chrono::DateTime<chrono::Utc>,
     load: &mut load::LoadResult,
     mocks: &Upstreams,
-) -> Result<Verification, String> {
+) -> Result<Verification, Error> {
     let expectations: Vec<Expectation> = users
         .iter()
         .map(|u| Expectation {
@@ -515,9 +590,9 @@ async fn verify_cell(
             limit: u.limit,
         })
         .collect();
-    let stored = db.stored_ids().await.map_err(|e| e.to_string())?;
-    let jobs = db.jobs().await.map_err(|e| e.to_string())?;
-    let first_stored = db.first_stored(primed_at).await.map_err(|e| e.to_string())?;
+    let stored = db.stored_ids().await?;
+    let jobs = db.jobs().await?;
+    let first_stored = db.first_stored(primed_at).await?;
     for rec in &mut load.imports {
         if let Some(u) = users.iter().find(|u| u.user.name == rec.user) {
             let user = &u.user;
@@ -674,9 +749,9 @@ impl Fleet {
         importer: &Path,
         origin: Instant,
         http: &reqwest::Client,
-    ) -> Result<CrashRecord, String> {
+    ) -> Result<CrashRecord, Error> {
         let stored_at_kill = loop {
-            let n = db.stored_count().await.map_err(|e| e.to_string())?;
+            let n = db.stored_count().await?;
             if n >= seeded + c.after_games {
                 break n;
             }
@@ -688,12 +763,11 @@ impl Fleet {
         let at_secs = origin.elapsed().as_secs_f64();
         if c.restart {
             let port = m.server.port();
-            let mut server = target::Server::spawn(importer, &m.env, &m.log, m.limit.as_ref(), Some(port))
-                .map_err(|e| e.to_string())?;
+            let mut server = target::Server::spawn(importer, &m.env, &m.log, m.limit.as_ref(), Some(port))?;
             server
                 .wait_healthy(http, Duration::from_secs(30))
                 .await
-                .map_err(|e| format!("restart after the crash: {e}"))?;
+                .map_err(Error::Restart)?;
             self.samplers
                 .push((k, observe::Sampler::start(server.pid(), origin, SAMPLE_EVERY)));
             m.server = server;
@@ -709,7 +783,7 @@ impl Fleet {
 
 /// The binary of a cell: `importer-<allocator>` beside `importer` for another allocator than glibc,
 /// checked by its `--version` so that a stale or wrong build is never measured under the wrong name.
-pub fn importer_for(importer: &Path, allocator: Option<&str>) -> Result<PathBuf, String> {
+pub fn importer_for(importer: &Path, allocator: Option<&str>) -> Result<PathBuf, Error> {
     let name = allocator.unwrap_or("glibc");
     let bin = match name {
         "glibc" => importer.to_path_buf(),
@@ -723,17 +797,17 @@ pub fn importer_for(importer: &Path, allocator: Option<&str>) -> Result<PathBuf,
             importer.with_file_name(file)
         }
     };
-    let out = std::process::Command::new(&bin)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("{}: {e} (build it with `make allocators`)", bin.display()))?;
+    let out = match std::process::Command::new(&bin).arg("--version").output() {
+        Ok(out) => out,
+        Err(source) => return Err(Error::NoAllocatorBuild { bin, source }),
+    };
     let version = String::from_utf8_lossy(&out.stdout);
     if !version.contains(&format!("(allocator: {name})")) {
-        return Err(format!(
-            "{} says {:?}, not allocator {name}; rebuild with `make allocators`",
-            bin.display(),
-            version.trim()
-        ));
+        return Err(Error::WrongAllocator {
+            version: version.trim().to_string(),
+            bin,
+            allocator: name.to_string(),
+        });
     }
     Ok(bin)
 }

@@ -13,7 +13,7 @@ pub mod faults;
 pub mod prime;
 pub mod results;
 
-pub use cell::{CellUser, HARNESS_USER_AGENT, cell_users, importer_for};
+pub use cell::{CellUser, Error as CellError, HARNESS_USER_AGENT, cell_users, importer_for};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,9 +71,21 @@ pub struct Options {
 /// A run that could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The set-up is wrong (missing binary, unreachable database).
+    /// The importer binary is missing.
     #[error("set-up: {0}")]
-    Setup(String),
+    Importer(#[source] crate::target::Error),
+    /// The scenario's PostgreSQL does not answer.
+    #[error("set-up: PostgreSQL at {url} unreachable: {source}")]
+    Postgres {
+        /// The scenario's `postgres_url`.
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// `--enforce-budget=on` and no memory cgroup can be made.
+    #[error("set-up: {0}")]
+    Enforce(#[source] cgroup::Error),
     /// A folder could not be made.
     #[error("cannot create {path}: {source}")]
     Io {
@@ -152,17 +164,15 @@ impl<'a> Session<'a> {
     ) -> Result<Session<'a>, Error> {
         let importer = importer_path(s, opts);
         if !importer.is_file() {
-            return Err(Error::Setup(format!(
-                "importer binary {} not found; build it with `cargo build --release -p importer` or pass --importer",
-                importer.display()
-            )));
+            return Err(Error::Importer(crate::target::Error::Missing(importer)));
         }
         if s.raw.database == Database::Postgres {
             use sqlx::Connection;
             sqlx::PgConnection::connect(&s.raw.postgres_url)
                 .await
-                .map_err(|e| {
-                    Error::Setup(format!("PostgreSQL at {} unreachable: {e}", s.raw.postgres_url))
+                .map_err(|source| Error::Postgres {
+                    url: s.raw.postgres_url.clone(),
+                    source,
                 })?;
         }
         let (enforced, limit_available) = match opts.enforce {
@@ -176,7 +186,7 @@ impl<'a> Session<'a> {
                     )),
                     true,
                 ),
-                Err(e) if opts.enforce == Enforce::On => return Err(Error::Setup(e.to_string())),
+                Err(e) if opts.enforce == Enforce::On => return Err(Error::Enforce(e)),
                 Err(e) => {
                     eprintln!("warning: budget NOT enforced: {e}");
                     (Some(format!("NOT enforced ({e})")), false)
@@ -224,25 +234,31 @@ impl<'a> Session<'a> {
     /// a file was written decides how the page cache holds it, and so its resident text: the
     /// same bytes as the linker wrote them and as a copy differed by 1 MiB of RSS (issue #27).
     /// The copies are removed when the run ends.
-    fn staged(&mut self, importer: &Path) -> Result<PathBuf, String> {
+    fn staged(&mut self, importer: &Path) -> Result<PathBuf, CellError> {
         if let Some((_, copy)) = self.staged.iter().find(|(from, _)| from == importer) {
             return Ok(copy.clone());
         }
         let dir = self.dir.join("bin").join(self.staged.len().to_string());
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| CellError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
         let name = importer
             .file_name()
             .map_or("importer".into(), |f| f.to_os_string());
         let copy = dir.join(&name);
-        std::fs::copy(importer, &copy)
-            .map_err(|e| format!("cannot copy {} to {}: {e}", importer.display(), copy.display()))?;
+        std::fs::copy(importer, &copy).map_err(|source| CellError::Stage {
+            from: importer.to_path_buf(),
+            to: copy.clone(),
+            source,
+        })?;
         for v in VARIANTS {
             let mut variant = name.clone();
             variant.push(format!("-{v}"));
             let from = importer.with_file_name(&variant);
             if from.is_file() {
                 std::fs::copy(&from, dir.join(&variant))
-                    .map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
+                    .map_err(|source| CellError::StageVariant { from, source })?;
             }
         }
         self.staged.push((importer.to_path_buf(), copy.clone()));
@@ -281,12 +297,13 @@ impl<'a> Session<'a> {
             .join("cells")
             .join(format!("{}-r{}", cell.label, repeat + 1));
         let staged = self.staged(importer);
-        let run = match (std::fs::create_dir_all(&cell_dir), staged) {
-            (Err(e), _) => (
-                CellRun::failed(cell, repeat, format!("cannot create {}: {e}", cell_dir.display())),
-                Vec::new(),
-            ),
-            (_, Err(e)) => (CellRun::failed(cell, repeat, e), Vec::new()),
+        let created = std::fs::create_dir_all(&cell_dir).map_err(|source| CellError::CreateDir {
+            path: cell_dir.clone(),
+            source,
+        });
+        // A failure is recorded in the cell's result, in words.
+        let run = match (created, staged) {
+            (Err(e), _) | (_, Err(e)) => (CellRun::failed(cell, repeat, e.to_string()), Vec::new()),
             (Ok(()), Ok(importer)) => match cell::measure(
                 self.s,
                 opts,
@@ -299,7 +316,7 @@ impl<'a> Session<'a> {
             .await
             {
                 Ok(done) => done,
-                Err(e) => (CellRun::failed(cell, repeat, e), Vec::new()),
+                Err(e) => (CellRun::failed(cell, repeat, e.to_string()), Vec::new()),
             },
         };
         let (mut run, samples) = run;

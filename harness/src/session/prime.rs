@@ -25,6 +25,84 @@ const AT_ONCE: usize = 16;
 /// Longest an earlier import may take.
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// Why the earlier imports could not leave the database as the scenario says.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Their mocks could not start.
+    #[error("earlier imports: mocks: {0}")]
+    Mocks(#[source] std::io::Error),
+    /// Their importer did not start or never became healthy.
+    #[error("earlier imports: {0}")]
+    Importer(#[from] target::Error),
+    /// Their importer did not exit 0 on SIGTERM.
+    #[error("earlier imports: the importer did not stop cleanly ({0:?})")]
+    NotStopped(target::Stopped),
+    /// A request to the importer got no answer.
+    #[error("earlier import of {who}: {source}")]
+    Request {
+        /// The user and platform.
+        who: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An answer's body is not JSON.
+    #[error("earlier import of {who}: {status}: {source}")]
+    Body {
+        /// The user and platform.
+        who: String,
+        /// The answer's status.
+        status: reqwest::StatusCode,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The importer refused a request.
+    #[error("earlier import of {who}: {status}: {body}")]
+    Refused {
+        /// The user and platform.
+        who: String,
+        /// The answer's status.
+        status: reqwest::StatusCode,
+        /// The answer.
+        body: serde_json::Value,
+    },
+    /// The answer to the POST names no import.
+    #[error("earlier import of {who}: no import_id in {answer}")]
+    NoImportId {
+        /// The user and platform.
+        who: String,
+        /// The answer.
+        answer: serde_json::Value,
+    },
+    /// The import failed.
+    #[error("earlier import of {who} failed: {error}")]
+    Failed {
+        /// The user and platform.
+        who: String,
+        /// The job's `error`.
+        error: serde_json::Value,
+    },
+    /// The import did not end within [`IMPORT_TIMEOUT`].
+    #[error("earlier import of {who} still {status} after {:?}", IMPORT_TIMEOUT)]
+    Timeout {
+        /// The user and platform.
+        who: String,
+        /// The job's `status` then.
+        status: serde_json::Value,
+    },
+    /// The import ended having stored nothing.
+    #[error("earlier import of {who} stored nothing with {left} games to go: {job}")]
+    StoredNothing {
+        /// The user and platform.
+        who: String,
+        /// Games still to store.
+        left: u64,
+        /// The job as the importer answered it.
+        job: serde_json::Value,
+    },
+}
+
 /// One returning user: as they were at the earlier import, and how many games it stored.
 #[derive(Debug, Clone)]
 pub struct Earlier {
@@ -85,7 +163,7 @@ pub async fn prime(
     env: &BTreeMap<String, String>,
     seed: u64,
     dir: &Path,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let returning: Vec<&Earlier> = users.iter().filter(|e| e.stored > 0).collect();
     if returning.is_empty() {
         return Ok(());
@@ -100,31 +178,25 @@ pub async fn prime(
         },
     )
     .await
-    .map_err(|e| format!("earlier imports: mocks: {e}"))?;
+    .map_err(Error::Mocks)?;
     let mut env = env.clone();
     env.insert("LICHESS_BASE_URL".into(), mocks.lichess_url());
     env.insert("CHESSCOM_BASE_URL".into(), mocks.chess_com_url());
     env.insert("INSTANCE_ID".into(), "harness-earlier".into());
     let token = env.get("API_TOKEN").cloned();
-    let mut server = target::Server::spawn(importer, &env, &dir.join("earlier-imports.log"), None, None)
-        .map_err(|e| format!("earlier imports: {e}"))?;
+    let mut server = target::Server::spawn(importer, &env, &dir.join("earlier-imports.log"), None, None)?;
     let http = reqwest::Client::new();
-    server
-        .wait_healthy(&http, Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("earlier imports: {e}"))?;
+    server.wait_healthy(&http, Duration::from_secs(30)).await?;
     let started = Instant::now();
-    let outcome: Vec<Result<(), String>> = futures_util::stream::iter(returning.iter())
+    let outcome: Vec<Result<(), Error>> = futures_util::stream::iter(returning.iter())
         .map(|e| import_all(&http, &server.base, token.as_deref(), e))
         .buffer_unordered(AT_ONCE)
         .collect()
         .await;
     let exit = server.stop(Duration::from_secs(10));
-    outcome.into_iter().collect::<Result<Vec<()>, String>>()?;
+    outcome.into_iter().collect::<Result<Vec<()>, Error>>()?;
     if !exit.clean() {
-        return Err(format!(
-            "earlier imports: the importer did not stop cleanly ({exit:?})"
-        ));
+        return Err(Error::NotStopped(exit));
     }
     let games: u64 = returning.iter().map(|e| e.stored).sum();
     tracing::info!(
@@ -142,7 +214,7 @@ async fn import_all(
     base: &str,
     token: Option<&str>,
     e: &Earlier,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let who = format!("{} on {}", e.user.name, e.user.platform.as_str());
     let mut left = e.stored_indices().len() as u64;
     while left > 0 {
@@ -155,10 +227,9 @@ async fn import_all(
             post = post.bearer_auth(t);
         }
         let answer: serde_json::Value = send(post, &who).await?;
-        let id = answer["import_id"]
-            .as_str()
-            .ok_or_else(|| format!("earlier import of {who}: no import_id in {answer}"))?
-            .to_string();
+        let Some(id) = answer["import_id"].as_str().map(str::to_string) else {
+            return Err(Error::NoImportId { who, answer });
+        };
         let deadline = Instant::now() + IMPORT_TIMEOUT;
         let job = loop {
             let mut get = http.get(format!("{base}/api/v1/imports/{id}"));
@@ -168,41 +239,49 @@ async fn import_all(
             let job = send(get, &who).await?;
             match job["status"].as_str() {
                 Some("completed") => break job,
-                Some("failed") => return Err(format!("earlier import of {who} failed: {}", job["error"])),
+                Some("failed") => {
+                    return Err(Error::Failed {
+                        who,
+                        error: job["error"].clone(),
+                    });
+                }
                 _ if Instant::now() > deadline => {
-                    return Err(format!(
-                        "earlier import of {who} still {} after {IMPORT_TIMEOUT:?}",
-                        job["status"]
-                    ));
+                    return Err(Error::Timeout {
+                        who,
+                        status: job["status"].clone(),
+                    });
                 }
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
         let imported = job["games_imported"].as_u64().unwrap_or(0);
         if imported == 0 {
-            return Err(format!(
-                "earlier import of {who} stored nothing with {left} games to go: {job}"
-            ));
+            return Err(Error::StoredNothing { who, left, job });
         }
         left = left.saturating_sub(imported);
     }
     Ok(())
 }
 
-async fn send(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::Value, String> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("earlier import of {who}: {e}"))?;
+async fn send(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::Value, Error> {
+    let resp = req.send().await.map_err(|source| Error::Request {
+        who: who.to_string(),
+        source,
+    })?;
     let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("earlier import of {who}: {status}: {e}"))?;
+    let body: serde_json::Value = resp.json().await.map_err(|source| Error::Body {
+        who: who.to_string(),
+        status,
+        source,
+    })?;
     if status.is_success() {
         Ok(body)
     } else {
-        Err(format!("earlier import of {who}: {status}: {body}"))
+        Err(Error::Refused {
+            who: who.to_string(),
+            status,
+            body,
+        })
     }
 }
 
@@ -210,6 +289,37 @@ async fn send(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::Val
 mod tests {
     use super::*;
     use settings::Platform;
+
+    /// Each failure names the user and platform and what the importer said.
+    #[test]
+    fn a_failed_earlier_import_names_its_user() {
+        let who = || "ret on lichess".to_string();
+        let failed = Error::Failed {
+            who: who(),
+            error: serde_json::json!("lichess: 404"),
+        };
+        assert_eq!(
+            failed.to_string(),
+            "earlier import of ret on lichess failed: \"lichess: 404\""
+        );
+        let late = Error::Timeout {
+            who: who(),
+            status: serde_json::json!("running"),
+        };
+        assert_eq!(
+            late.to_string(),
+            "earlier import of ret on lichess still \"running\" after 900s"
+        );
+        let none = Error::StoredNothing {
+            who: who(),
+            left: 5,
+            job: serde_json::json!({"status": "completed"}),
+        };
+        assert_eq!(
+            none.to_string(),
+            "earlier import of ret on lichess stored nothing with 5 games to go: {\"status\":\"completed\"}"
+        );
+    }
 
     #[test]
     fn the_earlier_import_stores_the_newest_finished_games_it_could_see() {

@@ -17,6 +17,15 @@ const PROFILE: &str = "gate-against";
 /// Why the other revision's importer could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// git could not be run.
+    #[error("git {args}: {source}")]
+    GitSpawn {
+        /// The git arguments.
+        args: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// git failed or does not know the revision.
     #[error("git {args}: {message}")]
     Git {
@@ -49,9 +58,9 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, Error> {
         .current_dir(dir)
         .args(args)
         .output()
-        .map_err(|e| Error::Git {
+        .map_err(|source| Error::GitSpawn {
             args: args.join(" "),
-            message: e.to_string(),
+            source,
         })?;
     if !out.status.success() {
         return Err(Error::Git {

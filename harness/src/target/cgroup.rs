@@ -20,9 +20,9 @@ pub enum Error {
     )]
     Unavailable {
         /// Why v1 was not usable.
-        v1: String,
+        v1: Unusable,
         /// Why v2 was not usable.
-        v2: String,
+        v2: Unusable,
     },
     /// A cgroup file could not be written.
     #[error("cannot set up the memory cgroup at {path}: {source}")]
@@ -33,6 +33,23 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why one cgroup version offers this process no memory controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    /// `/proc/self/cgroup` names no v1 memory cgroup.
+    #[error("this process is in no v1 memory cgroup")]
+    NoV1Cgroup,
+    /// The v1 memory cgroup's folder has no limit file.
+    #[error("{0} has no memory.limit_in_bytes")]
+    NoV1Limit(PathBuf),
+    /// `/proc/self/cgroup` names no v2 cgroup.
+    #[error("this process is in no v2 cgroup")]
+    NoV2Cgroup,
+    /// No folder of the v2 cgroup lists `memory` in its `cgroup.controllers`.
+    #[error("no v2 cgroup of this process offers the memory controller")]
+    NoV2Memory,
 }
 
 /// Which interface a limit uses.
@@ -76,18 +93,18 @@ fn own_cgroup(controller: &str) -> Option<String> {
     })
 }
 
-fn v1_parent() -> Result<PathBuf, String> {
-    let own = own_cgroup("memory").ok_or("this process is in no v1 memory cgroup")?;
+fn v1_parent() -> Result<PathBuf, Unusable> {
+    let own = own_cgroup("memory").ok_or(Unusable::NoV1Cgroup)?;
     let dir = Path::new("/sys/fs/cgroup/memory").join(own.trim_start_matches('/'));
     if dir.join("memory.limit_in_bytes").is_file() {
         Ok(dir)
     } else {
-        Err(format!("{} has no memory.limit_in_bytes", dir.display()))
+        Err(Unusable::NoV1Limit(dir))
     }
 }
 
-fn v2_parent() -> Result<PathBuf, String> {
-    let own = own_cgroup("").ok_or("this process is in no v2 cgroup")?;
+fn v2_parent() -> Result<PathBuf, Unusable> {
+    let own = own_cgroup("").ok_or(Unusable::NoV2Cgroup)?;
     for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
         let dir = Path::new(root).join(own.trim_start_matches('/'));
         let controllers = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
@@ -95,7 +112,7 @@ fn v2_parent() -> Result<PathBuf, String> {
             return Ok(dir);
         }
     }
-    Err("no v2 cgroup of this process offers the memory controller".into())
+    Err(Unusable::NoV2Memory)
 }
 
 impl Limit {
@@ -234,6 +251,20 @@ impl Drop for Limit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_cgroup_says_why_for_each_version() {
+        let e = Error::Unavailable {
+            v1: Unusable::NoV1Limit(PathBuf::from("/sys/fs/cgroup/memory/x")),
+            v2: Unusable::NoV2Memory,
+        };
+        assert_eq!(
+            e.to_string(),
+            "no writable memory cgroup on this machine (cgroup v1: /sys/fs/cgroup/memory/x has no \
+             memory.limit_in_bytes; cgroup v2: no v2 cgroup of this process offers the memory controller); \
+             run as root on a machine with the memory controller, or use --enforce-budget=auto to go on unenforced"
+        );
+    }
 
     #[test]
     fn a_child_in_the_cgroup_is_killed_when_it_exceeds_the_limit() {

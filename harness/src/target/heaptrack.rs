@@ -24,15 +24,36 @@ pub enum Error {
         "heaptrack not found ({0}); install Debian's package: apt-get install heaptrack (the gate's --where and run --heap-profile need it)"
     )]
     Missing(String),
-    /// A heaptrack program could not run or failed.
-    #[error("{program} on {file}: {why}")]
+    /// A heaptrack program could not run, or a file it reads or writes could not be opened.
+    #[error("{program} on {file}: {source}")]
+    Io {
+        /// The program.
+        program: &'static str,
+        /// The file it reads or writes.
+        file: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A heaptrack program exited with an error.
+    #[error("{program} on {file}: {status}")]
+    Exited {
+        /// The program.
+        program: &'static str,
+        /// The file it read.
+        file: PathBuf,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+    },
+    /// A heaptrack program failed and said why.
+    #[error("{program} on {file}: {stderr}")]
     Failed {
         /// The program.
         program: &'static str,
         /// The file it read.
         file: PathBuf,
-        /// What went wrong.
-        why: String,
+        /// What it printed on its standard error.
+        stderr: String,
     },
 }
 
@@ -107,23 +128,28 @@ impl Heaptrack {
     /// removes the raw trace (the data file holds all of it, resolved). Call once it has exited.
     pub fn finish(&self, dir: &Path, k: usize) -> Result<PathBuf, Error> {
         let (raw, data, peaks) = (raw_file(dir, k), data_file(dir, k), peaks_file(dir, k));
-        let failed = |program, file: &Path, why: String| Error::Failed {
-            program,
-            file: file.to_path_buf(),
-            why,
+        let io = |program, file: &Path| {
+            let file = file.to_path_buf();
+            move |source| Error::Io {
+                program,
+                file,
+                source,
+            }
         };
-        let input =
-            std::fs::File::open(&raw).map_err(|e| failed("heaptrack_interpret", &raw, e.to_string()))?;
-        let output =
-            std::fs::File::create(&data).map_err(|e| failed("heaptrack_interpret", &data, e.to_string()))?;
+        let input = std::fs::File::open(&raw).map_err(io("heaptrack_interpret", &raw))?;
+        let output = std::fs::File::create(&data).map_err(io("heaptrack_interpret", &data))?;
         let status = Command::new(&self.interpret)
             .stdin(input)
             .stdout(output)
             .stderr(Stdio::null())
             .status()
-            .map_err(|e| failed("heaptrack_interpret", &raw, e.to_string()))?;
+            .map_err(io("heaptrack_interpret", &raw))?;
         if !status.success() {
-            return Err(failed("heaptrack_interpret", &raw, status.to_string()));
+            return Err(Error::Exited {
+                program: "heaptrack_interpret",
+                file: raw,
+                status,
+            });
         }
         let _ = std::fs::remove_file(&raw);
         // Every backtrace on its own (-m 0: merged ones' peaks are not correct, its help says),
@@ -148,15 +174,15 @@ impl Heaptrack {
             .arg("--file")
             .arg(&data)
             .output()
-            .map_err(|e| failed("heaptrack_print", &data, e.to_string()))?;
+            .map_err(io("heaptrack_print", &data))?;
         if !out.status.success() {
-            return Err(failed(
-                "heaptrack_print",
-                &data,
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
+            return Err(Error::Failed {
+                program: "heaptrack_print",
+                file: data,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
-        std::fs::write(&peaks, &out.stdout).map_err(|e| failed("heaptrack_print", &peaks, e.to_string()))?;
+        std::fs::write(&peaks, &out.stdout).map_err(io("heaptrack_print", &peaks))?;
         Ok(peaks)
     }
 }

@@ -40,10 +40,41 @@ pub enum Error {
         /// Seconds waited.
         secs: u64,
         /// What was seen.
-        why: String,
+        #[source]
+        why: Unhealthy,
         /// Its log file.
         log: PathBuf,
     },
+}
+
+/// What showed a started importer was not healthy.
+#[derive(Debug, thiserror::Error)]
+pub enum Unhealthy {
+    /// It exited before it answered.
+    #[error("exited with {0}")]
+    Exited(std::process::ExitStatus),
+    /// /healthz never answered 200 in time.
+    #[error("no answer")]
+    NoAnswer,
+    /// The address it reported is not one it listens on.
+    #[error(transparent)]
+    Addr(#[from] AddrError),
+}
+
+/// Why the address an importer reported (`LISTEN_ADDR_FILE`) cannot be the one it listens on.
+#[derive(Debug, thiserror::Error)]
+pub enum AddrError {
+    /// The file holds something else than `IP:PORT`.
+    #[error("{file} holds {text:?}, not an address")]
+    NotAnAddress {
+        /// The address file.
+        file: PathBuf,
+        /// What it holds.
+        text: String,
+    },
+    /// The socket listening on the reported port is another process's.
+    #[error("port {0} is not its own socket")]
+    NotItsSocket(u16),
 }
 
 /// A running importer.
@@ -137,11 +168,11 @@ impl Server {
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(self.unhealthy(started, format!("exited with {status}")));
+                return Err(self.unhealthy(started, Unhealthy::Exited(status)));
             }
             if self.base.is_empty()
                 && let Some(addr) = reported_addr(&self.addr_file, self.child.id())
-                    .map_err(|why| self.unhealthy(started, why))?
+                    .map_err(|e| self.unhealthy(started, e.into()))?
             {
                 self.base = format!("http://{addr}");
             }
@@ -161,13 +192,13 @@ impl Server {
                 return Ok(());
             }
             if started.elapsed() > timeout {
-                return Err(self.unhealthy(started, "no answer".into()));
+                return Err(self.unhealthy(started, Unhealthy::NoAnswer));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
-    fn unhealthy(&self, started: Instant, why: String) -> Error {
+    fn unhealthy(&self, started: Instant, why: Unhealthy) -> Error {
         Error::Unhealthy {
             secs: started.elapsed().as_secs(),
             why,
@@ -248,16 +279,18 @@ impl Drop for Server {
 /// it, as a client reaches it (an unspecified address, `0.0.0.0`, on loopback); `None` before.
 /// Errors when the file holds no address, or when the socket listening on that port is not
 /// process `pid`'s own ([`listens_on`]): a server that answers is then the one started.
-pub fn reported_addr(addr_file: &Path, pid: u32) -> Result<Option<std::net::SocketAddr>, String> {
+pub fn reported_addr(addr_file: &Path, pid: u32) -> Result<Option<std::net::SocketAddr>, AddrError> {
     let Ok(text) = std::fs::read_to_string(addr_file) else {
         return Ok(None);
     };
-    let mut addr: std::net::SocketAddr = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{} holds {text:?}, not an address", addr_file.display()))?;
+    let Ok(mut addr) = text.trim().parse::<std::net::SocketAddr>() else {
+        return Err(AddrError::NotAnAddress {
+            file: addr_file.to_path_buf(),
+            text,
+        });
+    };
     if !listens_on(pid, addr.port()) {
-        return Err(format!("port {} is not its own socket", addr.port()));
+        return Err(AddrError::NotItsSocket(addr.port()));
     }
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -301,6 +334,44 @@ pub fn listens_on(pid: u32, port: u16) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// A reported address that cannot be the importer's says why, with the file or the port.
+    #[test]
+    fn a_wrong_reported_address_says_why() {
+        let dir = std::env::temp_dir().join(format!("harness-addr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("addr");
+        assert!(
+            matches!(super::reported_addr(&file, std::process::id()), Ok(None)),
+            "not written yet"
+        );
+        std::fs::write(&file, "soon\n").expect("write");
+        let err = super::reported_addr(&file, std::process::id()).expect_err("not an address");
+        assert_eq!(
+            err.to_string(),
+            format!("{} holds \"soon\\n\", not an address", file.display())
+        );
+        // A port this process does not listen on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        std::fs::write(&file, format!("127.0.0.1:{port}")).expect("write");
+        let err = super::reported_addr(&file, std::process::id()).expect_err("not ours");
+        let unhealthy = super::Error::Unhealthy {
+            secs: 3,
+            why: err.into(),
+            log: dir.join("importer.log"),
+        };
+        assert_eq!(
+            unhealthy.to_string(),
+            format!(
+                "importer not healthy after 3 s (port {port} is not its own socket); its log: {}",
+                dir.join("importer.log").display()
+            )
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn listens_on_tells_its_own_socket_from_another() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

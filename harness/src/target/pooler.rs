@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Why PgBouncer could not be started.
+/// Why PgBouncer could not be set up or started.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No `pgbouncer` binary.
@@ -28,6 +28,18 @@ pub enum Error {
         /// What it printed.
         stderr: String,
     },
+    /// The PostgreSQL URL a cell's pooler should stand in front of does not parse.
+    #[error("{url}: {source}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// What the URL parser said.
+        #[source]
+        source: UrlError,
+    },
+    /// The PostgreSQL URL names no host.
+    #[error("{0}: no host")]
+    NoHost(String),
     /// It exited or never said it was up.
     #[error("pgbouncer did not start ({why}); its log:\n{log}")]
     NotUp {
@@ -37,6 +49,9 @@ pub enum Error {
         log: String,
     },
 }
+
+/// Why a URL does not parse (`url::ParseError`, named through reqwest's `Url`).
+pub type UrlError = <reqwest::Url as std::str::FromStr>::Err;
 
 /// TLS between the clients and PgBouncer (`client_tls_sslmode = require`).
 #[derive(Debug, Clone)]
@@ -83,9 +98,14 @@ impl Options {
     /// Transaction mode with `default_pool_size` server connections, in front of the PostgreSQL
     /// that `server_url` (`postgres://USER@HOST:PORT/DB`) names, offering its database as
     /// [`CELL_DATABASE`] with `schema` as the search path.
-    pub fn in_front_of(server_url: &str, schema: &str, default_pool_size: u32) -> Result<Options, String> {
-        let url = reqwest::Url::parse(server_url).map_err(|e| format!("{server_url}: {e}"))?;
-        let host = url.host_str().ok_or_else(|| format!("{server_url}: no host"))?;
+    pub fn in_front_of(server_url: &str, schema: &str, default_pool_size: u32) -> Result<Options, Error> {
+        let url = reqwest::Url::parse(server_url).map_err(|source| Error::Url {
+            url: server_url.to_string(),
+            source,
+        })?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| Error::NoHost(server_url.to_string()))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let dbname = url.path().trim_start_matches('/');
         let user = match url.username() {

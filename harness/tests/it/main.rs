@@ -281,14 +281,18 @@ fn an_allocator_build_is_checked_by_its_version() {
         bin
     );
     let dir = temp_dir("alloc");
-    let err = session::importer_for(&dir.join("importer"), Some("jemalloc")).expect_err("not built");
+    let err = session::importer_for(&dir.join("importer"), Some("jemalloc"))
+        .expect_err("not built")
+        .to_string();
     assert!(
         err.contains("importer-jemalloc") && err.contains("make allocators"),
         "{err}"
     );
     // A glibc build under the jemalloc name is refused, not measured as jemalloc.
     std::fs::copy(&bin, dir.join("importer-mimalloc")).expect("copy");
-    let err = session::importer_for(&dir.join("importer"), Some("mimalloc")).expect_err("wrong build");
+    let err = session::importer_for(&dir.join("importer"), Some("mimalloc"))
+        .expect_err("wrong build")
+        .to_string();
     assert!(err.contains("not allocator mimalloc"), "{err}");
 }
 

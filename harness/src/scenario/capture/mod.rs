@@ -75,9 +75,17 @@ impl Settings {
     }
 }
 
+/// A line of a `.env` file that is not `KEY=VALUE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: expected KEY=VALUE")]
+pub struct NotKeyValue {
+    /// The line, 1-based.
+    pub line: usize,
+}
+
 /// Reads `KEY=VALUE` lines (`#` comments, blank lines and an `export ` prefix allowed, values
 /// optionally quoted), as a deploy's `.env` file holds them.
-pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, NotKeyValue> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -86,7 +94,7 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
         let Some((k, v)) = line.split_once('=') else {
-            return Err(format!("line {}: expected KEY=VALUE", n + 1));
+            return Err(NotKeyValue { line: n + 1 });
         };
         let v = v.trim();
         let v = v
@@ -332,6 +340,8 @@ mod tests {
                 s.left_out
             );
         }
-        assert!(parse_env_file("NOEQUALS\n").is_err());
+        let err = parse_env_file("# deploy\nNOEQUALS\n").expect_err("no =");
+        assert_eq!(err, NotKeyValue { line: 2 });
+        assert_eq!(err.to_string(), "line 2: expected KEY=VALUE");
     }
 }
