@@ -2,9 +2,10 @@
 //! time and `VmHWM` (`sampler`), and, as a yardstick, how fast pgn-reader
 //! alone reads the same games (`parse_rate`); the importer's own request
 //! timings from its `/metrics` (`server_latency`); each user's wait and completion on
-//! provider time (`timing`). The cgroup's own peak is read
+//! provider time (`timing`); what the binary's code is made of (`binary`). The cgroup's own peak is read
 //! where the cgroup lives, in `target::cgroup`.
 
+pub mod binary;
 pub mod parse_rate;
 pub mod sampler;
 pub mod server_latency;

@@ -2,6 +2,7 @@
 //! `results.json`, `samples.csv`, plots, `summary.md` and `report.html`
 //! (and a gate's, a recommendation's or a comparison's own files).
 
+pub mod binary;
 pub mod compare;
 pub mod faults;
 pub mod gate;

@@ -252,6 +252,7 @@ pub fn summary_markdown(results: &RunResults) -> String {
     effects(results, &mut out);
     crashes(results, &mut out);
     reference(results, &mut out);
+    super::binary::section(results, &mut out);
     let problems: Vec<String> = results
         .cells
         .iter()

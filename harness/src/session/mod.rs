@@ -376,6 +376,9 @@ impl<'a> Session<'a> {
             database: self.s.raw.database.as_str().to_string(),
             importer: self.importer.display().to_string(),
             importer_bytes: std::fs::metadata(&self.importer).map_or(0, |m| m.len()),
+            importer_text: crate::observe::binary::TextByCrate::of(&self.importer)
+                .inspect_err(|e| tracing::warn!(error = %e, "the importer's text by crate is not shown"))
+                .ok(),
             budget_bytes: self.s.budget_bytes,
             headroom: self.s.headroom,
             started_at: self.started.to_rfc3339(),

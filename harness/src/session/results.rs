@@ -160,6 +160,10 @@ pub struct RunResults {
     /// Its size on disk, bytes (0 in results written before it was recorded).
     #[serde(default)]
     pub importer_bytes: u64,
+    /// Its machine code (`.text`) by crate; absent when the binary has no symbols, and in
+    /// results written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub importer_text: Option<crate::observe::binary::TextByCrate>,
     /// Budget, bytes.
     pub budget_bytes: u64,
     /// Headroom fraction.

@@ -1,0 +1,34 @@
+//! The summary's "Machine code by crate": which crates the importer's resident text comes from.
+
+use std::fmt::Write;
+
+use crate::session::results::{RunResults, mib};
+
+/// Crates shown by name; the rest are summed in one row.
+const SHOWN: usize = 12;
+
+/// Appends the section to `out` when the run recorded the binary's text.
+pub fn section(results: &RunResults, out: &mut String) {
+    let Some(text) = &results.importer_text else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n## Machine code by crate\n\nThe importer's `.text`, {:.1} MiB, by the crate each function symbol's path \
+         starts with (as `cargo bloat --crates` counts: a generic function under the crate that defines it; \
+         `C:` rows are C code compiled in). Most of the idle importer's memory is this code, resident as \
+         it runs (`RssFile`); which pages of it are resident depends on what runs, so the shares are of the \
+         file, not of the resident text.\n",
+        mib(text.text_bytes)
+    );
+    let _ = writeln!(out, "| crate | MiB | share of .text |\n|---|---:|---:|");
+    for c in text.top(SHOWN) {
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.1} % |",
+            c.name,
+            mib(c.bytes),
+            100.0 * c.bytes as f64 / text.text_bytes.max(1) as f64
+        );
+    }
+}
