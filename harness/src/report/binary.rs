@@ -16,9 +16,9 @@ pub fn section(results: &RunResults, out: &mut String) {
         out,
         "\n## Machine code by crate\n\nThe importer's `.text`, {:.1} MiB, by the crate each function symbol's path \
          starts with (as `cargo bloat --crates` counts: a generic function under the crate that defines it; \
-         `C:` rows are C code compiled in). Most of the idle importer's memory is this code, resident as \
-         it runs (`RssFile`); which pages of it are resident depends on what runs, so the shares are of the \
-         file, not of the resident text.\n",
+         `C:` rows are C code compiled in). Most of the idle importer's memory is file-backed (`RssFile`): \
+         the pages of this code, of its read-only data and of the C library that ran; which pages are \
+         resident depends on what ran, so the shares are of the file, not of the resident memory.\n",
         mib(text.text_bytes)
     );
     let _ = writeln!(out, "| crate | MiB | share of .text |\n|---|---:|---:|");
