@@ -112,10 +112,10 @@ async fn preload_ids(ctx: &ImportContext, job: &Job) -> Result<HashSet<String>, 
                 &job.user_id,
                 job.platform,
                 after.as_deref(),
-                ctx.config.existing_games_page_size,
+                ctx.config.import.existing_games_page_size,
             )
             .await?;
-        let full = page.len() == ctx.config.existing_games_page_size;
+        let full = page.len() == ctx.config.import.existing_games_page_size;
         after = page.last().cloned();
         known.extend(page);
         if !full {
@@ -148,7 +148,7 @@ impl Batcher<'_> {
     /// Which of `keys` are stored already, asked a page (`EXISTING_GAMES_PAGE_SIZE`) at a time.
     async fn stored_among(&self, keys: &[&str]) -> Result<HashSet<String>, StoreError> {
         let mut stored = HashSet::new();
-        for page in keys.chunks(self.ctx.config.existing_games_page_size) {
+        for page in keys.chunks(self.ctx.config.import.existing_games_page_size) {
             stored.extend(
                 with_retry(&self.job.import_id, "checking stored games", || {
                     self.ctx
@@ -220,7 +220,7 @@ impl Batcher<'_> {
             with_retry(&self.job.import_id, "writing progress", || {
                 self.ctx.store.write_progress(
                     self.job,
-                    &self.ctx.config.instance_id,
+                    &self.ctx.config.queue.instance_id,
                     &self.counters,
                     &self.sync,
                 )
@@ -230,7 +230,7 @@ impl Batcher<'_> {
             let inserted = with_retry(&self.job.import_id, "writing a batch", || {
                 self.ctx.store.write_batch(
                     self.job,
-                    &self.ctx.config.instance_id,
+                    &self.ctx.config.queue.instance_id,
                     &self.rows,
                     &self.counters,
                     Utc::now(),
@@ -369,7 +369,7 @@ impl Batcher<'_> {
         // Also written once it holds as many games as the limit still allows: reading on to fill
         // the batch would only fetch games the limit then leaves out.
         let room = usize::try_from(self.remaining().max(0)).unwrap_or(usize::MAX);
-        if self.rows.len() >= self.ctx.config.import_batch_size || self.rows.len() >= room {
+        if self.rows.len() >= self.ctx.config.import.batch_size || self.rows.len() >= room {
             self.flush().await?;
         }
         Ok(())
@@ -422,7 +422,7 @@ pub async fn run_import(ctx: &ImportContext, job: &Job) -> Result<Counters, Impo
     let mut batcher = Batcher {
         ctx,
         job,
-        rows: Vec::with_capacity(ctx.config.import_batch_size.min(1024)),
+        rows: Vec::with_capacity(ctx.config.import.batch_size.min(1024)),
         preloaded: None,
         counters: job.counters,
         coverage: None,
@@ -456,7 +456,7 @@ async fn import_into(b: &mut Batcher<'_>) -> Result<(), ImportError> {
     if b.remaining() <= 0 {
         return Ok(());
     }
-    if ctx.config.dedup_strategy == DedupStrategy::Preload {
+    if ctx.config.import.dedup_strategy == DedupStrategy::Preload {
         b.preloaded = Some(preload_ids(ctx, job).await?);
     }
     let state = with_retry(&job.import_id, "reading what is stored", || {
@@ -548,9 +548,14 @@ async fn import_lichess(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), Im
 /// Reads one lichess window to its end or to the limit.
 async fn read_window(b: &mut Batcher<'_>, window: Window) -> Result<(), ImportError> {
     let (ctx, job) = (b.ctx, b.job);
-    let mut source = LichessSource::open(&ctx.client, &ctx.config.lichess_base_url, &job.user_id, &window)
-        .await
-        .map_err(upstream_error(job))?;
+    let mut source = LichessSource::open(
+        &ctx.client,
+        &ctx.config.upstream.lichess_base_url,
+        &job.user_id,
+        &window,
+    )
+    .await
+    .map_err(upstream_error(job))?;
     let target = match &window.kind {
         WindowKind::Pending(id) => Some(id.clone()),
         _ => None,
@@ -601,7 +606,7 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
     let (ctx, job) = (b.ctx, b.job);
     let mut source = ChessComSource::open(
         &ctx.client,
-        &ctx.config.chesscom_base_url,
+        &ctx.config.upstream.chess_com_base_url,
         &job.user_id,
         &state.months,
     )
@@ -610,7 +615,7 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
     // Opened before any month is asked: a TMPDIR that cannot take it fails the import before it
     // costs chess.com a request.
     let mut spool = Spool::create_in(&std::env::temp_dir())?;
-    let batch = ctx.config.import_batch_size;
+    let batch = ctx.config.import.batch_size;
     let mut survey = MonthSurvey::new(batch);
     while let Some(item) = next_unless_stopping(b, source.next()).await? {
         match item {

@@ -42,7 +42,7 @@ pub struct AppState {
     /// The token every request but `/healthz` must carry; `None`: none needed.
     pub api_token: Option<Arc<str>>,
     /// Whether `/debug/` endpoints may answer: a token guards them, or the address is loopback
-    /// (`Config::debug_endpoints`). `ALLOW_UNAUTHENTICATED` opens the API, never these.
+    /// (`HttpConfig::debug_endpoints`). `ALLOW_UNAUTHENTICATED` opens the API, never these.
     pub debug_endpoints: bool,
 }
 

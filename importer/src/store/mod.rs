@@ -137,9 +137,11 @@ fn pg_options(url: &str) -> Result<PgConnectOptions> {
     })
 }
 
-/// How [`Store::connect`] opens the database.
-#[derive(Clone, Copy, Debug)]
+/// The database and how [`Store::connect`] opens it: the configuration's `store` section.
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
+    /// `sqlite://FILE` or `postgres://…` (`DATABASE_URL`).
+    pub url: String,
     /// Connections the imports use (games pool).
     pub pool_size: u32,
     /// Connections the queue uses (queue pool); the process opens at most both sizes together.
@@ -401,10 +403,12 @@ fn owned(rows: u64, id: &str) -> Result<()> {
 }
 
 impl Store {
-    /// Opens the pools for `url` (creating a SQLite file if missing) and brings the schema up to date.
+    /// Opens the pools for `options.url` (creating a SQLite file if missing) and brings the
+    /// schema up to date.
     ///
     /// At most `pool_size + queue_pool_size` connections, opened as needed.
-    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store> {
+    pub async fn connect(options: &StoreOptions) -> Result<Store> {
+        let url = options.url.as_str();
         let store = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(StoreError::Connect)?
