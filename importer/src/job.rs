@@ -139,6 +139,24 @@ pub struct Counters {
     pub games_failed_parse: i64,
 }
 
+impl Counters {
+    /// The counters once a batch of `rows` new games is written, `inserted` of them by this
+    /// import: the others were stored meanwhile by another import (the unique key kept them
+    /// once) and count as skipped.
+    pub fn after_batch(self, rows: usize, inserted: u64) -> Counters {
+        let inserted = i64::try_from(inserted).unwrap_or(i64::MAX);
+        let raced = i64::try_from(rows)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(inserted)
+            .max(0);
+        Counters {
+            games_imported: self.games_imported.saturating_add(inserted),
+            games_skipped_existing: self.games_skipped_existing.saturating_add(raced),
+            ..self
+        }
+    }
+}
+
 /// An import job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Job {
@@ -228,5 +246,25 @@ mod tests {
         let chess_com = UsernameRule::of(Platform::ChessCom);
         assert!(!chess_com.accepts("ab") && chess_com.accepts("abc") && chess_com.accepts(&"a".repeat(25)));
         assert!(!chess_com.accepts(&"a".repeat(26)));
+    }
+
+    #[test]
+    fn a_batch_adds_what_it_inserted_and_counts_the_rest_as_skipped() {
+        let before = Counters {
+            games_fetched: 40,
+            games_imported: 10,
+            games_skipped_existing: 3,
+            games_failed_parse: 1,
+        };
+        let after = before.after_batch(25, 22);
+        assert_eq!(
+            after,
+            Counters {
+                games_imported: 32,
+                games_skipped_existing: 6,
+                ..before
+            }
+        );
+        assert_eq!(before.after_batch(0, 0), before);
     }
 }
