@@ -1,4 +1,5 @@
-//! The words every module shares: platforms, import jobs, their status and counters.
+//! The words every module shares: platforms and their username rules, import jobs, their status
+//! and counters.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -1,6 +1,7 @@
 //! The HTTP API: imports, health and metrics (and, built with `heap-profile`, the live heap).
 //!
-//! `app(state)` builds the whole router, so tests can drive it without a socket.
+//! `app(state)` builds the whole router; `serve` runs it on the listener. The tests drive it
+//! through the real binary (`tests/it/`).
 
 mod error;
 #[cfg(feature = "heap-profile")]

@@ -664,7 +664,9 @@ impl Store {
         .map_err(query_err("reading a page of stored ids"))
     }
 
-    /// Inserts `rows` (insert-or-ignore) and writes the job's counters, in one transaction.
+    /// Inserts `rows` (insert-or-ignore) and writes the job's counters, in one transaction:
+    /// `counters` are the job's before this batch, written with the batch added
+    /// ([`Counters::after_batch`]).
     ///
     /// Returns how many rows were really inserted; a row another import stored
     /// meanwhile is ignored, not doubled.
