@@ -128,12 +128,13 @@ fn main() {
     let url = format!("sqlite://{}", dir.join("heap.db").display());
     let (store, job) = rt.block_on(async {
         let options = StoreOptions {
+            url,
             pool_size: 1,
             queue_pool_size: StoreOptions::default_queue_pool_size(),
             sqlite_cache_kib: 2000,
             transaction_pooler: false,
         };
-        let store = Store::connect(&url, &options).await.expect("sqlite");
+        let store = Store::connect(&options).await.expect("sqlite");
         let job = support::claimed_job(&store, "heap", "heap_user").await;
         // One batch first, so that the measured one finds the connection and statements warm.
         store

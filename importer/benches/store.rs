@@ -34,12 +34,13 @@ fn rows(n: u64) -> Vec<GameRow> {
 /// A store with one claimed job, ready for `insert_batch`.
 async fn store_with_job(url: &str, transaction_pooler: bool, user: &str) -> (Store, Job) {
     let options = StoreOptions {
+        url: url.to_string(),
         pool_size: 5,
         queue_pool_size: StoreOptions::default_queue_pool_size(),
         sqlite_cache_kib: 2000,
         transaction_pooler,
     };
-    let store = Store::connect(url, &options).await.expect("database reachable");
+    let store = Store::connect(&options).await.expect("database reachable");
     let job = support::claimed_job(&store, OWNER, user).await;
     (store, job)
 }

@@ -20,6 +20,9 @@ use settings::{
     UPSTREAM_READ_TIMEOUT_SECS, UPSTREAM_USER_AGENT, WORKER_THREADS,
 };
 
+use crate::store::StoreOptions;
+use crate::upstream::ClientConfig;
+
 /// A setting that could not be accepted; the message names variable, value and range.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {var}={value:?}: expected {accepted}")]
@@ -144,117 +147,110 @@ pub enum DedupStrategy {
     Preload,
 }
 
-/// Which database the importer writes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseKind {
-    /// Embedded SQLite file.
+/// Which database `DATABASE_URL` names: the pool's default size and the pooler depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DatabaseKind {
     Sqlite,
-    /// PostgreSQL server.
     Postgres,
 }
 
-/// Validated, ready-to-use configuration.
+/// Validated, ready-to-use configuration, in sections: each is handed whole to the part that uses
+/// it, so that a new setting is a row of the settings table, a field of one section and a line
+/// of the function that builds that section.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// This process's name in the shared queue.
-    pub instance_id: String,
-    /// How long a claim holds without renewal.
-    pub job_lease: Duration,
-    /// How often to look for queued imports.
-    pub job_poll: Duration,
-    /// How long a finished import's record is kept; `None` keeps every record.
-    pub job_retention: Option<Duration>,
-    /// Imports running at once.
-    pub max_concurrent_imports: usize,
-    /// Games per batch (and per transaction).
-    pub import_batch_size: usize,
-    /// Ids per query when reading stored ids.
-    pub existing_games_page_size: usize,
-    /// How stored games are recognised.
-    pub dedup_strategy: DedupStrategy,
-    /// Imports that may wait.
-    pub import_queue_capacity: usize,
-    /// Upstream requests in flight.
-    pub http_max_connections: usize,
-    /// Idle upstream connections per host.
-    pub http_pool_max_idle_per_host: usize,
-    /// Database pool size (the imports' connections).
-    pub db_pool_size: u32,
-    /// The queue's connections.
-    pub db_queue_pool_size: u32,
-    /// Database URL as given.
-    pub database_url: String,
-    /// PostgreSQL through a pooler in transaction mode.
-    pub transaction_pooler: bool,
-    /// Where to write the address listened on.
-    pub listen_addr_file: Option<std::path::PathBuf>,
-    /// Which database the URL names.
-    pub database_kind: DatabaseKind,
-    /// lichess base URL, without trailing slash.
-    pub lichess_base_url: String,
-    /// chess.com base URL, without trailing slash.
-    pub chesscom_base_url: String,
-    /// Listen address.
-    pub bind_addr: SocketAddr,
-    /// lichess bearer token.
-    pub lichess_token: Option<String>,
-    /// The token API clients must send; `None`: no authentication (loopback, or explicitly allowed).
-    pub api_token: Option<String>,
-    /// Wait after a 429 without Retry-After.
-    pub rate_limit_wait: Duration,
-    /// Silence after which a stream is stalled.
-    pub read_timeout: Duration,
-    /// Longest an import waits for a provider having a bad day before it fails.
-    pub outage_max: Duration,
-    /// Runtime worker threads.
+    /// The database (`DATABASE_URL`, `DATABASE_POOLER`, `DB_*`, `SQLITE_CACHE_KIB`), for
+    /// [`Store::connect`](crate::store::Store::connect).
+    pub store: StoreOptions,
+    /// The providers and how they are reached (`*_BASE_URL`, `HTTP_*`, the lanes,
+    /// `UPSTREAM_USER_AGENT`, `LICHESS_TOKEN`, the cool-down and the read timeout), for
+    /// [`Client::new`](crate::upstream::Client::new).
+    pub upstream: ClientConfig,
+    /// The shared job queue and this process's slots, for the scheduler.
+    pub queue: QueueConfig,
+    /// One import's work, for the pipeline.
+    pub import: ImportConfig,
+    /// The API: where it listens and who may call it.
+    pub http: HttpConfig,
+    /// Runtime worker threads for the imports (`WORKER_THREADS`).
     pub worker_threads: usize,
-    /// SQLite page cache per connection, KiB.
-    pub sqlite_cache_kib: u32,
-    /// lichess streams in flight (a lane each).
-    pub lichess_max_streams: usize,
-    /// chess.com requests in flight (a lane each).
-    pub chesscom_max_requests: usize,
-    /// What the lanes count.
-    pub lanes_scope: LanesScope,
-    /// The User-Agent header as configured; `None`: the built-in default, which names no operator.
-    pub user_agent: Option<String>,
 }
 
-impl Config {
+/// The job queue, shared by every process on the database, and this process's part in it.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// This process's name in the shared queue (`INSTANCE_ID`).
+    pub instance_id: String,
+    /// How long a claim holds without renewal (`JOB_LEASE_SECS`).
+    pub job_lease: Duration,
+    /// How often to look for queued imports (`JOB_POLL_MILLIS`).
+    pub job_poll: Duration,
+    /// How long a finished import's record is kept; `None` keeps every record (`JOB_RETENTION_DAYS`).
+    pub job_retention: Option<Duration>,
+    /// Imports running at once (`MAX_CONCURRENT_IMPORTS`).
+    pub max_concurrent_imports: usize,
+    /// Imports that may wait (`IMPORT_QUEUE_CAPACITY`).
+    pub import_queue_capacity: usize,
+    /// What the provider lanes count (`PROVIDER_LANES_SCOPE`).
+    pub lanes_scope: LanesScope,
+    /// Longest an import waits for a provider having a bad day before it fails
+    /// (`UPSTREAM_OUTAGE_MAX_SECS`).
+    pub outage_max: Duration,
+}
+
+/// How one import reads, deduplicates and writes.
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    /// Games per batch and per transaction (`IMPORT_BATCH_SIZE`).
+    pub batch_size: usize,
+    /// Ids per query when reading stored ids (`EXISTING_GAMES_PAGE_SIZE`).
+    pub existing_games_page_size: usize,
+    /// How stored games are recognised (`DEDUP_STRATEGY`).
+    pub dedup_strategy: DedupStrategy,
+}
+
+/// The API's listener and its authentication.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Listen address (`BIND_ADDR`, or `PORT`).
+    pub bind_addr: SocketAddr,
+    /// The token API clients must send; `None`: no authentication (loopback, or explicitly
+    /// allowed by `ALLOW_UNAUTHENTICATED`).
+    pub api_token: Option<String>,
+    /// Where to write the address listened on (`LISTEN_ADDR_FILE`).
+    pub listen_addr_file: Option<std::path::PathBuf>,
+}
+
+impl HttpConfig {
     /// Whether `/debug/` endpoints (the heap profile) may answer: only behind `API_TOKEN` or on a
     /// loopback address. `ALLOW_UNAUTHENTICATED=true` opens the API on a private network; it never
     /// opens what shows the process's insides.
     pub fn debug_endpoints(&self) -> bool {
         self.api_token.is_some() || self.bind_addr.ip().is_loopback()
     }
+}
 
-    /// Lanes of `platform`: imports of that provider that may run at once.
-    pub fn lanes(&self, platform: crate::job::Platform) -> usize {
-        match platform {
-            crate::job::Platform::Lichess => self.lichess_max_streams,
-            crate::job::Platform::ChessCom => self.chesscom_max_requests,
-        }
-    }
-
+impl Config {
     /// Warnings worth one log line each at start: settings that work but that a provider will punish.
     pub fn warnings(&self) -> Vec<String> {
+        let (up, queue) = (&self.upstream, &self.queue);
         let mut out = Vec::new();
-        if self.lichess_max_streams > 2 {
+        if up.lichess_lanes > 2 {
             out.push(format!(
                 "LICHESS_MAX_STREAMS={} but lichess refuses more than 2 export streams per address \
                  (429, then a penalty of a minute or more); use 1 or 2 unless each stream leaves from its own address",
-                self.lichess_max_streams
+                up.lichess_lanes
             ));
         }
-        let lanes = self.lichess_max_streams + self.chesscom_max_requests;
-        if self.lanes_scope == LanesScope::Process && self.max_concurrent_imports > lanes {
+        let lanes = up.lichess_lanes + up.chess_com_lanes;
+        if queue.lanes_scope == LanesScope::Process && queue.max_concurrent_imports > lanes {
             out.push(format!(
                 "MAX_CONCURRENT_IMPORTS={} but the provider lanes allow {lanes} imports at once \
                  (LICHESS_MAX_STREAMS={} + CHESSCOM_MAX_REQUESTS={}): the other slots never run an import",
-                self.max_concurrent_imports, self.lichess_max_streams, self.chesscom_max_requests
+                queue.max_concurrent_imports, up.lichess_lanes, up.chess_com_lanes
             ));
         }
-        if let Some(ua) = &self.user_agent
+        if let Some(ua) = &up.user_agent
             && !has_contact(ua)
         {
             out.push(format!(
@@ -262,7 +258,7 @@ impl Config {
                  lichess answers such clients 404 and chess.com 403"
             ));
         }
-        if self.user_agent.is_none() {
+        if up.user_agent.is_none() {
             out.push(
                 "UPSTREAM_USER_AGENT is not set: the User-Agent names this software but no contact for its operator; \
                  lichess and chess.com refuse clients they cannot reach, so set it with a URL or an e-mail address"
@@ -296,20 +292,20 @@ fn user_agent(value: &str) -> Result<String, ConfigError> {
 }
 
 /// DB_POOL_SIZE, or the database's default.
-fn db_pool_size_of(raw: &RawConfig, kind: &DatabaseKind) -> Result<u32, ConfigError> {
+fn db_pool_size_of(raw: &RawConfig, kind: DatabaseKind) -> Result<u32, ConfigError> {
     match raw.get(&DB_POOL_SIZE) {
         Some(_) => int(&DB_POOL_SIZE, raw),
         // SQLite has one writer: more connections only add page caches (and make peak memory
         // depend on how many happened to open); docs/measurements.md has the figures.
-        None if *kind == DatabaseKind::Sqlite => Ok(2),
+        None if kind == DatabaseKind::Sqlite => Ok(2),
         None => Ok(5),
     }
 }
 
 /// DATABASE_POOLER: `transaction` only with PostgreSQL.
-fn transaction_pooler_of(raw: &RawConfig, kind: &DatabaseKind) -> Result<bool, ConfigError> {
+fn transaction_pooler_of(raw: &RawConfig, kind: DatabaseKind) -> Result<bool, ConfigError> {
     let pooler = choice(&DATABASE_POOLER, raw, &[("none", false), ("transaction", true)])?;
-    if pooler && *kind != DatabaseKind::Postgres {
+    if pooler && kind != DatabaseKind::Postgres {
         return Err(ConfigError {
             var: DATABASE_POOLER.name,
             value: "transaction".into(),
@@ -446,69 +442,100 @@ fn valid_instance_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
+fn secs(setting: &'static Setting, raw: &RawConfig) -> Result<Duration, ConfigError> {
+    int(setting, raw).map(Duration::from_secs)
+}
+
+fn http_of(raw: &RawConfig) -> Result<HttpConfig, ConfigError> {
+    let bind_addr = bind_addr_of(raw)?;
+    let api_token = api_token_of(raw.get(&API_TOKEN))?;
+    let allow_unauthenticated = choice(&ALLOW_UNAUTHENTICATED, raw, &[("true", true), ("false", false)])?;
+    token_off_loopback(api_token.is_some(), allow_unauthenticated, bind_addr)?;
+    Ok(HttpConfig {
+        bind_addr,
+        api_token,
+        listen_addr_file: raw.get(&LISTEN_ADDR_FILE).map(std::path::PathBuf::from),
+    })
+}
+
+fn store_of(raw: &RawConfig) -> Result<StoreOptions, ConfigError> {
+    let url = raw.get(&DATABASE_URL).unwrap_or_default().to_string();
+    let kind = database_kind(&url)?;
+    Ok(StoreOptions {
+        url,
+        pool_size: db_pool_size_of(raw, kind)?,
+        queue_pool_size: int(&DB_QUEUE_POOL_SIZE, raw)?,
+        sqlite_cache_kib: int(&SQLITE_CACHE_KIB, raw)?,
+        transaction_pooler: transaction_pooler_of(raw, kind)?,
+    })
+}
+
+fn queue_of(raw: &RawConfig) -> Result<QueueConfig, ConfigError> {
+    Ok(QueueConfig {
+        instance_id: instance_id_of(raw.get(&INSTANCE_ID))?,
+        job_lease: secs(&JOB_LEASE_SECS, raw)?,
+        job_poll: Duration::from_millis(int(&JOB_POLL_MILLIS, raw)?),
+        job_retention: match int::<u64>(&JOB_RETENTION_DAYS, raw)? {
+            0 => None,
+            days => Some(Duration::from_secs(days * 86_400)),
+        },
+        max_concurrent_imports: int(&MAX_CONCURRENT_IMPORTS, raw)?,
+        import_queue_capacity: int(&IMPORT_QUEUE_CAPACITY, raw)?,
+        lanes_scope: choice(
+            &PROVIDER_LANES_SCOPE,
+            raw,
+            &[
+                ("process", LanesScope::Process),
+                ("database", LanesScope::Database),
+            ],
+        )?,
+        outage_max: secs(&UPSTREAM_OUTAGE_MAX_SECS, raw)?,
+    })
+}
+
+fn import_of(raw: &RawConfig) -> Result<ImportConfig, ConfigError> {
+    Ok(ImportConfig {
+        batch_size: int(&IMPORT_BATCH_SIZE, raw)?,
+        existing_games_page_size: int(&EXISTING_GAMES_PAGE_SIZE, raw)?,
+        dedup_strategy: choice(
+            &DEDUP_STRATEGY,
+            raw,
+            &[
+                ("batch", DedupStrategy::Batch),
+                ("preload", DedupStrategy::Preload),
+            ],
+        )?,
+    })
+}
+
+fn upstream_of(raw: &RawConfig) -> Result<ClientConfig, ConfigError> {
+    Ok(ClientConfig {
+        lichess_base_url: base_url(&LICHESS_BASE_URL, raw)?,
+        chess_com_base_url: base_url(&CHESSCOM_BASE_URL, raw)?,
+        max_connections: int(&HTTP_MAX_CONNECTIONS, raw)?,
+        pool_max_idle_per_host: int(&HTTP_POOL_MAX_IDLE_PER_HOST, raw)?,
+        lichess_lanes: int(&LICHESS_MAX_STREAMS, raw)?,
+        chess_com_lanes: int(&CHESSCOM_MAX_REQUESTS, raw)?,
+        rate_limit_wait: secs(&UPSTREAM_RATE_LIMIT_WAIT_SECS, raw)?,
+        read_timeout: secs(&UPSTREAM_READ_TIMEOUT_SECS, raw)?,
+        lichess_token: raw
+            .get(&LICHESS_TOKEN)
+            .filter(|t| !t.trim().is_empty())
+            .map(str::to_string),
+        user_agent: raw.get(&UPSTREAM_USER_AGENT).map(user_agent).transpose()?,
+    })
+}
+
 impl Config {
     /// Checks every raw value and builds the configuration, naming the first bad one.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let bind_addr = bind_addr_of(&raw)?;
-        let api_token = api_token_of(raw.get(&API_TOKEN))?;
-        let allow_unauthenticated =
-            choice(&ALLOW_UNAUTHENTICATED, &raw, &[("true", true), ("false", false)])?;
-        token_off_loopback(api_token.is_some(), allow_unauthenticated, bind_addr)?;
-        let database_url = raw.get(&DATABASE_URL).unwrap_or_default().to_string();
-        let kind = database_kind(&database_url)?;
-        let secs = |setting| int(setting, &raw).map(Duration::from_secs);
         let config = Config {
-            instance_id: instance_id_of(raw.get(&INSTANCE_ID))?,
-            job_lease: secs(&JOB_LEASE_SECS)?,
-            job_poll: Duration::from_millis(int(&JOB_POLL_MILLIS, &raw)?),
-            job_retention: match int::<u64>(&JOB_RETENTION_DAYS, &raw)? {
-                0 => None,
-                days => Some(Duration::from_secs(days * 86_400)),
-            },
-            max_concurrent_imports: int(&MAX_CONCURRENT_IMPORTS, &raw)?,
-            import_batch_size: int(&IMPORT_BATCH_SIZE, &raw)?,
-            existing_games_page_size: int(&EXISTING_GAMES_PAGE_SIZE, &raw)?,
-            dedup_strategy: choice(
-                &DEDUP_STRATEGY,
-                &raw,
-                &[
-                    ("batch", DedupStrategy::Batch),
-                    ("preload", DedupStrategy::Preload),
-                ],
-            )?,
-            import_queue_capacity: int(&IMPORT_QUEUE_CAPACITY, &raw)?,
-            http_max_connections: int(&HTTP_MAX_CONNECTIONS, &raw)?,
-            http_pool_max_idle_per_host: int(&HTTP_POOL_MAX_IDLE_PER_HOST, &raw)?,
-            db_pool_size: db_pool_size_of(&raw, &kind)?,
-            db_queue_pool_size: int(&DB_QUEUE_POOL_SIZE, &raw)?,
-            transaction_pooler: transaction_pooler_of(&raw, &kind)?,
-            listen_addr_file: raw.get(&LISTEN_ADDR_FILE).map(std::path::PathBuf::from),
-            database_kind: kind,
-            database_url,
-            lichess_base_url: base_url(&LICHESS_BASE_URL, &raw)?,
-            chesscom_base_url: base_url(&CHESSCOM_BASE_URL, &raw)?,
-            bind_addr,
-            lichess_token: raw
-                .get(&LICHESS_TOKEN)
-                .filter(|t| !t.trim().is_empty())
-                .map(str::to_string),
-            api_token,
-            rate_limit_wait: secs(&UPSTREAM_RATE_LIMIT_WAIT_SECS)?,
-            read_timeout: secs(&UPSTREAM_READ_TIMEOUT_SECS)?,
-            outage_max: secs(&UPSTREAM_OUTAGE_MAX_SECS)?,
+            http: http_of(&raw)?,
+            store: store_of(&raw)?,
+            queue: queue_of(&raw)?,
+            import: import_of(&raw)?,
+            upstream: upstream_of(&raw)?,
             worker_threads: int(&WORKER_THREADS, &raw)?,
-            sqlite_cache_kib: int(&SQLITE_CACHE_KIB, &raw)?,
-            lichess_max_streams: int(&LICHESS_MAX_STREAMS, &raw)?,
-            chesscom_max_requests: int(&CHESSCOM_MAX_REQUESTS, &raw)?,
-            lanes_scope: choice(
-                &PROVIDER_LANES_SCOPE,
-                &raw,
-                &[
-                    ("process", LanesScope::Process),
-                    ("database", LanesScope::Database),
-                ],
-            )?,
-            user_agent: raw.get(&UPSTREAM_USER_AGENT).map(user_agent).transpose()?,
         };
         config.contact_for_real_providers()?;
         Ok(config)
@@ -518,18 +545,19 @@ impl Config {
     /// answers 404, chess.com 403): a first start that would fail every import does not start.
     /// Any base URL off loopback counts as a real provider; mocks on loopback keep the warning only.
     fn contact_for_real_providers(&self) -> Result<(), ConfigError> {
-        let sent = self
+        let up = &self.upstream;
+        let sent = up
             .user_agent
             .as_deref()
             .unwrap_or(crate::upstream::USER_AGENT.as_str());
         if has_contact(sent)
-            || (is_loopback_url(&self.lichess_base_url) && is_loopback_url(&self.chesscom_base_url))
+            || (is_loopback_url(&up.lichess_base_url) && is_loopback_url(&up.chess_com_base_url))
         {
             return Ok(());
         }
         Err(ConfigError {
             var: UPSTREAM_USER_AGENT.name,
-            value: self.user_agent.clone().unwrap_or_default(),
+            value: up.user_agent.clone().unwrap_or_default(),
             accepted: "a User-Agent naming a contact, a URL or an e-mail address, such as \
                        \"my-importer/1.0 (+https://example.org/importer; ops@example.org)\": \
                        lichess answers 404 and chess.com 403 to clients without one"
@@ -636,16 +664,15 @@ mod tests {
     fn defaults_are_valid() {
         // The defaults must not depend on the test process's environment.
         let cfg = parse(&["--database-url", "sqlite://x.db"]).unwrap();
-        assert!(cfg.max_concurrent_imports >= 1);
-        assert_eq!(cfg.database_kind, DatabaseKind::Sqlite);
-        assert_eq!(cfg.db_pool_size, 2, "SQLite: one writer, two connections");
+        assert!(cfg.queue.max_concurrent_imports >= 1);
+        assert_eq!(cfg.store.pool_size, 2, "SQLite: one writer, two connections");
         assert_eq!(
-            cfg.sqlite_cache_kib, 512,
+            cfg.store.sqlite_cache_kib, 512,
             "an import appends: a small page cache per connection"
         );
         let pg = parse(&["--database-url", "postgres://u@h/db"]).unwrap();
-        assert_eq!(pg.db_pool_size, 5);
-        assert_eq!(parse(&["--db-pool-size", "7"]).unwrap().db_pool_size, 7);
+        assert_eq!(pg.store.pool_size, 5);
+        assert_eq!(parse(&["--db-pool-size", "7"]).unwrap().store.pool_size, 7);
     }
 
     #[test]
@@ -687,7 +714,7 @@ mod tests {
     #[test]
     fn instance_ids_are_checked_and_default_to_distinct_names() {
         assert_eq!(
-            parse(&["--instance-id", "pod-7.eu:1"]).unwrap().instance_id,
+            parse(&["--instance-id", "pod-7.eu:1"]).unwrap().queue.instance_id,
             "pod-7.eu:1"
         );
         for bad in ["", "a b", "a/b", "é", &"x".repeat(65)] {
@@ -697,7 +724,10 @@ mod tests {
                 "{bad:?}"
             );
         }
-        assert_ne!(parse(&[]).unwrap().instance_id, parse(&[]).unwrap().instance_id);
+        assert_ne!(
+            parse(&[]).unwrap().queue.instance_id,
+            parse(&[]).unwrap().queue.instance_id
+        );
         assert_eq!(
             parse(&["--job-lease-secs", "1"]).unwrap_err().var,
             "JOB_LEASE_SECS"
@@ -707,10 +737,13 @@ mod tests {
             "JOB_POLL_MILLIS"
         );
         assert_eq!(
-            parse(&[]).unwrap().job_retention,
+            parse(&[]).unwrap().queue.job_retention,
             Some(Duration::from_secs(30 * 86_400))
         );
-        assert_eq!(parse(&["--job-retention-days", "0"]).unwrap().job_retention, None);
+        assert_eq!(
+            parse(&["--job-retention-days", "0"]).unwrap().queue.job_retention,
+            None
+        );
         assert_eq!(
             parse(&["--job-retention-days", "36501"]).unwrap_err().var,
             "JOB_RETENTION_DAYS"
@@ -725,9 +758,9 @@ mod tests {
             std::iter::once("importer").chain(MOCKS.iter().copied()),
         ))
         .unwrap();
-        assert_eq!((cfg.lichess_max_streams, cfg.chesscom_max_requests), (1, 1));
-        assert_eq!(cfg.lanes_scope, LanesScope::Process);
-        assert!(cfg.user_agent.is_none());
+        assert_eq!((cfg.upstream.lichess_lanes, cfg.upstream.chess_com_lanes), (1, 1));
+        assert_eq!(cfg.queue.lanes_scope, LanesScope::Process);
+        assert!(cfg.upstream.user_agent.is_none());
         assert!(
             cfg.warnings().iter().any(|w| w.contains("UPSTREAM_USER_AGENT")),
             "no contact configured: one warning naming the setting"
@@ -776,6 +809,7 @@ mod tests {
         assert_eq!(
             parse(&["--provider-lanes-scope", "database"])
                 .unwrap()
+                .queue
                 .lanes_scope,
             LanesScope::Database
         );
@@ -801,6 +835,7 @@ mod tests {
         assert_eq!(
             parse(&["--port", "9000", "--api-token", token])
                 .unwrap()
+                .http
                 .api_token
                 .as_deref(),
             Some(token)
@@ -808,6 +843,7 @@ mod tests {
         assert!(
             parse(&["--port", "9000", "--allow-unauthenticated", "true"])
                 .unwrap()
+                .http
                 .api_token
                 .is_none()
         );
@@ -816,7 +852,7 @@ mod tests {
             "ALLOW_UNAUTHENTICATED"
         );
         // Loopback needs nothing; a short token is refused without being echoed.
-        assert!(parse(&[]).unwrap().api_token.is_none());
+        assert!(parse(&[]).unwrap().http.api_token.is_none());
         let short = parse(&["--api-token", "secret"]).unwrap_err();
         assert_eq!(short.var, "API_TOKEN");
         assert!(!short.to_string().contains("secret"), "{short}");
@@ -825,9 +861,9 @@ mod tests {
     #[test]
     fn port_sets_public_bind_address_unless_bind_addr_given() {
         let cfg = parse(&["--port", "9000", "--allow-unauthenticated", "true"]).unwrap();
-        assert_eq!(cfg.bind_addr.to_string(), "0.0.0.0:9000");
+        assert_eq!(cfg.http.bind_addr.to_string(), "0.0.0.0:9000");
         let cfg = parse(&["--port", "9000", "--bind-addr", "127.0.0.1:7000"]).unwrap();
-        assert_eq!(cfg.bind_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(cfg.http.bind_addr.to_string(), "127.0.0.1:7000");
         assert_eq!(parse(&["--port", "0"]).unwrap_err().var, "PORT");
     }
 }

@@ -1,27 +1,84 @@
-//! The words every module shares: platforms, import jobs, their status and counters.
+//! The words every module shares: platforms and their username rules, import jobs, their status
+//! and counters.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use settings::Platform;
 
-/// Whether `name` follows `platform`'s username rules; only such names reach a URL.
-pub fn is_valid_username(platform: Platform, name: &str) -> bool {
-    let (min, max) = match platform {
-        Platform::Lichess => (2, 30),
-        Platform::ChessCom => (3, 25),
-    };
-    (min..=max).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+/// The characters a username may hold on either platform, as inclusive byte ranges: the one
+/// place they are written (the check, the error message and the OpenAPI pattern read them).
+const USERNAME_CHARS: [(u8, u8); 5] = [
+    (b'A', b'Z'),
+    (b'a', b'z'),
+    (b'0', b'9'),
+    (b'_', b'_'),
+    (b'-', b'-'),
+];
+
+/// A platform's username rule: `min_len..=max_len` characters among [`USERNAME_CHARS`]. Only a
+/// name it accepts reaches a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsernameRule {
+    /// Fewest characters.
+    pub min_len: usize,
+    /// Most characters.
+    pub max_len: usize,
 }
 
-/// `platform`'s username rule, for error messages.
-pub fn username_rule(platform: Platform) -> &'static str {
-    match platform {
-        Platform::Lichess => "2 to 30 characters among A-Z a-z 0-9 _ -",
-        Platform::ChessCom => "3 to 25 characters among A-Z a-z 0-9 _ -",
+impl UsernameRule {
+    /// `platform`'s rule.
+    pub fn of(platform: Platform) -> UsernameRule {
+        match platform {
+            Platform::Lichess => UsernameRule {
+                min_len: 2,
+                max_len: 30,
+            },
+            Platform::ChessCom => UsernameRule {
+                min_len: 3,
+                max_len: 25,
+            },
+        }
+    }
+
+    /// Whether `name` follows the rule.
+    pub fn accepts(self, name: &str) -> bool {
+        (self.min_len..=self.max_len).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| USERNAME_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&b)))
+    }
+
+    /// The characters as a JSON Schema (ECMA-262) pattern: `^[A-Za-z0-9_-]+$`.
+    pub fn pattern() -> String {
+        format!("^[{}]+$", char_classes().concat())
+    }
+}
+
+/// The allowed characters, a range or a character each: `A-Z`, `a-z`, `0-9`, `_`, `-`.
+fn char_classes() -> Vec<String> {
+    USERNAME_CHARS
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                char::from(lo).to_string()
+            } else {
+                format!("{}-{}", char::from(lo), char::from(hi))
+            }
+        })
+        .collect()
+}
+
+/// The rule in words, for error messages: `2 to 30 characters among A-Z a-z 0-9 _ -`.
+impl std::fmt::Display for UsernameRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to {} characters among {}",
+            self.min_len,
+            self.max_len,
+            char_classes().join(" ")
+        )
     }
 }
 
@@ -81,6 +138,24 @@ pub struct Counters {
     pub games_skipped_existing: i64,
     /// Games that could not be parsed, skipped.
     pub games_failed_parse: i64,
+}
+
+impl Counters {
+    /// The counters once a batch of `rows` new games is written, `inserted` of them by this
+    /// import: the others were stored meanwhile by another import (the unique key kept them
+    /// once) and count as skipped.
+    pub fn after_batch(self, rows: usize, inserted: u64) -> Counters {
+        let inserted = i64::try_from(inserted).unwrap_or(i64::MAX);
+        let raced = i64::try_from(rows)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(inserted)
+            .max(0);
+        Counters {
+            games_imported: self.games_imported.saturating_add(inserted),
+            games_skipped_existing: self.games_skipped_existing.saturating_add(raced),
+            ..self
+        }
+    }
 }
 
 /// An import job as stored.
@@ -148,4 +223,49 @@ pub struct ProviderWait {
     pub next_try: DateTime<Utc>,
     /// What the provider answered last, as it said it.
     pub last_answer: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_username_rule_says_what_it_checks() {
+        let lichess = UsernameRule::of(Platform::Lichess);
+        assert_eq!(lichess.to_string(), "2 to 30 characters among A-Z a-z 0-9 _ -");
+        assert_eq!(UsernameRule::pattern(), "^[A-Za-z0-9_-]+$");
+        let allowed: Vec<u8> = (0..=u8::MAX)
+            .filter(|&b| lichess.accepts(&format!("ab{}", char::from(b))))
+            .collect();
+        let expected: Vec<u8> = (b'-'..=b'-')
+            .chain(b'0'..=b'9')
+            .chain(b'A'..=b'Z')
+            .chain(b'_'..=b'_')
+            .chain(b'a'..=b'z')
+            .collect();
+        assert_eq!(allowed, expected);
+        let chess_com = UsernameRule::of(Platform::ChessCom);
+        assert!(!chess_com.accepts("ab") && chess_com.accepts("abc") && chess_com.accepts(&"a".repeat(25)));
+        assert!(!chess_com.accepts(&"a".repeat(26)));
+    }
+
+    #[test]
+    fn a_batch_adds_what_it_inserted_and_counts_the_rest_as_skipped() {
+        let before = Counters {
+            games_fetched: 40,
+            games_imported: 10,
+            games_skipped_existing: 3,
+            games_failed_parse: 1,
+        };
+        let after = before.after_batch(25, 22);
+        assert_eq!(
+            after,
+            Counters {
+                games_imported: 32,
+                games_skipped_existing: 6,
+                ..before
+            }
+        );
+        assert_eq!(before.after_batch(0, 0), before);
+    }
 }

@@ -11,7 +11,7 @@ use importer::metrics::Metrics;
 use importer::pipeline::ImportContext;
 use importer::scheduler::Scheduler;
 use importer::store::{Store, StoreOptions};
-use importer::upstream::{Client, ClientConfig};
+use importer::upstream::Client;
 use tracing_subscriber::EnvFilter;
 
 #[cfg(all(feature = "jemalloc", feature = "mimalloc"))]
@@ -152,7 +152,7 @@ fn remove_spool_leftovers() {
 
 async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    if let Some(path) = &config.listen_addr_file {
+    if let Some(path) = &config.http.listen_addr_file {
         // A parent polling the file must never read a previous run's address.
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -161,35 +161,16 @@ async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Resul
             _ => {}
         }
     }
-    let options = StoreOptions {
-        pool_size: config.db_pool_size,
-        queue_pool_size: config.db_queue_pool_size,
-        sqlite_cache_kib: config.sqlite_cache_kib,
-        transaction_pooler: config.transaction_pooler,
-    };
-    let store = Store::connect(&config.database_url, &options)
+    let store = Store::connect(&config.store)
         .await
-        .map_err(|e| with_pooler_hint(e, &config))
-        .with_context(|| format!("opening {}", redact(&config.database_url)))?;
+        .map_err(|e| with_pooler_hint(e, &config.store))
+        .with_context(|| format!("opening {}", redact(&config.store.url)))?;
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
     remove_spool_leftovers();
     let metrics = Arc::new(Metrics::default());
-    let client = Client::new(
-        ClientConfig {
-            max_connections: config.http_max_connections,
-            lichess_lanes: config.lichess_max_streams,
-            chess_com_lanes: config.chesscom_max_requests,
-            user_agent: config.user_agent.clone(),
-            pool_max_idle_per_host: config.http_pool_max_idle_per_host,
-            rate_limit_wait: config.rate_limit_wait,
-            backoff_base: Duration::from_millis(500),
-            read_timeout: config.read_timeout,
-            lichess_token: config.lichess_token.clone(),
-        },
-        Arc::clone(&metrics),
-    )?;
+    let client = Client::new(config.upstream.clone(), Arc::clone(&metrics))?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(ImportContext {
         store: store.clone(),
@@ -202,23 +183,23 @@ async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Resul
     scheduler
         .start()
         .await
-        .map_err(|e| with_pooler_hint(e, &config))
+        .map_err(|e| with_pooler_hint(e, &config.store))
         .context("taking back unfinished imports")?;
-    let listener = tokio::net::TcpListener::bind(config.bind_addr)
+    let listener = tokio::net::TcpListener::bind(config.http.bind_addr)
         .await
-        .with_context(|| format!("binding {}", config.bind_addr))?;
+        .with_context(|| format!("binding {}", config.http.bind_addr))?;
     let addr = listener.local_addr().context("reading the address listened on")?;
-    if let Some(path) = &config.listen_addr_file {
+    if let Some(path) = &config.http.listen_addr_file {
         write_whole(path, &format!("{addr}\n")).with_context(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(
         %addr,
-        database = %redact(&config.database_url),
-        db_connections = config.db_pool_size + config.db_queue_pool_size,
-        transaction_pooler = config.transaction_pooler,
-        max_concurrent_imports = config.max_concurrent_imports,
-        import_batch_size = config.import_batch_size,
-        existing_games_page_size = config.existing_games_page_size,
+        database = %redact(&config.store.url),
+        db_connections = config.store.pool_size + config.store.queue_pool_size,
+        transaction_pooler = config.store.transaction_pooler,
+        max_concurrent_imports = config.queue.max_concurrent_imports,
+        import_batch_size = config.import.batch_size,
+        existing_games_page_size = config.import.existing_games_page_size,
         allocator = importer::ALLOCATOR,
         "listening"
     );
@@ -226,9 +207,9 @@ async fn serve(config: Config, imports: tokio::runtime::Handle) -> anyhow::Resul
         store: store.clone(),
         scheduler: Arc::clone(&scheduler),
         metrics,
-        queue_capacity: config.import_queue_capacity,
-        api_token: config.api_token.as_deref().map(Arc::from),
-        debug_endpoints: config.debug_endpoints(),
+        queue_capacity: config.queue.import_queue_capacity,
+        api_token: config.http.api_token.as_deref().map(Arc::from),
+        debug_endpoints: config.http.debug_endpoints(),
     };
     #[cfg(feature = "heap-profile")]
     importer::http::heap_profile::log_at_start(state.debug_endpoints);
@@ -261,8 +242,8 @@ fn write_whole(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 /// A refused prepared statement, without `DATABASE_POOLER=transaction`, with what that means.
-fn with_pooler_hint(e: importer::store::StoreError, config: &Config) -> anyhow::Error {
-    if e.is_prepared_statement_refused() && !config.transaction_pooler {
+fn with_pooler_hint(e: importer::store::StoreError, store: &StoreOptions) -> anyhow::Error {
+    if e.is_prepared_statement_refused() && !store.transaction_pooler {
         anyhow::Error::new(e).context(
             "PostgreSQL refused a prepared statement this connection had made, which happens behind a pooler \
              in transaction mode (PgBouncer, Supavisor): set DATABASE_POOLER=transaction",

@@ -1,8 +1,9 @@
 //! Process-wide metrics, served on `/metrics` in the OpenMetrics text format
 //! by the official `prometheus-client` crate (Prometheus scrapes it as is).
 //!
-//! Counters grow as work happens; the two import gauges and the resident
-//! memory are read from their owners when scraped.
+//! Counters grow as work happens; the import gauges (running, queued, waiting
+//! for their provider) and the resident memory are read from their owners when
+//! scraped.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;

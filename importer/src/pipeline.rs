@@ -112,10 +112,10 @@ async fn preload_ids(ctx: &ImportContext, job: &Job) -> Result<HashSet<String>, 
                 &job.user_id,
                 job.platform,
                 after.as_deref(),
-                ctx.config.existing_games_page_size,
+                ctx.config.import.existing_games_page_size,
             )
             .await?;
-        let full = page.len() == ctx.config.existing_games_page_size;
+        let full = page.len() == ctx.config.import.existing_games_page_size;
         after = page.last().cloned();
         known.extend(page);
         if !full {
@@ -140,15 +140,66 @@ struct Batcher<'a> {
     kept: Vec<GameRow>,
 }
 
+/// A game as the batch or a month's survey holds it, known by the key it is stored under.
+trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for GameRow {
+    fn key(&self) -> &str {
+        &self.provider_game_id
+    }
+}
+
+impl Keyed for Surveyed {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 impl Batcher<'_> {
-    fn remaining(&self) -> i64 {
-        self.job.limit - self.counters.games_imported
+    /// Games the limit still leaves room for: the job's limit less what it imported.
+    fn room(&self) -> usize {
+        usize::try_from(self.job.limit - self.counters.games_imported).unwrap_or(0)
+    }
+
+    /// Whether the limit is reached: nothing more is to be read.
+    fn limit_reached(&self) -> bool {
+        self.room() == 0
+    }
+
+    /// Keeps of `games` only the new ones: a game seen before in `games` (a stream read again
+    /// repeats games; each counts once) or stored already is dropped and counted as skipped.
+    /// The database is asked only when more than `ask_over` games are left after the repeats
+    /// (with fewer, the insert itself tells which were stored); preloaded ids are always used.
+    async fn keep_new<T: Keyed>(&mut self, games: &mut Vec<T>, ask_over: usize) -> Result<(), StoreError> {
+        let before = games.len();
+        let mut seen = HashSet::with_capacity(games.len());
+        games.retain(|g| seen.insert(g.key().to_string()));
+        drop(seen);
+        self.counters.games_skipped_existing += (before - games.len()) as i64;
+        let before = games.len();
+        let stored: HashSet<String> = match &self.preloaded {
+            Some(known) => games
+                .iter()
+                .filter(|g| known.contains(g.key()))
+                .map(|g| g.key().to_string())
+                .collect(),
+            None if games.len() <= ask_over => HashSet::new(),
+            None => {
+                let keys: Vec<&str> = games.iter().map(Keyed::key).collect();
+                self.stored_among(&keys).await?
+            }
+        };
+        games.retain(|g| !stored.contains(g.key()));
+        self.counters.games_skipped_existing += (before - games.len()) as i64;
+        Ok(())
     }
 
     /// Which of `keys` are stored already, asked a page (`EXISTING_GAMES_PAGE_SIZE`) at a time.
     async fn stored_among(&self, keys: &[&str]) -> Result<HashSet<String>, StoreError> {
         let mut stored = HashSet::new();
-        for page in keys.chunks(self.ctx.config.existing_games_page_size) {
+        for page in keys.chunks(self.ctx.config.import.existing_games_page_size) {
             stored.extend(
                 with_retry(&self.job.import_id, "checking stored games", || {
                     self.ctx
@@ -174,32 +225,13 @@ impl Batcher<'_> {
 
     async fn write(&mut self, window_ended: bool) -> Result<(), StoreError> {
         let had_rows = !self.rows.is_empty();
-        // The same game twice in one batch (a resumed stream) counts once.
-        let mut seen = HashSet::with_capacity(self.rows.len());
-        let before = self.rows.len();
-        self.rows.retain(|r| seen.insert(r.provider_game_id.clone()));
-        drop(seen);
-        self.counters.games_skipped_existing += (before - self.rows.len()) as i64;
-
-        let room = usize::try_from(self.remaining().max(0)).unwrap_or(usize::MAX);
-        let stored: HashSet<String> = match &self.preloaded {
-            // The whole batch fits the limit: the insert itself tells which games were stored
-            // (ON CONFLICT DO NOTHING), so asking first would only cost a round trip.
-            None if self.rows.len() <= room => HashSet::new(),
-            Some(known) => self
-                .rows
-                .iter()
-                .filter(|r| known.contains(&r.provider_game_id))
-                .map(|r| r.provider_game_id.clone())
-                .collect(),
-            None => {
-                let ids: Vec<&str> = self.rows.iter().map(|r| r.provider_game_id.as_str()).collect();
-                self.stored_among(&ids).await?
-            }
-        };
-        let before = self.rows.len();
-        self.rows.retain(|r| !stored.contains(&r.provider_game_id));
-        self.counters.games_skipped_existing += (before - self.rows.len()) as i64;
+        let room = self.room();
+        // When the whole batch fits the limit, the insert itself tells which games were stored
+        // (ON CONFLICT DO NOTHING): asking first would only cost a round trip.
+        let mut rows = std::mem::take(&mut self.rows);
+        let kept = self.keep_new(&mut rows, room).await;
+        self.rows = rows;
+        kept?;
         // Games beyond the limit are left out, and so is the part of the window they are in.
         let cut = self.rows.len() > room;
         self.rows.truncate(room);
@@ -220,7 +252,7 @@ impl Batcher<'_> {
             with_retry(&self.job.import_id, "writing progress", || {
                 self.ctx.store.write_progress(
                     self.job,
-                    &self.ctx.config.instance_id,
+                    &self.ctx.config.queue.instance_id,
                     &self.counters,
                     &self.sync,
                 )
@@ -230,7 +262,7 @@ impl Batcher<'_> {
             let inserted = with_retry(&self.job.import_id, "writing a batch", || {
                 self.ctx.store.write_batch(
                     self.job,
-                    &self.ctx.config.instance_id,
+                    &self.ctx.config.queue.instance_id,
                     &self.rows,
                     &self.counters,
                     Utc::now(),
@@ -238,9 +270,9 @@ impl Batcher<'_> {
                 )
             })
             .await?;
-            let raced = self.rows.len() as i64 - inserted as i64;
-            self.counters.games_imported += inserted as i64;
-            self.counters.games_skipped_existing += raced;
+            let after = self.counters.after_batch(self.rows.len(), inserted);
+            let raced = after.games_skipped_existing - self.counters.games_skipped_existing;
+            self.counters = after;
             self.ctx.metrics.games_imported(self.job.platform, inserted);
             tracing::debug!(import_id = %self.job.import_id, inserted, raced, "batch written");
         }
@@ -316,30 +348,13 @@ impl Batcher<'_> {
     /// limit leaves room for, the newest by end time (ties: the order received).
     async fn choose(&mut self, survey: MonthSurvey) -> Result<(Choice, bool), StoreError> {
         let MonthSurvey { mut games, held } = survey;
-        // A month read again after a break repeats games: each counts once.
-        let mut seen = HashSet::with_capacity(games.len());
-        let before = games.len();
-        games.retain(|g| seen.insert(g.key.clone()));
-        drop(seen);
-        self.counters.games_skipped_existing += (before - games.len()) as i64;
-        let stored: HashSet<String> = match &self.preloaded {
-            Some(known) => games
-                .iter()
-                .filter(|g| known.contains(&g.key))
-                .map(|g| g.key.clone())
-                .collect(),
-            None => {
-                let keys: Vec<&str> = games.iter().map(|g| g.key.as_str()).collect();
-                self.stored_among(&keys).await?
-            }
-        };
-        let before = games.len();
-        games.retain(|g| !stored.contains(&g.key));
-        self.counters.games_skipped_existing += (before - games.len()) as i64;
+        // A month read again after a break repeats games; a survey is always checked against
+        // the database, since the limit is applied after (newest first).
+        self.keep_new(&mut games, 0).await?;
         if games.is_empty() {
             return Ok((Choice::Nothing, true));
         }
-        let room = usize::try_from(self.remaining().max(0)).unwrap_or(usize::MAX);
+        let room = self.room();
         let whole = games.len() <= room;
         if !whole {
             // Newest first; a game without an end time after those with one.
@@ -368,8 +383,7 @@ impl Batcher<'_> {
         self.rows.push(row);
         // Also written once it holds as many games as the limit still allows: reading on to fill
         // the batch would only fetch games the limit then leaves out.
-        let room = usize::try_from(self.remaining().max(0)).unwrap_or(usize::MAX);
-        if self.rows.len() >= self.ctx.config.import_batch_size || self.rows.len() >= room {
+        if self.rows.len() >= self.ctx.config.import.batch_size || self.rows.len() >= self.room() {
             self.flush().await?;
         }
         Ok(())
@@ -422,7 +436,7 @@ pub async fn run_import(ctx: &ImportContext, job: &Job) -> Result<Counters, Impo
     let mut batcher = Batcher {
         ctx,
         job,
-        rows: Vec::with_capacity(ctx.config.import_batch_size.min(1024)),
+        rows: Vec::with_capacity(ctx.config.import.batch_size.min(1024)),
         preloaded: None,
         counters: job.counters,
         coverage: None,
@@ -453,10 +467,10 @@ pub async fn run_import(ctx: &ImportContext, job: &Job) -> Result<Counters, Impo
 
 async fn import_into(b: &mut Batcher<'_>) -> Result<(), ImportError> {
     let (ctx, job) = (b.ctx, b.job);
-    if b.remaining() <= 0 {
+    if b.limit_reached() {
         return Ok(());
     }
-    if ctx.config.dedup_strategy == DedupStrategy::Preload {
+    if ctx.config.import.dedup_strategy == DedupStrategy::Preload {
         b.preloaded = Some(preload_ids(ctx, job).await?);
     }
     let state = with_retry(&job.import_id, "reading what is stored", || {
@@ -538,7 +552,7 @@ async fn import_lichess(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), Im
     // Each window ends written: by `finish_window`, or by the flush that reached the limit.
     for window in windows {
         read_window(b, window).await?;
-        if b.remaining() <= 0 {
+        if b.limit_reached() {
             break;
         }
     }
@@ -548,9 +562,14 @@ async fn import_lichess(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), Im
 /// Reads one lichess window to its end or to the limit.
 async fn read_window(b: &mut Batcher<'_>, window: Window) -> Result<(), ImportError> {
     let (ctx, job) = (b.ctx, b.job);
-    let mut source = LichessSource::open(&ctx.client, &ctx.config.lichess_base_url, &job.user_id, &window)
-        .await
-        .map_err(upstream_error(job))?;
+    let mut source = LichessSource::open(
+        &ctx.client,
+        &ctx.config.upstream.lichess_base_url,
+        &job.user_id,
+        &window,
+    )
+    .await
+    .map_err(upstream_error(job))?;
     let target = match &window.kind {
         WindowKind::Pending(id) => Some(id.clone()),
         _ => None,
@@ -581,7 +600,7 @@ async fn read_window(b: &mut Batcher<'_>, window: Window) -> Result<(), ImportEr
             continue;
         }
         b.push(row).await?;
-        if b.remaining() <= 0 {
+        if b.limit_reached() {
             return Ok(());
         }
     }
@@ -601,7 +620,7 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
     let (ctx, job) = (b.ctx, b.job);
     let mut source = ChessComSource::open(
         &ctx.client,
-        &ctx.config.chesscom_base_url,
+        &ctx.config.upstream.chess_com_base_url,
         &job.user_id,
         &state.months,
     )
@@ -610,7 +629,7 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
     // Opened before any month is asked: a TMPDIR that cannot take it fails the import before it
     // costs chess.com a request.
     let mut spool = Spool::create_in(&std::env::temp_dir())?;
-    let batch = ctx.config.import_batch_size;
+    let batch = ctx.config.import.batch_size;
     let mut survey = MonthSurvey::new(batch);
     while let Some(item) = next_unless_stopping(b, source.next()).await? {
         match item {
@@ -635,7 +654,7 @@ async fn import_chess_com(b: &mut Batcher<'_>, state: &SyncState) -> Result<(), 
             Item::MonthEnd(read) => {
                 let survey = std::mem::replace(&mut survey, MonthSurvey::new(batch));
                 store_month(b, survey, read, &mut spool).await?;
-                if b.remaining() <= 0 {
+                if b.limit_reached() {
                     return Ok(());
                 }
             }

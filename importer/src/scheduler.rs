@@ -176,8 +176,8 @@ impl Scheduler {
         imports: tokio::runtime::Handle,
     ) -> Arc<Scheduler> {
         let (max, capacity) = (
-            ctx.config.max_concurrent_imports,
-            ctx.config.import_queue_capacity,
+            ctx.config.queue.max_concurrent_imports,
+            ctx.config.queue.import_queue_capacity,
         );
         let (requests, inbox) = mpsc::channel(4 * ADMISSION_GROUP);
         Arc::new(Scheduler {
@@ -193,11 +193,11 @@ impl Scheduler {
     }
 
     fn owner(&self) -> &str {
-        &self.ctx.config.instance_id
+        &self.ctx.config.queue.instance_id
     }
 
     fn lease_until(&self) -> i64 {
-        now_ms() + i64::try_from(self.ctx.config.job_lease.as_millis()).unwrap_or(i64::MAX / 2)
+        now_ms() + i64::try_from(self.ctx.config.queue.job_lease.as_millis()).unwrap_or(i64::MAX / 2)
     }
 
     /// Takes back what a previous run left, then claims queued jobs and keeps looking and renewing.
@@ -228,7 +228,7 @@ impl Scheduler {
         tokio::spawn(async move { this.keep_claiming().await });
         let this = Arc::clone(self);
         tokio::spawn(async move { this.keep_renewing().await });
-        if let Some(retention) = self.ctx.config.job_retention {
+        if let Some(retention) = self.ctx.config.queue.job_retention {
             let (store, stopping) = (self.ctx.store.clone(), self.ctx.stopping.clone());
             tokio::spawn(crate::retention::keep_pruning(store, retention, stopping));
         }
@@ -240,7 +240,7 @@ impl Scheduler {
         loop {
             tokio::select! {
                 _ = stopping.changed() => return,
-                () = tokio::time::sleep(self.ctx.config.job_poll) => {}
+                () = tokio::time::sleep(self.ctx.config.queue.job_poll) => {}
             }
             let mut state = self.state.lock().await;
             if state.stopping {
@@ -256,7 +256,7 @@ impl Scheduler {
     /// are ahead of it for a database connection must not delay a renewal past the lease (with 256
     /// imports on SQLite that took imports away from their own process).
     async fn keep_renewing(self: Arc<Self>) {
-        let every = self.ctx.config.job_lease / 3;
+        let every = self.ctx.config.queue.job_lease / 3;
         loop {
             tokio::time::sleep(every).await;
             match self
@@ -285,10 +285,10 @@ impl Scheduler {
             if self.ctx.client.cooling(p) {
                 0
             } else {
-                i64::try_from(self.ctx.config.lanes(p)).unwrap_or(i64::MAX)
+                i64::try_from(self.ctx.config.upstream.lanes(p)).unwrap_or(i64::MAX)
             }
         };
-        match self.ctx.config.lanes_scope {
+        match self.ctx.config.queue.lanes_scope {
             LanesScope::Database => ClaimLanes::Shared(Lanes {
                 lichess: lanes(Platform::Lichess),
                 chess_com: lanes(Platform::ChessCom),
@@ -739,7 +739,7 @@ impl Scheduler {
             Some(since) if !progressed => since,
             _ => now,
         };
-        let bound = i64::try_from(self.ctx.config.outage_max.as_millis()).unwrap_or(i64::MAX / 2);
+        let bound = i64::try_from(self.ctx.config.queue.outage_max.as_millis()).unwrap_or(i64::MAX / 2);
         let last_answer = source.to_string();
         if now - since >= bound {
             let at = chrono::DateTime::from_timestamp_millis(since).unwrap_or_else(Utc::now);
@@ -748,7 +748,7 @@ impl Scheduler {
                 platform.as_str(),
                 (now - since) / 1000,
                 at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                self.ctx.config.outage_max.as_secs()
+                self.ctx.config.queue.outage_max.as_secs()
             ));
         }
         let wait = self.ctx.client.cooling_for(platform).max(MIN_PROVIDER_WAIT);

@@ -1,7 +1,10 @@
 //! `POST /api/v1/import-more-games` and `GET /api/v1/imports/{id}`.
 //!
 //! The request body is checked field by field from a JSON value rather than
-//! through serde derive, so that every rejection names the field at fault.
+//! through serde derive, so that every rejection names the field at fault; its
+//! OpenAPI schema is written by hand from the same rules (`ImportRequest`).
+
+use std::borrow::Cow;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -10,25 +13,33 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Ref, SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::{ApiError, AppState, ErrorBody, MAX_BODY_BYTES};
-use crate::job::{Job, JobStatus, Platform};
+use crate::job::{Job, JobStatus, Platform, UsernameRule};
 use crate::scheduler::Admission;
 
 /// Games imported when the request gives no limit.
 pub const DEFAULT_LIMIT: i64 = 500;
+/// Smallest limit accepted.
+pub const MIN_LIMIT: i64 = 1;
 /// Largest limit accepted.
 pub const MAX_LIMIT: i64 = 10_000;
 
-/// A checked import request.
+/// A checked import request: the one type both [`parse_request`] returns and the OpenAPI document
+/// describes (as `ImportRequestBody`, one shape per platform since their username rules differ),
+/// so that the rules it is checked by and the rules it is documented with are the same values.
 #[derive(Debug, PartialEq)]
 pub struct ImportRequest {
-    /// Lowercased username.
-    pub user_id: String,
-    /// The platform.
-    pub platform: Platform,
-    /// Most games to import.
-    pub limit: i64,
+    /// Lowercased username, accepted by its platform's [`UsernameRule`].
+    user_id: String,
+    platform: Platform,
+    /// In `MIN_LIMIT..=MAX_LIMIT`.
+    limit: i64,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -56,11 +67,11 @@ pub fn parse_request(body: &[u8]) -> Result<ImportRequest, ApiError> {
         Some(_) => return Err(bad("user_id: must be a string")),
         None => return Err(bad("user_id: missing")),
     };
-    if !crate::job::is_valid_username(platform, &user_id) {
+    let rule = UsernameRule::of(platform);
+    if !rule.accepts(&user_id) {
         return Err(bad(format!(
-            "user_id: not a valid {} username; expected {}",
-            platform.as_str(),
-            crate::job::username_rule(platform)
+            "user_id: not a valid {} username; expected {rule}",
+            platform.as_str()
         )));
     }
     let limit = match obj.remove("limit") {
@@ -68,14 +79,18 @@ pub fn parse_request(body: &[u8]) -> Result<ImportRequest, ApiError> {
         // JSON has one number type: 581.0 and 5.81e2 are the integer 581, as JSON Schema's
         // `integer` says (found by schemathesis: a schema-valid `581.0` was refused).
         Some(Value::Number(n)) => match integral(&n) {
-            Some(l) if (1..=MAX_LIMIT).contains(&l) => l,
+            Some(l) if (MIN_LIMIT..=MAX_LIMIT).contains(&l) => l,
             _ => {
                 return Err(bad(format!(
-                    "limit: {n} is out of range; expected an integer in 1..={MAX_LIMIT}"
+                    "limit: {n} is out of range; expected an integer in {MIN_LIMIT}..={MAX_LIMIT}"
                 )));
             }
         },
-        Some(_) => return Err(bad(format!("limit: must be an integer in 1..={MAX_LIMIT}"))),
+        Some(_) => {
+            return Err(bad(format!(
+                "limit: must be an integer in {MIN_LIMIT}..={MAX_LIMIT}"
+            )));
+        }
     };
     reject_unknown(&obj)?;
     Ok(ImportRequest {
@@ -104,65 +119,81 @@ fn reject_unknown(rest: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
-/// The request body, as the OpenAPI document states it: one shape per platform, since their
-/// username rules differ. `parse_request` reads the body field by field (so that each rejection
-/// names its field); the contract check (`make contract`) holds the two to the same rules.
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum ImportRequestBody {
-    /// A lichess user.
-    Lichess(LichessImport),
-    /// A chess.com user.
-    ChessCom(ChessComImport),
+/// The OpenAPI schema of the request body: one of `platform_import`'s shapes.
+impl PartialSchema for ImportRequest {
+    fn schema() -> RefOr<Schema> {
+        let mut one_of = OneOfBuilder::new().description(Some(
+            "The request body, as the OpenAPI document states it: one shape per platform, since their\n\
+             username rules differ. `parse_request` reads the body field by field (so that each rejection\n\
+             names its field); the contract check (`make contract`) holds the two to the same rules.",
+        ));
+        for platform in Platform::ALL {
+            one_of = one_of.item(
+                Ref::builder()
+                    .ref_location_from_schema_name(format!("{}Import", schema_prefix(platform)))
+                    .description(Some(format!("A {platform} user."))),
+            );
+        }
+        one_of.into()
+    }
 }
 
-/// `"lichess"`.
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[allow(dead_code)]
-pub enum LichessName {
-    /// lichess.org
-    #[serde(rename = "lichess")]
-    Lichess,
+impl ToSchema for ImportRequest {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ImportRequestBody")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for platform in Platform::ALL {
+            let prefix = schema_prefix(platform);
+            schemas.push((format!("{prefix}Import"), platform_import(platform)));
+            let name = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(format!("`\"{platform}\"`.")))
+                .enum_values(Some([platform.as_str()]));
+            schemas.push((format!("{prefix}Name"), name.into()));
+        }
+    }
 }
 
-/// `"chess.com"`.
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[allow(dead_code)]
-pub enum ChessComName {
-    /// chess.com
-    #[serde(rename = "chess.com")]
-    ChessCom,
+/// The start of the names of `platform`'s schemas (`LichessImport`, `ChessComName`).
+fn schema_prefix(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Lichess => "Lichess",
+        Platform::ChessCom => "ChessCom",
+    }
 }
 
-/// An import of a lichess user's games.
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct LichessImport {
-    /// The platform.
-    platform: LichessName,
-    /// The lichess username, any case.
-    #[schema(min_length = 2, max_length = 30, pattern = "^[A-Za-z0-9_-]+$")]
-    user_id: String,
-    /// Most new games to store; 500 when absent or null.
-    #[schema(minimum = 1, maximum = 10000, nullable = true, required = false)]
-    limit: Option<i64>,
-}
-
-/// An import of a chess.com user's games.
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct ChessComImport {
-    /// The platform.
-    platform: ChessComName,
-    /// The chess.com username, any case.
-    #[schema(min_length = 3, max_length = 25, pattern = "^[A-Za-z0-9_-]+$")]
-    user_id: String,
-    /// Most new games to store; 500 when absent or null.
-    #[schema(minimum = 1, maximum = 10000, nullable = true, required = false)]
-    limit: Option<i64>,
+/// An import of a `platform` user: its username rule and the limit's, as `parse_request` checks them.
+fn platform_import(platform: Platform) -> RefOr<Schema> {
+    let rule = UsernameRule::of(platform);
+    let user_id = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!("The {platform} username, any case.")))
+        .min_length(Some(rule.min_len))
+        .max_length(Some(rule.max_len))
+        .pattern(Some(UsernameRule::pattern()));
+    let limit = ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .description(Some(format!(
+            "Most new games to store; {DEFAULT_LIMIT} when absent or null."
+        )))
+        .minimum(Some(MIN_LIMIT))
+        .maximum(Some(MAX_LIMIT));
+    let platform_name = Ref::builder()
+        .ref_location_from_schema_name(format!("{}Name", schema_prefix(platform)))
+        .description(Some("The platform."));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(format!("An import of a {platform} user's games.")))
+        .property("platform", platform_name)
+        .required("platform")
+        .property("user_id", user_id)
+        .required("user_id")
+        .property("limit", limit)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .into()
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -178,7 +209,7 @@ pub struct Admitted {
 
 /// Starts or queues an import; the same user and platform already active answers 200 with that import.
 #[utoipa::path(post, path = "/api/v1/import-more-games",
-    request_body(content = ImportRequestBody, content_type = "application/json"),
+    request_body(content = ImportRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Created: running (queue_position 0) or queued", body = Admitted),
         (status = 200, description = "The user already has an import queued or running on this platform: that one", body = Admitted),

@@ -1,6 +1,7 @@
 //! The HTTP API: imports, health and metrics (and, built with `heap-profile`, the live heap).
 //!
-//! `app(state)` builds the whole router, so tests can drive it without a socket.
+//! `app(state)` builds the whole router; `serve` runs it on the listener. The tests drive it
+//! through the real binary (`tests/it/`).
 
 mod error;
 #[cfg(feature = "heap-profile")]
@@ -42,7 +43,7 @@ pub struct AppState {
     /// The token every request but `/healthz` must carry; `None`: none needed.
     pub api_token: Option<Arc<str>>,
     /// Whether `/debug/` endpoints may answer: a token guards them, or the address is loopback
-    /// (`Config::debug_endpoints`). `ALLOW_UNAUTHENTICATED` opens the API, never these.
+    /// (`HttpConfig::debug_endpoints`). `ALLOW_UNAUTHENTICATED` opens the API, never these.
     pub debug_endpoints: bool,
 }
 

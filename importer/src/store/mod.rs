@@ -137,9 +137,11 @@ fn pg_options(url: &str) -> Result<PgConnectOptions> {
     })
 }
 
-/// How [`Store::connect`] opens the database.
-#[derive(Clone, Copy, Debug)]
+/// The database and how [`Store::connect`] opens it: the configuration's `store` section.
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
+    /// `sqlite://FILE` or `postgres://…` (`DATABASE_URL`).
+    pub url: String,
     /// Connections the imports use (games pool).
     pub pool_size: u32,
     /// Connections the queue uses (queue pool); the process opens at most both sizes together.
@@ -290,6 +292,32 @@ macro_rules! on_conn {
     }};
 }
 
+/// The four counter columns of `import_jobs`, set from `$2` to `$5` (a NULL keeps the column as
+/// it is): the one place a statement names them, bound by [`bind_counters`].
+macro_rules! set_counters {
+    () => {
+        "games_fetched = COALESCE($2, games_fetched), games_imported = COALESCE($3, games_imported), \
+         games_skipped_existing = COALESCE($4, games_skipped_existing), \
+         games_failed_parse = COALESCE($5, games_failed_parse)"
+    };
+}
+
+/// Binds `counters` as `$2` to `$5` of a statement written with `set_counters!()`, whose `$1` is
+/// bound; `None` binds NULLs, which keep the stored counters.
+fn bind_counters<'q, DB: sqlx::Database>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    counters: Option<&Counters>,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(counters.map(|c| c.games_fetched))
+        .bind(counters.map(|c| c.games_imported))
+        .bind(counters.map(|c| c.games_skipped_existing))
+        .bind(counters.map(|c| c.games_failed_parse))
+}
+
 mod queue;
 
 pub use queue::{ClaimLanes, Deferral, Lanes, PlacedJob, QueueLoad, QueueTx};
@@ -401,10 +429,12 @@ fn owned(rows: u64, id: &str) -> Result<()> {
 }
 
 impl Store {
-    /// Opens the pools for `url` (creating a SQLite file if missing) and brings the schema up to date.
+    /// Opens the pools for `options.url` (creating a SQLite file if missing) and brings the
+    /// schema up to date.
     ///
     /// At most `pool_size + queue_pool_size` connections, opened as needed.
-    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store> {
+    pub async fn connect(options: &StoreOptions) -> Result<Store> {
+        let url = options.url.as_str();
         let store = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(StoreError::Connect)?
@@ -634,7 +664,9 @@ impl Store {
         .map_err(query_err("reading a page of stored ids"))
     }
 
-    /// Inserts `rows` (insert-or-ignore) and writes the job's counters, in one transaction.
+    /// Inserts `rows` (insert-or-ignore) and writes the job's counters, in one transaction:
+    /// `counters` are the job's before this batch, written with the batch added
+    /// ([`Counters::after_batch`]).
     ///
     /// Returns how many rows were really inserted; a row another import stored
     /// meanwhile is ignored, not doubled.
@@ -696,25 +728,16 @@ impl Store {
                 qb.push(" ON CONFLICT (user_id, platform, provider_game_id) DO NOTHING");
                 inserted += qb.build().persistent(keep).execute(&mut *tx).await.map_err(query_err(op))?.rows_affected();
             }
-            let imported = counters.games_imported + i64::try_from(inserted).unwrap_or(i64::MAX);
-            let skipped = counters.games_skipped_existing
-                + i64::try_from(rows.len() as u64 - inserted).unwrap_or(0);
+            let written = counters.after_batch(rows.len(), inserted);
             // Owner-guarded: a process whose job was taken over writes nothing (the rollback drops its games).
-            let updated = sqlx::query(
-                "UPDATE import_jobs SET games_fetched = $2, games_imported = $3, \
-                 games_skipped_existing = $4, games_failed_parse = $5 WHERE id = $1 AND owner = $6",
-            )
-            .persistent(keep)
-            .bind(job_id)
-            .bind(counters.games_fetched)
-            .bind(imported)
-            .bind(skipped)
-            .bind(counters.games_failed_parse)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err(op))?
-            .rows_affected();
+            let sql = concat!("UPDATE import_jobs SET ", set_counters!(), " WHERE id = $1 AND owner = $6");
+            let update = sqlx::query(sql).persistent(keep).bind(job_id);
+            let updated = bind_counters(update, Some(&written))
+                .bind(owner)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err(op))?
+                .rows_affected();
             owned(updated, job_id)?;
             write_sync!(tx, keep, user, platform.as_str(), sync, op);
             tx.commit().await.map_err(query_err(op))?;

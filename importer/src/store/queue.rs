@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
 use super::gate::Turn;
-use super::{Pool, Result, Store, StoreError, owned, query_err};
+use super::{Pool, Result, Store, StoreError, bind_counters, owned, query_err};
 use crate::job::{Counters, Job, JobStatus, Platform, ProviderWait};
 
 /// Advisory lock keys (arbitrary constants, the same in every process).
@@ -556,27 +556,25 @@ impl Store {
         error: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let sql = "UPDATE import_jobs SET status = $2, games_fetched = COALESCE($3, games_fetched), \
-                   games_imported = COALESCE($4, games_imported), \
-                   games_skipped_existing = COALESCE($5, games_skipped_existing), \
-                   games_failed_parse = COALESCE($6, games_failed_parse), error = $7, finished_at = $8, \
-                   not_before = NULL, owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $9";
+        let sql = concat!(
+            "UPDATE import_jobs SET ",
+            set_counters!(),
+            ", status = $6, error = $7, finished_at = $8, \
+             not_before = NULL, owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $9"
+        );
         let _turn = self.queue_turn().await;
         let keep = self.keep();
-        let updated = on_conn!(self, queue, conn => sqlx::query(sql)
-            .persistent(keep)
-            .bind(id)
-            .bind(status.as_str())
-            .bind(counters.map(|c| c.games_fetched))
-            .bind(counters.map(|c| c.games_imported))
-            .bind(counters.map(|c| c.games_skipped_existing))
-            .bind(counters.map(|c| c.games_failed_parse))
-            .bind(error)
-            .bind(at)
-            .bind(owner)
-            .execute(&mut *conn)
-            .await
-            .map(|r| r.rows_affected()))
+        let updated = on_conn!(self, queue, conn => {
+            let query = sqlx::query(sql).persistent(keep).bind(id);
+            bind_counters(query, counters)
+                .bind(status.as_str())
+                .bind(error)
+                .bind(at)
+                .bind(owner)
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected())
+        })
         .map_err(query_err("finishing an import job"))?;
         owned(updated, id)
     }
@@ -598,29 +596,28 @@ impl Store {
         counters: &Counters,
         wait: Option<&Deferral>,
     ) -> Result<()> {
-        let sql = "UPDATE import_jobs SET status = 'queued', owner = NULL, lease_until = NULL, \
-                   games_fetched = $2, games_imported = $3, games_skipped_existing = $4, games_failed_parse = $5, \
-                   not_before = $6, provider_wait_since = COALESCE($7, provider_wait_since), \
-                   provider_last_answer = COALESCE($8, provider_last_answer), \
-                   provider_wait_ms = provider_wait_ms + $9 WHERE id = $1 AND owner = $10";
+        let sql = concat!(
+            "UPDATE import_jobs SET status = 'queued', owner = NULL, lease_until = NULL, ",
+            set_counters!(),
+            ", not_before = $6, provider_wait_since = COALESCE($7, provider_wait_since), \
+             provider_last_answer = COALESCE($8, provider_last_answer), \
+             provider_wait_ms = provider_wait_ms + $9 WHERE id = $1 AND owner = $10"
+        );
         let _turn = self.queue_turn().await;
         let keep = self.keep();
         let waited_ms = wait.map_or(0, |w| w.not_before_ms.saturating_sub(w.now_ms).max(0));
-        let updated = on_conn!(self, queue, conn => sqlx::query(sql)
-            .persistent(keep)
-            .bind(id)
-            .bind(counters.games_fetched)
-            .bind(counters.games_imported)
-            .bind(counters.games_skipped_existing)
-            .bind(counters.games_failed_parse)
-            .bind(wait.map(|w| w.not_before_ms))
-            .bind(wait.map(|w| w.since_ms))
-            .bind(wait.map(|w| w.last_answer.as_str()))
-            .bind(waited_ms)
-            .bind(owner)
-            .execute(&mut *conn)
-            .await
-            .map(|r| r.rows_affected()))
+        let updated = on_conn!(self, queue, conn => {
+            let query = sqlx::query(sql).persistent(keep).bind(id);
+            bind_counters(query, Some(counters))
+                .bind(wait.map(|w| w.not_before_ms))
+                .bind(wait.map(|w| w.since_ms))
+                .bind(wait.map(|w| w.last_answer.as_str()))
+                .bind(waited_ms)
+                .bind(owner)
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected())
+        })
         .map_err(query_err("putting an import back in the queue"))?;
         owned(updated, id)
     }

@@ -59,9 +59,17 @@ const MAX_RATE_LIMITED: u32 = 10;
 /// Most bytes of an error body read to say what the provider said.
 const ERROR_BODY_BYTES: usize = 8 * 1024;
 
-/// Settings of the shared client.
+/// First backoff after a transient failure (a retried request, a reopened stream); doubled each
+/// time, with jitter.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+
+/// The providers and how the shared client reaches them: the configuration's `upstream` section.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// lichess base URL, without trailing slash.
+    pub lichess_base_url: String,
+    /// chess.com base URL, without trailing slash.
+    pub chess_com_base_url: String,
     /// Requests (and streams) in flight, all imports together.
     pub max_connections: usize,
     /// lichess requests in flight (`LICHESS_MAX_STREAMS`).
@@ -72,14 +80,22 @@ pub struct ClientConfig {
     pub pool_max_idle_per_host: usize,
     /// Cool-down after a 429 with no Retry-After.
     pub rate_limit_wait: Duration,
-    /// First backoff after a transient failure; doubled each time, with jitter.
-    pub backoff_base: Duration,
     /// Silence after which a stream is stalled.
     pub read_timeout: Duration,
     /// Bearer token for lichess.
     pub lichess_token: Option<String>,
     /// The User-Agent header; `None`: [`USER_AGENT`].
     pub user_agent: Option<String>,
+}
+
+impl ClientConfig {
+    /// Lanes of `platform`: its requests in flight, hence its imports that may run at once.
+    pub fn lanes(&self, platform: Platform) -> usize {
+        match platform {
+            Platform::Lichess => self.lichess_lanes,
+            Platform::ChessCom => self.chess_com_lanes,
+        }
+    }
 }
 
 /// A response being read, holding its connection permit and its provider lane.
@@ -428,7 +444,7 @@ impl Client {
                 self.gave_up(platform, &failure);
                 return Err(failure);
             }
-            let wait = jitter(self.cfg.backoff_base * 2u32.pow(transient - 1));
+            let wait = jitter(BACKOFF_BASE * 2u32.pow(transient - 1));
             tracing::warn!(provider, %url, error = %failure, attempt = transient, wait_ms = wait.as_millis() as u64, "upstream failed, retrying");
             tokio::time::sleep(wait).await;
         }
@@ -493,7 +509,7 @@ impl Client {
 
     /// How long to back off before reopening a broken stream.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        jitter(self.cfg.backoff_base * 2u32.pow(attempt.min(6)))
+        jitter(BACKOFF_BASE * 2u32.pow(attempt.min(6)))
     }
 }
 

@@ -7,7 +7,8 @@
 //! framed as it arrives and chosen from by the pipeline (`crate::spool`).
 //!
 //! A stream that breaks mid-game is resumed, never trusted: the half game is
-//! discarded by the splitter and the request reopened from where it was.
+//! discarded by the splitter and the request reopened (lichess from the second
+//! of the oldest game handed out, chess.com the month from its start).
 
 mod chess_com;
 mod client;

@@ -57,12 +57,13 @@ async fn position(store: &Store, id: &str) -> Option<(JobStatus, i64)> {
 /// The test's database opened as the importer opens it.
 async fn open(db: &TestDb) -> Store {
     let options = StoreOptions {
+        url: db.url(),
         pool_size: 2,
         queue_pool_size: StoreOptions::default_queue_pool_size(),
         sqlite_cache_kib: 512,
         transaction_pooler: matches!(db, TestDb::Pooled(..)),
     };
-    Store::connect(&db.url(), &options).await.expect("database")
+    Store::connect(&options).await.expect("database")
 }
 
 async fn only_old_finished_jobs_are_pruned(db: TestDb) {
