@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::stats::{mean_var, spread_pct, t_quantile, welch, welch_terms};
 use crate::scenario::{Checked, Gate};
-use crate::session::results::{CellRun, Machine, RunResults, median, mib};
+use crate::session::results::{BYTES_PER_MIB, CellRun, Machine, RunResults, median, mib};
 
 /// Fewest repeats the gate takes a median over.
 pub const MIN_REPEATS: u32 = 3;
@@ -370,7 +370,7 @@ pub fn floored_pct(against: &[f64], pct: f64, floor_mib: f64) -> f64 {
 /// Allowed growth over `base`: the larger of the percentage and the floor.
 pub fn tolerance(base: u64, pct: f64, floor_mib: f64) -> u64 {
     let by_pct = base as f64 * pct / 100.0;
-    let floor = floor_mib * 1024.0 * 1024.0;
+    let floor = floor_mib * BYTES_PER_MIB;
     by_pct.max(floor) as u64
 }
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::capacity::{Fit, MAX_CONCURRENCY};
 use crate::analysis::stats::{mean_var, t_quantile};
 use crate::scenario::{Cell, Checked};
-use crate::session::results::{CellRun, RunResults, median};
+use crate::session::results::{CellRun, RunResults, median, mib_f64};
 use settings::{
     EXISTING_GAMES_PAGE_SIZE, HTTP_MAX_CONNECTIONS, IMPORT_BATCH_SIZE, IMPORT_QUEUE_CAPACITY,
     MAX_CONCURRENT_IMPORTS, Platform, Setting,
@@ -339,7 +339,7 @@ fn judge_line(m: &mut Model, f: Fit, limit: f64) {
                 "the lanes bind, not memory: {}; at {cap} running the peak is ≤ {:.1} MiB ({:.0} % of the \
                  limit); memory alone would hold {n}{}",
                 lanes_words(m),
-                peak / 1048576.0,
+                mib_f64(peak),
                 pct_of(peak, limit),
                 if n == MAX_CONCURRENCY {
                     ", the importer's own maximum"
@@ -382,7 +382,7 @@ fn judge_flat(m: &mut Model, limit: f64) {
     } else if bound > limit {
         m.note = Some(format!(
             "memory does not grow with the imports running ({r2}), but the peak's bound, {:.1} MiB, exceeds the limit",
-            bound / 1048576.0
+            mib_f64(bound)
         ));
     } else if ran < m.lanes_cap {
         // A flat curve says nothing beyond the levels measured.
@@ -393,7 +393,7 @@ fn judge_flat(m: &mut Model, limit: f64) {
             "memory does not grow with the imports running up to the {ran} measured ({r2}): at most {:.1} MiB at \
              the 95 % bound, {:.0} % of the limit; the lanes would let {} run, which was not measured \
              (`--levels {}` measures it)",
-            bound / 1048576.0,
+            mib_f64(bound),
             pct_of(bound, limit),
             m.lanes_cap,
             m.lanes_cap
@@ -408,7 +408,7 @@ fn judge_flat(m: &mut Model, limit: f64) {
              bound, {:.0} % of the limit",
             lanes_words(m),
             cv * 100.0,
-            bound / 1048576.0,
+            mib_f64(bound),
             pct_of(bound, limit)
         ));
     }

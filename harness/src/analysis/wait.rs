@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::queueing::{self, Job, Limits};
 use crate::scenario::{Cell, Checked};
 use crate::session::cell_users;
-use crate::session::results::{CellRun, RunResults};
+use crate::session::results::{CellRun, RunResults, mib};
 use settings::Platform;
 
 /// lichess's pace to a client with a token when the scenario gives none (docs/providers.md: 30 games/s).
@@ -287,7 +287,7 @@ fn binding_words(s: &Checked, cell: &Cell, row: &Row, rows: &[Row], budget_bytes
         return format!(
             "memory: more than {} slots do not fit {:.0} MiB less headroom",
             row.slots,
-            budget_bytes as f64 / 1048576.0
+            mib(budget_bytes)
         );
     }
     // Lanes and pace bind: the provider's arithmetic, for the provider that waits longest.

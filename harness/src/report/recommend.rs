@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{Error, html, plot, summary_markdown, write_file};
 use crate::analysis::capacity::MAX_CONCURRENCY;
 use crate::analysis::recommend::{Binding, Recommendation};
-use crate::session::results::{RunResults, mib};
+use crate::session::results::{RunResults, mib, mib_f64};
 
 /// Writes the recommendation's files into the sweep's report folder `dir`.
 pub fn write(dir: &Path, rec: &Recommendation, sweep: &RunResults) -> Result<(), Error> {
@@ -31,7 +31,7 @@ pub fn markdown(r: &Recommendation) -> String {
         r.scenario,
         mib(r.budget_bytes),
         r.headroom * 100.0,
-        limit / 1048576.0
+        mib_f64(limit)
     );
     let _ = writeln!(
         out,
@@ -67,14 +67,14 @@ fn models_table(r: &Recommendation, out: &mut String) {
             format!(
                 "{:.2} [{:.2}, {:.2}]",
                 mib(f.per_import as u64),
-                f.per_import_ci90.0 / 1048576.0,
-                f.per_import_ci90.1 / 1048576.0
+                mib_f64(f.per_import_ci90.0),
+                mib_f64(f.per_import_ci90.1)
             )
         });
         let check = m.self_check.map_or("–".into(), |c| {
             format!(
                 "{:.1} vs {:.1} MiB ({:+.1} %)",
-                c.predicted / 1048576.0,
+                mib_f64(c.predicted),
                 mib(c.measured),
                 c.error_pct
             )
@@ -90,7 +90,7 @@ fn models_table(r: &Recommendation, out: &mut String) {
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             m.config,
             ran.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
-            m.fit.map_or("–".into(), |f| format!("{:.1}", f.idle / 1048576.0)),
+            m.fit.map_or("–".into(), |f| format!("{:.1}", mib_f64(f.idle))),
             fit,
             m.fit.map_or("–".into(), |f| format!("{:.3}", f.r2)),
             check,

@@ -319,7 +319,7 @@ fn upstream(results: &RunResults, out: &mut String) {
                 served.iter().map(|s| s.rate_limited).max().unwrap_or(0),
                 served.iter().map(|s| s.max_in_flight).max().unwrap_or(0),
                 median(served.iter().map(|s| s.games_served)),
-                median(served.iter().map(|s| s.bytes_served)) as f64 / 1_048_576.0,
+                mib(median(served.iter().map(|s| s.bytes_served))),
                 median(served.iter().map(|s| s.not_modified)),
             ));
         }

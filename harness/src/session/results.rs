@@ -228,9 +228,17 @@ pub fn median_f64(values: impl IntoIterator<Item = f64>) -> f64 {
     v[(v.len() - 1) / 2]
 }
 
+/// Bytes in a MiB.
+pub const BYTES_PER_MIB: f64 = 1_048_576.0;
+
 /// Bytes as MiB, for people.
 pub fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+    mib_f64(bytes as f64)
+}
+
+/// Bytes as MiB, for a figure in bytes that is not a count: a fit's prediction, a bound.
+pub fn mib_f64(bytes: f64) -> f64 {
+    bytes / BYTES_PER_MIB
 }
 
 /// Runs of the same cell, in the order cells first appear.
