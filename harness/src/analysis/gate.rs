@@ -74,7 +74,7 @@ pub fn ab_check(cell: &str, metric: &str, a: &[f64], b: &[f64], tol_pct: f64) ->
     let (ma, _) = mean_var(a);
     let (mb, _) = mean_var(b);
     let change = if ma > 0.0 { (mb - ma) * 100.0 / ma } else { 0.0 };
-    let p = welch(a, b).map(|(_, _, p)| p);
+    let p = welch(a, b).map(|w| w.p);
     let detectable = detectable_pct(a, b, tol_pct);
     let significant = p.is_some_and(|p| p < ALPHA);
     let verdict = match p {
