@@ -158,10 +158,10 @@ pub fn compare(results: &RunResults, pace_games_per_sec: f64) -> Vec<CellReplay>
 }
 
 fn cell(run: &CellRun, observed: &Observed, pace: f64) -> CellReplay {
-    let (lichess, chess_com) = crate::scenario::lanes(&run.cell.env);
+    let lanes = crate::scenario::lanes(&run.cell.env);
     let settings = format!(
-        "MAX_CONCURRENT_IMPORTS={} LICHESS_MAX_STREAMS={lichess} CHESSCOM_MAX_REQUESTS={chess_com}",
-        run.cell.max_concurrent_imports
+        "MAX_CONCURRENT_IMPORTS={} LICHESS_MAX_STREAMS={} CHESSCOM_MAX_REQUESTS={}",
+        run.cell.max_concurrent_imports, lanes.lichess, lanes.chess_com
     );
     let providers = observed
         .providers

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::queueing::{self, Job, Limits};
-use crate::scenario::{Cell, Checked};
+use crate::scenario::{Cell, Checked, Lanes};
 use crate::session::cell_users;
 use crate::session::results::{CellRun, RunResults, mib};
 use settings::Platform;
@@ -112,11 +112,9 @@ impl WaitRecommendation {
 
 /// The importer's limits in a cell.
 pub fn limits_of(cell: &Cell) -> Limits {
-    let (lichess_lanes, chess_com_lanes) = crate::scenario::lanes(&cell.env);
     Limits {
         slots: cell.max_concurrent_imports,
-        lichess_lanes,
-        chess_com_lanes,
+        lanes: crate::scenario::lanes(&cell.env),
     }
 }
 
@@ -201,8 +199,8 @@ fn row_of(s: &Checked, budget_bytes: u64, max_wait: f64, runs: &[&CellRun]) -> O
     Some(Row {
         label: cell.label.clone(),
         slots: limits.slots,
-        lichess_lanes: limits.lichess_lanes,
-        chess_com_lanes: limits.chess_com_lanes,
+        lichess_lanes: limits.lanes.lichess,
+        chess_com_lanes: limits.lanes.chess_com,
         peak,
         fits_memory,
         clean,
@@ -313,12 +311,12 @@ fn binding_words(s: &Checked, cell: &Cell, row: &Row, rows: &[Row], budget_bytes
              {k} lichess users on {} stream(s): the last to start waits {last_wait:.0} s",
             pace.lichess_games_per_sec,
             longest * pace.lichess_games_per_sec,
-            limits.lichess_lanes,
+            limits.lanes.lichess,
         ),
         _ => format!(
             "chess.com's lanes: {} request(s) at once, {:.1} s an answer: the last chess.com user to \
              start waits {chess_com_wait:.0} s",
-            limits.chess_com_lanes, pace.chess_com_latency_secs
+            limits.lanes.chess_com, pace.chess_com_latency_secs
         ),
     }
 }
@@ -345,17 +343,19 @@ fn advice(s: &Checked, cell: &Cell, max_wait: f64) -> Vec<String> {
             if w <= max_wait { " — meets the limit" } else { "" }
         ));
     }
-    if limits.lichess_lanes < LICHESS_STREAMS_ALLOWED {
+    if limits.lanes.lichess < LICHESS_STREAMS_ALLOWED {
         let more = Limits {
-            lichess_lanes: limits.lichess_lanes + 1,
-            slots: limits.slots.max(limits.lichess_lanes + 1),
-            ..limits
+            lanes: Lanes {
+                lichess: limits.lanes.lichess + 1,
+                ..limits.lanes
+            },
+            slots: limits.slots.max(limits.lanes.lichess + 1),
         };
         let w = predict(s, cell, more, pace, 1.0);
         out.push(format!(
             "LICHESS_MAX_STREAMS={}{} (lichess allows {LICHESS_STREAMS_ALLOWED} streams an address; one more is a \
              429 and a minute's penalty for every import): p95 wait {w:.0} s{}",
-            more.lichess_lanes,
+            more.lanes.lichess,
             if more.slots > limits.slots {
                 format!(" with MAX_CONCURRENT_IMPORTS={}", more.slots)
             } else {

@@ -101,6 +101,7 @@ fn providers_table(timed: &Timed<'_>, out: &mut String) {
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, runs) in timed {
         let Some((run, _)) = runs.first() else { continue };
+        let lanes = crate::scenario::lanes(&run.cell.env);
         for provider in ["lichess", "chess.com", "all"] {
             let worst = runs
                 .iter()
@@ -111,8 +112,8 @@ fn providers_table(timed: &Timed<'_>, out: &mut String) {
                 out,
                 "| {label} | {} | {} | {} | {provider} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
                 run.cell.max_concurrent_imports,
-                crate::scenario::lanes(&run.cell.env).0,
-                crate::scenario::lanes(&run.cell.env).1,
+                lanes.lichess,
+                lanes.chess_com,
                 p.imports,
                 p.wait_p50_secs,
                 p.wait_p95_secs,

@@ -69,11 +69,10 @@ impl Draw for QueuePlot<'_> {
         let panels = root.split_evenly((rows, cols));
         for ((label, run, t), area) in self.cells.iter().zip(panels.iter()) {
             let n = t.imports.len().max(1);
+            let lanes = crate::scenario::lanes(&run.cell.env);
             let caption = format!(
                 "{label}: {} slots, {} lichess stream(s), {} chess.com request(s)",
-                run.cell.max_concurrent_imports,
-                crate::scenario::lanes(&run.cell.env).0,
-                crate::scenario::lanes(&run.cell.env).1,
+                run.cell.max_concurrent_imports, lanes.lichess, lanes.chess_com,
             );
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, ("sans-serif", 14))
@@ -150,10 +149,10 @@ fn wait_lines(results: &RunResults) -> Lines {
         let Some(all) = c.timing.as_ref().and_then(|t| t.provider("all")) else {
             continue;
         };
+        let lanes = crate::scenario::lanes(&c.cell.env);
         let key = format!(
             "{} lichess stream(s), {} chess.com request(s)",
-            crate::scenario::lanes(&c.cell.env).0,
-            crate::scenario::lanes(&c.cell.env).1
+            lanes.lichess, lanes.chess_com
         );
         let point = lines
             .entry(key)

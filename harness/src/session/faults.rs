@@ -54,16 +54,13 @@ pub(super) fn judged_outages(
     mocks: &Upstreams,
     started: Instant,
 ) -> Vec<OutageRecord> {
-    let (lichess_lanes, chess_com_lanes) = crate::scenario::lanes(&cell.env);
+    let lanes = crate::scenario::lanes(&cell.env);
     let instances = u64::from(s.raw.instances.max(1));
     mocks
         .outages(started)
         .into_iter()
         .map(|mut r| {
-            let lanes = match Platform::parse(&r.provider) {
-                Some(Platform::Lichess) => lichess_lanes,
-                _ => chess_com_lanes,
-            };
+            let lanes = lanes.of(Platform::parse(&r.provider).unwrap_or(Platform::ChessCom));
             // Judged on the real duration: the importer's waits are real seconds.
             let real = Duration::from_secs_f64(r.duration_secs);
             r.allowed_requests = Some(upstream::outage::allowance(real, instances * u64::from(lanes)));
