@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::queueing::{self, Job, Limits};
+use crate::observe::timing::Provider;
 use crate::scenario::{Cell, Checked, Lanes};
 use crate::session::cell_users;
 use crate::session::results::{CellRun, RunResults, mib};
@@ -192,7 +193,7 @@ fn row_of(s: &Checked, budget_bytes: u64, max_wait: f64, runs: &[&CellRun]) -> O
         .all(|r| r.passed() && r.upstream.values().all(|u| u.rate_limited == 0) && r.timing.is_some());
     let all = |f: fn(&crate::observe::timing::ProviderTiming) -> f64| {
         runs.iter()
-            .filter_map(|r| r.timing.as_ref()?.provider("all").map(f))
+            .filter_map(|r| r.timing.as_ref()?.provider(Provider::All).map(f))
             .fold(0.0, f64::max)
     };
     let measured = all(|p| p.wait_p95_secs);
@@ -388,7 +389,7 @@ pub fn validation(run: &CellRun, max_wait_secs: f64) -> WaitValidation {
     let p95 = run
         .timing
         .as_ref()
-        .and_then(|t| t.provider("all"))
+        .and_then(|t| t.provider(Provider::All))
         .map_or(f64::INFINITY, |p| p.wait_p95_secs);
     let mut problems: Vec<String> = run.error.iter().cloned().collect();
     if !run.verification.ok {

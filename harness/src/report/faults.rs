@@ -8,7 +8,7 @@ use std::fmt::Write;
 use statrs::statistics::{Data, OrderStatistics};
 
 use crate::session::results::RunResults;
-use crate::upstream::OutageRecord;
+use crate::upstream::{OutageRecord, Platform};
 
 /// Gaps shown per outage; `results.json` holds them all.
 const GAPS_SHOWN: usize = 12;
@@ -39,8 +39,8 @@ fn body(o: &OutageRecord) -> String {
 
 /// Per provider, p50/p95/max of every import's time waiting for it, all cell runs together, in
 /// provider seconds; only providers some import waited for.
-fn provider_waits(results: &RunResults) -> Vec<(&'static str, usize, f64, f64, f64)> {
-    ["lichess", "chess.com"]
+fn provider_waits(results: &RunResults) -> Vec<(Platform, usize, f64, f64, f64)> {
+    Platform::ALL
         .into_iter()
         .filter_map(|p| {
             let waits: Vec<f64> = results

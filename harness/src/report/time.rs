@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::observe::timing::Timing;
+use crate::observe::timing::{Provider, Timing};
 use crate::session::results::{RunResults, by_cell};
 
 /// lichess's export pace, games a second a stream (docs/providers.md).
@@ -102,7 +102,7 @@ fn providers_table(timed: &Timed<'_>, out: &mut String) {
     for (label, runs) in timed {
         let Some((run, _)) = runs.first() else { continue };
         let lanes = crate::scenario::lanes(&run.cell.env);
-        for provider in ["lichess", "chess.com", "all"] {
+        for provider in Provider::EACH_THEN_ALL {
             let worst = runs
                 .iter()
                 .filter_map(|(_, t)| t.provider(provider))

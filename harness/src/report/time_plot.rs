@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use super::Error;
 use super::palette;
 use super::plot::{Draw, DrawResult, dotted_line, legend, render_with, whole_number};
-use crate::observe::timing::Timing;
+use crate::observe::timing::{Provider, Timing};
 use crate::session::results::{CellRun, RunResults, by_cell};
 
 /// Cells a queue picture shows at most (3 columns of panels).
@@ -104,7 +104,7 @@ impl Draw for QueuePlot<'_> {
             for (k, i) in t.imports.iter().enumerate() {
                 let centre = (n - 1 - k) as f64;
                 let (bottom, top) = (centre - 0.35, centre + 0.35);
-                let colour = palette::provider(&i.platform);
+                let colour = palette::provider(i.platform);
                 let start = i.wait_secs.map(|w| i.arrived_secs + w);
                 let end = i.done_secs.map(|d| i.arrived_secs + d);
                 let waited_to = start.or(end).unwrap_or(max_t);
@@ -146,7 +146,7 @@ type Lines = BTreeMap<String, BTreeMap<u32, (f64, f64)>>;
 fn wait_lines(results: &RunResults) -> Lines {
     let mut lines: Lines = BTreeMap::new();
     for c in &results.cells {
-        let Some(all) = c.timing.as_ref().and_then(|t| t.provider("all")) else {
+        let Some(all) = c.timing.as_ref().and_then(|t| t.provider(Provider::All)) else {
             continue;
         };
         let lanes = crate::scenario::lanes(&c.cell.env);

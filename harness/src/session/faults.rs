@@ -19,7 +19,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::scenario::{Cell, Checked};
 use crate::target::db::CellDb;
-use crate::upstream::{self, OutageRecord, Platform, Upstreams};
+use crate::upstream::{self, OutageRecord, Upstreams};
 
 /// The importer's application_name on its PostgreSQL connections: only its backends are
 /// terminated, never the harness's own or another program's.
@@ -60,7 +60,7 @@ pub(super) fn judged_outages(
         .outages(started)
         .into_iter()
         .map(|mut r| {
-            let lanes = lanes.of(Platform::parse(&r.provider).unwrap_or(Platform::ChessCom));
+            let lanes = lanes.of(r.provider);
             // Judged on the real duration: the importer's waits are real seconds.
             let real = Duration::from_secs_f64(r.duration_secs);
             r.allowed_requests = Some(upstream::outage::allowance(real, instances * u64::from(lanes)));
@@ -266,11 +266,11 @@ pub(super) fn fault_error(outages: &[OutageRecord], db: Option<&DatabaseFaultRec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::OutageBody;
+    use crate::upstream::{OutageBody, Platform};
 
     fn outage(requests: u64, allowed: u64) -> OutageRecord {
         OutageRecord {
-            provider: "lichess".into(),
+            provider: Platform::Lichess,
             status: 502,
             body: OutageBody::Html,
             start_secs: 5.0,
