@@ -222,7 +222,7 @@ pub fn conclude(
 ) -> WaitRecommendation {
     let rows: Vec<Row> = crate::session::results::by_cell(results)
         .iter()
-        .filter_map(|(_, runs)| row_of(s, budget_bytes, max_wait_secs, runs))
+        .filter_map(|c| row_of(s, budget_bytes, max_wait_secs, &c.runs))
         .collect();
     let best = rows
         .iter()

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::analysis::stats::spread_pct;
-use crate::session::results::{CellRun, RunResults, by_cell, median, median_f64, mib};
+use crate::session::results::{CellRun, CellRuns, RunResults, by_cell, median, median_f64, mib};
 
 /// Peaks and per-import figures of the cells that share one value of a setting.
 type PeaksAndPerImport = (Vec<u64>, Vec<u64>);
@@ -243,15 +243,16 @@ pub fn summary_markdown(results: &RunResults) -> String {
             "{n} importer processes share the database; imports go to them in turn. Idle and peak are the highest of any one process; per import divides by the imports one process was given.\n"
         );
     }
-    cells_table(results, &mut out);
-    concurrency(results, &mut out);
-    super::time::section(results, &mut out);
-    upstream(results, &mut out);
+    let cells = by_cell(results);
+    cells_table(&cells, &mut out);
+    concurrency(&cells, &mut out);
+    super::time::section(results, &cells, &mut out);
+    upstream(results, &cells, &mut out);
     super::faults::section(results, &mut out);
-    api_latency(results, &mut out);
+    api_latency(&cells, &mut out);
     effects(results, &mut out);
     crashes(results, &mut out);
-    reference(results, &mut out);
+    reference(&cells, &mut out);
     super::binary::section(results, &mut out);
     let problems: Vec<String> = results
         .cells
@@ -275,10 +276,10 @@ pub fn summary_markdown(results: &RunResults) -> String {
 
 /// Cells that asked for more imports at once than ran at once: their peak is not the figure their
 /// label suggests, so the summary says it before anyone reads it as one.
-fn concurrency(results: &RunResults, out: &mut String) {
-    let lines: Vec<String> = by_cell(results)
-        .into_iter()
-        .filter_map(|(label, runs)| {
+fn concurrency(cells: &[CellRuns<'_>], out: &mut String) {
+    let lines: Vec<String> = cells
+        .iter()
+        .filter_map(|CellRuns { label, runs }| {
             let first = runs.first()?;
             // What the cell's slots allow: imports beyond them queue by design.
             let slots = first.cell.max_concurrent_imports.saturating_mul(first.instances.max(1));
@@ -301,10 +302,10 @@ fn concurrency(results: &RunResults, out: &mut String) {
 
 /// What the mock providers served: requests, 429s, most requests in flight at once (medians for
 /// requests, the worst run for the rest).
-fn upstream(results: &RunResults, out: &mut String) {
+fn upstream(results: &RunResults, cells: &[CellRuns<'_>], out: &mut String) {
     let providers = ["lichess", "chess.com"];
     let mut lines = Vec::new();
-    for (label, runs) in by_cell(results) {
+    for CellRuns { label, runs } in cells {
         let mut cols = Vec::new();
         for p in providers {
             let served: Vec<crate::upstream::Served> =
@@ -344,9 +345,9 @@ fn upstream(results: &RunResults, out: &mut String) {
 
 /// How fast the API answered while the cell ran (goose's per-request times; the worst repeat),
 /// and the wait users saw from sending their POST to their import running (harness clock).
-fn api_latency(results: &RunResults, out: &mut String) {
+fn api_latency(cells: &[CellRuns<'_>], out: &mut String) {
     let mut lines = Vec::new();
-    for (label, runs) in by_cell(results) {
+    for CellRuns { label, runs } in cells {
         let worst = |name: &str, f: fn(&crate::load::RequestSummary) -> f64| {
             runs.iter()
                 .flat_map(|r| r.load.requests.iter().filter(|q| q.name == name).map(f))
@@ -384,9 +385,9 @@ fn api_latency(results: &RunResults, out: &mut String) {
     if lines.is_empty() {
         return;
     }
-    let server: Vec<String> = by_cell(results)
-        .into_iter()
-        .flat_map(|(label, runs)| {
+    let server: Vec<String> = cells
+        .iter()
+        .flat_map(|CellRuns { label, runs }| {
             // p99 None: beyond the last finite bucket, the worst there is.
             let mut worst: BTreeMap<String, (f64, Option<f64>, u64)> = BTreeMap::new();
             for r in runs.iter().flat_map(|r| &r.server_latency) {
@@ -449,10 +450,10 @@ fn crashes(results: &RunResults, out: &mut String) {
 }
 
 /// Import throughput against pgn-reader's own parse rate over the same games.
-fn reference(results: &RunResults, out: &mut String) {
-    let lines: Vec<String> = by_cell(results)
-        .into_iter()
-        .filter_map(|(label, runs)| {
+fn reference(cells: &[CellRuns<'_>], out: &mut String) {
+    let lines: Vec<String> = cells
+        .iter()
+        .filter_map(|CellRuns { label, runs }| {
             let rates: Vec<&crate::observe::parse_rate::ParseRate> =
                 runs.iter().filter_map(|r| r.reference_parse.as_ref()).collect();
             let first = rates.first()?;
@@ -476,7 +477,7 @@ fn reference(results: &RunResults, out: &mut String) {
 }
 
 /// One row per cell: memory, rates, waits, verification and budget, medians over repeats.
-fn cells_table(results: &RunResults, out: &mut String) {
+fn cells_table(cells: &[CellRuns<'_>], out: &mut String) {
     let _ = writeln!(
         out,
         "| cell | imports | ran at once | idle MiB | peak MiB | sampled peak MiB | anon MiB | file MiB | per import MiB | per import anon MiB | spread % | games/s | wait median s | first queued waited s | wait max s | verified | budget |"
@@ -485,7 +486,7 @@ fn cells_table(results: &RunResults, out: &mut String) {
         out,
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
-    for (label, runs) in by_cell(results) {
+    for CellRuns { label, runs } in cells {
         let good: Vec<&CellRun> = runs.iter().copied().filter(|r| r.error.is_none()).collect();
         let med = |f: fn(&CellRun) -> u64| median(good.iter().map(|r| f(r)));
         let gps = median_f64(good.iter().map(|r| r.games_per_sec));
@@ -526,7 +527,7 @@ fn cells_table(results: &RunResults, out: &mut String) {
             mib(med(|r| r.peak_file)),
             mib(med(|r| r.per_import)),
             mib(med(|r| r.per_import_anon)),
-            spread_pct(&runs),
+            spread_pct(runs),
             gps,
             wait,
             if verified { "✓" } else { "✗" },

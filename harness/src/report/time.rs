@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::observe::timing::{Provider, Timing};
-use crate::session::results::{RunResults, by_cell};
+use crate::session::results::{CellRuns, RunResults};
 
 /// lichess's export pace, games a second a stream (docs/providers.md).
 const REAL_LICHESS_PACE: u32 = 20;
@@ -14,18 +14,19 @@ fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |s| format!("{s:.1}"))
 }
 
-/// Appends the "Time" section when the run's cells measured times.
-pub fn section(results: &RunResults, out: &mut String) {
-    let timed: Vec<(String, Vec<(&crate::session::results::CellRun, &Timing)>)> = by_cell(results)
-        .into_iter()
-        .map(|(label, runs)| {
-            let t = runs
+/// Appends the "Time" section when the run's `cells` (its runs by cell) measured times.
+pub fn section(results: &RunResults, cells: &[CellRuns<'_>], out: &mut String) {
+    let timed: Vec<(&str, Vec<(&crate::session::results::CellRun, &Timing)>)> = cells
+        .iter()
+        .map(|c| {
+            let t = c
+                .runs
                 .iter()
                 .filter_map(|r| Some((*r, r.timing.as_ref()?)))
                 .collect();
-            (label, t)
+            (c.label, t)
         })
-        .filter(|(_, t): &(String, Vec<_>)| !t.is_empty())
+        .filter(|(_, t): &(&str, Vec<_>)| !t.is_empty())
         .collect();
     let Some(scale) = timed
         .first()
@@ -89,7 +90,7 @@ pub fn section(results: &RunResults, out: &mut String) {
 }
 
 /// A cell's timed runs, by cell label.
-type Timed<'a> = [(String, Vec<(&'a crate::session::results::CellRun, &'a Timing)>)];
+type Timed<'a> = [(&'a str, Vec<(&'a crate::session::results::CellRun, &'a Timing)>)];
 
 /// Per cell and provider, the worst repeat's p50/p95/max wait and last completion.
 fn providers_table(timed: &Timed<'_>, out: &mut String) {

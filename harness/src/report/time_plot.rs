@@ -22,9 +22,9 @@ pub const MAX_QUEUE_ROWS: usize = 64;
 fn first_timed(results: &RunResults) -> Vec<(String, &CellRun, &Timing)> {
     by_cell(results)
         .into_iter()
-        .filter_map(|(label, runs)| {
-            let run = runs.into_iter().find(|r| r.timing.is_some())?;
-            Some((label, run, run.timing.as_ref()?))
+        .filter_map(|c| {
+            let run = c.runs.into_iter().find(|r| r.timing.is_some())?;
+            Some((c.label.to_string(), run, run.timing.as_ref()?))
         })
         .collect()
 }
