@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
+use super::table::Table;
 use super::{Error, html, summary_markdown, write_file};
 use crate::analysis::gate::{Baseline, Decision, Metric, Unit, Verdict};
 use crate::session::results::{RunResults, mib};
@@ -155,15 +156,11 @@ pub fn markdown(d: &Decision) -> String {
     let mut out = String::new();
     let verdict = if d.exit_code == 0 { "✓ pass" } else { "✗ FAIL" };
     let _ = writeln!(out, "# Memory gate: {} — {verdict}\n", d.scenario);
-    let _ = writeln!(
-        out,
-        "| {} |\n|{}",
-        HEADER.join(" | "),
-        "---|".repeat(HEADER.len())
-    );
+    let mut table = Table::new(HEADER);
     for r in rows(d) {
-        let _ = writeln!(out, "| {} |", r.join(" | "));
+        table.row(r);
     }
+    out.push_str(&table.to_string());
     let _ = writeln!(out, "\n{FIGURES}");
     for c in d.checks.iter().filter(|c| c.verdict.fails()) {
         let _ = writeln!(out, "\n- ✗ {}", c.message);

@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use super::table::Table;
 use crate::observe::timing::{Provider, Timing};
 use crate::session::results::{CellRuns, RunResults};
 
@@ -94,12 +95,21 @@ type Timed<'a> = [(&'a str, Vec<(&'a crate::session::results::CellRun, &'a Timin
 
 /// Per cell and provider, the worst repeat's p50/p95/max wait and last completion.
 fn providers_table(timed: &Timed<'_>, out: &mut String) {
-    let _ = writeln!(
-        out,
-        "| cell | slots | lichess streams | chess.com requests | provider | imports | wait p50 s | wait p95 s | wait max s \
-         | provider wait p50 s | provider wait p95 s | provider wait max s | last done s |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut table = Table::new([
+        "cell",
+        "slots",
+        "lichess streams",
+        "chess.com requests",
+        "provider",
+        "imports",
+        "wait p50 s",
+        "wait p95 s",
+        "wait max s",
+        "provider wait p50 s",
+        "provider wait p95 s",
+        "provider wait max s",
+        "last done s",
+    ]);
     for (label, runs) in timed {
         let Some((run, _)) = runs.first() else { continue };
         let lanes = crate::scenario::lanes(&run.cell.env);
@@ -109,53 +119,62 @@ fn providers_table(timed: &Timed<'_>, out: &mut String) {
                 .filter_map(|(_, t)| t.provider(provider))
                 .max_by(|a, b| a.wait_p95_secs.total_cmp(&b.wait_p95_secs));
             let Some(p) = worst else { continue };
-            let _ = writeln!(
-                out,
-                "| {label} | {} | {} | {} | {provider} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                run.cell.max_concurrent_imports,
-                lanes.lichess,
-                lanes.chess_com,
-                p.imports,
-                p.wait_p50_secs,
-                p.wait_p95_secs,
-                p.wait_max_secs,
-                p.provider_wait_p50_secs,
-                p.provider_wait_p95_secs,
-                p.provider_wait_max_secs,
-                p.last_done_secs,
-            );
+            table.row([
+                label.to_string(),
+                run.cell.max_concurrent_imports.to_string(),
+                lanes.lichess.to_string(),
+                lanes.chess_com.to_string(),
+                provider.to_string(),
+                p.imports.to_string(),
+                format!("{:.1}", p.wait_p50_secs),
+                format!("{:.1}", p.wait_p95_secs),
+                format!("{:.1}", p.wait_max_secs),
+                format!("{:.1}", p.provider_wait_p50_secs),
+                format!("{:.1}", p.provider_wait_p95_secs),
+                format!("{:.1}", p.provider_wait_max_secs),
+                format!("{:.1}", p.last_done_secs),
+            ]);
         }
     }
+    out.push_str(&table.to_string());
 }
 
 /// Each user of each cell's first repeat.
 fn users_table(timed: &Timed<'_>, out: &mut String) {
     let _ = writeln!(out, "\n### Each user (first repeat)\n");
-    let _ = writeln!(
-        out,
-        "| cell | user | provider | posted at s | wait s | provider wait s | run s | first game s | done s | games | games/s \
-         | received per stored |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut table = Table::new([
+        "cell",
+        "user",
+        "provider",
+        "posted at s",
+        "wait s",
+        "provider wait s",
+        "run s",
+        "first game s",
+        "done s",
+        "games",
+        "games/s",
+        "received per stored",
+    ]);
     for (label, runs) in timed {
         let Some((_, t)) = runs.first() else { continue };
         for i in &t.imports {
-            let _ = writeln!(
-                out,
-                "| {label} | {} | {} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
-                i.user,
-                i.platform,
-                i.arrived_secs,
+            table.row([
+                label.to_string(),
+                i.user.clone(),
+                i.platform.to_string(),
+                format!("{:.1}", i.arrived_secs),
                 secs(i.wait_secs),
-                i.provider_wait_secs,
+                format!("{:.1}", i.provider_wait_secs),
                 secs(i.run_secs),
                 secs(i.first_game_secs),
                 secs(i.done_secs),
-                i.games,
+                i.games.to_string(),
                 secs(i.games_per_sec),
                 i.received_per_stored
                     .map_or("–".to_string(), |r| format!("{r:.2}")),
-            );
+            ]);
         }
     }
+    out.push_str(&table.to_string());
 }
