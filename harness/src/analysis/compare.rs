@@ -140,8 +140,7 @@ fn row(cell: &str, m: &Metric, before: &[&CellRun], after: &[&CellRun]) -> Optio
     };
     // Practical threshold: 5 % of the value, and at least the metric's floor.
     let threshold = (bm.abs() * 0.05).max(floor);
-    let test = stats::welch(&b, &a);
-    let p_value = test.map(|t| t.2);
+    let p_value = stats::welch(&b, &a).map(|w| w.p);
     let (verdict, better_now) = match p_value {
         None => (
             "no change (fewer than 2 repeats a side: not testable)".to_string(),

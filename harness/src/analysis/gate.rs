@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::stats::{mean_var, spread_pct, t_quantile, welch, welch_terms};
 use crate::scenario::{Checked, Gate};
-use crate::session::results::{CellRun, Machine, RunResults, median, mib};
+use crate::session::results::{BYTES_PER_MIB, CellRun, Machine, RunResults, median, mib};
 
 /// Fewest repeats the gate takes a median over.
 pub const MIN_REPEATS: u32 = 3;
@@ -70,11 +70,11 @@ pub fn detectable_pct(a: &[f64], b: &[f64], tol_pct: f64) -> Option<f64> {
 /// One metric of one cell, the candidate build's repeats `b` against the baseline build's `a`
 /// measured in the same run: a regression is a growth of the mean above `tol_pct` that Welch's
 /// test also finds significant (p < [`ALPHA`]).
-pub fn ab_check(cell: &str, metric: &str, a: &[f64], b: &[f64], tol_pct: f64) -> Check {
+pub fn ab_check(cell: &str, metric: Metric, a: &[f64], b: &[f64], tol_pct: f64) -> Check {
     let (ma, _) = mean_var(a);
     let (mb, _) = mean_var(b);
     let change = if ma > 0.0 { (mb - ma) * 100.0 / ma } else { 0.0 };
-    let p = welch(a, b).map(|(_, _, p)| p);
+    let p = welch(a, b).map(|w| w.p);
     let detectable = detectable_pct(a, b, tol_pct);
     let significant = p.is_some_and(|p| p < ALPHA);
     let verdict = match p {
@@ -90,23 +90,20 @@ pub fn ab_check(cell: &str, metric: &str, a: &[f64], b: &[f64], tol_pct: f64) ->
         _ if change > tol_pct => "larger than the tolerance but not significant: no change called".into(),
         _ => "within tolerance".into(),
     };
+    let message = format!(
+        "{cell} {metric}: against {:.2} MiB, this build {:.2} MiB ({change:+.1} %, p {}), tolerance {tol_pct:.0} %, detectable ≥ {}: {word}",
+        mib(ma as u64),
+        mib(mb as u64),
+        p.map_or("–".into(), |p| format!("{p:.3}")),
+        detectable.map_or("–".into(), |d| format!("{d:.0} %")),
+    );
+    let tolerance = (ma * tol_pct / 100.0) as u64;
     Check {
-        cell: cell.to_string(),
-        metric: metric.to_string(),
         baseline: Some(ma as u64),
-        measured: mb as u64,
         change_pct: Some(change),
-        tolerance: (ma * tol_pct / 100.0) as u64,
         p_value: p,
         detectable_pct: detectable,
-        verdict,
-        message: format!(
-            "{cell} {metric}: against {:.2} MiB, this build {:.2} MiB ({change:+.1} %, p {}), tolerance {tol_pct:.0} %, detectable ≥ {}: {word}",
-            mib(ma as u64),
-            mib(mb as u64),
-            p.map_or("–".into(), |p| format!("{p:.3}")),
-            detectable.map_or("–".into(), |d| format!("{d:.0} %")),
-        ),
+        ..Check::new(cell, metric, mb as u64, tolerance, verdict, message)
     }
 }
 
@@ -231,20 +228,132 @@ impl Verdict {
     }
 }
 
+/// What a [`Check`] judges: its name (in `decision.json`, the tables and `junit.xml`) and unit.
+///
+/// Every metric is judged the same way round: higher is worse. A check fails when the figure
+/// grows past its tolerance or exceeds its limit; a fall past the tolerance is [`Verdict::Better`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum Metric {
+    /// Exact delivery: every game once, the counters true; no figure (the peak stands in).
+    Delivery,
+    /// The total peak (VmHWM) against the budget less the headroom.
+    Budget,
+    /// The worst repeat's p99 of the POSTs against the scenario's limit.
+    PostP99,
+    /// The worst repeat's p99 of the GETs against the scenario's limit.
+    GetP99,
+    /// The peak anonymous memory (`RssAnon`): the code's own.
+    PeakAnon,
+    /// Anonymous memory per import.
+    PerImportAnon,
+    /// The peak file-backed memory (`RssFile`): the binary's resident text.
+    ResidentText,
+    /// A cell the baseline does not have: nothing compared (the peak stands in).
+    Baseline,
+    /// The total peak (VmHWM), against a baseline written before the anonymous split.
+    PeakRss,
+    /// The total memory per import, likewise.
+    MemoryPerImport,
+}
+
+/// The unit of a [`Metric`]'s figures (measured, baseline, tolerance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Bytes.
+    Bytes,
+    /// Microseconds.
+    Micros,
+}
+
+impl Metric {
+    /// Every metric.
+    pub const ALL: [Metric; 10] = [
+        Metric::Delivery,
+        Metric::Budget,
+        Metric::PostP99,
+        Metric::GetP99,
+        Metric::PeakAnon,
+        Metric::PerImportAnon,
+        Metric::ResidentText,
+        Metric::Baseline,
+        Metric::PeakRss,
+        Metric::MemoryPerImport,
+    ];
+
+    /// Its name, e.g. `peak_anon`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Delivery => "delivery",
+            Metric::Budget => "budget",
+            Metric::PostP99 => "post_p99",
+            Metric::GetP99 => "get_p99",
+            Metric::PeakAnon => "peak_anon",
+            Metric::PerImportAnon => "per_import_anon",
+            Metric::ResidentText => "resident_text",
+            Metric::Baseline => "baseline",
+            Metric::PeakRss => "peak_rss",
+            Metric::MemoryPerImport => "memory_per_import",
+        }
+    }
+
+    /// The unit of its figures.
+    pub fn unit(self) -> Unit {
+        match self {
+            Metric::PostP99 | Metric::GetP99 => Unit::Micros,
+            _ => Unit::Bytes,
+        }
+    }
+
+    /// Whether it judges anonymous memory: the importer's own, what the code changes.
+    pub fn is_anonymous(self) -> bool {
+        matches!(self, Metric::PeakAnon | Metric::PerImportAnon)
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<Metric> for &'static str {
+    fn from(m: Metric) -> &'static str {
+        m.name()
+    }
+}
+
+/// A metric name no [`Metric`] has (in a `decision.json` read back).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown metric {0:?}")]
+pub struct UnknownMetric(String);
+
+impl TryFrom<String> for Metric {
+    type Error = UnknownMetric;
+
+    fn try_from(name: String) -> Result<Metric, UnknownMetric> {
+        Metric::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or(UnknownMetric(name))
+    }
+}
+
 /// One line of the gate's table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     /// Cell label.
     pub cell: String,
-    /// `peak_rss`, `memory_per_import`, `budget` or `delivery`.
-    pub metric: String,
-    /// Baseline value, bytes (µs for a latency check); A/B: the other build's mean.
+    /// What it judges.
+    pub metric: Metric,
+    /// Baseline value, in the metric's [`Unit`]; A/B: the other build's mean.
     pub baseline: Option<u64>,
-    /// Measured median, bytes (a latency check: the worst repeat's p99, µs); A/B: this build's mean.
+    /// Measured median, in the metric's [`Unit`] (a latency check: the worst repeat's p99); A/B:
+    /// this build's mean.
     pub measured: u64,
     /// Change against the baseline, percent.
     pub change_pct: Option<f64>,
-    /// Allowed growth (or, for `budget`, the limit), bytes.
+    /// Allowed growth (for `budget` and a latency, the limit), in the metric's [`Unit`].
     pub tolerance: u64,
     /// The verdict.
     pub verdict: Verdict,
@@ -257,6 +366,32 @@ pub struct Check {
     /// [`detectable_pct`] (A/B) and [`one_sample_detectable_pct`] (baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detectable_pct: Option<f64>,
+}
+
+impl Check {
+    /// `metric` of `cell` measured at `measured`, judged `verdict` against `tolerance` and nothing
+    /// else: no baseline, no change, no test. A comparison sets its own on top.
+    pub fn new(
+        cell: &str,
+        metric: Metric,
+        measured: u64,
+        tolerance: u64,
+        verdict: Verdict,
+        message: String,
+    ) -> Check {
+        Check {
+            cell: cell.to_string(),
+            metric,
+            baseline: None,
+            measured,
+            change_pct: None,
+            tolerance,
+            verdict,
+            message,
+            p_value: None,
+            detectable_pct: None,
+        }
+    }
 }
 
 /// What the gate decided, as `decision.json` holds it.
@@ -370,7 +505,7 @@ pub fn floored_pct(against: &[f64], pct: f64, floor_mib: f64) -> f64 {
 /// Allowed growth over `base`: the larger of the percentage and the floor.
 pub fn tolerance(base: u64, pct: f64, floor_mib: f64) -> u64 {
     let by_pct = base as f64 * pct / 100.0;
-    let floor = floor_mib * 1024.0 * 1024.0;
+    let floor = floor_mib * BYTES_PER_MIB;
     by_pct.max(floor) as u64
 }
 
@@ -379,8 +514,8 @@ pub fn tolerance(base: u64, pct: f64, floor_mib: f64) -> u64 {
 pub struct Compared<'a> {
     /// The cell's label.
     pub cell: &'a str,
-    /// The figure, e.g. `peak_anon`.
-    pub metric: &'a str,
+    /// The figure.
+    pub metric: Metric,
     /// The baseline's median.
     pub base: u64,
     /// This run's median.
@@ -422,22 +557,17 @@ pub fn relative(c: Compared<'_>, erratic: bool, noise_pct: Option<f64>) -> Check
         Verdict::Better => "better",
         _ => "within tolerance",
     };
+    let message = format!(
+        "{cell} {metric}: baseline {:.2} MiB, measured {:.2} MiB ({change:+.1} %), tolerance {:.2} MiB, detectable ≥ {detectable_pct:.0} %: {word}",
+        mib(base),
+        mib(measured),
+        mib(tol)
+    );
     Check {
-        cell: cell.to_string(),
-        metric: metric.to_string(),
         baseline: Some(base),
-        measured,
         change_pct: Some(change),
-        tolerance: tol,
-        p_value: None,
         detectable_pct: Some(detectable_pct),
-        verdict,
-        message: format!(
-            "{cell} {metric}: baseline {:.2} MiB, measured {:.2} MiB ({change:+.1} %), tolerance {:.2} MiB, detectable ≥ {detectable_pct:.0} %: {word}",
-            mib(base),
-            mib(measured),
-            mib(tol)
-        ),
+        ..Check::new(cell, metric, measured, tol, verdict, message)
     }
 }
 
@@ -492,65 +622,50 @@ pub enum Against<'a> {
 /// The checks that need nothing to compare with: delivery, the budget, the latency limits.
 fn absolute_checks(s: &Checked, label: &str, st: &Stats, limit: u64) -> Vec<Check> {
     let g = &s.raw.gate;
-    let label = label.to_string();
     let mut checks = Vec::new();
     if !st.problems.is_empty() {
-        checks.push(Check {
-            cell: label.clone(),
-            metric: "delivery".into(),
-            baseline: None,
-            measured: st.peak,
-            change_pct: None,
-            tolerance: 0,
-            p_value: None,
-            detectable_pct: None,
-            verdict: Verdict::Failed,
-            message: format!("{label}: {}", st.problems.join("; ")),
-        });
+        let message = format!("{label}: {}", st.problems.join("; "));
+        checks.push(Check::new(
+            label,
+            Metric::Delivery,
+            st.peak,
+            0,
+            Verdict::Failed,
+            message,
+        ));
     }
     let over = st.peak > limit;
-    checks.push(Check {
-        cell: label.clone(),
-        metric: "budget".into(),
-        baseline: None,
-        measured: st.peak,
-        change_pct: None,
-        tolerance: limit,
-        p_value: None,
-        detectable_pct: None,
-        verdict: if over { Verdict::OverBudget } else { Verdict::Pass },
-        message: format!(
-            "{label} peak_rss {:.1} MiB {} budget {:.0} MiB less {:.0} % headroom = {:.1} MiB",
-            mib(st.peak),
-            if over { ">" } else { "<=" },
-            mib(s.budget_bytes),
-            s.headroom * 100.0,
-            mib(limit)
-        ),
-    });
+    let message = format!(
+        "{label} peak_rss {:.1} MiB {} budget {:.0} MiB less {:.0} % headroom = {:.1} MiB",
+        mib(st.peak),
+        if over { ">" } else { "<=" },
+        mib(s.budget_bytes),
+        s.headroom * 100.0,
+        mib(limit)
+    );
+    let verdict = if over { Verdict::OverBudget } else { Verdict::Pass };
+    checks.push(Check::new(
+        label,
+        Metric::Budget,
+        st.peak,
+        limit,
+        verdict,
+        message,
+    ));
     for (metric, limit_ms, measured_us) in [
-        ("post_p99", g.max_post_p99_ms, st.post_p99_us),
-        ("get_p99", g.max_get_p99_ms, st.get_p99_us),
+        (Metric::PostP99, g.max_post_p99_ms, st.post_p99_us),
+        (Metric::GetP99, g.max_get_p99_ms, st.get_p99_us),
     ] {
         let Some(limit_ms) = limit_ms else { continue };
         let limit_us = (limit_ms * 1000.0) as u64;
         let slow = measured_us > limit_us;
-        checks.push(Check {
-            cell: label.clone(),
-            metric: metric.into(),
-            baseline: None,
-            measured: measured_us,
-            change_pct: None,
-            tolerance: limit_us,
-            p_value: None,
-            detectable_pct: None,
-            verdict: if slow { Verdict::TooSlow } else { Verdict::Pass },
-            message: format!(
-                "{label} {metric} {:.1} ms {} the scenario's limit {limit_ms:.1} ms",
-                measured_us as f64 / 1000.0,
-                if slow { ">" } else { "<=" },
-            ),
-        });
+        let message = format!(
+            "{label} {metric} {:.1} ms {} the scenario's limit {limit_ms:.1} ms",
+            measured_us as f64 / 1000.0,
+            if slow { ">" } else { "<=" },
+        );
+        let verdict = if slow { Verdict::TooSlow } else { Verdict::Pass };
+        checks.push(Check::new(label, metric, measured_us, limit_us, verdict, message));
     }
     checks
 }
@@ -568,21 +683,21 @@ fn ab_checks(g: &Gate, label: &str, a: &Stats, st: &Stats, warnings: &mut Vec<St
     // depends on how the page cache holds each file, and is judged on its own.
     checks.push(ab_check(
         label,
-        "peak_anon",
+        Metric::PeakAnon,
         &a.peaks_anon,
         &st.peaks_anon,
         floored_pct(&a.peaks_anon, g.peak_tolerance_pct, g.peak_floor_mib),
     ));
     checks.push(ab_check(
         label,
-        "per_import_anon",
+        Metric::PerImportAnon,
         &a.per_imports_anon,
         &st.per_imports_anon,
         g.per_import_tolerance_pct,
     ));
     checks.push(ab_check(
         label,
-        "resident_text",
+        Metric::ResidentText,
         &a.peaks_file,
         &st.peaks_file,
         g.resident_text_tolerance_pct,
@@ -602,18 +717,15 @@ fn baseline_checks(
     match b.cells.get(label) {
         None => {
             warnings.push(format!("{label}: not in the baseline, not compared"));
-            checks.push(Check {
-                cell: label.to_string(),
-                metric: "baseline".into(),
-                baseline: None,
-                measured: st.peak,
-                change_pct: None,
-                tolerance: 0,
-                p_value: None,
-                detectable_pct: None,
-                verdict: Verdict::NoBaseline,
-                message: format!("{label}: no baseline"),
-            });
+            let message = format!("{label}: no baseline");
+            checks.push(Check::new(
+                label,
+                Metric::Baseline,
+                st.peak,
+                0,
+                Verdict::NoBaseline,
+                message,
+            ));
         }
         Some(bc) => {
             // A baseline written before the split holds totals only: judged on those, said so.
@@ -626,20 +738,25 @@ fn baseline_checks(
             }
             let figures = if split {
                 [
-                    ("peak_anon", bc.peak_anon, st.peak_anon, &st.peaks_anon),
+                    (Metric::PeakAnon, bc.peak_anon, st.peak_anon, &st.peaks_anon),
                     (
-                        "per_import_anon",
+                        Metric::PerImportAnon,
                         bc.per_import_anon,
                         st.per_import_anon,
                         &st.per_imports_anon,
                     ),
-                    ("resident_text", bc.peak_file, st.peak_file, &st.peaks_file),
+                    (Metric::ResidentText, bc.peak_file, st.peak_file, &st.peaks_file),
                 ]
                 .to_vec()
             } else {
                 [
-                    ("peak_rss", bc.peak, st.peak, &st.peaks),
-                    ("memory_per_import", bc.per_import, st.per_import, &st.per_imports),
+                    (Metric::PeakRss, bc.peak, st.peak, &st.peaks),
+                    (
+                        Metric::MemoryPerImport,
+                        bc.per_import,
+                        st.per_import,
+                        &st.per_imports,
+                    ),
                 ]
                 .to_vec()
             };
@@ -647,8 +764,10 @@ fn baseline_checks(
                 // A floor larger than the quantity it guards could never fail: the memory
                 // per import (about 1 MiB) gets its own percentage and no floor.
                 let tol = match metric {
-                    "peak_rss" | "peak_anon" => tolerance(base, g.tolerance_pct, g.tolerance_floor_mb),
-                    "resident_text" => tolerance(base, g.resident_text_tolerance_pct, 0.0),
+                    Metric::PeakRss | Metric::PeakAnon => {
+                        tolerance(base, g.tolerance_pct, g.tolerance_floor_mb)
+                    }
+                    Metric::ResidentText => tolerance(base, g.resident_text_tolerance_pct, 0.0),
                     _ => tolerance(base, g.per_import_tolerance_pct, 0.0),
                 };
                 let tol_pct = tol as f64 * 100.0 / base.max(1) as f64;
@@ -761,13 +880,25 @@ mod tests {
         let a = [mib(5.55), mib(5.60), mib(5.65), mib(5.62), mib(5.63)];
         let b = [mib(5.90), mib(5.95), mib(6.00), mib(5.93), mib(5.97)];
         assert_eq!(
-            ab_check("c3", "peak_anon", &a, &b, 5.0).verdict,
+            ab_check("c3", Metric::PeakAnon, &a, &b, 5.0).verdict,
             Verdict::Regression
         );
         assert_eq!(
-            ab_check("c3", "peak_anon", &a, &b, floored_pct(&a, 5.0, 0.5)).verdict,
+            ab_check("c3", Metric::PeakAnon, &a, &b, floored_pct(&a, 5.0, 0.5)).verdict,
             Verdict::Pass
         );
+    }
+
+    #[test]
+    fn a_metric_is_written_and_read_by_its_name() {
+        for m in Metric::ALL {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.name()));
+            assert_eq!(serde_json::from_str::<Metric>(&json).unwrap(), m);
+        }
+        assert_eq!(Metric::PostP99.unit(), Unit::Micros);
+        assert_eq!(Metric::ResidentText.unit(), Unit::Bytes);
+        assert!(serde_json::from_str::<Metric>("\"peak\"").is_err());
     }
 
     #[test]
@@ -781,7 +912,7 @@ mod tests {
         let c = relative(
             Compared {
                 cell: "c3",
-                metric: "memory_per_import",
+                metric: Metric::MemoryPerImport,
                 base: 3 << 20,
                 measured: 9 << 20,
                 tol: 3 << 20,
@@ -796,7 +927,7 @@ mod tests {
             relative(
                 Compared {
                     cell: "c3",
-                    metric: "peak_rss",
+                    metric: Metric::PeakRss,
                     base: 20 << 20,
                     measured: 22 << 20,
                     tol: 3 << 20
@@ -811,7 +942,7 @@ mod tests {
             relative(
                 Compared {
                     cell: "c3",
-                    metric: "peak_rss",
+                    metric: Metric::PeakRss,
                     base: 20 << 20,
                     measured: 10 << 20,
                     tol: 3 << 20
@@ -826,7 +957,7 @@ mod tests {
             relative(
                 Compared {
                     cell: "c3",
-                    metric: "peak_rss",
+                    metric: Metric::PeakRss,
                     base: 20 << 20,
                     measured: 22 << 20,
                     tol: 3 << 20
@@ -841,7 +972,7 @@ mod tests {
             relative(
                 Compared {
                     cell: "c3",
-                    metric: "peak_rss",
+                    metric: Metric::PeakRss,
                     base: 20 << 20,
                     measured: 40 << 20,
                     tol: 3 << 20
@@ -858,7 +989,7 @@ mod tests {
     fn an_ab_regression_must_be_both_large_and_significant() {
         let a = [100.0, 102.0, 98.0, 101.0, 99.0];
         let grown = [130.0, 132.0, 128.0, 131.0, 129.0];
-        let c = ab_check("c3", "memory_per_import", &a, &grown, 15.0);
+        let c = ab_check("c3", Metric::MemoryPerImport, &a, &grown, 15.0);
         assert_eq!(c.verdict, Verdict::Regression, "{}", c.message);
         assert!(
             c.p_value.is_some_and(|p| p < 0.001) && c.message.contains("+30.0 %"),
@@ -867,7 +998,7 @@ mod tests {
         );
         // Large but within the spread: not significant, so not called.
         let noisy = [100.0, 160.0, 90.0, 150.0, 95.0];
-        let c = ab_check("c3", "memory_per_import", &a, &noisy, 15.0);
+        let c = ab_check("c3", Metric::MemoryPerImport, &a, &noisy, 15.0);
         assert_eq!(c.verdict, Verdict::Pass, "{}", c.message);
         assert!(
             c.detectable_pct.is_some_and(|d| d > 30.0),
@@ -877,15 +1008,15 @@ mod tests {
         // Significant but smaller than the tolerance: not called either.
         let slightly = [106.0, 108.0, 104.0, 107.0, 105.0];
         assert_eq!(
-            ab_check("c3", "peak_rss", &a, &slightly, 15.0).verdict,
+            ab_check("c3", Metric::PeakRss, &a, &slightly, 15.0).verdict,
             Verdict::Pass
         );
         assert_eq!(
-            ab_check("c3", "peak_rss", &a, &slightly, 5.0).verdict,
+            ab_check("c3", Metric::PeakRss, &a, &slightly, 5.0).verdict,
             Verdict::Regression
         );
         assert_eq!(
-            ab_check("c3", "peak_rss", &a[..1], &slightly, 5.0).verdict,
+            ab_check("c3", Metric::PeakRss, &a[..1], &slightly, 5.0).verdict,
             Verdict::Failed
         );
     }

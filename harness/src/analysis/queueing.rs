@@ -16,6 +16,8 @@
 use settings::Platform;
 use statrs::statistics::{Data, OrderStatistics};
 
+use crate::scenario::Lanes;
+
 /// One import to place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -32,10 +34,8 @@ pub struct Job {
 pub struct Limits {
     /// MAX_CONCURRENT_IMPORTS.
     pub slots: u32,
-    /// LICHESS_MAX_STREAMS.
-    pub lichess_lanes: u32,
-    /// CHESSCOM_MAX_REQUESTS.
-    pub chess_com_lanes: u32,
+    /// LICHESS_MAX_STREAMS and CHESSCOM_MAX_REQUESTS.
+    pub lanes: Lanes,
 }
 
 /// What the model predicts for one import.
@@ -86,10 +86,7 @@ pub fn place(jobs: &[Job], limits: Limits) -> Vec<Placed> {
         let mut k = 0;
         while k < queue.len() && running.len() < limits.slots as usize {
             let j = queue[k];
-            let lanes = match jobs[j].platform {
-                Platform::Lichess => limits.lichess_lanes,
-                Platform::ChessCom => limits.chess_com_lanes,
-            };
+            let lanes = limits.lanes.of(jobs[j].platform);
             let busy = running.iter().filter(|(_, p)| *p == jobs[j].platform).count();
             if busy < lanes as usize {
                 let end = now + jobs[j].service_secs;
@@ -145,8 +142,10 @@ mod tests {
 
     const ONE_LANE: Limits = Limits {
         slots: 3,
-        lichess_lanes: 1,
-        chess_com_lanes: 1,
+        lanes: Lanes {
+            lichess: 1,
+            chess_com: 1,
+        },
     };
 
     #[test]
@@ -161,7 +160,10 @@ mod tests {
         assert_eq!(p[3].done_at_secs, 100.0);
         // Two lanes: the 4th starts when the first two end.
         let two = Limits {
-            lichess_lanes: 2,
+            lanes: Lanes {
+                lichess: 2,
+                ..ONE_LANE.lanes
+            },
             ..ONE_LANE
         };
         let waits: Vec<f64> = place(&jobs, two).iter().map(|p| p.wait_secs).collect();
@@ -192,8 +194,10 @@ mod tests {
         let jobs = [lichess(0.0, 10.0), lichess(0.0, 10.0), lichess(0.0, 10.0)];
         let limits = Limits {
             slots: 1,
-            lichess_lanes: 2,
-            chess_com_lanes: 1,
+            lanes: Lanes {
+                lichess: 2,
+                chess_com: 1,
+            },
         };
         let waits: Vec<f64> = place(&jobs, limits).iter().map(|p| p.wait_secs).collect();
         assert_eq!(waits, vec![0.0, 10.0, 20.0]);
@@ -204,7 +208,10 @@ mod tests {
     #[test]
     fn no_lane_never_starts() {
         let limits = Limits {
-            lichess_lanes: 0,
+            lanes: Lanes {
+                lichess: 0,
+                ..ONE_LANE.lanes
+            },
             ..ONE_LANE
         };
         assert!(place(&[lichess(0.0, 1.0)], limits)[0].wait_secs.is_infinite());

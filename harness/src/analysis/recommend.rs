@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::capacity::{Fit, MAX_CONCURRENCY};
 use crate::analysis::stats::{mean_var, t_quantile};
-use crate::scenario::{Cell, Checked};
-use crate::session::results::{CellRun, RunResults, median};
+use crate::scenario::{Cell, Checked, Lanes};
+use crate::session::results::{CellRun, RunResults, median, mib_f64};
 use settings::{
     EXISTING_GAMES_PAGE_SIZE, HTTP_MAX_CONNECTIONS, IMPORT_BATCH_SIZE, IMPORT_QUEUE_CAPACITY,
     MAX_CONCURRENT_IMPORTS, Platform, Setting,
@@ -61,7 +61,7 @@ pub struct Model {
     pub lanes_cap: u32,
     /// LICHESS_MAX_STREAMS and CHESSCOM_MAX_REQUESTS of the configuration.
     #[serde(default)]
-    pub lanes: (u32, u32),
+    pub lanes: Lanes,
     /// What binds at the recommendation, when there is one.
     #[serde(default)]
     pub binding: Option<Binding>,
@@ -86,7 +86,7 @@ impl Model {
         self.recommended.map(|n| {
             format!(
                 "MAX_CONCURRENT_IMPORTS={n} LICHESS_MAX_STREAMS={} CHESSCOM_MAX_REQUESTS={}",
-                self.lanes.0, self.lanes.1
+                self.lanes.lichess, self.lanes.chess_com
             )
         })
     }
@@ -205,19 +205,19 @@ pub fn level_cell(config: &str, env: &BTreeMap<String, String>, n: u32, imports:
 }
 
 /// Of `n` imports requested at once (users taken in turn from the scenario's templates), how
-/// many the lanes `(lichess, chess_com)` let run at once.
-pub fn runnable(s: &Checked, lanes: (u32, u32), n: u32) -> u32 {
+/// many the `lanes` let run at once.
+pub fn runnable(s: &Checked, lanes: Lanes, n: u32) -> u32 {
     let lichess = (0..n as usize)
         .filter(|&i| s.template(i).platform == Platform::Lichess)
         .count() as u32;
-    lichess.min(lanes.0) + (n - lichess).min(lanes.1)
+    lichess.min(lanes.lichess) + (n - lichess).min(lanes.chess_com)
 }
 
 /// The concurrency levels measured for a configuration with `lanes`: of 1..=4 (for the n = 4
 /// self-check), 8 and 16 (so that the per-import slope stands out of the run-to-run noise), and
 /// the scenario's own, those that add imports running at once (a level above the lanes' cap only
 /// queues and is left out); then `extra`, as asked.
-pub fn levels(s: &Checked, lanes: (u32, u32), extra: &[u32]) -> Vec<u32> {
+pub fn levels(s: &Checked, lanes: Lanes, extra: &[u32]) -> Vec<u32> {
     let mut v: Vec<u32> = [1, 2, 3, 4, 8, 16]
         .into_iter()
         .chain(s.cells.iter().map(|c| c.max_concurrent_imports))
@@ -322,7 +322,7 @@ fn model(s: &Checked, config: String, env: BTreeMap<String, String>, runs: &[&Ce
 fn lanes_words(m: &Model) -> String {
     format!(
         "{} lichess stream(s) and {} chess.com request(s) let at most {} of these imports run at once",
-        m.lanes.0, m.lanes.1, m.lanes_cap
+        m.lanes.lichess, m.lanes.chess_com, m.lanes_cap
     )
 }
 
@@ -339,7 +339,7 @@ fn judge_line(m: &mut Model, f: Fit, limit: f64) {
                 "the lanes bind, not memory: {}; at {cap} running the peak is ≤ {:.1} MiB ({:.0} % of the \
                  limit); memory alone would hold {n}{}",
                 lanes_words(m),
-                peak / 1048576.0,
+                mib_f64(peak),
                 pct_of(peak, limit),
                 if n == MAX_CONCURRENCY {
                     ", the importer's own maximum"
@@ -382,7 +382,7 @@ fn judge_flat(m: &mut Model, limit: f64) {
     } else if bound > limit {
         m.note = Some(format!(
             "memory does not grow with the imports running ({r2}), but the peak's bound, {:.1} MiB, exceeds the limit",
-            bound / 1048576.0
+            mib_f64(bound)
         ));
     } else if ran < m.lanes_cap {
         // A flat curve says nothing beyond the levels measured.
@@ -393,7 +393,7 @@ fn judge_flat(m: &mut Model, limit: f64) {
             "memory does not grow with the imports running up to the {ran} measured ({r2}): at most {:.1} MiB at \
              the 95 % bound, {:.0} % of the limit; the lanes would let {} run, which was not measured \
              (`--levels {}` measures it)",
-            bound / 1048576.0,
+            mib_f64(bound),
             pct_of(bound, limit),
             m.lanes_cap,
             m.lanes_cap
@@ -408,7 +408,7 @@ fn judge_flat(m: &mut Model, limit: f64) {
              bound, {:.0} % of the limit",
             lanes_words(m),
             cv * 100.0,
-            bound / 1048576.0,
+            mib_f64(bound),
             pct_of(bound, limit)
         ));
     }
@@ -585,14 +585,15 @@ mod tests {
     #[test]
     fn levels_stop_where_the_lanes_stop_adding_running_imports() {
         let s = hobby();
-        assert_eq!(runnable(&s, (2, 2), 16), 4);
-        assert_eq!(runnable(&s, (2, 2), 3), 3);
-        assert_eq!(runnable(&s, (1, 1), 3), 2);
-        assert_eq!(levels(&s, (2, 2), &[]), vec![1, 2, 3, 4]);
-        assert_eq!(levels(&s, (1, 1), &[]), vec![1, 2]);
+        let lanes = |lichess, chess_com| Lanes { lichess, chess_com };
+        assert_eq!(runnable(&s, lanes(2, 2), 16), 4);
+        assert_eq!(runnable(&s, lanes(2, 2), 3), 3);
+        assert_eq!(runnable(&s, lanes(1, 1), 3), 2);
+        assert_eq!(levels(&s, lanes(2, 2), &[]), vec![1, 2, 3, 4]);
+        assert_eq!(levels(&s, lanes(1, 1), &[]), vec![1, 2]);
         // Asked for, a level is measured even if it only queues.
-        assert_eq!(levels(&s, (1, 1), &[8]), vec![1, 2, 8]);
-        assert_eq!(levels(&s, (64, 64), &[]), vec![1, 2, 3, 4, 8, 16]);
+        assert_eq!(levels(&s, lanes(1, 1), &[8]), vec![1, 2, 8]);
+        assert_eq!(levels(&s, lanes(64, 64), &[]), vec![1, 2, 3, 4, 8, 16]);
     }
 
     #[test]
@@ -640,7 +641,11 @@ mod tests {
         // One lane each and lichess users only: one import runs, one point, no answer yet.
         let text = "budget: 512MB\nmatrix:\n  MAX_CONCURRENT_IMPORTS: [2]\nworkload:\n  users:\n    - platform: lichess\n      games: 100\n";
         let s = Checked::parse(Path::new("one.yaml"), text).expect("scenario");
-        assert_eq!(levels(&s, (1, 1), &[]), vec![1]);
+        let one_each = Lanes {
+            lichess: 1,
+            chess_com: 1,
+        };
+        assert_eq!(levels(&s, one_each, &[]), vec![1]);
         let rec = conclude_on(&s, &[run(&s, 1, 1, 16.0)]);
         assert_eq!(rec.best, None);
         assert_eq!(scattered(&rec), vec![0], "{:?}", rec.models[0].note);

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::observe::timing::Provider;
 use crate::scenario::{Observed, ObservedProvider};
 use crate::session::results::{CellRun, RunResults};
 use settings::Platform;
@@ -31,8 +32,8 @@ pub struct Figure {
 /// One provider of one cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderReplay {
-    /// `lichess` or `chess.com`.
-    pub provider: String,
+    /// The provider.
+    pub provider: Platform,
     /// Imports production and the replay had.
     pub imports: (u32, u32),
     /// Failed imports in production and in the replay.
@@ -67,12 +68,7 @@ struct Replayed {
 }
 
 fn replayed(run: &CellRun, platform: Platform) -> Replayed {
-    let mine = || {
-        run.load
-            .imports
-            .iter()
-            .filter(|i| i.platform == platform.as_str())
-    };
+    let mine = || run.load.imports.iter().filter(|i| i.platform == platform);
     let scale = run.timing.as_ref().map_or(1.0, |t| t.time_scale);
     Replayed {
         fetched: mine().map(|i| i.games_fetched.max(0) as f64).sum(),
@@ -158,17 +154,17 @@ pub fn compare(results: &RunResults, pace_games_per_sec: f64) -> Vec<CellReplay>
 }
 
 fn cell(run: &CellRun, observed: &Observed, pace: f64) -> CellReplay {
-    let (lichess, chess_com) = crate::scenario::lanes(&run.cell.env);
+    let lanes = crate::scenario::lanes(&run.cell.env);
     let settings = format!(
-        "MAX_CONCURRENT_IMPORTS={} LICHESS_MAX_STREAMS={lichess} CHESSCOM_MAX_REQUESTS={chess_com}",
-        run.cell.max_concurrent_imports
+        "MAX_CONCURRENT_IMPORTS={} LICHESS_MAX_STREAMS={} CHESSCOM_MAX_REQUESTS={}",
+        run.cell.max_concurrent_imports, lanes.lichess, lanes.chess_com
     );
     let providers = observed
         .providers
         .iter()
         .filter_map(|(name, o)| {
             let platform = Platform::parse(name)?;
-            let t = run.timing.as_ref()?.provider(name);
+            let t = run.timing.as_ref()?.provider(Provider::One(platform));
             let r = replayed(run, platform);
             let tol = observed.tolerance_pct;
             let (wp50, wp95, rp50, rp95) = t.map_or((0.0, 0.0, 0.0, 0.0), |t| {
@@ -182,7 +178,7 @@ fn cell(run: &CellRun, observed: &Observed, pace: f64) -> CellReplay {
             ];
             let reproduced = figures[1].within && figures[3].within;
             Some(ProviderReplay {
-                provider: name.clone(),
+                provider: platform,
                 imports: (o.imports, r.imports),
                 failed: (o.failed, r.failed),
                 causes: if reproduced {

@@ -71,8 +71,19 @@ pub fn welch_terms(a: &[f64], b: &[f64]) -> Option<WelchTerms> {
     })
 }
 
-/// Welch's t-test of `a` against `b`: (t, df, two-sided p); `None` with fewer than two values a side.
-pub fn welch(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+/// The outcome of Welch's t-test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Welch {
+    /// The t statistic of `b`'s mean minus `a`'s, in standard errors.
+    pub t: f64,
+    /// Welch–Satterthwaite degrees of freedom.
+    pub df: f64,
+    /// Two-sided p-value.
+    pub p: f64,
+}
+
+/// Welch's t-test of `a` against `b`; `None` with fewer than two values a side.
+pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
     let w = welch_terms(a, b)?;
     if w.se2 <= 0.0 {
         // No spread on either side: the difference is exact, or there is none.
@@ -81,10 +92,18 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
         } else {
             1.0
         };
-        return Some((0.0, (a.len() + b.len()) as f64 - 2.0, p));
+        return Some(Welch {
+            t: 0.0,
+            df: (a.len() + b.len()) as f64 - 2.0,
+            p,
+        });
     }
     let t = (w.mean_b - w.mean_a) / w.se2.sqrt();
-    Some((t, w.df, t_two_sided_p(t, w.df)))
+    Some(Welch {
+        t,
+        df: w.df,
+        p: t_two_sided_p(t, w.df),
+    })
 }
 
 /// (max - min) / median of the peaks, in percent.
@@ -135,7 +154,7 @@ mod tests {
         let a2 = [
             27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4,
         ];
-        let (t, df, p) = welch(&a2, &a1).unwrap();
+        let Welch { t, df, p } = welch(&a2, &a1).unwrap();
         assert!((t + 2.46).abs() < 0.01, "t = {t}");
         assert!((df - 25.0).abs() < 0.1, "df = {df}");
         assert!((p - 0.021).abs() < 0.001, "p = {p}");
@@ -143,9 +162,9 @@ mod tests {
 
     #[test]
     fn welch_sees_a_real_difference_and_not_noise() {
-        let (_, _, p) = welch(&[20.0, 20.5, 19.8], &[31.0, 32.4, 31.8]).unwrap();
+        let p = welch(&[20.0, 20.5, 19.8], &[31.0, 32.4, 31.8]).unwrap().p;
         assert!(p < 0.001, "{p}");
-        let (_, _, p) = welch(&[20.0, 20.5, 19.8], &[20.2, 19.9, 20.4]).unwrap();
+        let p = welch(&[20.0, 20.5, 19.8], &[20.2, 19.9, 20.4]).unwrap().p;
         assert!(p > 0.3, "{p}");
         assert!(welch(&[1.0], &[2.0, 3.0]).is_none());
     }

@@ -14,9 +14,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::queueing::{self, Job, Limits};
-use crate::scenario::{Cell, Checked};
+use crate::observe::timing::Provider;
+use crate::scenario::{Cell, Checked, Lanes};
 use crate::session::cell_users;
-use crate::session::results::{CellRun, RunResults};
+use crate::session::results::{CellRun, RunResults, mib};
 use settings::Platform;
 
 /// lichess's pace to a client with a token when the scenario gives none (docs/providers.md: 30 games/s).
@@ -112,11 +113,9 @@ impl WaitRecommendation {
 
 /// The importer's limits in a cell.
 pub fn limits_of(cell: &Cell) -> Limits {
-    let (lichess_lanes, chess_com_lanes) = crate::scenario::lanes(&cell.env);
     Limits {
         slots: cell.max_concurrent_imports,
-        lichess_lanes,
-        chess_com_lanes,
+        lanes: crate::scenario::lanes(&cell.env),
     }
 }
 
@@ -194,15 +193,15 @@ fn row_of(s: &Checked, budget_bytes: u64, max_wait: f64, runs: &[&CellRun]) -> O
         .all(|r| r.passed() && r.upstream.values().all(|u| u.rate_limited == 0) && r.timing.is_some());
     let all = |f: fn(&crate::observe::timing::ProviderTiming) -> f64| {
         runs.iter()
-            .filter_map(|r| r.timing.as_ref()?.provider("all").map(f))
+            .filter_map(|r| r.timing.as_ref()?.provider(Provider::All).map(f))
             .fold(0.0, f64::max)
     };
     let measured = all(|p| p.wait_p95_secs);
     Some(Row {
         label: cell.label.clone(),
         slots: limits.slots,
-        lichess_lanes: limits.lichess_lanes,
-        chess_com_lanes: limits.chess_com_lanes,
+        lichess_lanes: limits.lanes.lichess,
+        chess_com_lanes: limits.lanes.chess_com,
         peak,
         fits_memory,
         clean,
@@ -223,7 +222,7 @@ pub fn conclude(
 ) -> WaitRecommendation {
     let rows: Vec<Row> = crate::session::results::by_cell(results)
         .iter()
-        .filter_map(|(_, runs)| row_of(s, budget_bytes, max_wait_secs, runs))
+        .filter_map(|c| row_of(s, budget_bytes, max_wait_secs, &c.runs))
         .collect();
     let best = rows
         .iter()
@@ -287,7 +286,7 @@ fn binding_words(s: &Checked, cell: &Cell, row: &Row, rows: &[Row], budget_bytes
         return format!(
             "memory: more than {} slots do not fit {:.0} MiB less headroom",
             row.slots,
-            budget_bytes as f64 / 1048576.0
+            mib(budget_bytes)
         );
     }
     // Lanes and pace bind: the provider's arithmetic, for the provider that waits longest.
@@ -313,12 +312,12 @@ fn binding_words(s: &Checked, cell: &Cell, row: &Row, rows: &[Row], budget_bytes
              {k} lichess users on {} stream(s): the last to start waits {last_wait:.0} s",
             pace.lichess_games_per_sec,
             longest * pace.lichess_games_per_sec,
-            limits.lichess_lanes,
+            limits.lanes.lichess,
         ),
         _ => format!(
             "chess.com's lanes: {} request(s) at once, {:.1} s an answer: the last chess.com user to \
              start waits {chess_com_wait:.0} s",
-            limits.chess_com_lanes, pace.chess_com_latency_secs
+            limits.lanes.chess_com, pace.chess_com_latency_secs
         ),
     }
 }
@@ -345,17 +344,19 @@ fn advice(s: &Checked, cell: &Cell, max_wait: f64) -> Vec<String> {
             if w <= max_wait { " — meets the limit" } else { "" }
         ));
     }
-    if limits.lichess_lanes < LICHESS_STREAMS_ALLOWED {
+    if limits.lanes.lichess < LICHESS_STREAMS_ALLOWED {
         let more = Limits {
-            lichess_lanes: limits.lichess_lanes + 1,
-            slots: limits.slots.max(limits.lichess_lanes + 1),
-            ..limits
+            lanes: Lanes {
+                lichess: limits.lanes.lichess + 1,
+                ..limits.lanes
+            },
+            slots: limits.slots.max(limits.lanes.lichess + 1),
         };
         let w = predict(s, cell, more, pace, 1.0);
         out.push(format!(
             "LICHESS_MAX_STREAMS={}{} (lichess allows {LICHESS_STREAMS_ALLOWED} streams an address; one more is a \
              429 and a minute's penalty for every import): p95 wait {w:.0} s{}",
-            more.lichess_lanes,
+            more.lanes.lichess,
             if more.slots > limits.slots {
                 format!(" with MAX_CONCURRENT_IMPORTS={}", more.slots)
             } else {
@@ -388,7 +389,7 @@ pub fn validation(run: &CellRun, max_wait_secs: f64) -> WaitValidation {
     let p95 = run
         .timing
         .as_ref()
-        .and_then(|t| t.provider("all"))
+        .and_then(|t| t.provider(Provider::All))
         .map_or(f64::INFINITY, |p| p.wait_p95_secs);
     let mut problems: Vec<String> = run.error.iter().cloned().collect();
     if !run.verification.ok {

@@ -176,7 +176,7 @@ fn cell_to_profile<'s>(s: &'s Checked, d: &Decision, when: Where) -> Option<&'s 
     let failed = d
         .checks
         .iter()
-        .find(|c| c.verdict.fails() && c.metric.ends_with("_anon"))
+        .find(|c| c.verdict.fails() && c.metric.is_anonymous())
         .and_then(|c| s.cells.iter().find(|cell| cell.label == c.cell));
     match when {
         Where::OnFailure => failed,

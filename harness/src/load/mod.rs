@@ -39,12 +39,12 @@ pub struct ImportSpec {
 }
 
 /// What happened to one import.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportRecord {
     /// Username.
     pub user: String,
-    /// Platform.
-    pub platform: String,
+    /// Its provider.
+    pub platform: settings::Platform,
     /// Its id, when the POST was accepted.
     pub import_id: Option<String>,
     /// Status code of the POST.
@@ -107,6 +107,37 @@ pub struct ImportRecord {
 }
 
 impl ImportRecord {
+    /// `user`'s import on `platform` before it is posted: nothing happened yet.
+    pub fn new(user: String, platform: settings::Platform) -> ImportRecord {
+        ImportRecord {
+            user,
+            platform,
+            import_id: None,
+            post_status: 0,
+            admitted_as: String::new(),
+            queue_position: 0,
+            status: String::new(),
+            error: None,
+            games_fetched: 0,
+            games_imported: 0,
+            games_skipped_existing: 0,
+            games_failed_parse: 0,
+            posted_at: 0.0,
+            ended_at: 0.0,
+            wait_secs: None,
+            run_secs: None,
+            client_wait_secs: None,
+            started_at: None,
+            finished_at: None,
+            posted_wall: None,
+            first_game_at: None,
+            games_received: None,
+            provider_wait_secs: 0.0,
+            provider_wait_polls: 0,
+            provider_last_answer: None,
+        }
+    }
+
     /// Games received per game stored (1.00 is the floor: every game received was new).
     pub fn received_per_stored(&self) -> Option<f64> {
         let received = self.games_received? as f64;
@@ -263,11 +294,9 @@ async fn import_one(user: &mut GooseUser) -> TransactionResult {
     let base = spec.instance % plan.bases.len().max(1);
     arrive(user, &plan, &spec, base).await;
     let mut rec = ImportRecord {
-        user: spec.user.clone(),
-        platform: spec.platform.as_str().to_string(),
         posted_at: plan.origin.elapsed().as_secs_f64(),
         posted_wall: Some(Utc::now()),
-        ..Default::default()
+        ..ImportRecord::new(spec.user.clone(), spec.platform)
     };
     if let Some(id) = post(user, &plan, &spec, base, &mut rec).await? {
         poll_to_the_end(user, &plan, &id, base, &mut rec).await?;
@@ -595,12 +624,16 @@ impl Drop for QuietStdout {
 mod tests {
     use super::*;
 
+    fn unposted() -> ImportRecord {
+        ImportRecord::new("u".into(), settings::Platform::Lichess)
+    }
+
     fn ran(from_ms: i64, to_ms: i64) -> ImportRecord {
         let at = |ms| DateTime::<Utc>::from_timestamp_millis(ms);
         ImportRecord {
             started_at: at(from_ms),
             finished_at: at(to_ms),
-            ..ImportRecord::default()
+            ..unposted()
         }
     }
 
@@ -624,7 +657,7 @@ mod tests {
 
     #[test]
     fn the_provider_wait_is_read_and_missing_is_none() {
-        let mut rec = ImportRecord::default();
+        let mut rec = unposted();
         rec.record_end(&json!({"status": "completed", "provider_wait_secs": 31.5}));
         assert_eq!(rec.provider_wait_secs, 31.5);
         rec.record_end(&json!({"status": "completed"}));
@@ -646,7 +679,7 @@ mod tests {
         assert_eq!(max_running(&[ran(0, 10), ran(5, 15), ran(16, 20)]), 2);
         assert_eq!(max_running(&[ran(0, 30), ran(1, 29), ran(2, 28), ran(3, 4)]), 4);
         // Never started: not counted.
-        assert_eq!(max_running(&[ran(0, 10), ImportRecord::default()]), 1);
+        assert_eq!(max_running(&[ran(0, 10), unposted()]), 1);
         assert_eq!(max_running(&[]), 0);
     }
 }

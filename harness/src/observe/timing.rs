@@ -8,6 +8,7 @@
 //! counts as waiting.
 
 use serde::{Deserialize, Serialize};
+use settings::Platform;
 use statrs::statistics::{Data, OrderStatistics};
 
 use crate::load::ImportRecord;
@@ -17,8 +18,8 @@ use crate::load::ImportRecord;
 pub struct ImportTiming {
     /// Username.
     pub user: String,
-    /// `lichess` or `chess.com`.
-    pub platform: String,
+    /// Its provider.
+    pub platform: Platform,
     /// When its POST was sent, seconds from the cell's first POST.
     pub arrived_secs: f64,
     /// From the POST to the import's start: the queue wait the user sees.
@@ -41,11 +42,41 @@ pub struct ImportTiming {
     pub provider_wait_secs: f64,
 }
 
+/// Whose imports a [`ProviderTiming`] sums up: one provider's (named as the provider), or every
+/// import of the cell (`all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Provider {
+    /// Every import, whatever its provider.
+    #[serde(rename = "all")]
+    All,
+    /// One provider's imports.
+    #[serde(untagged)]
+    One(Platform),
+}
+
+impl Provider {
+    /// Each provider, then all: the order of [`Timing::providers`].
+    pub const EACH_THEN_ALL: [Provider; 3] = [
+        Provider::One(Platform::Lichess),
+        Provider::One(Platform::ChessCom),
+        Provider::All,
+    ];
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Provider::All => f.write_str("all"),
+            Provider::One(p) => p.fmt(f),
+        }
+    }
+}
+
 /// The waits of one provider's imports in one cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderTiming {
-    /// `lichess`, `chess.com`, or `all`.
-    pub provider: String,
+    /// Whose imports.
+    pub provider: Provider,
     /// Imports that started.
     pub imports: usize,
     /// Median queue wait, seconds.
@@ -86,8 +117,8 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// The summary of `provider` (`all` for every import).
-    pub fn provider(&self, provider: &str) -> Option<&ProviderTiming> {
+    /// The summary of `provider`'s imports.
+    pub fn provider(&self, provider: Provider) -> Option<&ProviderTiming> {
         self.providers.iter().find(|p| p.provider == provider)
     }
 }
@@ -108,7 +139,7 @@ pub fn of(imports: &[ImportRecord], time_scale: f64) -> Timing {
             let run_secs = r.run_secs.map(|s| s * time_scale);
             ImportTiming {
                 user: r.user.clone(),
-                platform: r.platform.clone(),
+                platform: r.platform,
                 arrived_secs: match (first_post, r.posted_wall) {
                     (Some(a), Some(b)) => secs(a, b) * time_scale,
                     _ => 0.0,
@@ -129,11 +160,11 @@ pub fn of(imports: &[ImportRecord], time_scale: f64) -> Timing {
             .total_cmp(&b.arrived_secs)
             .then(a.user.cmp(&b.user))
     });
-    let mut providers: Vec<ProviderTiming> = ["lichess", "chess.com"]
+    let mut providers: Vec<ProviderTiming> = Platform::ALL
         .into_iter()
-        .filter_map(|p| summary(p, rows.iter().filter(|r| r.platform == p)))
+        .filter_map(|p| summary(Provider::One(p), rows.iter().filter(|r| r.platform == p)))
         .collect();
-    providers.extend(summary("all", rows.iter()));
+    providers.extend(summary(Provider::All, rows.iter()));
     Timing {
         time_scale,
         imports: rows,
@@ -141,7 +172,7 @@ pub fn of(imports: &[ImportRecord], time_scale: f64) -> Timing {
     }
 }
 
-fn summary<'a>(provider: &str, rows: impl Iterator<Item = &'a ImportTiming>) -> Option<ProviderTiming> {
+fn summary<'a>(provider: Provider, rows: impl Iterator<Item = &'a ImportTiming>) -> Option<ProviderTiming> {
     let rows: Vec<&ImportTiming> = rows.collect();
     let waits: Vec<f64> = rows.iter().filter_map(|r| r.wait_secs).collect();
     if waits.is_empty() {
@@ -167,7 +198,7 @@ fn summary<'a>(provider: &str, rows: impl Iterator<Item = &'a ImportTiming>) -> 
         provider_wait_p50_secs: provider_data.median(),
         provider_wait_p95_secs: provider_data.quantile(0.95),
         provider_wait_max_secs: provider_waits.iter().copied().fold(0.0, f64::max),
-        provider: provider.to_string(),
+        provider,
         imports: waits.len(),
         wait_p50_secs: data.median(),
         wait_p95_secs: data.quantile(0.95),
@@ -185,14 +216,14 @@ mod tests {
 
     use super::*;
 
+    const LICHESS: Provider = Provider::One(Platform::Lichess);
+
     fn at(ms: i64) -> Option<DateTime<Utc>> {
         DateTime::from_timestamp_millis(1_800_000_000_000 + ms)
     }
 
-    fn import(user: &str, platform: &str, post: i64, start: i64, first: i64, end: i64) -> ImportRecord {
+    fn import(user: &str, platform: Platform, post: i64, start: i64, first: i64, end: i64) -> ImportRecord {
         ImportRecord {
-            user: user.into(),
-            platform: platform.into(),
             posted_wall: at(post),
             started_at: at(start),
             first_game_at: at(first),
@@ -200,7 +231,7 @@ mod tests {
             client_wait_secs: Some((start - post) as f64 / 1000.0),
             run_secs: Some((end - start) as f64 / 1000.0),
             games_imported: 500,
-            ..ImportRecord::default()
+            ..ImportRecord::new(user.into(), platform)
         }
     }
 
@@ -209,9 +240,9 @@ mod tests {
         // Scale 10: 2.5 s measured is 25 s of provider time.
         let t = of(
             &[
-                import("a", "lichess", 0, 0, 100, 2500),
-                import("b", "lichess", 0, 2500, 2600, 5000),
-                import("c", "chess.com", 1000, 1000, 1200, 2000),
+                import("a", Platform::Lichess, 0, 0, 100, 2500),
+                import("b", Platform::Lichess, 0, 2500, 2600, 5000),
+                import("c", Platform::ChessCom, 1000, 1000, 1200, 2000),
             ],
             10.0,
         );
@@ -223,23 +254,28 @@ mod tests {
         assert_eq!(b.games_per_sec, Some(20.0));
         let c = t.imports.iter().find(|r| r.user == "c").unwrap();
         assert_eq!(c.arrived_secs, 10.0);
-        let lichess = t.provider("lichess").unwrap();
+        let lichess = t.provider(LICHESS).unwrap();
         assert_eq!((lichess.imports, lichess.wait_max_secs), (2, 25.0));
         assert_eq!(lichess.provider_wait_max_secs, 0.0, "no provider wait recorded");
         assert_eq!(lichess.last_done_secs, 50.0);
-        assert_eq!(t.provider("chess.com").unwrap().last_done_secs, 20.0);
-        assert_eq!(t.provider("all").unwrap().imports, 3);
+        assert_eq!(
+            t.provider(Provider::One(Platform::ChessCom))
+                .unwrap()
+                .last_done_secs,
+            20.0
+        );
+        assert_eq!(t.provider(Provider::All).unwrap().imports, 3);
     }
 
     #[test]
     fn the_provider_wait_is_apart_from_the_queue_and_on_provider_time() {
-        let mut a = import("a", "lichess", 0, 0, 100, 4000);
+        let mut a = import("a", Platform::Lichess, 0, 0, 100, 4000);
         a.provider_wait_secs = 3.0;
-        let b = import("b", "lichess", 0, 4000, 4100, 5000);
+        let b = import("b", Platform::Lichess, 0, 4000, 4100, 5000);
         let t = of(&[a, b], 10.0);
         let a = t.imports.iter().find(|r| r.user == "a").unwrap();
         assert_eq!((a.wait_secs, a.provider_wait_secs), (Some(0.0), 30.0));
-        let lichess = t.provider("lichess").unwrap();
+        let lichess = t.provider(LICHESS).unwrap();
         assert_eq!(
             (lichess.provider_wait_p50_secs, lichess.provider_wait_max_secs),
             (15.0, 30.0)
@@ -247,8 +283,23 @@ mod tests {
     }
 
     #[test]
+    fn a_provider_is_written_as_its_name_and_all_as_all() {
+        for (p, name) in Provider::EACH_THEN_ALL
+            .into_iter()
+            .zip(["lichess", "chess.com", "all"])
+        {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(
+                (json.as_str(), p.to_string()),
+                (format!("\"{name}\"").as_str(), name.to_string())
+            );
+            assert_eq!(serde_json::from_str::<Provider>(&json).unwrap(), p);
+        }
+    }
+
+    #[test]
     fn an_import_that_never_started_has_no_wait() {
-        let mut never = import("z", "lichess", 0, 0, 0, 0);
+        let mut never = import("z", Platform::Lichess, 0, 0, 0, 0);
         never.client_wait_secs = None;
         never.started_at = None;
         never.finished_at = None;

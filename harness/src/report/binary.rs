@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use super::table::{Align, Table};
 use crate::session::results::{RunResults, mib};
 
 /// Crates shown by name; the rest are summed in one row.
@@ -21,14 +22,14 @@ pub fn section(results: &RunResults, out: &mut String) {
          resident depends on what ran, so the shares are of the file, not of the resident memory.\n",
         mib(text.text_bytes)
     );
-    let _ = writeln!(out, "| crate | MiB | share of .text |\n|---|---:|---:|");
+    let mut table =
+        Table::new(["crate", "MiB", "share of .text"]).aligned([Align::Default, Align::Right, Align::Right]);
     for c in text.top(SHOWN) {
-        let _ = writeln!(
-            out,
-            "| {} | {:.2} | {:.1} % |",
+        table.row([
             c.name,
-            mib(c.bytes),
-            100.0 * c.bytes as f64 / text.text_bytes.max(1) as f64
-        );
+            format!("{:.2}", mib(c.bytes)),
+            format!("{:.1} %", 100.0 * c.bytes as f64 / text.text_bytes.max(1) as f64),
+        ]);
     }
+    out.push_str(&table.to_string());
 }

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use super::table::Table;
 use super::{Error, Loaded, html, plot, read_samples, write_file};
 use crate::analysis::compare::{ALPHA, Comparison, common_cells};
 
@@ -46,23 +47,20 @@ pub fn markdown(c: &Comparison) -> String {
         out,
         "Verdicts: Welch's t-test over the repeats, p < {ALPHA}, and a change above 5 % (and the metric's floor); anything else is \"no change\".\n"
     );
-    let _ = writeln!(out, "| cell | metric | before | after | change | p | verdict |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let mut table = Table::new(["cell", "metric", "before", "after", "change", "p", "verdict"]);
     for r in &c.rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.2} {u} | {:.2} {u} | {:+.2} {u} ({:+.1} %) | {} | {} |",
-            r.cell,
-            r.metric,
-            r.before_median,
-            r.after_median,
-            r.change,
-            r.change_pct,
+        let u = &r.unit;
+        table.row([
+            r.cell.clone(),
+            r.metric.clone(),
+            format!("{:.2} {u}", r.before_median),
+            format!("{:.2} {u}", r.after_median),
+            format!("{:+.2} {u} ({:+.1} %)", r.change, r.change_pct),
             r.p_value.map_or("–".into(), |p| format!("{p:.4}")),
-            r.verdict,
-            u = r.unit
-        );
+            r.verdict.clone(),
+        ]);
     }
+    out.push_str(&table.to_string());
     if !c.unmatched.is_empty() {
         let _ = writeln!(
             out,

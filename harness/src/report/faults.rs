@@ -7,8 +7,9 @@ use std::fmt::Write;
 
 use statrs::statistics::{Data, OrderStatistics};
 
+use super::table::Table;
 use crate::session::results::RunResults;
-use crate::upstream::OutageRecord;
+use crate::upstream::{OutageRecord, Platform};
 
 /// Gaps shown per outage; `results.json` holds them all.
 const GAPS_SHOWN: usize = 12;
@@ -39,8 +40,8 @@ fn body(o: &OutageRecord) -> String {
 
 /// Per provider, p50/p95/max of every import's time waiting for it, all cell runs together, in
 /// provider seconds; only providers some import waited for.
-fn provider_waits(results: &RunResults) -> Vec<(&'static str, usize, f64, f64, f64)> {
-    ["lichess", "chess.com"]
+fn provider_waits(results: &RunResults) -> Vec<(Platform, usize, f64, f64, f64)> {
+    Platform::ALL
         .into_iter()
         .filter_map(|p| {
             let waits: Vec<f64> = results
@@ -82,63 +83,87 @@ pub fn section(results: &RunResults, out: &mut String) {
             "Provider outages: for its duration every request got its status and body (provider seconds from the \
              first POST). A client that waits sends at most \"at most\" requests into one: per lane and process, \
              one per wait doubling from 1 s, + 2, on the outage's real duration; more fails the cell, as does an \
-             outage that answered none. Gaps: between each request it answered and the next.\n\n\
-             | cell | run | provider | status | body | from s | for s | requests | at most | first after s | gaps s |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|"
+             outage that answered none. Gaps: between each request it answered and the next.\n"
         );
+        let mut table = Table::new([
+            "cell",
+            "run",
+            "provider",
+            "status",
+            "body",
+            "from s",
+            "for s",
+            "requests",
+            "at most",
+            "first after s",
+            "gaps s",
+        ]);
         for c in &results.cells {
             for o in &c.outages {
-                let _ = writeln!(
-                    out,
-                    "| {} | r{} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} | {} |",
-                    c.cell.label,
-                    c.repeat + 1,
-                    o.provider,
-                    o.status,
+                table.row([
+                    c.cell.label.clone(),
+                    format!("r{}", c.repeat + 1),
+                    o.provider.to_string(),
+                    o.status.to_string(),
                     body(o),
-                    o.start_secs,
-                    o.duration_secs,
-                    o.requests,
+                    format!("{:.1}", o.start_secs),
+                    format!("{:.1}", o.duration_secs),
+                    o.requests.to_string(),
                     o.allowed_requests.map_or("–".into(), |a| a.to_string()),
                     o.first_request_secs.map_or("–".into(), |s| format!("{s:.1}")),
                     gaps(o),
-                );
+                ]);
             }
         }
+        out.push_str(&table.to_string());
     }
     if results.cells.iter().any(|c| c.database_faults.is_some()) {
         let _ = writeln!(
             out,
             "\nDatabase: the importer's PostgreSQL backends running a statement or idle in a transaction, \
-             terminated (`pg_terminate_backend`) every few seconds (real time) while the imports ran.\n\n\
-             | cell | run | every s | rounds | rounds that struck | backends terminated | error |\n\
-             |---|---|---|---|---|---|---|"
+             terminated (`pg_terminate_backend`) every few seconds (real time) while the imports ran.\n"
         );
+        let mut table = Table::new([
+            "cell",
+            "run",
+            "every s",
+            "rounds",
+            "rounds that struck",
+            "backends terminated",
+            "error",
+        ]);
         for c in &results.cells {
             if let Some(d) = &c.database_faults {
-                let _ = writeln!(
-                    out,
-                    "| {} | r{} | {:.1} | {} | {} | {} | {} |",
-                    c.cell.label,
-                    c.repeat + 1,
-                    d.every_secs,
-                    d.rounds,
-                    d.rounds_that_struck,
-                    d.terminated,
-                    d.error.as_deref().unwrap_or("–"),
-                );
+                table.row([
+                    c.cell.label.clone(),
+                    format!("r{}", c.repeat + 1),
+                    format!("{:.1}", d.every_secs),
+                    d.rounds.to_string(),
+                    d.rounds_that_struck.to_string(),
+                    d.terminated.to_string(),
+                    d.error.as_deref().unwrap_or("–").to_string(),
+                ]);
             }
         }
+        out.push_str(&table.to_string());
     }
     if !waits.is_empty() {
         let _ = writeln!(
             out,
             "\nWaiting for a provider, apart from the queue (the jobs' `provider_wait_secs`, provider seconds, \
-             every import of every cell run):\n\n| provider | imports | p50 s | p95 s | max s |\n|---|---|---|---|---|"
+             every import of every cell run):\n"
         );
+        let mut table = Table::new(["provider", "imports", "p50 s", "p95 s", "max s"]);
         for (p, n, p50, p95, max) in &waits {
-            let _ = writeln!(out, "| {p} | {n} | {p50:.1} | {p95:.1} | {max:.1} |");
+            table.row([
+                p.to_string(),
+                n.to_string(),
+                format!("{p50:.1}"),
+                format!("{p95:.1}"),
+                format!("{max:.1}"),
+            ]);
         }
+        out.push_str(&table.to_string());
     }
 }
 

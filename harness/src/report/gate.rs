@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
+use super::table::Table;
 use super::{Error, html, summary_markdown, write_file};
-use crate::analysis::gate::{Baseline, Decision, Verdict};
+use crate::analysis::gate::{Baseline, Decision, Metric, Unit, Verdict};
 use crate::session::results::{RunResults, mib};
 
 /// Writes the decision into the run's report folder `dir`: at the head of `summary.md` and
@@ -32,7 +33,7 @@ fn glance(d: &Decision) -> Vec<String> {
     let mut out: Vec<String> = d
         .checks
         .iter()
-        .filter(|c| c.verdict.fails() || c.metric.ends_with("_anon") || c.metric == "resident_text")
+        .filter(|c| c.verdict.fails() || c.metric.is_anonymous() || c.metric == Metric::ResidentText)
         .map(|c| format!("{} {}", c.verdict.mark(), c.message))
         .collect();
     if let Some(w) = &d.where_grew {
@@ -54,11 +55,10 @@ fn fmt_mib(v: Option<u64>) -> String {
 }
 
 /// A check's value in its unit: MiB, or ms for a latency check.
-fn fmt_value(metric: &str, v: Option<u64>) -> String {
-    if metric.ends_with("_p99") {
-        v.map_or("–".into(), |us| format!("{:.1} ms", us as f64 / 1000.0))
-    } else {
-        fmt_mib(v)
+fn fmt_value(metric: Metric, v: Option<u64>) -> String {
+    match metric.unit() {
+        Unit::Micros => v.map_or("–".into(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
+        Unit::Bytes => fmt_mib(v),
     }
 }
 
@@ -70,11 +70,11 @@ fn rows(d: &Decision) -> Vec<[String; 10]> {
             [
                 c.verdict.mark().to_string(),
                 c.cell.clone(),
-                c.metric.clone(),
-                fmt_value(&c.metric, c.baseline),
-                fmt_value(&c.metric, Some(c.measured)),
+                c.metric.to_string(),
+                fmt_value(c.metric, c.baseline),
+                fmt_value(c.metric, Some(c.measured)),
                 c.change_pct.map_or("–".into(), |p| format!("{p:+.1} %")),
-                fmt_value(&c.metric, Some(c.tolerance)),
+                fmt_value(c.metric, Some(c.tolerance)),
                 c.p_value.map_or("–".into(), |p| format!("{p:.3}")),
                 c.detectable_pct.map_or("–".into(), |p| format!("≥ {p:.0} %")),
                 format!("{:?}", c.verdict),
@@ -156,15 +156,11 @@ pub fn markdown(d: &Decision) -> String {
     let mut out = String::new();
     let verdict = if d.exit_code == 0 { "✓ pass" } else { "✗ FAIL" };
     let _ = writeln!(out, "# Memory gate: {} — {verdict}\n", d.scenario);
-    let _ = writeln!(
-        out,
-        "| {} |\n|{}",
-        HEADER.join(" | "),
-        "---|".repeat(HEADER.len())
-    );
+    let mut table = Table::new(HEADER);
     for r in rows(d) {
-        let _ = writeln!(out, "| {} |", r.join(" | "));
+        table.row(r);
     }
+    out.push_str(&table.to_string());
     let _ = writeln!(out, "\n{FIGURES}");
     for c in d.checks.iter().filter(|c| c.verdict.fails()) {
         let _ = writeln!(out, "\n- ✗ {}", c.message);
@@ -193,7 +189,7 @@ pub fn junit(d: &Decision) -> Result<String, quick_junit::SerializeError> {
         } else {
             TestCaseStatus::success()
         };
-        let mut case = TestCase::new(c.metric.as_str(), status);
+        let mut case = TestCase::new(c.metric.name(), status);
         case.set_classname(c.cell.as_str());
         if matches!(c.verdict, Verdict::Erratic | Verdict::NoBaseline) {
             case.set_system_out(c.message.as_str());
@@ -218,7 +214,7 @@ mod tests {
             checks: vec![relative(
                 Compared {
                     cell: "c3",
-                    metric: "peak_rss",
+                    metric: Metric::PeakRss,
                     base: 20 << 20,
                     measured: 40 << 20,
                     tol: 3 << 20,
@@ -255,7 +251,7 @@ mod tests {
             checks: vec![relative(
                 Compared {
                     cell: "c<1>",
-                    metric: "peak_rss",
+                    metric: Metric::PeakRss,
                     base: 1 << 20,
                     measured: 90 << 20,
                     tol: 3 << 20,

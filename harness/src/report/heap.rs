@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::table::Table;
 use super::{Error, write_file};
 use crate::analysis::heap::{self, Profile, Where};
 
@@ -53,22 +54,18 @@ pub fn markdown(w: &Where) -> String {
             heap::NOISE_SHARE * 100.0
         );
     }
-    let _ = writeln!(
-        out,
-        "| # | site | file:line | against | candidate | growth |\n|---|---|---|---|---|---|"
-    );
+    let mut table = Table::new(["#", "site", "file:line", "against", "candidate", "growth"]);
     for (i, s) in w.sites.iter().take(SHOWN).enumerate() {
-        let _ = writeln!(
-            out,
-            "| {} | `{}` | `{}` | {} | {} | {} |",
-            i + 1,
-            s.function.replace('|', "\\|"),
-            s.location,
+        table.row([
+            (i + 1).to_string(),
+            format!("`{}`", s.function.replace('|', "\\|")),
+            format!("`{}`", s.location),
             kb(s.against),
             kb(s.candidate),
-            signed_kb(s.growth())
-        );
+            signed_kb(s.growth()),
+        ]);
     }
+    out.push_str(&table.to_string());
     let _ = writeln!(
         out,
         "\nThe flame graph below (`{FLAME_SVG}`) is the candidate's heap at its peak, width in bytes; \
@@ -102,21 +99,23 @@ pub fn write_run_section(
          One more run of the cell with the highest anonymous peak, under heaptrack: {} of heap at \
          the peak. **Diagnostic only**: that run is slower and carries heaptrack's own memory; \
          it is not among the runs above. A site is the innermost line of the importer's own code \
-         that asked for the memory.\n\n| # | site | file:line | bytes at the peak |\n|---|---|---|---|\n",
+         that asked for the memory.\n\n",
         kb(profile.peak_heap)
     );
+    let mut table = Table::new(["#", "site", "file:line", "bytes at the peak"]);
     let mut lines = vec![format!("heap at the peak ({cell}, heaptrack, diagnostic):")];
     for (i, ((function, location), bytes)) in sites.iter().take(SHOWN).enumerate() {
-        md.push_str(&format!(
-            "| {} | `{}` | `{location}` | {} |\n",
-            i + 1,
-            function.replace('|', "\\|"),
-            kb(*bytes)
-        ));
+        table.row([
+            (i + 1).to_string(),
+            format!("`{}`", function.replace('|', "\\|")),
+            format!("`{location}`"),
+            kb(*bytes),
+        ]);
         if i < 3 {
             lines.push(format!("  {}. {} {function} at {location}", i + 1, kb(*bytes)));
         }
     }
+    md.push_str(&table.to_string());
     md.push_str(&format!(
         "\nThe flame graph `{PEAK_FLAME_SVG}` draws that heap, width in bytes.\n"
     ));

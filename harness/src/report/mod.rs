@@ -13,6 +13,7 @@ pub mod plot;
 pub mod recommend;
 pub mod replay;
 pub mod summary;
+mod table;
 pub mod time;
 pub mod time_plot;
 pub mod wait;

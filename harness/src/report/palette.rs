@@ -4,6 +4,7 @@
 //! these should be split into small multiples, not given lookalikes.
 
 use plotters::style::RGBColor;
+use settings::Platform;
 
 /// Seven distinct colours, darkest contrast first.
 pub const OKABE_ITO: [RGBColor; 7] = [
@@ -21,11 +22,10 @@ pub fn pick(i: usize) -> RGBColor {
     OKABE_ITO[i % OKABE_ITO.len()]
 }
 
-/// lichess in blue, chess.com in vermillion, anything else black.
-pub fn provider(name: &str) -> RGBColor {
-    match name {
-        "lichess" => OKABE_ITO[0],
-        "chess.com" => OKABE_ITO[1],
-        _ => OKABE_ITO[6],
+/// lichess in blue, chess.com in vermillion.
+pub fn provider(platform: Platform) -> RGBColor {
+    match platform {
+        Platform::Lichess => OKABE_ITO[0],
+        Platform::ChessCom => OKABE_ITO[1],
     }
 }

@@ -11,7 +11,7 @@ use plotters::prelude::*;
 
 use super::Error;
 use crate::observe::Timeline;
-use crate::session::results::{RunResults, median, mib};
+use crate::session::results::{RunResults, median, mib, mib_f64};
 
 static FONT: Once = Once::new();
 
@@ -404,16 +404,12 @@ impl Draw for CapacityPlot<'_> {
             if let Some(f) = m.fit.filter(|f| f.trusted()) {
                 let line: Vec<(f64, f64)> = (0..=60)
                     .map(|k| 0.8 * (max_x / 0.8).powf(f64::from(k) / 60.0))
-                    .map(|n| (n, (f.predict(n) / 1048576.0).max(min_y)))
+                    .map(|n| (n, mib_f64(f.predict(n)).max(min_y)))
                     .collect();
                 chart.draw_series(LineSeries::new(line, color.stroke_width(1)))?;
             }
             if let (Some(n), Some(p)) = (m.recommended, m.predicted_peak) {
-                chart.draw_series([Cross::new(
-                    (f64::from(n), p / 1048576.0),
-                    9,
-                    color.stroke_width(3),
-                )])?;
+                chart.draw_series([Cross::new((f64::from(n), mib_f64(p)), 9, color.stroke_width(3))])?;
             }
         }
         chart

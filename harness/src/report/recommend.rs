@@ -4,10 +4,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::table::Table;
 use super::{Error, html, plot, summary_markdown, write_file};
 use crate::analysis::capacity::MAX_CONCURRENCY;
 use crate::analysis::recommend::{Binding, Recommendation};
-use crate::session::results::{RunResults, mib};
+use crate::session::results::{RunResults, mib, mib_f64};
 
 /// Writes the recommendation's files into the sweep's report folder `dir`.
 pub fn write(dir: &Path, rec: &Recommendation, sweep: &RunResults) -> Result<(), Error> {
@@ -31,7 +32,7 @@ pub fn markdown(r: &Recommendation) -> String {
         r.scenario,
         mib(r.budget_bytes),
         r.headroom * 100.0,
-        limit / 1048576.0
+        mib_f64(limit)
     );
     let _ = writeln!(
         out,
@@ -57,24 +58,29 @@ pub fn markdown(r: &Recommendation) -> String {
 
 /// One row per configuration, then why each without a recommendation has none.
 fn models_table(r: &Recommendation, out: &mut String) {
-    let _ = writeln!(
-        out,
-        "| configuration | ran at once | idle MiB | per import MiB [90 % CI] | R² | n=4 predicted from n≤3 (error) | safe MAX_CONCURRENT_IMPORTS | bound by |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let mut table = Table::new([
+        "configuration",
+        "ran at once",
+        "idle MiB",
+        "per import MiB [90 % CI]",
+        "R²",
+        "n=4 predicted from n≤3 (error)",
+        "safe MAX_CONCURRENT_IMPORTS",
+        "bound by",
+    ]);
     for m in &r.models {
         let fit = m.fit.map_or("–".into(), |f| {
             format!(
                 "{:.2} [{:.2}, {:.2}]",
                 mib(f.per_import as u64),
-                f.per_import_ci90.0 / 1048576.0,
-                f.per_import_ci90.1 / 1048576.0
+                mib_f64(f.per_import_ci90.0),
+                mib_f64(f.per_import_ci90.1)
             )
         });
         let check = m.self_check.map_or("–".into(), |c| {
             format!(
                 "{:.1} vs {:.1} MiB ({:+.1} %)",
-                c.predicted / 1048576.0,
+                mib_f64(c.predicted),
                 mib(c.measured),
                 c.error_pct
             )
@@ -85,24 +91,24 @@ fn models_table(r: &Recommendation, out: &mut String) {
             v.dedup();
             v
         };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            m.config,
+        let bound_by = match m.binding {
+            Some(Binding::Lanes) => "lanes",
+            Some(Binding::Memory) => "memory",
+            Some(Binding::Measured) => "levels measured",
+            None => "–",
+        };
+        table.row([
+            m.config.clone(),
             ran.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
-            m.fit.map_or("–".into(), |f| format!("{:.1}", f.idle / 1048576.0)),
+            m.fit.map_or("–".into(), |f| format!("{:.1}", mib_f64(f.idle))),
             fit,
             m.fit.map_or("–".into(), |f| format!("{:.3}", f.r2)),
             check,
             m.recommended.map_or_else(|| "–".to_string(), |n| n.to_string()),
-            match m.binding {
-                Some(Binding::Lanes) => "lanes",
-                Some(Binding::Memory) => "memory",
-                Some(Binding::Measured) => "levels measured",
-                None => "–",
-            },
-        );
+            bound_by.to_string(),
+        ]);
     }
+    out.push_str(&table.to_string());
     for m in r.models.iter().filter(|m| m.recommended.is_none()) {
         let _ = writeln!(
             out,

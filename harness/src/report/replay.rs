@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use super::table::Table;
 use crate::analysis::replay::{self, in_words};
 use crate::session::results::RunResults;
 
@@ -22,32 +23,34 @@ pub fn section(results: &RunResults, out: &mut String) {
     );
     for c in &cells {
         let _ = writeln!(out, "Cell {} ({}):\n", c.cell, c.settings);
-        let _ = writeln!(
-            out,
-            "| provider | imports (production / replay) | failed | p50 wait s | p95 wait s | p50 run s | p95 run s | reproduced |"
-        );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        let mut table = Table::new([
+            "provider",
+            "imports (production / replay)",
+            "failed",
+            "p50 wait s",
+            "p95 wait s",
+            "p50 run s",
+            "p95 run s",
+            "reproduced",
+        ]);
         for p in &c.providers {
             let fig = |i: usize| {
                 p.figures
                     .get(i)
                     .map_or("–".into(), |f| format!("{:.1} / {:.1}", f.observed, f.replay))
             };
-            let _ = writeln!(
-                out,
-                "| {} | {} / {} | {} / {} | {} | {} | {} | {} | {} |",
-                p.provider,
-                p.imports.0,
-                p.imports.1,
-                p.failed.0,
-                p.failed.1,
+            table.row([
+                p.provider.to_string(),
+                format!("{} / {}", p.imports.0, p.imports.1),
+                format!("{} / {}", p.failed.0, p.failed.1),
                 fig(0),
                 fig(1),
                 fig(2),
                 fig(3),
-                if p.reproduced { "✓" } else { "✗" }
-            );
+                if p.reproduced { "✓" } else { "✗" }.to_string(),
+            ]);
         }
+        out.push_str(&table.to_string());
         let _ = writeln!(out);
         for p in &c.providers {
             let words: Vec<String> = p

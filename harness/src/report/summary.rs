@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use super::table::Table;
 use crate::analysis::stats::spread_pct;
-use crate::session::results::{CellRun, RunResults, by_cell, median, median_f64, mib};
+use crate::session::results::{CellRun, CellRuns, RunResults, by_cell, median, median_f64, mib};
+use crate::upstream::Platform;
 
 /// Peaks and per-import figures of the cells that share one value of a setting.
 type PeaksAndPerImport = (Vec<u64>, Vec<u64>);
@@ -63,30 +65,26 @@ fn effects(results: &RunResults, out: &mut String) {
         out,
         "Median over every other setting, per value of one setting.\n"
     );
-    let _ = writeln!(
-        out,
-        "| setting | value | median peak (MiB) | median per import (MiB) |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|");
+    let mut table = Table::new(["setting", "value", "median peak (MiB)", "median per import (MiB)"]);
     for (axis, values) in &all {
         for e in values {
-            let _ = writeln!(
-                out,
-                "| {axis} | {} | {:.1} | {:.2} |",
-                e.value,
-                mib(e.peak),
-                mib(e.per_import)
-            );
+            table.row([
+                axis.to_string(),
+                e.value.clone(),
+                format!("{:.1}", mib(e.peak)),
+                format!("{:.2}", mib(e.per_import)),
+            ]);
         }
         let lo = values.iter().map(|e| mib(e.peak)).fold(f64::INFINITY, f64::min);
         let hi = values.iter().map(|e| mib(e.peak)).fold(0.0, f64::max);
-        let _ = writeln!(
-            out,
-            "| {axis} | range | {:.1} ({:+.0} %) | |",
-            hi - lo,
-            (hi - lo) * 100.0 / lo.max(0.001)
-        );
+        // No per-import figure for the range: the row stops short, its last cell left empty.
+        table.row([
+            axis.to_string(),
+            "range".into(),
+            format!("{:.1} ({:+.0} %)", hi - lo, (hi - lo) * 100.0 / lo.max(0.001)),
+        ]);
     }
+    out.push_str(&table.to_string());
 }
 
 /// What the terminal shows after a run: the verdict, the peak against the budget, one line per
@@ -243,15 +241,16 @@ pub fn summary_markdown(results: &RunResults) -> String {
             "{n} importer processes share the database; imports go to them in turn. Idle and peak are the highest of any one process; per import divides by the imports one process was given.\n"
         );
     }
-    cells_table(results, &mut out);
-    concurrency(results, &mut out);
-    super::time::section(results, &mut out);
-    upstream(results, &mut out);
+    let cells = by_cell(results);
+    cells_table(&cells, &mut out);
+    concurrency(&cells, &mut out);
+    super::time::section(results, &cells, &mut out);
+    upstream(results, &cells, &mut out);
     super::faults::section(results, &mut out);
-    api_latency(results, &mut out);
+    api_latency(&cells, &mut out);
     effects(results, &mut out);
     crashes(results, &mut out);
-    reference(results, &mut out);
+    reference(&cells, &mut out);
     super::binary::section(results, &mut out);
     let problems: Vec<String> = results
         .cells
@@ -275,10 +274,10 @@ pub fn summary_markdown(results: &RunResults) -> String {
 
 /// Cells that asked for more imports at once than ran at once: their peak is not the figure their
 /// label suggests, so the summary says it before anyone reads it as one.
-fn concurrency(results: &RunResults, out: &mut String) {
-    let lines: Vec<String> = by_cell(results)
-        .into_iter()
-        .filter_map(|(label, runs)| {
+fn concurrency(cells: &[CellRuns<'_>], out: &mut String) {
+    let lines: Vec<String> = cells
+        .iter()
+        .filter_map(|CellRuns { label, runs }| {
             let first = runs.first()?;
             // What the cell's slots allow: imports beyond them queue by design.
             let slots = first.cell.max_concurrent_imports.saturating_mul(first.instances.max(1));
@@ -301,32 +300,53 @@ fn concurrency(results: &RunResults, out: &mut String) {
 
 /// What the mock providers served: requests, 429s, most requests in flight at once (medians for
 /// requests, the worst run for the rest).
-fn upstream(results: &RunResults, out: &mut String) {
-    let providers = ["lichess", "chess.com"];
-    let mut lines = Vec::new();
-    for (label, runs) in by_cell(results) {
-        let mut cols = Vec::new();
-        for p in providers {
-            let served: Vec<crate::upstream::Served> =
-                runs.iter().filter_map(|r| r.upstream.get(p).copied()).collect();
-            if served.is_empty() {
-                cols.push("– | – | – | – | – | –".to_string());
-                continue;
-            }
-            cols.push(format!(
-                "{} | {} | {} | {} | {:.1} | {}",
-                median(served.iter().map(|s| s.requests)),
-                served.iter().map(|s| s.rate_limited).max().unwrap_or(0),
-                served.iter().map(|s| s.max_in_flight).max().unwrap_or(0),
-                median(served.iter().map(|s| s.games_served)),
-                median(served.iter().map(|s| s.bytes_served)) as f64 / 1_048_576.0,
-                median(served.iter().map(|s| s.not_modified)),
-            ));
-        }
-        lines.push(format!("| {label} | {} |", cols.join(" | ")));
-    }
+fn upstream(results: &RunResults, cells: &[CellRuns<'_>], out: &mut String) {
     if results.cells.iter().all(|c| c.upstream.is_empty()) {
         return;
+    }
+    const FIGURES: [&str; 6] = [
+        "requests",
+        "429s",
+        "most in flight",
+        "games sent",
+        "MiB sent",
+        "304s",
+    ];
+    let figures = Platform::ALL
+        .iter()
+        .flat_map(|p| FIGURES.map(|f| format!("{p} {f}")));
+    let mut table = Table::new(std::iter::once("cell".to_string()).chain(figures));
+    for CellRuns { label, runs } in cells {
+        let mut row = vec![label.to_string()];
+        for p in Platform::ALL {
+            let served: Vec<crate::upstream::Served> = runs
+                .iter()
+                .filter_map(|r| r.upstream.get(p.as_str()).copied())
+                .collect();
+            if served.is_empty() {
+                row.extend(FIGURES.map(|_| "–".to_string()));
+                continue;
+            }
+            row.extend([
+                median(served.iter().map(|s| s.requests)).to_string(),
+                served
+                    .iter()
+                    .map(|s| s.rate_limited)
+                    .max()
+                    .unwrap_or(0)
+                    .to_string(),
+                served
+                    .iter()
+                    .map(|s| s.max_in_flight)
+                    .max()
+                    .unwrap_or(0)
+                    .to_string(),
+                median(served.iter().map(|s| s.games_served)).to_string(),
+                format!("{:.1}", mib(median(served.iter().map(|s| s.bytes_served)))),
+                median(served.iter().map(|s| s.not_modified)).to_string(),
+            ]);
+        }
+        table.row(row);
     }
     let _ = writeln!(
         out,
@@ -334,19 +354,28 @@ fn upstream(results: &RunResults, out: &mut String) {
          The mocks enforce lichess's and chess.com's rules unless the scenario says `upstream.policy: off`. \
          Requests, games and MiB sent, 304s: median; 429s and most in flight at once: the worst run. \
          Games sent beside games stored say what an import re-read: each user's \"received per stored\" \
-         (Time section) is 1.00 when every game received was new.\n\n\
-         | cell | lichess requests | lichess 429s | lichess most in flight | lichess games sent | lichess MiB sent | lichess 304s \
-         | chess.com requests | chess.com 429s | chess.com most in flight | chess.com games sent | chess.com MiB sent | chess.com 304s |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n{}",
-        lines.join("\n")
+         (Time section) is 1.00 when every game received was new.\n"
     );
+    out.push_str(&table.to_string());
 }
 
 /// How fast the API answered while the cell ran (goose's per-request times; the worst repeat),
 /// and the wait users saw from sending their POST to their import running (harness clock).
-fn api_latency(results: &RunResults, out: &mut String) {
-    let mut lines = Vec::new();
-    for (label, runs) in by_cell(results) {
+fn api_latency(cells: &[CellRuns<'_>], out: &mut String) {
+    let mut table = Table::new([
+        "cell",
+        "POST p50",
+        "POST p95",
+        "POST p99",
+        "POST max",
+        "GET p50",
+        "GET p95",
+        "GET p99",
+        "GET max",
+        "wait from POST median s",
+        "wait from POST max s",
+    ]);
+    for CellRuns { label, runs } in cells {
         let worst = |name: &str, f: fn(&crate::load::RequestSummary) -> f64| {
             runs.iter()
                 .flat_map(|r| r.load.requests.iter().filter(|q| q.name == name).map(f))
@@ -354,71 +383,70 @@ fn api_latency(results: &RunResults, out: &mut String) {
                 .map_or("–".to_string(), |v| format!("{v:.0}"))
         };
         let cols = |name: &str| {
-            format!(
-                "{} | {} | {} | {}",
+            [
                 worst(name, |q| q.p50_ms),
                 worst(name, |q| q.p95_ms),
                 worst(name, |q| q.p99_ms),
-                worst(name, |q| q.max_ms)
-            )
+                worst(name, |q| q.max_ms),
+            ]
         };
         let waits: Vec<f64> = runs
             .iter()
             .flat_map(|r| r.load.imports.iter().filter_map(|i| i.client_wait_secs))
             .collect();
         let wait = if waits.is_empty() {
-            "– | –".to_string()
+            ["–".to_string(), "–".to_string()]
         } else {
-            format!(
-                "{:.1} | {:.1}",
-                median_f64(waits.iter().copied()),
-                waits.iter().copied().fold(0.0, f64::max)
-            )
+            [
+                format!("{:.1}", median_f64(waits.iter().copied())),
+                format!("{:.1}", waits.iter().copied().fold(0.0, f64::max)),
+            ]
         };
-        lines.push(format!(
-            "| {label} | {} | {} | {wait} |",
-            cols("POST /api/v1/import-more-games"),
-            cols("GET /api/v1/imports/{id}")
-        ));
+        table.row(
+            std::iter::once(label.to_string())
+                .chain(cols("POST /api/v1/import-more-games"))
+                .chain(cols("GET /api/v1/imports/{id}"))
+                .chain(wait),
+        );
     }
-    if lines.is_empty() {
+    if table.is_empty() {
         return;
     }
-    let server: Vec<String> = by_cell(results)
-        .into_iter()
-        .flat_map(|(label, runs)| {
-            // p99 None: beyond the last finite bucket, the worst there is.
-            let mut worst: BTreeMap<String, (f64, Option<f64>, u64)> = BTreeMap::new();
-            for r in runs.iter().flat_map(|r| &r.server_latency) {
-                let e = worst.entry(r.name.clone()).or_insert((100.0, Some(0.0), 0));
-                let p99 = e.1.zip(r.p99_at_most_ms).map(|(a, b)| a.max(b));
-                *e = (e.0.min(r.within_100ms_pct), p99, e.2.max(r.count));
-            }
-            worst.into_iter().map(move |(name, (within, p99, n))| {
-                let p99 = p99.map_or("> 120000".to_string(), |p| format!("≤ {p:.0}"));
-                format!("| {label} | {name} | {n} | {within:.1} | {p99} |")
-            })
-        })
-        .collect();
-    let server = if server.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "\n\nThe importer's own timing (its `importer_http_request_duration_seconds`, arrival to \
-             response head; the worst repeat; p99 to the histogram's bucket):\n\n\
-             | cell | request | count | within 100 ms % | p99 ms |\n|---|---|---|---|---|\n{}",
-            server.join("\n")
-        )
-    };
+    let mut server = Table::new(["cell", "request", "count", "within 100 ms %", "p99 ms"]);
+    for CellRuns { label, runs } in cells {
+        // p99 None: beyond the last finite bucket, the worst there is.
+        let mut worst: BTreeMap<String, (f64, Option<f64>, u64)> = BTreeMap::new();
+        for r in runs.iter().flat_map(|r| &r.server_latency) {
+            let e = worst.entry(r.name.clone()).or_insert((100.0, Some(0.0), 0));
+            let p99 = e.1.zip(r.p99_at_most_ms).map(|(a, b)| a.max(b));
+            *e = (e.0.min(r.within_100ms_pct), p99, e.2.max(r.count));
+        }
+        for (name, (within, p99, n)) in worst {
+            let p99 = p99.map_or("> 120000".to_string(), |p| format!("≤ {p:.0}"));
+            server.row([
+                label.to_string(),
+                name,
+                n.to_string(),
+                format!("{within:.1}"),
+                p99,
+            ]);
+        }
+    }
     let _ = writeln!(
         out,
         "\n## API latency\n\n\
          Milliseconds, the worst repeat. Wait from POST: seconds from sending the POST until \
-         the import started (the server's start time: the importer runs on the harness's machine, one clock), admission included.\n\n\
-         | cell | POST p50 | POST p95 | POST p99 | POST max | GET p50 | GET p95 | GET p99 | GET max | wait from POST median s | wait from POST max s |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n{}{server}",
-        lines.join("\n")
+         the import started (the server's start time: the importer runs on the harness's machine, one clock), admission included.\n"
     );
+    out.push_str(&table.to_string());
+    if !server.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nThe importer's own timing (its `importer_http_request_duration_seconds`, arrival to \
+             response head; the worst repeat; p99 to the histogram's bucket):\n"
+        );
+        out.push_str(&server.to_string());
+    }
 }
 
 /// The kill -9 each cell run suffered, so that a green table is read as "survived it".
@@ -449,43 +477,61 @@ fn crashes(results: &RunResults, out: &mut String) {
 }
 
 /// Import throughput against pgn-reader's own parse rate over the same games.
-fn reference(results: &RunResults, out: &mut String) {
-    let lines: Vec<String> = by_cell(results)
-        .into_iter()
-        .filter_map(|(label, runs)| {
-            let rates: Vec<&crate::observe::parse_rate::ParseRate> =
-                runs.iter().filter_map(|r| r.reference_parse.as_ref()).collect();
-            let first = rates.first()?;
-            let parse = median_f64(rates.iter().map(|r| r.games_per_sec));
-            let import = median_f64(runs.iter().map(|r| r.games_per_sec));
-            Some(format!(
-                "| {label} | {} | {:.1} | {parse:.0} | {import:.0} | {:.1} % |",
-                first.games,
-                first.bytes as f64 / 1e6,
-                if parse > 0.0 { 100.0 * import / parse } else { 0.0 },
-            ))
-        })
-        .collect();
-    if !lines.is_empty() {
+fn reference(cells: &[CellRuns<'_>], out: &mut String) {
+    let mut table = Table::new([
+        "cell",
+        "games",
+        "MB",
+        "pgn-reader games/s",
+        "import games/s",
+        "import / pgn-reader",
+    ]);
+    for CellRuns { label, runs } in cells {
+        let rates: Vec<&crate::observe::parse_rate::ParseRate> =
+            runs.iter().filter_map(|r| r.reference_parse.as_ref()).collect();
+        let Some(first) = rates.first() else { continue };
+        let parse = median_f64(rates.iter().map(|r| r.games_per_sec));
+        let import = median_f64(runs.iter().map(|r| r.games_per_sec));
+        table.row([
+            label.to_string(),
+            first.games.to_string(),
+            format!("{:.1}", first.bytes as f64 / 1e6),
+            format!("{parse:.0}"),
+            format!("{import:.0}"),
+            format!("{:.1} %", if parse > 0.0 { 100.0 * import / parse } else { 0.0 }),
+        ]);
+    }
+    if !table.is_empty() {
         let _ = writeln!(
             out,
-            "\n## Against pgn-reader alone\n\npgn-reader reading the same games (a visitor that only counts moves, best of 5, after the cell, same machine) against the import's games/s (median).\n\n| cell | games | MB | pgn-reader games/s | import games/s | import / pgn-reader |\n|---|---|---|---|---|---|\n{}",
-            lines.join("\n")
+            "\n## Against pgn-reader alone\n\npgn-reader reading the same games (a visitor that only counts moves, best of 5, after the cell, same machine) against the import's games/s (median).\n"
         );
+        out.push_str(&table.to_string());
     }
 }
 
 /// One row per cell: memory, rates, waits, verification and budget, medians over repeats.
-fn cells_table(results: &RunResults, out: &mut String) {
-    let _ = writeln!(
-        out,
-        "| cell | imports | ran at once | idle MiB | peak MiB | sampled peak MiB | anon MiB | file MiB | per import MiB | per import anon MiB | spread % | games/s | wait median s | first queued waited s | wait max s | verified | budget |"
-    );
-    let _ = writeln!(
-        out,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    );
-    for (label, runs) in by_cell(results) {
+fn cells_table(cells: &[CellRuns<'_>], out: &mut String) {
+    let mut table = Table::new([
+        "cell",
+        "imports",
+        "ran at once",
+        "idle MiB",
+        "peak MiB",
+        "sampled peak MiB",
+        "anon MiB",
+        "file MiB",
+        "per import MiB",
+        "per import anon MiB",
+        "spread %",
+        "games/s",
+        "wait median s",
+        "first queued waited s",
+        "wait max s",
+        "verified",
+        "budget",
+    ]);
+    for CellRuns { label, runs } in cells {
         let good: Vec<&CellRun> = runs.iter().copied().filter(|r| r.error.is_none()).collect();
         let med = |f: fn(&CellRun) -> u64| median(good.iter().map(|r| f(r)));
         let gps = median_f64(good.iter().map(|r| r.games_per_sec));
@@ -515,27 +561,31 @@ fn cells_table(results: &RunResults, out: &mut String) {
         let fits = runs.iter().all(|r| r.fits_budget);
         let errors: Vec<&str> = runs.iter().filter_map(|r| r.error.as_deref()).collect();
         let ran = runs.iter().map(|r| r.max_running).min().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "| {label} | {} | {ran} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.0} | {wait_median:.1} | {first_queued} | {:.1} | {} | {}{} |",
-            runs.first().map_or(0, |r| r.cell.imports),
-            mib(med(|r| r.idle_rss)),
-            mib(med(|r| r.peak_hwm)),
-            mib(med(|r| r.peak_sampled)),
-            mib(med(|r| r.peak_anon)),
-            mib(med(|r| r.peak_file)),
-            mib(med(|r| r.per_import)),
-            mib(med(|r| r.per_import_anon)),
-            spread_pct(&runs),
-            gps,
-            wait,
-            if verified { "✓" } else { "✗" },
-            if fits { "✓" } else { "✗" },
-            if errors.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", errors.join("; "))
-            },
-        );
+        let mark = |ok: bool| if ok { "✓" } else { "✗" };
+        let errors = if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", errors.join("; "))
+        };
+        table.row([
+            label.to_string(),
+            runs.first().map_or(0, |r| r.cell.imports).to_string(),
+            ran.to_string(),
+            format!("{:.1}", mib(med(|r| r.idle_rss))),
+            format!("{:.1}", mib(med(|r| r.peak_hwm))),
+            format!("{:.1}", mib(med(|r| r.peak_sampled))),
+            format!("{:.1}", mib(med(|r| r.peak_anon))),
+            format!("{:.1}", mib(med(|r| r.peak_file))),
+            format!("{:.2}", mib(med(|r| r.per_import))),
+            format!("{:.2}", mib(med(|r| r.per_import_anon))),
+            format!("{:.1}", spread_pct(runs)),
+            format!("{gps:.0}"),
+            format!("{wait_median:.1}"),
+            first_queued,
+            format!("{wait:.1}"),
+            mark(verified).to_string(),
+            format!("{}{errors}", mark(fits)),
+        ]);
     }
+    out.push_str(&table.to_string());
 }

@@ -4,8 +4,9 @@
 
 use std::fmt::Write;
 
-use crate::observe::timing::Timing;
-use crate::session::results::{RunResults, by_cell};
+use super::table::Table;
+use crate::observe::timing::{Provider, Timing};
+use crate::session::results::{CellRuns, RunResults};
 
 /// lichess's export pace, games a second a stream (docs/providers.md).
 const REAL_LICHESS_PACE: u32 = 20;
@@ -14,18 +15,19 @@ fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |s| format!("{s:.1}"))
 }
 
-/// Appends the "Time" section when the run's cells measured times.
-pub fn section(results: &RunResults, out: &mut String) {
-    let timed: Vec<(String, Vec<(&crate::session::results::CellRun, &Timing)>)> = by_cell(results)
-        .into_iter()
-        .map(|(label, runs)| {
-            let t = runs
+/// Appends the "Time" section when the run's `cells` (its runs by cell) measured times.
+pub fn section(results: &RunResults, cells: &[CellRuns<'_>], out: &mut String) {
+    let timed: Vec<(&str, Vec<(&crate::session::results::CellRun, &Timing)>)> = cells
+        .iter()
+        .map(|c| {
+            let t = c
+                .runs
                 .iter()
                 .filter_map(|r| Some((*r, r.timing.as_ref()?)))
                 .collect();
-            (label, t)
+            (c.label, t)
         })
-        .filter(|(_, t): &(String, Vec<_>)| !t.is_empty())
+        .filter(|(_, t): &(&str, Vec<_>)| !t.is_empty())
         .collect();
     let Some(scale) = timed
         .first()
@@ -89,71 +91,90 @@ pub fn section(results: &RunResults, out: &mut String) {
 }
 
 /// A cell's timed runs, by cell label.
-type Timed<'a> = [(String, Vec<(&'a crate::session::results::CellRun, &'a Timing)>)];
+type Timed<'a> = [(&'a str, Vec<(&'a crate::session::results::CellRun, &'a Timing)>)];
 
 /// Per cell and provider, the worst repeat's p50/p95/max wait and last completion.
 fn providers_table(timed: &Timed<'_>, out: &mut String) {
-    let _ = writeln!(
-        out,
-        "| cell | slots | lichess streams | chess.com requests | provider | imports | wait p50 s | wait p95 s | wait max s \
-         | provider wait p50 s | provider wait p95 s | provider wait max s | last done s |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut table = Table::new([
+        "cell",
+        "slots",
+        "lichess streams",
+        "chess.com requests",
+        "provider",
+        "imports",
+        "wait p50 s",
+        "wait p95 s",
+        "wait max s",
+        "provider wait p50 s",
+        "provider wait p95 s",
+        "provider wait max s",
+        "last done s",
+    ]);
     for (label, runs) in timed {
         let Some((run, _)) = runs.first() else { continue };
-        for provider in ["lichess", "chess.com", "all"] {
+        let lanes = crate::scenario::lanes(&run.cell.env);
+        for provider in Provider::EACH_THEN_ALL {
             let worst = runs
                 .iter()
                 .filter_map(|(_, t)| t.provider(provider))
                 .max_by(|a, b| a.wait_p95_secs.total_cmp(&b.wait_p95_secs));
             let Some(p) = worst else { continue };
-            let _ = writeln!(
-                out,
-                "| {label} | {} | {} | {} | {provider} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                run.cell.max_concurrent_imports,
-                crate::scenario::lanes(&run.cell.env).0,
-                crate::scenario::lanes(&run.cell.env).1,
-                p.imports,
-                p.wait_p50_secs,
-                p.wait_p95_secs,
-                p.wait_max_secs,
-                p.provider_wait_p50_secs,
-                p.provider_wait_p95_secs,
-                p.provider_wait_max_secs,
-                p.last_done_secs,
-            );
+            table.row([
+                label.to_string(),
+                run.cell.max_concurrent_imports.to_string(),
+                lanes.lichess.to_string(),
+                lanes.chess_com.to_string(),
+                provider.to_string(),
+                p.imports.to_string(),
+                format!("{:.1}", p.wait_p50_secs),
+                format!("{:.1}", p.wait_p95_secs),
+                format!("{:.1}", p.wait_max_secs),
+                format!("{:.1}", p.provider_wait_p50_secs),
+                format!("{:.1}", p.provider_wait_p95_secs),
+                format!("{:.1}", p.provider_wait_max_secs),
+                format!("{:.1}", p.last_done_secs),
+            ]);
         }
     }
+    out.push_str(&table.to_string());
 }
 
 /// Each user of each cell's first repeat.
 fn users_table(timed: &Timed<'_>, out: &mut String) {
     let _ = writeln!(out, "\n### Each user (first repeat)\n");
-    let _ = writeln!(
-        out,
-        "| cell | user | provider | posted at s | wait s | provider wait s | run s | first game s | done s | games | games/s \
-         | received per stored |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut table = Table::new([
+        "cell",
+        "user",
+        "provider",
+        "posted at s",
+        "wait s",
+        "provider wait s",
+        "run s",
+        "first game s",
+        "done s",
+        "games",
+        "games/s",
+        "received per stored",
+    ]);
     for (label, runs) in timed {
         let Some((_, t)) = runs.first() else { continue };
         for i in &t.imports {
-            let _ = writeln!(
-                out,
-                "| {label} | {} | {} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
-                i.user,
-                i.platform,
-                i.arrived_secs,
+            table.row([
+                label.to_string(),
+                i.user.clone(),
+                i.platform.to_string(),
+                format!("{:.1}", i.arrived_secs),
                 secs(i.wait_secs),
-                i.provider_wait_secs,
+                format!("{:.1}", i.provider_wait_secs),
                 secs(i.run_secs),
                 secs(i.first_game_secs),
                 secs(i.done_secs),
-                i.games,
+                i.games.to_string(),
                 secs(i.games_per_sec),
                 i.received_per_stored
                     .map_or("–".to_string(), |r| format!("{r:.2}")),
-            );
+            ]);
         }
     }
+    out.push_str(&table.to_string());
 }

@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use super::Error;
 use super::palette;
 use super::plot::{Draw, DrawResult, dotted_line, legend, render_with, whole_number};
-use crate::observe::timing::Timing;
+use crate::observe::timing::{Provider, Timing};
 use crate::session::results::{CellRun, RunResults, by_cell};
 
 /// Cells a queue picture shows at most (3 columns of panels).
@@ -22,9 +22,9 @@ pub const MAX_QUEUE_ROWS: usize = 64;
 fn first_timed(results: &RunResults) -> Vec<(String, &CellRun, &Timing)> {
     by_cell(results)
         .into_iter()
-        .filter_map(|(label, runs)| {
-            let run = runs.into_iter().find(|r| r.timing.is_some())?;
-            Some((label, run, run.timing.as_ref()?))
+        .filter_map(|c| {
+            let run = c.runs.into_iter().find(|r| r.timing.is_some())?;
+            Some((c.label.to_string(), run, run.timing.as_ref()?))
         })
         .collect()
 }
@@ -69,11 +69,10 @@ impl Draw for QueuePlot<'_> {
         let panels = root.split_evenly((rows, cols));
         for ((label, run, t), area) in self.cells.iter().zip(panels.iter()) {
             let n = t.imports.len().max(1);
+            let lanes = crate::scenario::lanes(&run.cell.env);
             let caption = format!(
                 "{label}: {} slots, {} lichess stream(s), {} chess.com request(s)",
-                run.cell.max_concurrent_imports,
-                crate::scenario::lanes(&run.cell.env).0,
-                crate::scenario::lanes(&run.cell.env).1,
+                run.cell.max_concurrent_imports, lanes.lichess, lanes.chess_com,
             );
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, ("sans-serif", 14))
@@ -105,7 +104,7 @@ impl Draw for QueuePlot<'_> {
             for (k, i) in t.imports.iter().enumerate() {
                 let centre = (n - 1 - k) as f64;
                 let (bottom, top) = (centre - 0.35, centre + 0.35);
-                let colour = palette::provider(&i.platform);
+                let colour = palette::provider(i.platform);
                 let start = i.wait_secs.map(|w| i.arrived_secs + w);
                 let end = i.done_secs.map(|d| i.arrived_secs + d);
                 let waited_to = start.or(end).unwrap_or(max_t);
@@ -147,13 +146,13 @@ type Lines = BTreeMap<String, BTreeMap<u32, (f64, f64)>>;
 fn wait_lines(results: &RunResults) -> Lines {
     let mut lines: Lines = BTreeMap::new();
     for c in &results.cells {
-        let Some(all) = c.timing.as_ref().and_then(|t| t.provider("all")) else {
+        let Some(all) = c.timing.as_ref().and_then(|t| t.provider(Provider::All)) else {
             continue;
         };
+        let lanes = crate::scenario::lanes(&c.cell.env);
         let key = format!(
             "{} lichess stream(s), {} chess.com request(s)",
-            crate::scenario::lanes(&c.cell.env).0,
-            crate::scenario::lanes(&c.cell.env).1
+            lanes.lichess, lanes.chess_com
         );
         let point = lines
             .entry(key)

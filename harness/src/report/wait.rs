@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::table::Table;
 use super::{Error, html, summary_markdown, write_file};
 use crate::analysis::wait::WaitRecommendation;
 use crate::session::results::{RunResults, mib};
@@ -43,29 +44,36 @@ pub fn markdown(r: &WaitRecommendation) -> String {
             r.time_scale
         );
     }
-    let _ = writeln!(
-        out,
-        "| configuration | slots | lichess streams | chess.com requests | peak MiB | p95 wait s measured | p95 wait s predicted | last done s | clean | fits | meets wait |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
-    let mark = |b: bool| if b { "✓" } else { "✗" };
+    let mut table = Table::new([
+        "configuration",
+        "slots",
+        "lichess streams",
+        "chess.com requests",
+        "peak MiB",
+        "p95 wait s measured",
+        "p95 wait s predicted",
+        "last done s",
+        "clean",
+        "fits",
+        "meets wait",
+    ]);
+    let mark = |b: bool| if b { "✓" } else { "✗" }.to_string();
     for row in &r.rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
-            row.label,
-            row.slots,
-            row.lichess_lanes,
-            row.chess_com_lanes,
-            mib(row.peak),
-            row.measured_p95_secs,
-            row.predicted_p95_secs,
-            row.last_done_secs,
+        table.row([
+            row.label.clone(),
+            row.slots.to_string(),
+            row.lichess_lanes.to_string(),
+            row.chess_com_lanes.to_string(),
+            format!("{:.1}", mib(row.peak)),
+            format!("{:.1}", row.measured_p95_secs),
+            format!("{:.1}", row.predicted_p95_secs),
+            format!("{:.1}", row.last_done_secs),
             mark(row.clean),
             mark(row.fits_memory),
             mark(row.measured_p95_secs <= r.max_wait_secs),
-        );
+        ]);
     }
+    out.push_str(&table.to_string());
     let off: Vec<f64> = r
         .rows
         .iter()

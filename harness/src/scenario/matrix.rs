@@ -53,12 +53,48 @@ pub fn value_of(env: &BTreeMap<String, String>, setting: &Setting) -> u32 {
         .unwrap_or(1)
 }
 
+/// Imports of each provider that may run at once in one importer process: its lanes.
+///
+/// The importer's own `store::Lanes` counts the same in `i64` for its SQL; the harness never
+/// links the importer, so it reads them from the settings instead ([`lanes`]). Serialized as
+/// `[lichess, chess_com]`, the pair `capacity.json` has always held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(u32, u32)", into = "(u32, u32)")]
+pub struct Lanes {
+    /// LICHESS_MAX_STREAMS: lichess export streams.
+    pub lichess: u32,
+    /// CHESSCOM_MAX_REQUESTS: chess.com requests.
+    pub chess_com: u32,
+}
+
+impl Lanes {
+    /// The lanes of `platform`.
+    pub fn of(self, platform: Platform) -> u32 {
+        match platform {
+            Platform::Lichess => self.lichess,
+            Platform::ChessCom => self.chess_com,
+        }
+    }
+}
+
+impl From<(u32, u32)> for Lanes {
+    fn from((lichess, chess_com): (u32, u32)) -> Lanes {
+        Lanes { lichess, chess_com }
+    }
+}
+
+impl From<Lanes> for (u32, u32) {
+    fn from(l: Lanes) -> (u32, u32) {
+        (l.lichess, l.chess_com)
+    }
+}
+
 /// LICHESS_MAX_STREAMS and CHESSCOM_MAX_REQUESTS in `env`, or the importer's defaults.
-pub fn lanes(env: &BTreeMap<String, String>) -> (u32, u32) {
-    (
-        value_of(env, Platform::Lichess.lanes_setting()),
-        value_of(env, Platform::ChessCom.lanes_setting()),
-    )
+pub fn lanes(env: &BTreeMap<String, String>) -> Lanes {
+    Lanes {
+        lichess: value_of(env, Platform::Lichess.lanes_setting()),
+        chess_com: value_of(env, Platform::ChessCom.lanes_setting()),
+    }
 }
 
 /// What checks an axis's values.
@@ -303,4 +339,18 @@ fn label(env: &BTreeMap<String, String>, axes: &[AxisValues]) -> String {
         None => {}
     }
     label
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_read_from_the_env_or_the_defaults_and_kept_as_a_pair() {
+        let env = BTreeMap::from([("LICHESS_MAX_STREAMS".to_string(), "2".to_string())]);
+        let l = lanes(&env);
+        assert_eq!((l.of(Platform::Lichess), l.of(Platform::ChessCom)), (2, 1));
+        assert_eq!(serde_json::to_string(&l).unwrap(), "[2,1]");
+        assert_eq!(serde_json::from_str::<Lanes>("[2,1]").unwrap(), l);
+    }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use settings::Platform;
 
-pub use matrix::{ALLOCATORS, Axis, Cell, Refused, accepts, axes, lanes, value_of};
+pub use matrix::{ALLOCATORS, Axis, Cell, Lanes, Refused, accepts, axes, lanes, value_of};
 pub use schema::{
     Crash, Database, DatabaseFaults, Gate, Matrix, Observed, ObservedProvider, OutageSpec, Pooler, Scenario,
     ShortMonths, Upstream, UserTemplate, Workload,

@@ -19,7 +19,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::scenario::{Cell, Checked};
 use crate::target::db::CellDb;
-use crate::upstream::{self, OutageRecord, Platform, Upstreams};
+use crate::upstream::{self, OutageRecord, Upstreams};
 
 /// The importer's application_name on its PostgreSQL connections: only its backends are
 /// terminated, never the harness's own or another program's.
@@ -54,16 +54,13 @@ pub(super) fn judged_outages(
     mocks: &Upstreams,
     started: Instant,
 ) -> Vec<OutageRecord> {
-    let (lichess_lanes, chess_com_lanes) = crate::scenario::lanes(&cell.env);
+    let lanes = crate::scenario::lanes(&cell.env);
     let instances = u64::from(s.raw.instances.max(1));
     mocks
         .outages(started)
         .into_iter()
         .map(|mut r| {
-            let lanes = match Platform::parse(&r.provider) {
-                Some(Platform::Lichess) => lichess_lanes,
-                _ => chess_com_lanes,
-            };
+            let lanes = lanes.of(r.provider);
             // Judged on the real duration: the importer's waits are real seconds.
             let real = Duration::from_secs_f64(r.duration_secs);
             r.allowed_requests = Some(upstream::outage::allowance(real, instances * u64::from(lanes)));
@@ -269,11 +266,11 @@ pub(super) fn fault_error(outages: &[OutageRecord], db: Option<&DatabaseFaultRec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::OutageBody;
+    use crate::upstream::{OutageBody, Platform};
 
     fn outage(requests: u64, allowed: u64) -> OutageRecord {
         OutageRecord {
-            provider: "lichess".into(),
+            provider: Platform::Lichess,
             status: 502,
             body: OutageBody::Html,
             start_secs: 5.0,

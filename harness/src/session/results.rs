@@ -228,28 +228,43 @@ pub fn median_f64(values: impl IntoIterator<Item = f64>) -> f64 {
     v[(v.len() - 1) / 2]
 }
 
+/// Bytes in a MiB.
+pub const BYTES_PER_MIB: f64 = 1_048_576.0;
+
 /// Bytes as MiB, for people.
 pub fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+    mib_f64(bytes as f64)
+}
+
+/// Bytes as MiB, for a figure in bytes that is not a count: a fit's prediction, a bound.
+pub fn mib_f64(bytes: f64) -> f64 {
+    bytes / BYTES_PER_MIB
+}
+
+/// The runs of one cell.
+#[derive(Debug, Clone)]
+pub struct CellRuns<'a> {
+    /// The cell's label.
+    pub label: &'a str,
+    /// Its runs, in the order they ran (at least one).
+    pub runs: Vec<&'a CellRun>,
 }
 
 /// Runs of the same cell, in the order cells first appear.
-pub fn by_cell(results: &RunResults) -> Vec<(String, Vec<&CellRun>)> {
-    let mut order: Vec<String> = Vec::new();
-    let mut groups: BTreeMap<String, Vec<&CellRun>> = BTreeMap::new();
+pub fn by_cell(results: &RunResults) -> Vec<CellRuns<'_>> {
+    let mut cells: Vec<CellRuns<'_>> = Vec::new();
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
     for c in &results.cells {
-        if !groups.contains_key(&c.cell.label) {
-            order.push(c.cell.label.clone());
+        let label = c.cell.label.as_str();
+        match index.get(label) {
+            Some(&i) => cells[i].runs.push(c),
+            None => {
+                index.insert(label, cells.len());
+                cells.push(CellRuns { label, runs: vec![c] });
+            }
         }
-        groups.entry(c.cell.label.clone()).or_default().push(c);
     }
-    order
-        .into_iter()
-        .map(|l| {
-            let runs = groups.remove(&l).unwrap_or_default();
-            (l, runs)
-        })
-        .collect()
+    cells
 }
 
 impl CellRun {

@@ -163,7 +163,7 @@ impl Outages {
         self.windows()
             .iter()
             .map(|w| OutageRecord {
-                provider: self.platform.as_str().to_string(),
+                provider: self.platform,
                 status: w.outage.status,
                 body: w.outage.body,
                 start_secs: since(w.from),
@@ -188,8 +188,8 @@ impl Outages {
 /// measured, a cell run's record holds them in provider seconds ([`OutageRecord::scaled`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutageRecord {
-    /// `lichess` or `chess.com`.
-    pub provider: String,
+    /// The provider that was down.
+    pub provider: Platform,
     /// The status it answered.
     pub status: u16,
     /// Its body.

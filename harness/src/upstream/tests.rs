@@ -86,7 +86,7 @@ async fn an_outage_answers_every_request_as_the_provider_then_ends() {
     assert_eq!(served["chess.com"].outage_answers, 1);
     let records = mocks.outages(origin);
     assert_eq!(records.len(), 2);
-    let li = records.iter().find(|r| r.provider == "lichess").unwrap();
+    let li = records.iter().find(|r| r.provider == Platform::Lichess).unwrap();
     assert_eq!((li.status, li.requests, li.gaps_secs.len()), (502, 2, 1));
     assert!((li.duration_secs - 0.4).abs() < 1e-9);
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::target::db::JobRow;
-use crate::upstream::MockUser;
+use crate::upstream::{MockUser, Platform};
 
 /// What one import should leave in the database.
 #[derive(Debug, Clone)]
@@ -47,8 +47,8 @@ impl Expectation {
 pub struct UserCheck {
     /// user_id.
     pub user: String,
-    /// Platform name.
-    pub platform: String,
+    /// Its provider.
+    pub platform: Platform,
     /// Games that should be stored (seeded + new).
     pub expected: usize,
     /// Rows stored.
@@ -135,7 +135,7 @@ pub fn check(
         }
         users.push(UserCheck {
             user: key.0.clone(),
-            platform: key.1.clone(),
+            platform: e.user.platform,
             expected: expected.len(),
             stored_rows: rows.len(),
             missing,
