@@ -54,6 +54,9 @@ pub enum Error {
     },
 }
 
+/// `DB_POOL_SIZE`'s default on SQLite (the table says it in words: it depends on the database).
+const SQLITE_DB_POOL_SIZE: u32 = 2;
+
 /// What the gate compares the candidate with.
 pub enum Reference {
     /// A committed baseline file (`--baseline`), or none when writing one.
@@ -217,7 +220,27 @@ async fn where_grew(
         return Err(WhereError::NotTwo(profiles.len()));
     };
     report::heap::flame_graph(&dir.join(report::heap::FLAME_SVG), a, b)?;
-    Ok(judge_heap::compare(&cell.label, a, b))
+    let page_cache = page_cache_bytes(s, cell, &sides[1].opts.set);
+    Ok(judge_heap::compare(&cell.label, a, b, page_cache))
+}
+
+/// The most SQLite's page cache may hold in a run of `cell`, bytes: `SQLITE_CACHE_KIB` per
+/// connection, over the imports' pool (`DB_POOL_SIZE`, 2 on SQLite) and the queue's; 0 on
+/// PostgreSQL, which has no page cache in the importer.
+fn page_cache_bytes(s: &Checked, cell: &Cell, set: &BTreeMap<String, String>) -> u64 {
+    if s.raw.database != crate::scenario::Database::Sqlite {
+        return 0;
+    }
+    let mut env = s.raw.env.clone();
+    env.extend(cell.env.clone());
+    env.extend(set.clone());
+    let kib = crate::scenario::value_of(&env, &settings::SQLITE_CACHE_KIB);
+    let pool = env
+        .get(settings::DB_POOL_SIZE.name)
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(SQLITE_DB_POOL_SIZE);
+    let queue = crate::scenario::value_of(&env, &settings::DB_QUEUE_POOL_SIZE);
+    u64::from(kib) * 1024 * u64::from(pool + queue)
 }
 
 /// Why the heap could not be profiled; the gate decides anyway and warns.

@@ -167,7 +167,9 @@ mod tests {
         assert_eq!(rust("_ZN5tokio7runtime4park4wake17h0123456789abcdefE"), "tokio");
         // As the importer's release binary names `<Vec<T, A> as Drop>::drop`.
         assert_eq!(
-            rust("_ZN70_$LT$alloc..vec..Vec$LT$T$C$A$GT$$u20$as$u20$core..ops..drop..Drop$GT$4drop17h02949932ef5b45a2E"),
+            rust(
+                "_ZN70_$LT$alloc..vec..Vec$LT$T$C$A$GT$$u20$as$u20$core..ops..drop..Drop$GT$4drop17h02949932ef5b45a2E"
+            ),
             "alloc"
         );
         assert_eq!(rust("sqlite3VdbeExec"), "C: sqlite");
@@ -183,8 +185,15 @@ mod tests {
         let exe = std::env::current_exe().expect("the test binary's path");
         let text = TextByCrate::of(&exe).expect("the test binary reads");
         let sum: u64 = text.crates.iter().map(|c| c.bytes).sum();
-        assert!(text.text_bytes > 0 && sum > 0 && sum <= text.text_bytes, "{text:?}");
-        assert!(text.crates.iter().any(|c| c.name == "harness"), "{:?}", text.top(10));
+        assert!(
+            text.text_bytes > 0 && sum > 0 && sum <= text.text_bytes,
+            "{text:?}"
+        );
+        assert!(
+            text.crates.iter().any(|c| c.name == "harness"),
+            "{:?}",
+            text.top(10)
+        );
         assert!(text.crates.iter().any(|c| c.name == "core"));
         let top = text.top(3);
         assert_eq!(top.len(), 4);

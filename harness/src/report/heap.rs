@@ -54,6 +54,15 @@ pub fn markdown(w: &Where) -> String {
             heap::NOISE_SHARE * 100.0
         );
     }
+    if w.page_cache_bytes > 0 {
+        let _ = writeln!(
+            out,
+            "SQLite's page cache (`{}`) fills with the pages a run touches up to its configured size, \
+             here {} (`SQLITE_CACHE_KIB` × the connections): its growth within that is noise too.\n",
+            heap::PAGE_CACHE_FUNCTION,
+            kb(w.page_cache_bytes)
+        );
+    }
     let mut table = Table::new(["#", "site", "file:line", "against", "candidate", "growth"]);
     for (i, s) in w.sites.iter().take(SHOWN).enumerate() {
         table.row([
@@ -137,11 +146,7 @@ pub fn terminal_lines(w: &Where) -> Vec<String> {
         kb(w.noise_bytes)
     )];
     for (i, s) in w.sites.iter().take(3).enumerate() {
-        let above = if s.growth() > w.noise_bytes as i64 {
-            ""
-        } else {
-            " (within noise)"
-        };
+        let above = if w.above_noise(s) { "" } else { " (within noise)" };
         out.push(format!(
             "  {}. {} {} at {}: {} → {}{above}",
             i + 1,
@@ -237,7 +242,7 @@ mod tests {
     #[test]
     fn names_the_site_says_diagnostic_and_draws_an_svg_without_script() {
         let (a, b) = (profile(1_000_000), profile(3_000_000));
-        let w = heap::compare("c3", &a, &b);
+        let w = heap::compare("c3", &a, &b, 0);
         let md = markdown(&w);
         assert!(md.contains("importer/src/pipeline.rs:357"), "{md}");
         assert!(md.contains("Diagnostic only"), "{md}");
