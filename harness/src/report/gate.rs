@@ -43,6 +43,10 @@ fn glance(d: &Decision) -> Vec<String> {
     out
 }
 
+/// Writes `b` to `path` as pretty JSON (`--update-baseline`), creating its folder.
+///
+/// # Errors
+/// [`Error`] when it cannot be serialised or written.
 pub fn write_baseline(path: &Path, b: &Baseline) -> Result<(), Error> {
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);

@@ -14,7 +14,7 @@ use settings::{
 use super::schema::Matrix;
 
 /// Most cells a scenario may expand to.
-pub const MAX_CELLS: usize = 500;
+pub(super) const MAX_CELLS: usize = 500;
 
 /// Allocators the importer can be built with (`make allocators`).
 pub const ALLOCATORS: [&str; 3] = ["glibc", "jemalloc", "mimalloc"];
@@ -199,7 +199,7 @@ pub fn accepts(name: &str, value: &str) -> Result<(), Refused> {
 
 /// An axis and the values a scenario gives it.
 #[derive(Debug, Clone)]
-pub struct AxisValues {
+pub(super) struct AxisValues {
     /// The setting varied.
     pub axis: Axis,
     /// Its values in order; `[None]`: not varied, the importer's default.
@@ -207,7 +207,7 @@ pub struct AxisValues {
 }
 
 /// A key of the scenario and what is wrong with its value.
-pub type Bad = (String, String);
+pub(super) type Bad = (String, String);
 
 /// A YAML scalar as the environment value it sets.
 fn scalar(v: &serde_yaml::Value) -> Option<String> {
@@ -226,7 +226,7 @@ fn scalar(v: &serde_yaml::Value) -> Option<String> {
 /// # Errors
 /// The key at fault and why: a name the matrix cannot vary, an empty axis, or a value the
 /// importer would refuse.
-pub fn values_of(matrix: &Matrix) -> Result<Vec<AxisValues>, Bad> {
+pub(super) fn values_of(matrix: &Matrix) -> Result<Vec<AxisValues>, Bad> {
     let all = axes();
     if let Some(unknown) = matrix
         .0
@@ -271,7 +271,7 @@ pub fn values_of(matrix: &Matrix) -> Result<Vec<AxisValues>, Bad> {
 /// Every combination of the axes' values, in order (the first axis varies slowest); each cell
 /// requests `imports` imports at once, or as many as it has slots. `Err(n)` when the
 /// product is `n` > [`MAX_CELLS`] cells.
-pub fn expand(axes: &[AxisValues], imports: Option<u32>) -> Result<Vec<Cell>, usize> {
+pub(super) fn expand(axes: &[AxisValues], imports: Option<u32>) -> Result<Vec<Cell>, usize> {
     let n = axes
         .iter()
         .try_fold(1usize, |n, a| n.checked_mul(a.values.len().max(1)))

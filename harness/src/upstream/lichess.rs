@@ -8,7 +8,7 @@ use super::{Answer, Plain, Users, flag};
 /// Which games a query selects, by index (0 = newest), in the order served: as lila's unfiltered
 /// export, on creation time in ms, `since` inclusive (`createdAt >= since`) and `until` exclusive
 /// (`createdAt < until`); finished games only unless `ongoing=true`; games not played yet never.
-pub fn select(user: &super::MockUser, url: &reqwest::Url) -> Vec<u64> {
+pub(super) fn select(user: &super::MockUser, url: &reqwest::Url) -> Vec<u64> {
     let param = |name: &str| {
         url.query_pairs()
             .find(|(k, _)| k == name)
@@ -129,7 +129,7 @@ pub(super) struct Selection {
 
 impl Selection {
     /// The content type.
-    pub fn mime(&self) -> &'static str {
+    pub(super) fn mime(&self) -> &'static str {
         if self.json {
             "application/x-ndjson"
         } else {
@@ -138,7 +138,7 @@ impl Selection {
     }
 
     /// The bytes of one selected game, as lichess writes it in the stream.
-    pub fn render(&self, seed: u64, index: u64) -> String {
+    pub(super) fn render(&self, seed: u64, index: u64) -> String {
         if self.user.ongoing.contains(&index) {
             let mut pgn = as_ongoing(&games::generate(&self.user, seed, index).pgn);
             pgn.push_str("\n\n");

@@ -119,7 +119,7 @@ pub(super) struct Outages {
 }
 
 impl Outages {
-    pub fn new(platform: Platform) -> Outages {
+    pub(super) fn new(platform: Platform) -> Outages {
         Outages {
             platform,
             windows: Mutex::new(Vec::new()),
@@ -131,7 +131,7 @@ impl Outages {
     }
 
     /// Puts `outage` on from `from` for its duration.
-    pub fn begin(&self, outage: Outage, from: Instant) {
+    pub(super) fn begin(&self, outage: Outage, from: Instant) {
         self.windows().push(Window {
             outage,
             from,
@@ -142,12 +142,12 @@ impl Outages {
     }
 
     /// Whether an outage is on at `now` (a stream in flight breaks).
-    pub fn down(&self, now: Instant) -> bool {
+    pub(super) fn down(&self, now: Instant) -> bool {
         self.windows().iter().any(|w| (w.from..w.until).contains(&now))
     }
 
     /// The answer to a request arriving at `now` if an outage is on, counted in its window.
-    pub fn answer(&self, now: Instant) -> Option<Plain> {
+    pub(super) fn answer(&self, now: Instant) -> Option<Plain> {
         let mut windows = self.windows();
         let w = windows.iter_mut().find(|w| (w.from..w.until).contains(&now))?;
         w.requests += 1;
@@ -158,7 +158,7 @@ impl Outages {
     }
 
     /// Each window so far, its times in seconds from `origin` (measured, not provider, seconds).
-    pub fn records(&self, origin: Instant) -> Vec<OutageRecord> {
+    pub(super) fn records(&self, origin: Instant) -> Vec<OutageRecord> {
         let since = |t: Instant| t.saturating_duration_since(origin).as_secs_f64();
         self.windows()
             .iter()

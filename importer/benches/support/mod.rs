@@ -4,7 +4,7 @@ use importer::store::{ClaimLanes, Lanes, Store};
 use importer::{Job, Platform};
 
 /// Records a lichess job for `user` and claims it for `owner` for an hour.
-pub async fn claimed_job(store: &Store, owner: &str, user: &str) -> Job {
+pub(crate) async fn claimed_job(store: &Store, owner: &str, user: &str) -> Job {
     let job = Job::queued(user, Platform::Lichess, 10_000);
     store.insert_job(&job, owner, 0).await.expect("job recorded");
     let now = chrono::Utc::now().timestamp_millis();

@@ -24,17 +24,17 @@ use crate::job::{Job, JobStatus, Platform, UsernameRule};
 use crate::scheduler::Admission;
 
 /// Games imported when the request gives no limit.
-pub const DEFAULT_LIMIT: i64 = 500;
+pub(super) const DEFAULT_LIMIT: i64 = 500;
 /// Smallest limit accepted.
-pub const MIN_LIMIT: i64 = 1;
+pub(super) const MIN_LIMIT: i64 = 1;
 /// Largest limit accepted.
-pub const MAX_LIMIT: i64 = 10_000;
+pub(super) const MAX_LIMIT: i64 = 10_000;
 
 /// A checked import request: the one type both [`parse_request`] returns and the OpenAPI document
 /// describes (as `ImportRequestBody`, one shape per platform since their username rules differ),
 /// so that the rules it is checked by and the rules it is documented with are the same values.
 #[derive(Debug, PartialEq)]
-pub struct ImportRequest {
+pub(super) struct ImportRequest {
     /// Lowercased username, accepted by its platform's [`UsernameRule`].
     user_id: String,
     platform: Platform,
@@ -47,7 +47,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 /// Checks a request body; every error names the field.
-pub fn parse_request(body: &[u8]) -> Result<ImportRequest, ApiError> {
+pub(super) fn parse_request(body: &[u8]) -> Result<ImportRequest, ApiError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| bad(format!("body is not valid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
@@ -198,7 +198,7 @@ fn platform_import(platform: Platform) -> RefOr<Schema> {
 
 #[derive(Serialize, utoipa::ToSchema)]
 /// Answer to an accepted import request.
-pub struct Admitted {
+pub(super) struct Admitted {
     /// The import's id.
     import_id: String,
     /// `running` or `queued` when just created; any status for the user's existing import.
@@ -223,7 +223,7 @@ pub struct Admitted {
         (status = 500, description = "The database failed; the cause is logged, not sent", body = ErrorBody),
         (status = 503, description = "The process is stopping", body = ErrorBody),
     ))]
-pub async fn create(
+pub(super) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -287,7 +287,7 @@ pub async fn create(
 
 #[derive(Serialize, utoipa::ToSchema)]
 /// An import as `GET /api/v1/imports/{id}` shows it.
-pub struct JobView {
+pub(super) struct JobView {
     #[serde(flatten)]
     job: Job,
     /// Place among the queued imports of its provider (1 = next); 0 when it is not queued.
@@ -303,7 +303,7 @@ pub struct JobView {
         (status = 404, description = "No import with this id", body = ErrorBody),
         (status = 500, description = "The database failed; the cause is logged, not sent", body = ErrorBody),
     ))]
-pub async fn show(
+pub(super) async fn show(
     State(state): State<AppState>,
     Path(import_id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {

@@ -5,22 +5,23 @@
 //! apply it one after the other. `Store::migrate` applies them.
 
 /// Creates the table that records applied migrations.
-pub const SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS importer_schema (version BIGINT PRIMARY KEY)";
+pub(super) const SCHEMA_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS importer_schema (version BIGINT PRIMARY KEY)";
 
 /// The migration that re-keys chess.com rows stored before the key kept the kind (`live/N`,
 /// `daily/N`, see `game_key`) and turns stored CRLF into LF. It is code, not SQL (a key is read
 /// from each row's PGN), and runs after the SQL migrations in one transaction of its own.
-pub const REKEY_VERSION: i64 = 3;
+pub(super) const REKEY_VERSION: i64 = 3;
 
 /// SQLite migrations, in order.
-pub const SQLITE: &[(i64, &str)] = &[
+pub(super) const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_shared_queue.sql")),
     (4, include_str!("../../migrations/sqlite/0004_sync_ranges.sql")),
     (5, include_str!("../../migrations/sqlite/0005_provider_waits.sql")),
 ];
 /// PostgreSQL migrations, in order.
-pub const POSTGRES: &[(i64, &str)] = &[
+pub(super) const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_shared_queue.sql")),
     (4, include_str!("../../migrations/postgres/0004_sync_ranges.sql")),

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 
 /// One answer of [`Importer::post_burst`].
 #[derive(Debug)]
-pub struct Posted {
+pub(crate) struct Posted {
     /// Its status.
     pub status: u16,
     /// Whether it carries `Retry-After`.
@@ -23,10 +23,10 @@ pub struct Posted {
 }
 
 /// The PostgreSQL every machine of this project has; tests fail, never skip, when it is down.
-pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub(crate) const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A database of its own for one test.
-pub enum TestDb {
+pub(crate) enum TestDb {
     /// A SQLite file in a temporary folder.
     Sqlite(PathBuf),
     /// A PostgreSQL schema of its own.
@@ -39,7 +39,7 @@ pub enum TestDb {
 
 /// Server connections the test's PgBouncer allows (its `default_pool_size`): fewer than one
 /// importer's own pools (DB_POOL_SIZE 5 + DB_QUEUE_POOL_SIZE 4), so that clients wait for one.
-pub const POOLED_SERVER_CONNECTIONS: u32 = 4;
+pub(crate) const POOLED_SERVER_CONNECTIONS: u32 = 4;
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
@@ -47,14 +47,14 @@ fn unique(prefix: &str) -> String {
 
 impl TestDb {
     /// A fresh SQLite file.
-    pub fn sqlite() -> TestDb {
+    pub(crate) fn sqlite() -> TestDb {
         let dir = std::env::temp_dir().join(unique("importer_it"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         TestDb::Sqlite(dir.join("games.db"))
     }
 
     /// A fresh PostgreSQL schema.
-    pub async fn postgres() -> TestDb {
+    pub(crate) async fn postgres() -> TestDb {
         let schema = unique("it");
         let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
             .await
@@ -68,7 +68,7 @@ impl TestDb {
 
     /// A fresh PostgreSQL schema behind a PgBouncer of its own in transaction mode; panics (the
     /// test fails, never skips) when PgBouncer cannot start.
-    pub async fn pooled() -> TestDb {
+    pub(crate) async fn pooled() -> TestDb {
         let TestDb::Postgres(schema) = TestDb::postgres().await else {
             unreachable!("postgres() makes a schema")
         };
@@ -77,7 +77,7 @@ impl TestDb {
     }
 
     /// A fresh database of `kind`: `sqlite`, `postgres` or `pooled`.
-    pub async fn open(kind: &str) -> TestDb {
+    pub(crate) async fn open(kind: &str) -> TestDb {
         match kind {
             "sqlite" => TestDb::sqlite(),
             "postgres" => TestDb::postgres().await,
@@ -87,7 +87,7 @@ impl TestDb {
     }
 
     /// The PostgreSQL schema, for a test that starts its own PgBouncer in front of it.
-    pub fn schema(&self) -> &str {
+    pub(crate) fn schema(&self) -> &str {
         match self {
             TestDb::Postgres(schema) | TestDb::Pooled(schema, _) => schema,
             TestDb::Sqlite(_) => panic!("an SQLite database has no schema"),
@@ -95,7 +95,7 @@ impl TestDb {
     }
 
     /// The importer's DATABASE_URL.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self {
             // Named after the schema, as the direct URL is: PgBouncer sets a client's
             // `application_name` on the server connection it lends, so the test finds its
@@ -106,7 +106,7 @@ impl TestDb {
     }
 
     /// The importer's settings for this database beyond DATABASE_URL.
-    pub fn env(&self) -> Vec<(&'static str, &'static str)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, &'static str)> {
         match self {
             TestDb::Pooled(..) => vec![("DATABASE_POOLER", "transaction")],
             _ => Vec::new(),
@@ -114,7 +114,7 @@ impl TestDb {
     }
 
     /// A URL straight to the database, for the test's own reads and writes.
-    pub fn direct_url(&self) -> String {
+    pub(crate) fn direct_url(&self) -> String {
         match self {
             TestDb::Sqlite(path) => format!("sqlite://{}", path.display()),
             TestDb::Postgres(schema) | TestDb::Pooled(schema, _) => {
@@ -124,7 +124,7 @@ impl TestDb {
     }
 
     /// Runs `sql` (several statements allowed) against this database, creating a SQLite file if needed.
-    pub async fn execute(&self, sql: &str) {
+    pub(crate) async fn execute(&self, sql: &str) {
         match self {
             TestDb::Sqlite(_) => {
                 let opts: sqlx::sqlite::SqliteConnectOptions = self.direct_url().parse().expect("sqlite url");
@@ -143,12 +143,12 @@ impl TestDb {
     }
 
     /// Which database this is.
-    pub fn is_postgres(&self) -> bool {
+    pub(crate) fn is_postgres(&self) -> bool {
         matches!(self, TestDb::Postgres(_) | TestDb::Pooled(..))
     }
 
     /// Runs a scalar count query against this database.
-    pub async fn count(&self, sql: &str, user: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str, user: &str) -> i64 {
         match self {
             TestDb::Sqlite(_) => {
                 let mut c = sqlx::SqliteConnection::connect(&self.direct_url())
@@ -175,7 +175,7 @@ impl TestDb {
 
     /// Terminates the importer's PostgreSQL connections (those named after this schema, straight
     /// or through the pooler); returns how many.
-    pub async fn terminate_backends(&self) -> i64 {
+    pub(crate) async fn terminate_backends(&self) -> i64 {
         let (TestDb::Postgres(schema) | TestDb::Pooled(schema, _)) = self else {
             return 0;
         };
@@ -191,7 +191,7 @@ impl TestDb {
     }
 
     /// How many of `ids` are stored for `user`.
-    pub async fn count_among(&self, user: &str, ids: &[String]) -> i64 {
+    pub(crate) async fn count_among(&self, user: &str, ids: &[String]) -> i64 {
         let list = ids
             .iter()
             .map(|id| format!("'{id}'"))
@@ -202,13 +202,13 @@ impl TestDb {
     }
 
     /// Games stored for `user`.
-    pub async fn games_of(&self, user: &str) -> i64 {
+    pub(crate) async fn games_of(&self, user: &str) -> i64 {
         self.count("SELECT COUNT(*) FROM games WHERE user_id = $1", user)
             .await
     }
 
     /// Distinct provider ids stored for `user` (equal to `games_of` when nothing is doubled).
-    pub async fn distinct_games_of(&self, user: &str) -> i64 {
+    pub(crate) async fn distinct_games_of(&self, user: &str) -> i64 {
         self.count(
             "SELECT COUNT(DISTINCT provider_game_id) FROM games WHERE user_id = $1",
             user,
@@ -220,7 +220,7 @@ impl TestDb {
 /// A PgBouncer of the test's own in transaction mode in front of the shared PostgreSQL, offering
 /// `schema` as database `it` with `server_connections` server connections, TLS when given; panics
 /// (the test fails, never skips) when it cannot start.
-pub fn bouncer_for(schema: &str, server_connections: u32, tls: Option<pooler::Tls>) -> PgBouncer {
+pub(crate) fn bouncer_for(schema: &str, server_connections: u32, tls: Option<pooler::Tls>) -> PgBouncer {
     PgBouncer::start(&pooler::Options {
         server: "127.0.0.1:5432".into(),
         databases: vec![pooler::Database {
@@ -237,7 +237,7 @@ pub fn bouncer_for(schema: &str, server_connections: u32, tls: Option<pooler::Tl
 }
 
 /// The importer binary, running.
-pub struct Importer {
+pub(crate) struct Importer {
     child: Child,
     /// Its base URL.
     pub base: String,
@@ -247,13 +247,13 @@ pub struct Importer {
 }
 
 /// The built importer binary.
-pub fn importer_bin() -> &'static str {
+pub(crate) fn importer_bin() -> &'static str {
     env!("CARGO_BIN_EXE_importer")
 }
 
 impl Importer {
     /// Starts the importer on `db` against `mocks` with extra environment, and waits for /healthz.
-    pub async fn start(db: &TestDb, mocks: &Upstreams, env: &[(&str, &str)]) -> Importer {
+    pub(crate) async fn start(db: &TestDb, mocks: &Upstreams, env: &[(&str, &str)]) -> Importer {
         let log = std::env::temp_dir().join(format!("{}.log", unique("importer")));
         let addr_file = log.with_extension("addr");
         let out = std::fs::File::create(&log).expect("log file");
@@ -320,18 +320,18 @@ impl Importer {
     }
 
     /// Its process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id().expect("importer running")
     }
 
     /// The kernel's peak resident set (`VmHWM`) of the running importer, in bytes.
-    pub fn peak_rss(&self) -> u64 {
+    pub(crate) fn peak_rss(&self) -> u64 {
         let pid = self.child.id().expect("importer running");
         harness::observe::vm_hwm(pid).expect("VmHWM in /proc/PID/status")
     }
 
     /// Its resident set now (`VmRSS`), in bytes.
-    pub fn rss(&self) -> u64 {
+    pub(crate) fn rss(&self) -> u64 {
         let pid = self.child.id().expect("importer running");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
         status
@@ -343,7 +343,7 @@ impl Importer {
     }
 
     /// Its open file descriptors now.
-    pub fn open_fds(&self) -> usize {
+    pub(crate) fn open_fds(&self) -> usize {
         let pid = self.child.id().expect("importer running");
         std::fs::read_dir(format!("/proc/{pid}/fd"))
             .expect("fd dir")
@@ -351,12 +351,12 @@ impl Importer {
     }
 
     /// Everything it printed.
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// POSTs an import request; returns status and JSON body.
-    pub async fn post(&self, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, body: Value) -> (u16, Value) {
         let r = self
             .http
             .post(format!("{}/api/v1/import-more-games", self.base))
@@ -370,7 +370,7 @@ impl Importer {
 
     /// POSTs an import of each of `users` (lichess, limit 1000) at once, on connections of their
     /// own: a burst. Each answer's status, whether it carries `Retry-After`, and its JSON body.
-    pub async fn post_burst(&self, users: &[harness::upstream::MockUser]) -> Vec<Posted> {
+    pub(crate) async fn post_burst(&self, users: &[harness::upstream::MockUser]) -> Vec<Posted> {
         let http = reqwest::Client::new();
         let posts = users.iter().map(|u| {
             let req = http
@@ -391,7 +391,7 @@ impl Importer {
     }
 
     /// GETs a path; returns status and JSON body.
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -403,7 +403,7 @@ impl Importer {
     }
 
     /// GETs a path as text.
-    pub async fn get_text(&self, path: &str) -> String {
+    pub(crate) async fn get_text(&self, path: &str) -> String {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -414,7 +414,7 @@ impl Importer {
     }
 
     /// Polls an import until it is completed or failed; returns its last view.
-    pub async fn wait(&self, import_id: &str) -> Value {
+    pub(crate) async fn wait(&self, import_id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let (status, job) = self.get(&format!("/api/v1/imports/{import_id}")).await;
@@ -432,7 +432,7 @@ impl Importer {
     }
 
     /// Starts an import and waits for its end.
-    pub async fn import(&self, user: &str, platform: &str, limit: u64) -> Value {
+    pub(crate) async fn import(&self, user: &str, platform: &str, limit: u64) -> Value {
         let (status, body) = self
             .post(serde_json::json!({"user_id": user, "platform": platform, "limit": limit}))
             .await;
@@ -442,7 +442,7 @@ impl Importer {
     }
 
     /// Sends a signal (`TERM`, `KILL`...) to the importer.
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args([&format!("-{sig}"), &pid.to_string()])
@@ -451,7 +451,7 @@ impl Importer {
     }
 
     /// Waits for the process to end; returns its exit code (None when killed by a signal) and how long it took.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<(Option<i32>, Duration)> {
+    pub(crate) async fn wait_exit(&mut self, timeout: Duration) -> Option<(Option<i32>, Duration)> {
         let started = Instant::now();
         let status = tokio::time::timeout(timeout, self.child.wait())
             .await
@@ -461,7 +461,7 @@ impl Importer {
     }
 
     /// Stops it with SIGTERM and waits for its exit code.
-    pub async fn stop(mut self) -> Option<i32> {
+    pub(crate) async fn stop(mut self) -> Option<i32> {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
