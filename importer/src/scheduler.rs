@@ -285,24 +285,15 @@ impl Scheduler {
             if self.ctx.client.cooling(p) {
                 0
             } else {
-                i64::try_from(self.ctx.config.upstream.lanes(p)).unwrap_or(i64::MAX)
+                u32::try_from(self.ctx.config.upstream.lanes(p)).unwrap_or(u32::MAX)
             }
         };
         match self.ctx.config.queue.lanes_scope {
-            LanesScope::Database => ClaimLanes::Shared(Lanes {
-                lichess: lanes(Platform::Lichess),
-                chess_com: lanes(Platform::ChessCom),
-            }),
-            LanesScope::Process => {
-                let free = |p| {
-                    let running = state.running.values().filter(|r| **r == p).count();
-                    lanes(p) - i64::try_from(running).unwrap_or(i64::MAX)
-                };
-                ClaimLanes::Free(Lanes {
-                    lichess: free(Platform::Lichess),
-                    chess_com: free(Platform::ChessCom),
-                })
-            }
+            LanesScope::Database => ClaimLanes::Shared(Lanes::from_fn(lanes)),
+            LanesScope::Process => ClaimLanes::Free(Lanes::from_fn(|p| {
+                let running = state.running.values().filter(|r| **r == p).count();
+                lanes(p).saturating_sub(u32::try_from(running).unwrap_or(u32::MAX))
+            })),
         }
     }
 
@@ -314,10 +305,7 @@ impl Scheduler {
         }
         match self.claim_lanes(state) {
             ClaimLanes::Shared(..) => true,
-            ClaimLanes::Free(free) => match platform {
-                Platform::Lichess => free.lichess > 0,
-                Platform::ChessCom => free.chess_com > 0,
-            },
+            ClaimLanes::Free(free) => free.of(platform) > 0,
         }
     }
 
@@ -609,8 +597,8 @@ impl Scheduler {
         Ok(Load {
             running,
             queued: count(queue.queued),
-            waiting_for_lichess: count(queue.waiting_for_provider.lichess),
-            waiting_for_chess_com: count(queue.waiting_for_provider.chess_com),
+            waiting_for_lichess: count(queue.waiting_for_lichess),
+            waiting_for_chess_com: count(queue.waiting_for_chess_com),
         })
     }
 

@@ -56,6 +56,48 @@ impl Platform {
     }
 }
 
+/// Imports of each provider that may run at once: its lanes (`LICHESS_MAX_STREAMS`,
+/// `CHESSCOM_MAX_REQUESTS`), or what is left of them. Serialized as `[lichess, chess_com]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(from = "(u32, u32)", into = "(u32, u32)"))]
+pub struct Lanes {
+    /// lichess export streams.
+    pub lichess: u32,
+    /// chess.com requests.
+    pub chess_com: u32,
+}
+
+impl Lanes {
+    /// The lanes of `platform`.
+    pub fn of(self, platform: Platform) -> u32 {
+        match platform {
+            Platform::Lichess => self.lichess,
+            Platform::ChessCom => self.chess_com,
+        }
+    }
+
+    /// Each provider's lanes from `lanes_of`, lichess first.
+    pub fn from_fn(mut lanes_of: impl FnMut(Platform) -> u32) -> Lanes {
+        Lanes {
+            lichess: lanes_of(Platform::Lichess),
+            chess_com: lanes_of(Platform::ChessCom),
+        }
+    }
+}
+
+impl From<(u32, u32)> for Lanes {
+    fn from((lichess, chess_com): (u32, u32)) -> Lanes {
+        Lanes { lichess, chess_com }
+    }
+}
+
+impl From<Lanes> for (u32, u32) {
+    fn from(l: Lanes) -> (u32, u32) {
+        (l.lichess, l.chess_com)
+    }
+}
+
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

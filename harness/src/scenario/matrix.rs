@@ -53,48 +53,13 @@ pub fn value_of(env: &BTreeMap<String, String>, setting: &Setting) -> u32 {
         .unwrap_or(1)
 }
 
-/// Imports of each provider that may run at once in one importer process: its lanes.
-///
-/// The importer's own `store::Lanes` counts the same in `i64` for its SQL; the harness never
-/// links the importer, so it reads them from the settings instead ([`lanes`]). Serialized as
-/// `[lichess, chess_com]`, the pair `capacity.json` has always held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "(u32, u32)", into = "(u32, u32)")]
-pub struct Lanes {
-    /// LICHESS_MAX_STREAMS: lichess export streams.
-    pub lichess: u32,
-    /// CHESSCOM_MAX_REQUESTS: chess.com requests.
-    pub chess_com: u32,
-}
-
-impl Lanes {
-    /// The lanes of `platform`.
-    pub fn of(self, platform: Platform) -> u32 {
-        match platform {
-            Platform::Lichess => self.lichess,
-            Platform::ChessCom => self.chess_com,
-        }
-    }
-}
-
-impl From<(u32, u32)> for Lanes {
-    fn from((lichess, chess_com): (u32, u32)) -> Lanes {
-        Lanes { lichess, chess_com }
-    }
-}
-
-impl From<Lanes> for (u32, u32) {
-    fn from(l: Lanes) -> (u32, u32) {
-        (l.lichess, l.chess_com)
-    }
-}
+/// Imports of each provider that may run at once in one importer process: the importer's own
+/// type, from the settings crate (the harness never links the importer).
+pub use settings::Lanes;
 
 /// LICHESS_MAX_STREAMS and CHESSCOM_MAX_REQUESTS in `env`, or the importer's defaults.
 pub fn lanes(env: &BTreeMap<String, String>) -> Lanes {
-    Lanes {
-        lichess: value_of(env, Platform::Lichess.lanes_setting()),
-        chess_com: value_of(env, Platform::ChessCom.lanes_setting()),
-    }
+    Lanes::from_fn(|p| value_of(env, p.lanes_setting()))
 }
 
 /// What checks an axis's values.

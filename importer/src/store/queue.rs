@@ -19,14 +19,7 @@ use crate::job::{Counters, Job, JobStatus, Platform, ProviderWait};
 const SUBMIT_LOCK: i64 = 0x1e55_0002;
 const CLAIM_LOCK: i64 = 0x1e55_0003;
 
-/// A number of lanes per provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lanes {
-    /// lichess export streams.
-    pub lichess: i64,
-    /// chess.com requests.
-    pub chess_com: i64,
-}
+pub use settings::Lanes;
 
 /// Which providers a claim may take an import of: the provider lanes as the claim statement sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +36,10 @@ pub enum ClaimLanes {
 pub struct QueueLoad {
     /// Jobs queued, across every process (waiting for a slot, a lane or their provider).
     pub queued: i64,
-    /// Of those, per provider, the ones waiting for their provider.
-    pub waiting_for_provider: Lanes,
+    /// Of those, the lichess imports waiting for lichess (`not_before` ahead).
+    pub waiting_for_lichess: i64,
+    /// Of those, the chess.com imports waiting for chess.com.
+    pub waiting_for_chess_com: i64,
 }
 
 /// A job with its place among the queued imports of its provider (1 = next; 0 when not queued).
@@ -327,8 +322,8 @@ impl QueueTx<'_> {
             Tx::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         };
         let (lichess, chess_com, shared) = match lanes {
-            ClaimLanes::Free(l) => (l.lichess, l.chess_com, false),
-            ClaimLanes::Shared(l) => (l.lichess, l.chess_com, true),
+            ClaimLanes::Free(l) => (i64::from(l.lichess), i64::from(l.chess_com), false),
+            ClaimLanes::Shared(l) => (i64::from(l.lichess), i64::from(l.chess_com), true),
         };
         if shared && !self.claim_locked {
             self.advisory_lock(CLAIM_LOCK).await?;
@@ -508,10 +503,8 @@ impl Store {
         };
         Ok(QueueLoad {
             queued: rows.iter().map(|(_, n, _)| n).sum(),
-            waiting_for_provider: Lanes {
-                lichess: waiting(Platform::Lichess),
-                chess_com: waiting(Platform::ChessCom),
-            },
+            waiting_for_lichess: waiting(Platform::Lichess),
+            waiting_for_chess_com: waiting(Platform::ChessCom),
         })
     }
 
