@@ -355,7 +355,7 @@ impl Scheduler {
     /// Whether this process's lanes are all taken (never with shared lanes: the claim statement
     /// counts those).
     fn no_free_lane(&self, state: &State) -> bool {
-        matches!(self.claim_lanes(state), ClaimLanes::Free(free) if free.lichess <= 0 && free.chess_com <= 0)
+        matches!(self.claim_lanes(state), ClaimLanes::Free(free) if free == Lanes::default())
     }
 
     /// Claims queued jobs while a slot and a lane are free, and starts them; returns how many.

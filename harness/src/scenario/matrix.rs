@@ -7,9 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use settings::{
-    EXISTING_GAMES_PAGE_SIZE, IMPORT_BATCH_SIZE, MAX_CONCURRENT_IMPORTS, SETTINGS, Setting,
-};
+use settings::{EXISTING_GAMES_PAGE_SIZE, IMPORT_BATCH_SIZE, MAX_CONCURRENT_IMPORTS, SETTINGS, Setting};
 
 use super::schema::Matrix;
 
@@ -314,7 +312,13 @@ mod tests {
     fn lanes_are_read_from_the_env_or_the_defaults_and_kept_as_a_pair() {
         let env = BTreeMap::from([("LICHESS_MAX_STREAMS".to_string(), "2".to_string())]);
         let l = lanes(&env);
-        assert_eq!((l.of(settings::Platform::Lichess), l.of(settings::Platform::ChessCom)), (2, 1));
+        assert_eq!(
+            (
+                l.of(settings::Platform::Lichess),
+                l.of(settings::Platform::ChessCom)
+            ),
+            (2, 1)
+        );
         assert_eq!(serde_json::to_string(&l).unwrap(), "[2,1]");
         assert_eq!(serde_json::from_str::<Lanes>("[2,1]").unwrap(), l);
     }
