@@ -86,7 +86,7 @@ impl std::fmt::Display for UsernameRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
-    /// Waiting for a free slot.
+    /// Waiting for a free slot, or for a free lane of its provider.
     Queued,
     /// Queued, and not tried again before `waiting_for_provider.next_try`: its provider answered
     /// with trouble (a 5xx, an HTML error page, a broken or stalled stream). Stored as `queued`.
