@@ -138,7 +138,7 @@ impl Default for Metrics {
         registry.register("importer_imports_active", "Imports running now", m.active.clone());
         registry.register(
             "importer_imports_queued",
-            "Imports waiting for a slot",
+            "Imports waiting for a slot or their provider's lane",
             m.queued.clone(),
         );
         registry.register(

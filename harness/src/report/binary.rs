@@ -17,7 +17,9 @@ pub fn section(results: &RunResults, out: &mut String) {
         out,
         "\n## Machine code by crate\n\nThe importer's `.text`, {:.1} MiB, by the crate each function symbol's path \
          starts with (as `cargo bloat --crates` counts: a generic function under the crate that defines it; \
-         `C:` rows are C code compiled in). Most of the idle importer's memory is file-backed (`RssFile`): \
+         an impl's method under its named type's crate, else its trait's; `C:` rows are C code compiled in, \
+         `unmangled` the rest of the symbols without a Rust path: other C code, `#[no_mangle]` Rust, the \
+         compiler's builtins). Most of the idle importer's memory is file-backed (`RssFile`): \
          the pages of this code, of its read-only data and of the C library that ran; which pages are \
          resident depends on what ran, so the shares are of the file, not of the resident memory.\n",
         mib(text.text_bytes)
