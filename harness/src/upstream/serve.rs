@@ -111,6 +111,11 @@ fn games_stream(
             let n = match step {
                 Step::Done => return None,
                 Step::Cut => {
+                    // hyper drops what it has buffered but not written when a body fails, and on a
+                    // loaded machine the games before the cut and the cut can come in one poll: the
+                    // client would get fewer games than the mock counted as served. Pending once
+                    // lets hyper flush them first, as a real server's bytes before a drop arrive.
+                    tokio::task::yield_now().await;
                     return Some((
                         Err(std::io::Error::other("connection cut by the mock")),
                         (sel, Step::Done),
