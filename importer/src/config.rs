@@ -420,7 +420,7 @@ fn database_kind(value: &str) -> Result<DatabaseKind, ConfigError> {
     let bad = |why: &str| ConfigError {
         var: DATABASE_URL.name,
         value: value.to_string(),
-        accepted: format!("{why}: {}", DATABASE_URL.accepted_words()),
+        accepted: format!("{} ({why})", DATABASE_URL.accepted_words()),
     };
     if let Some(rest) = value.strip_prefix("sqlite:") {
         if rest.trim_start_matches('/').is_empty() {

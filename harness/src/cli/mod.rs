@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::Checked;
+use crate::scenario::{Checked, REPEATS};
 use crate::session::{Enforce, Options};
 use crate::upstream::{MockUser, Platform};
 
@@ -63,7 +63,7 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
         /// The memory budget, e.g. 512MB (default: the scenario's).
-        #[arg(long, value_parser = parse_budget)]
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_budget)]
         budget: Option<u64>,
         /// Concurrency levels to measure besides 1..=4 and the scenario's, e.g. --levels 8,16.
         #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::analysis::capacity::MAX_CONCURRENCY)))]
@@ -133,7 +133,11 @@ pub struct RunArgs {
     #[arg(long)]
     no_progress: bool,
     /// Runs of each cell, overriding the scenario's.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(i64::from(*REPEATS.start())..=i64::from(*REPEATS.end()))
+    )]
     repeats: Option<u32>,
     /// Importer environment set in every cell on top of the matrix, e.g. --set IMPORT_BATCH_SIZE=5000. Repeatable.
     #[arg(long = "set", value_name = "VAR=VALUE", value_parser = parse_set)]
@@ -224,6 +228,15 @@ pub enum BadValue {
     /// The name of a `--set` is not an environment variable's.
     #[error("{0:?}: an environment variable name such as IMPORT_BATCH_SIZE")]
     VarName(String),
+    /// The name of a `--set` is no variable the importer or the harness reads.
+    #[error("{name}: {unknown}")]
+    Unknown {
+        /// The variable.
+        name: String,
+        /// Why it is refused, with the closest setting's name.
+        #[source]
+        unknown: crate::scenario::UnknownVariable,
+    },
     /// The importer would refuse the value of a `--set`.
     #[error("{name}={value:?}: expected {refused}")]
     Refused {
@@ -287,6 +300,11 @@ fn parse_set(s: &str) -> Result<(String, String), BadValue> {
     {
         return Err(BadValue::VarName(k.to_string()));
     }
+    // A misspelt setting would measure the default and pass: refused here, with the closest name.
+    crate::scenario::known_variable(k).map_err(|unknown| BadValue::Unknown {
+        name: k.to_string(),
+        unknown,
+    })?;
     // A value the importer would refuse fails here, not in every cell at its start.
     crate::scenario::accepts(k, v).map_err(|refused| BadValue::Refused {
         name: k.to_string(),
@@ -423,6 +441,20 @@ mod tests {
             said(parse_set("ALLOCATOR=tcmalloc")),
             "ALLOCATOR=\"tcmalloc\": expected one of glibc, jemalloc, mimalloc"
         );
+        assert_eq!(
+            said(parse_set("IMPORT_BATCH_SIZ=50")),
+            "IMPORT_BATCH_SIZ: not a setting of the importer (`importer --help` lists them), an axis of the harness \
+             (ALLOCATOR, MALLOC_ARENA_MAX) or a variable its libraries read; did you mean IMPORT_BATCH_SIZE?"
+        );
+        assert!(said(parse_set("NOT_A_SETTING=3")).ends_with("libraries read"));
+        for passed_on in [
+            "RUST_LOG=debug",
+            "MALLOC_TRIM_THRESHOLD_=0",
+            "TMPDIR=/tmp",
+            "ALLOCATOR=jemalloc",
+        ] {
+            assert!(parse_set(passed_on).is_ok(), "{passed_on}");
+        }
         assert_eq!(
             said(parse_budget("lots")),
             "\"lots\": a size such as 512MB or 1GB"

@@ -147,9 +147,58 @@ impl Axis {
     }
 }
 
+/// Variables the importer's environment may carry besides the table's settings and the
+/// harness's axes, read by the importer (`PGAPPNAME`; `TMPDIR`, where the chess.com spool goes)
+/// or by what it links: glibc (`GLIBC_TUNABLES`, `MALLOC_*`), jemalloc (`_RJEM_*`), Rust
+/// (`RUST_*`), rustls's certificate lookup (`SSL_CERT_*`).
+const PASSED_ON: &[&str] = &["PGAPPNAME", "TMPDIR", "GLIBC_TUNABLES"];
+/// Prefixes of such variables.
+const PASSED_ON_PREFIXES: &[&str] = &["MALLOC_", "_RJEM_", "RUST_", "SSL_CERT_"];
+
+/// A variable that neither the importer nor the harness reads: most likely a setting misspelt,
+/// which would measure the default and pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a setting of the importer (`importer --help` lists them), an axis of the harness ({}) or a variable its libraries read{}",
+    ALLOCATOR_AND_ARENAS,
+    closest.map(|c| format!("; did you mean {c}?")).unwrap_or_default()
+)]
+pub struct UnknownVariable {
+    /// The setting or axis whose name is closest, when one is close.
+    pub closest: Option<&'static str>,
+}
+
+/// The harness's own axes, in words.
+const ALLOCATOR_AND_ARENAS: &str = "ALLOCATOR, MALLOC_ARENA_MAX";
+
+/// Whether `name` is a variable the importer's environment may carry: a setting of the table,
+/// an axis, or one of [`PASSED_ON`] and [`PASSED_ON_PREFIXES`].
+///
+/// # Errors
+/// [`UnknownVariable`], with the closest setting's name when one is within two edits.
+pub fn known_variable(name: &str) -> Result<(), UnknownVariable> {
+    let axes = axes();
+    if settings::setting(name).is_some()
+        || axes.iter().any(|a| a.name == name)
+        || PASSED_ON.contains(&name)
+        || PASSED_ON_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return Ok(());
+    }
+    let closest = settings::SETTINGS
+        .iter()
+        .map(|s| s.name)
+        .chain(axes.iter().map(|a| a.name))
+        .map(|known| (strsim::damerau_levenshtein(name, known), known))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, known)| known);
+    Err(UnknownVariable { closest })
+}
+
 /// Whether the importer's environment variable `name` may be `value`, wherever a scenario or
 /// `--set` gives it: an axis checks its own values, any other setting of the table its row;
-/// a name neither knows is not the harness's to judge.
+/// other names are [`known_variable`]'s to judge.
 ///
 /// # Errors
 /// What is accepted, in words.
@@ -222,7 +271,7 @@ pub(super) fn values_of(matrix: &Matrix) -> Result<Vec<AxisValues>, Bad> {
                     let value = scalar(v)
                         .ok_or_else(|| (axis.name.to_string(), format!("{v:?} is not a number or a word")))?;
                     axis.check(&value)
-                        .map_err(|words| (axis.name.to_string(), format!("{value:?} is not {words}")))?;
+                        .map_err(|words| (axis.name.to_string(), format!("{value:?}: expected {words}")))?;
                     Ok::<_, Bad>(Some(value))
                 })
                 .collect::<Result<_, _>>()?;

@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 
 use settings::Platform;
 
-pub use matrix::{ALLOCATORS, Axis, Cell, Lanes, Refused, accepts, axes, lanes, value_of};
+pub use matrix::{
+    ALLOCATORS, Axis, Cell, Lanes, Refused, UnknownVariable, accepts, axes, known_variable, lanes, value_of,
+};
 pub use schema::{
-    Crash, Database, DatabaseFaults, Gate, Matrix, Observed, ObservedProvider, OutageSpec, Pooler, Scenario,
-    ShortMonths, Upstream, UserTemplate, Workload,
+    Crash, Database, DatabaseFaults, Gate, Matrix, Observed, ObservedProvider, OutageSpec, Pooler, REPEATS,
+    Scenario, ShortMonths, Upstream, UserTemplate, Workload,
 };
 
 /// A scenario that cannot be used; the message names file, line and key.
@@ -199,9 +201,6 @@ impl Checked {
                 format!("{:?} is not a percentage in 0..100", raw.headroom),
             )
         })?;
-        if raw.repeats == 0 || raw.repeats > 50 {
-            return Err(invalid("repeats", format!("{} is not in 1..=50", raw.repeats)));
-        }
         check_users(&raw.workload).map_err(bad_at)?;
         check_gate(&raw.gate).map_err(bad_at)?;
         check_upstream(&raw).map_err(bad_at)?;
@@ -553,7 +552,8 @@ fn check_processes(raw: &Scenario) -> Result<(), Bad> {
 /// what it accepts there.
 fn check_env(raw: &Scenario) -> Result<(), Bad> {
     for (key, value) in &raw.env {
-        matrix::accepts(key, value).map_err(|words| wrong(key, format!("{value:?} is not {words}")))?;
+        matrix::known_variable(key).map_err(|unknown| wrong(key, unknown.to_string()))?;
+        matrix::accepts(key, value).map_err(|words| wrong(key, format!("{value:?}: expected {words}")))?;
     }
     Ok(())
 }
@@ -760,7 +760,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("MALLOC_ARENA_MAX: \"many\" is not a whole number"),
+            err.contains("MALLOC_ARENA_MAX: \"many\": expected a whole number"),
             "{err}"
         );
     }
@@ -965,10 +965,10 @@ mod tests {
             }
             for v in &bad {
                 let err = in_env(s.name, v).unwrap_err().to_string();
-                assert!(err.contains(&format!("{}: \"{v}\" is not", s.name)), "{err}");
+                assert!(err.contains(&format!("{}: \"{v}\": expected", s.name)), "{err}");
                 if varied && s.name != "MAX_CONCURRENT_IMPORTS" {
                     let err = in_matrix(s.name, v).unwrap_err().to_string();
-                    assert!(err.contains(&format!("{}: \"{v}\" is not", s.name)), "{err}");
+                    assert!(err.contains(&format!("{}: \"{v}\": expected", s.name)), "{err}");
                 }
             }
             walked += 1;
@@ -977,7 +977,7 @@ mod tests {
         let err = parse(&GOOD.replace("[2, 3]", "[0, 3]")).unwrap_err().to_string();
         assert_eq!(
             err,
-            "s.yaml:3: MAX_CONCURRENT_IMPORTS: \"0\" is not an integer in 1..=256"
+            "s.yaml:3: MAX_CONCURRENT_IMPORTS: \"0\": expected an integer in 1..=256"
         );
         let err = parse(&GOOD.replace("  MAX_CONCURRENT_IMPORTS: [2, 3]", "  BIND_ADDR: [\"0.0.0.0:1\"]"))
             .unwrap_err()
@@ -986,6 +986,18 @@ mod tests {
             err.starts_with("s.yaml:3: BIND_ADDR: not a setting the matrix can vary"),
             "{err}"
         );
+        // A misspelt setting in `env:` would measure the default and pass.
+        let err = parse(&format!("{GOOD}env:\n  IMPORT_BATCH_SIZ: 50\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("IMPORT_BATCH_SIZ: not a setting of the importer")
+                && err.ends_with("did you mean IMPORT_BATCH_SIZE?"),
+            "{err}"
+        );
+        let err = parse(&format!("{GOOD}repeats: -1\n")).unwrap_err().to_string();
+        assert!(err.contains("repeats: -1 is not in 1..=50"), "{err}");
+        assert!(parse(&format!("{GOOD}env:\n  RUST_LOG: debug\n  TMPDIR: /tmp\n")).is_ok());
     }
 
     #[test]

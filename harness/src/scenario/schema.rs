@@ -155,6 +155,25 @@ fn one() -> u32 {
     1
 }
 
+/// The runs of a cell a scenario or `--repeats` may ask for.
+pub const REPEATS: std::ops::RangeInclusive<u32> = 1..=50;
+
+/// `repeats`, read as any integer so that a negative one is refused with the range, not with
+/// the type it does not fit.
+fn repeats<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| REPEATS.contains(n))
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "repeats: {n} is not in {}..={}",
+                REPEATS.start(),
+                REPEATS.end()
+            ))
+        })
+}
+
 /// What each cell runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -351,8 +370,8 @@ pub struct Scenario {
     /// Share of the budget kept free, e.g. `15%`.
     #[serde(default = "default_headroom")]
     pub headroom: String,
-    /// Runs of each cell.
-    #[serde(default = "one")]
+    /// Runs of each cell, in [`REPEATS`].
+    #[serde(default = "one", deserialize_with = "repeats")]
     pub repeats: u32,
     /// The settings to vary.
     #[serde(default)]

@@ -144,7 +144,7 @@ fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
         as_strs(&long_range),
         as_strs(&with_env),
     );
-    let cases: [(&[&str], &str); 13] = [
+    let cases: [(&[&str], &str); 16] = [
         (&no_window, "give a window"),
         (&long_busiest, "longer than a day"),
         (&long_range, "longer than a day"),
@@ -161,7 +161,13 @@ fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
             &["run", &good, "--set", "IMPORT_BATCH_SIZE=0"],
             "IMPORT_BATCH_SIZE=\"0\": expected an integer in 1..=10000",
         ),
+        (
+            &["run", &good, "--set", "IMPORT_BATCH_SIZ=50"],
+            "did you mean IMPORT_BATCH_SIZE?",
+        ),
+        (&["run", &good, "--repeats", "-1"], "-1 is not in 1..=50"),
         (&["recommend", &good, "--budget", "lots"], "512MB"),
+        (&["recommend", &good, "--budget", "-5MB"], "512MB"),
         (&["compare", &empty, &empty], "results.json"),
         (&["check", &missing], "cannot read"),
     ];
