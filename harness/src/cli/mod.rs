@@ -129,7 +129,7 @@ pub struct RunArgs {
     /// Folder for reports; a run writes to OUT/<scenario>/<UTC time>/ and links OUT/<scenario>/latest.
     #[arg(long, default_value = "reports")]
     out: PathBuf,
-    /// No progress bar (for logs and CI).
+    /// No progress bar, a line per cell run instead (as when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
     /// Runs of each cell, overriding the scenario's.
@@ -188,7 +188,9 @@ impl RunArgs {
         Options {
             importer: self.importer.clone(),
             out_root: self.out.clone(),
-            progress: !self.no_progress,
+            // indicatif draws nothing where stderr is not a terminal (a pipe, CI's log), and the
+            // lines it would print above its bar went with it: there, a line per cell instead.
+            progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             repeats: self.repeats,
             set: self.set.iter().cloned().collect(),
             enforce: match self.enforce_budget.as_str() {

@@ -19,9 +19,10 @@ pub fn section(results: &RunResults, out: &mut String) {
          starts with (as `cargo bloat --crates` counts: a generic function under the crate that defines it; \
          an impl's method under its named type's crate, else its trait's; `C:` rows are C code compiled in, \
          `unmangled` the rest of the symbols without a Rust path: other C code, `#[no_mangle]` Rust, the \
-         compiler's builtins). Most of the idle importer's memory is file-backed (`RssFile`): \
-         the pages of this code, of its read-only data and of the C library that ran; which pages are \
-         resident depends on what ran, so the shares are of the file, not of the resident memory.\n",
+         compiler's builtins). Most of the idle importer's memory is file-backed (`RssFile`, the resident text above): \
+         the pages of this code, of its read-only data and of the C library that ran, so it can exceed \
+         this section; which pages are resident depends on what ran, so the shares are of the file, \
+         not of the resident memory.\n",
         mib(text.text_bytes)
     );
     let mut table =

@@ -26,7 +26,6 @@ pub fn write(dir: &Path, decision: &Decision, results: &RunResults) -> Result<()
     write_file(&dir.join("decision.json"), &serde_json::to_vec_pretty(decision)?)
 }
 
-/// Writes a baseline file, making its folder.
 /// The figures that answer the gate's question, for the top of `report.html`: each check of the
 /// code's own memory (and any failure), and where the heap grew most.
 fn glance(d: &Decision) -> Vec<String> {

@@ -227,13 +227,13 @@ pub fn summary_markdown(results: &RunResults) -> String {
     );
     let _ = writeln!(
         out,
-        "Importer binary: {} MiB on disk, {:.1} MiB of it resident at the peak (median `RssFile`, the same in every cell unless the binary changes; each run measures a copy of the binary made for it).\n",
+        "Importer binary: {} MiB on disk. Resident text at the peak: {:.1} MiB (median `RssFile`, file-backed memory: the binary's code and read-only data that ran, and the C libraries' pages; the same in every cell unless the binary changes; each run measures a copy of the binary made for it).\n",
         format_args!("{:.1}", mib(results.importer_bytes)),
         mib(resident_text),
     );
     let _ = writeln!(
         out,
-        "Peak = the kernel's VmHWM of the importer (sampled every 5 ms for the timeline), what a container limit sees: anonymous + file-backed + shared memory. anon = the highest sampled anonymous memory (`RssAnon`: heap and stacks, the importer's own); file = the highest file-backed (`RssFile`: mostly the binary's resident text, which depends on how the page cache holds the file, not on the code). Per import = (peak − idle) / imports; medians over repeats.\n"
+        "Peak = the larger of the kernel's VmHWM of the importer and its highest RSS sampled every 5 ms (the kernel updates VmHWM lazily, a spike can fall between samples): what a container limit sees, anonymous + file-backed + shared memory; the verdict and per import read it. anon = the highest sampled anonymous memory (`RssAnon`: heap and stacks, the importer's own); file = the highest file-backed (`RssFile`: mostly the binary's resident text, which depends on how the page cache holds the file, not on the code). Per import = (peak − idle) / imports; medians over repeats.\n"
     );
     if let Some(n) = results.cells.iter().map(|c| c.instances).max().filter(|&n| n > 1) {
         let _ = writeln!(
@@ -518,6 +518,7 @@ fn cells_table(cells: &[CellRuns<'_>], out: &mut String) {
         "ran at once",
         "idle MiB",
         "peak MiB",
+        "VmHWM MiB",
         "sampled peak MiB",
         "anon MiB",
         "file MiB",
@@ -572,6 +573,7 @@ fn cells_table(cells: &[CellRuns<'_>], out: &mut String) {
             runs.first().map_or(0, |r| r.cell.imports).to_string(),
             ran.to_string(),
             format!("{:.1}", mib(med(|r| r.idle_rss))),
+            format!("{:.1}", mib(med(|r| r.peak))),
             format!("{:.1}", mib(med(|r| r.peak_hwm))),
             format!("{:.1}", mib(med(|r| r.peak_sampled))),
             format!("{:.1}", mib(med(|r| r.peak_anon))),
