@@ -130,11 +130,30 @@ fn main() -> ExitCode {
     match api.block_on(serve(config, imports.handle().clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            let said = causes(&e);
+            tracing::error!("{said}");
+            eprintln!("error: {said}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, joined by ": " as `{:#}` joins them, each cause only where its
+/// words are not already said: an error whose message holds its source's (ours, and sqlx's
+/// "error returned from database: …") would say it twice, or three times.
+fn causes(e: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in e.chain() {
+        let words = cause.to_string();
+        if said.contains(&words) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&words);
+    }
+    said
 }
 
 /// Deletes the chess.com spool files a crash left in TMPDIR (only where `O_TMPFILE` is refused:
@@ -278,4 +297,21 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_said_is_not_said_again() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot connect to the database: {0}")]
+        struct Outer(#[source] std::io::Error);
+        let e = anyhow::Error::new(Outer(std::io::Error::other("connection refused"))).context("opening x");
+        assert_eq!(
+            super::causes(&e),
+            "opening x: cannot connect to the database: connection refused"
+        );
+        let apart = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::causes(&apart), "outer: inner");
+    }
 }

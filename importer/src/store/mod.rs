@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The database could not be reached or opened.
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
+    /// PostgreSQL did not complete a connection in time.
+    #[error("cannot connect to the database: no connection within {0} s")]
+    ConnectTimeout(u64),
     /// The schema could not be created.
     #[error("database migration {version} failed: {source}")]
     Migrate {
@@ -81,7 +84,9 @@ impl StoreError {
             StoreError::Connect(s)
             | StoreError::Migrate { source: s, .. }
             | StoreError::Query { source: s, .. } => s,
-            StoreError::LeaseLost(_) | StoreError::Corrupt { .. } => return false,
+            StoreError::LeaseLost(_) | StoreError::Corrupt { .. } | StoreError::ConnectTimeout(_) => {
+                return false;
+            }
         };
         matches!(source, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P05" | "26000")))
     }
@@ -458,6 +463,18 @@ impl Store {
             }
         } else {
             let opts = pg_options(url)?;
+            let acquire = Duration::from_secs(if options.transaction_pooler { 60 } else { 10 });
+            // A pool that cannot connect says only that it timed out, after the whole timeout:
+            // one connection first, so that a refused connection, an unknown host or a refused
+            // password is said at once, in the client's words.
+            let first = tokio::time::timeout(
+                acquire,
+                <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts),
+            )
+            .await
+            .map_err(|_| StoreError::ConnectTimeout(acquire.as_secs()))?
+            .map_err(StoreError::Connect)?;
+            let _ = sqlx::Connection::close(first).await;
             let pool = |size| {
                 PgPoolOptions::new()
                     .max_connections(size)
@@ -465,11 +482,7 @@ impl Store {
                     // Behind a pooler, waiting for a connection is normal under a small allowance:
                     // the pooler queues clients, and an import whose batch waits longer than this
                     // fails its step and is retried (`is_transient`).
-                    .acquire_timeout(Duration::from_secs(if options.transaction_pooler {
-                        60
-                    } else {
-                        10
-                    }))
+                    .acquire_timeout(acquire)
                     .connect_with(opts.clone())
             };
             Store {
