@@ -1,4 +1,5 @@
-//! Settings: a bad one stops the program naming it (exit 2); `--help` lists every setting.
+//! Settings: a bad one stops the program naming it (exit 2), a database it cannot open is said in
+//! the client's words (exit 1); `--help` lists every setting.
 
 use super::*;
 
@@ -36,6 +37,46 @@ fn each_bad_setting_stops_the_program_with_exit_code_2_naming_it() {
             "{var}={value}: {first}"
         );
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_is_said_at_once_in_the_clients_words() {
+    // A loopback port nothing listens on: bound, then let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let refused = format!("postgres://postgres@127.0.0.1:{closed}/test");
+    let cases = [
+        (refused.as_str(), "Connection refused"),
+        (
+            "postgres://no_such_role@127.0.0.1:5432/test",
+            "role \"no_such_role\" does not exist",
+        ),
+        ("sqlite:///no-such-dir/games.db", "unable to open database file"),
+    ];
+    for (url, words) in cases {
+        let started = std::time::Instant::now();
+        let (code, stderr) = run_with_env(&[
+            ("DATABASE_URL", url),
+            ("LICHESS_BASE_URL", "http://127.0.0.1:9"),
+            ("CHESSCOM_BASE_URL", "http://127.0.0.1:9"),
+            ("BIND_ADDR", "127.0.0.1:0"),
+        ]);
+        assert_eq!(code, Some(1), "{url}: {stderr}");
+        let said = stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_default();
+        // Said once: the pool's "timed out" hid PostgreSQL's words, SQLite's came three times.
+        assert_eq!(said.matches(words).count(), 1, "{url}: {said}");
+        assert!(!said.contains("pool timed out"), "{url}: {said}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "{url}: said after {:?}, not at once",
+            started.elapsed()
+        );
     }
 }
 
