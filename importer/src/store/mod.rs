@@ -466,7 +466,8 @@ impl Store {
             let acquire = Duration::from_secs(if options.transaction_pooler { 60 } else { 10 });
             // A pool that cannot connect says only that it timed out, after the whole timeout:
             // one connection first, so that a refused connection, an unknown host or a refused
-            // password is said at once, in the client's words.
+            // password is said at once, in the client's words. It is the check the pools would
+            // make, so they open theirs when first used (the migration, next).
             let first = tokio::time::timeout(
                 acquire,
                 <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts),
@@ -483,11 +484,11 @@ impl Store {
                     // the pooler queues clients, and an import whose batch waits longer than this
                     // fails its step and is retried (`is_transient`).
                     .acquire_timeout(acquire)
-                    .connect_with(opts.clone())
+                    .connect_lazy_with(opts.clone())
             };
             Store {
-                games: Pool::Postgres(pool(options.pool_size).await.map_err(StoreError::Connect)?),
-                queue: Pool::Postgres(pool(options.queue_pool_size).await.map_err(StoreError::Connect)?),
+                games: Pool::Postgres(pool(options.pool_size)),
+                queue: Pool::Postgres(pool(options.queue_pool_size)),
                 gate: None,
                 pooled: options.transaction_pooler,
             }
