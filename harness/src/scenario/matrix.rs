@@ -160,7 +160,7 @@ const PASSED_ON_PREFIXES: &[&str] = &["MALLOC_", "_RJEM_", "RUST_", "SSL_CERT_"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
     "not a setting of the importer (`importer --help` lists them), an axis of the harness ({}) or a variable its libraries read{}",
-    ALLOCATOR_AND_ARENAS,
+    own_axes().join(", "),
     closest.map(|c| format!("; did you mean {c}?")).unwrap_or_default()
 )]
 pub struct UnknownVariable {
@@ -168,8 +168,16 @@ pub struct UnknownVariable {
     pub closest: Option<&'static str>,
 }
 
-/// The harness's own axes, in words.
-const ALLOCATOR_AND_ARENAS: &str = "ALLOCATOR, MALLOC_ARENA_MAX";
+/// The names of the axes that are the harness's own, not the table's, in alphabetical order.
+fn own_axes() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = axes()
+        .into_iter()
+        .filter(|a| !matches!(a.values, Values::Table(_)))
+        .map(|a| a.name)
+        .collect();
+    names.sort_unstable();
+    names
+}
 
 /// Whether `name` is a variable the importer's environment may carry: a setting of the table,
 /// an axis, or one of [`PASSED_ON`] and [`PASSED_ON_PREFIXES`].
@@ -188,7 +196,7 @@ pub fn known_variable(name: &str) -> Result<(), UnknownVariable> {
     let closest = settings::SETTINGS
         .iter()
         .map(|s| s.name)
-        .chain(axes.iter().map(|a| a.name))
+        .chain(own_axes())
         .map(|known| (strsim::damerau_levenshtein(name, known), known))
         .filter(|(distance, _)| *distance <= 2)
         .min()
